@@ -1,0 +1,57 @@
+"""Argument checks with messages that name the argument, what was expected and what came."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def check_positive_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} ({value!r})")
+    if value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
+    return value
+
+
+def check_lengths(lengths, T: int, N: int) -> Tensor:
+    """Validate sequence lengths for a padded batch of ``N`` sequences of at most ``T`` steps.
+
+    Accepts a 1-D integer tensor or a list of ints; returns an int64 CPU tensor ``(N,)``.
+    """
+    if isinstance(lengths, (list, tuple)):
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in lengths):
+            raise TypeError(f"lengths: expected integers, got {lengths!r}")
+        lengths = torch.tensor(lengths, dtype=torch.int64)
+    if not isinstance(lengths, Tensor):
+        raise TypeError(
+            "lengths: expected a 1-D integer tensor or a list of ints, "
+            f"got {type(lengths).__name__}"
+        )
+    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+        raise TypeError(f"lengths: expected an integer tensor, got dtype {lengths.dtype}")
+    if lengths.shape != (N,):
+        raise ValueError(
+            f"lengths: expected shape ({N},), one length per sequence in the batch, "
+            f"got {tuple(lengths.shape)}"
+        )
+    lengths = lengths.detach().to("cpu", torch.int64)
+    lo, hi = int(lengths.min()), int(lengths.max())
+    if lo < 1 or hi > T:
+        bad = lo if lo < 1 else hi
+        raise ValueError(
+            f"lengths: expected every length in [1, {T}] (the padded sequence length), got {bad}"
+        )
+    return lengths
+
+
+def check_state_leaf(name: str, leaf, expected: tuple, ref: Tensor) -> None:
+    """A state tensor must have exactly the expected shape, and ``ref``'s dtype and device."""
+    if not isinstance(leaf, Tensor):
+        raise TypeError(f"{name}: expected a tensor, got {type(leaf).__name__}")
+    if tuple(leaf.shape) != tuple(expected):
+        raise ValueError(f"{name}: expected shape {tuple(expected)}, got {tuple(leaf.shape)}")
+    if leaf.dtype != ref.dtype:
+        raise TypeError(f"{name}: expected dtype {ref.dtype} (the input's), got {leaf.dtype}")
+    if leaf.device != ref.device:
+        raise ValueError(f"{name}: expected device {ref.device} (the input's), got {leaf.device}")

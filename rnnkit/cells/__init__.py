@@ -1,0 +1,57 @@
+"""Cells and the registry that maps names to them.
+
+>>> from rnnkit.cells import make_cell
+>>> make_cell("gru", 3, 5)
+GRUCell(3, 5)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .base import Cell, map_state, state_from_leaves, state_leaves
+from .elman import ElmanCell
+from .gru import GRUCell
+from .lstm import LSTMCell, LSTMState
+
+_REGISTRY: dict[str, Callable[..., Cell]] = {}
+
+
+def register_cell(name: str, factory: Callable[..., Cell]) -> None:
+    """Make ``factory(input_size, hidden_size, **options)`` available as ``name``."""
+    if name in _REGISTRY:
+        raise ValueError(f"cell name {name!r} is already registered to {_REGISTRY[name]}")
+    _REGISTRY[name] = factory
+
+
+def cell_names() -> list[str]:
+    """The registered cell names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_cell(name: str) -> Callable[..., Cell]:
+    """The cell factory registered as ``name``; ValueError naming the known ones otherwise."""
+    if not isinstance(name, str):
+        raise TypeError(f"cell: expected a cell name (str), got {type(name).__name__}")
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"cell: unknown cell name {name!r}; expected one of {', '.join(cell_names())}"
+        ) from None
+
+
+def make_cell(name: str, input_size: int, hidden_size: int, **options) -> Cell:
+    """Build the cell registered as ``name``."""
+    return get_cell(name)(input_size, hidden_size, **options)
+
+
+register_cell("elman", ElmanCell)
+register_cell("lstm", LSTMCell)
+register_cell("gru", GRUCell)
+
+__all__ = [
+    "Cell", "ElmanCell", "GRUCell", "LSTMCell", "LSTMState",
+    "cell_names", "get_cell", "make_cell", "map_state", "register_cell",
+    "state_from_leaves", "state_leaves",
+]

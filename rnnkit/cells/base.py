@@ -1,0 +1,115 @@
+"""The cell protocol: one step of a recurrent network.
+
+Every network in rnnkit is a cell run over time by one loop (:func:`rnnkit.scan`). A cell maps
+``(x_t, state_{t-1}) -> (y_t, state_t)`` for one time step and never loops over time itself.
+
+State is a tensor of shape ``(N, size)`` or a NamedTuple of such tensors (``LSTMState(h, c)``).
+Its structure is declared once, in ``state_size``: an ``int`` for a tensor state, or a NamedTuple
+of ints of the same type as the state (``LSTMState(h=H, c=H)``).
+
+The step is split in two so the loop can hoist the input projection out of the time loop:
+
+- ``precompute(xs)`` maps inputs of shape ``(..., I)`` to whatever ``step`` consumes, for all steps
+  at once (one matmul over ``T*N`` rows instead of ``T`` small ones). The default is the identity.
+- ``step(u, state)`` advances one step from a precomputed input ``u`` of shape ``(N, G)``.
+
+``forward(x, state)`` is ``step(precompute(x), state)``: the streaming step API, with the same
+weights as the sequence layer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+State = Tensor | tuple
+
+
+class Cell(nn.Module):
+    """Base class of all cells. Subclasses set ``input_size``, ``hidden_size``,
+    ``output_size`` and ``state_size``, and implement ``step`` (and usually ``precompute``)."""
+
+    input_size: int
+    hidden_size: int
+    output_size: int
+    state_size: int | tuple
+
+    def precompute(self, xs: Tensor) -> Tensor:
+        """Input-only part of the step for any number of steps: ``(..., I) -> (..., G)``."""
+        return xs
+
+    def step(self, u: Tensor, state: State) -> tuple[Tensor, State]:
+        """One step from a precomputed input ``u`` ``(N, G)``; returns ``(y, new_state)``."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """One step: ``x`` ``(N, I)`` and ``state`` -> ``(y (N, output_size), new_state)``."""
+        if x.dim() != 2 or x.shape[1] != self.input_size:
+            raise ValueError(
+                f"{type(self).__name__}: expected x of shape (N, input_size={self.input_size}), "
+                f"got {tuple(x.shape)}"
+            )
+        if state is None:
+            state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
+        return self.step(self.precompute(x), state)
+
+    def init_state(
+        self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> State:
+        """The zero state: tensors of shape ``(batch_size, size)`` shaped like ``state_size``."""
+        if dtype is None or device is None:
+            p = next(self.parameters(), None)
+            if p is not None:
+                device = p.device if device is None else device
+                dtype = p.dtype if dtype is None else dtype
+
+        def zeros(size: int) -> Tensor:
+            return torch.zeros(batch_size, size, device=device, dtype=dtype)
+
+        return map_state(zeros, self.state_size)
+
+    def reset_parameters(self) -> None:
+        """torch's RNN initialisation: every parameter U(-1/sqrt(H), 1/sqrt(H)), in registration
+        order, so a seeded rnnkit network starts from the same numbers as its torch.nn twin."""
+        k = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -k, k)
+
+    def native_mode(self) -> str | None:
+        """Name of the ``torch._VF`` kernel that computes exactly this cell over a sequence
+        (``"lstm"``, ``"gru"``, ``"rnn_tanh"``, ``"rnn_relu"``), or None if there is none."""
+        return None
+
+    def native_weights(self) -> list[Tensor]:
+        """This cell's weights in the order the native kernel takes them:
+        ``weight_ih, weight_hh[, bias_ih, bias_hh][, weight_hr]``."""
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+        return [w for w in (getattr(self, n, None) for n in names) if w is not None]
+
+
+def map_state(fn, *states):
+    """Apply ``fn`` leaf by leaf to one or more states of the same structure.
+
+    A leaf is a tensor (or an int in a ``state_size``); NamedTuples keep their type.
+    """
+    first = states[0]
+    if isinstance(first, tuple):
+        parts = [map_state(fn, *leaves) for leaves in zip(*states, strict=True)]
+        return type(first)(*parts) if hasattr(first, "_fields") else tuple(parts)
+    return fn(*states)
+
+
+def state_leaves(state) -> list:
+    """The leaves of a state (or a ``state_size``) in order: ``LSTMState(h, c) -> [h, c]``."""
+    if isinstance(state, tuple):
+        return [leaf for part in state for leaf in state_leaves(part)]
+    return [state]
+
+
+def state_from_leaves(template, leaves: list):
+    """Inverse of :func:`state_leaves`: rebuild the structure of ``template`` from leaves."""
+    it = iter(leaves)
+    out = map_state(lambda _: next(it), template)
+    return out
