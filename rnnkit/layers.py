@@ -1,0 +1,83 @@
+"""Layers built from cells: one direction, two directions, a stack of layers."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .cells.base import Cell, State
+from .functional import scan
+
+
+class Recurrent(nn.Module):
+    """One direction of one layer: ``cell`` run over time by :func:`~rnnkit.scan`.
+
+    Shapes: xs ``(T, N, I)`` time-major, ``lengths`` ``(N,)``; returns ``(T, N, O)`` and the
+    final state.
+
+    >>> from rnnkit.cells import GRUCell
+    >>> ys, h = Recurrent(GRUCell(3, 5))(torch.randn(7, 2, 3))
+    >>> ys.shape
+    torch.Size([7, 2, 5])
+    """
+
+    def __init__(self, cell: Cell, reverse: bool = False):
+        super().__init__()
+        self.cell, self.reverse = cell, reverse
+        self.input_size, self.output_size = cell.input_size, cell.output_size
+
+    def forward(
+        self, xs: Tensor, state: State | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, State]:
+        return scan(self.cell, xs, state, reverse=self.reverse, lengths=lengths)
+
+
+class Bidirectional(nn.Module):
+    """Two cells over the same sequence, the second one reversed; outputs concatenated.
+
+    .. math:: y_t = [\\overrightarrow{y}_t ; \\overleftarrow{y}_t]
+
+    The state is the pair ``(forward_state, backward_state)``; on padded batches the backward
+    direction starts at each sequence's own last valid step.
+    """
+
+    def __init__(self, forward_cell: Cell, backward_cell: Cell):
+        super().__init__()
+        self.fwd = Recurrent(forward_cell)
+        self.bwd = Recurrent(backward_cell, reverse=True)
+        self.input_size = forward_cell.input_size
+        self.output_size = forward_cell.output_size + backward_cell.output_size
+
+    def forward(
+        self, xs: Tensor, state: tuple | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, tuple]:
+        s_f, s_b = (None, None) if state is None else state
+        y_f, s_f = self.fwd(xs, s_f, lengths)
+        y_b, s_b = self.bwd(xs, s_b, lengths)
+        return torch.cat([y_f, y_b], dim=-1), (s_f, s_b)  # (T, N, O_f + O_b)
+
+
+class Stacked(nn.Module):
+    """Layers applied one after another, with dropout between layers (not after the last).
+
+    The state is a list with one entry per layer.
+    """
+
+    def __init__(self, layers: list[nn.Module], dropout: float = 0.0):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.dropout = dropout
+
+    def forward(
+        self, xs: Tensor, states: list | None = None, lengths: Tensor | None = None
+    ) -> tuple[Tensor, list]:
+        if states is None:
+            states = [None] * len(self.layers)
+        finals = []
+        for l, layer in enumerate(self.layers):
+            if l > 0 and self.dropout > 0 and self.training:
+                xs = F.dropout(xs, self.dropout, training=True)
+            xs, s = layer(xs, states[l], lengths)
+            finals.append(s)
+        return xs, finals

@@ -1,0 +1,364 @@
+"""Deep, bidirectional networks of any cell, with ``torch.nn.LSTM``'s interface.
+
+``RecurrentNetwork(cell, ...)`` stacks layers of a registered cell; ``RNN``, ``LSTM`` and ``GRU``
+are it with torch's exact signatures. Inputs, initial states, outputs and ``state_dict()`` keys
+are torch's, so a user swaps ``torch.nn.LSTM`` for ``rnnkit.LSTM`` and nothing else changes.
+
+Two paths compute the same numbers: where every cell is exactly what a torch kernel computes
+(plain Elman, LSTM, GRU) the *native* path calls that kernel (``torch._VF``, as ``torch.nn`` does);
+otherwise, or with ``native=False``, the layers run through :func:`~rnnkit.scan`.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+import warnings
+
+import torch
+from torch import _VF, Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from ._checks import check_lengths, check_positive_int, check_state_leaf
+from .cells import get_cell
+from .cells.base import state_from_leaves, state_leaves
+from .layers import Bidirectional, Recurrent, Stacked
+
+
+class RecurrentNetwork(nn.Module):
+    """A stack of ``num_layers`` recurrent layers of the cell ``cell``, optionally bidirectional.
+
+    Args:
+        cell: a registered cell name (``"elman"``, ``"lstm"``, ``"gru"``, ... see
+            :func:`rnnkit.cells.cell_names`) or a factory ``f(input_size, hidden_size, **opts)``.
+        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+        device, dtype: as in ``torch.nn.LSTM``.
+        native: use torch's own kernel where the configuration is exactly one it computes.
+        **cell_options: passed to every cell (e.g. ``nonlinearity="relu"``).
+
+    Forward: ``net(input, hx=None, *, lengths=None) -> (output, h_n)`` exactly as torch.nn.LSTM:
+
+    - input ``(T, N, I)`` (``(N, T, I)`` if batch_first), ``(T, I)`` unbatched, or a
+      ``PackedSequence``; ``lengths`` ``(N,)`` marks a right-padded batch (outputs past a length
+      are zero, final states are taken at each sequence's last step).
+    - hx / h_n: ``(D*num_layers, N, size)`` per state tensor, a tensor for one-tensor states
+      (Elman, GRU) and a tuple for more (LSTM's ``(h, c)``); ``D = 2`` if bidirectional.
+    - output ``(T, N, D*H_out)``, or a ``PackedSequence`` for a ``PackedSequence`` input.
+
+    ``state_dict()`` uses torch's flat names (``weight_ih_l0``, ``bias_hh_l1_reverse``, ...) for
+    every cell's parameters, and the same names read the parameters as attributes.
+    """
+
+    def __init__(
+        self,
+        cell,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        *,
+        native: bool = True,
+        device=None,
+        dtype=None,
+        **cell_options,
+    ):
+        super().__init__()
+        factory = get_cell(cell) if isinstance(cell, str) else cell
+        if not callable(factory):
+            raise TypeError(f"cell: expected a cell name or a cell factory, got {cell!r}")
+        check_positive_int("input_size", input_size)
+        check_positive_int("hidden_size", hidden_size)
+        check_positive_int("num_layers", num_layers)
+        for name, flag in (("bias", bias), ("batch_first", batch_first),
+                           ("bidirectional", bidirectional)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name}: expected a bool, got {type(flag).__name__} ({flag!r})")
+        if not isinstance(dropout, numbers.Number) or isinstance(dropout, bool) \
+                or not 0 <= dropout <= 1:
+            raise ValueError(f"dropout: expected a probability in [0, 1], got {dropout!r}")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(
+                f"dropout={dropout} acts between layers, so it does nothing with num_layers=1",
+                stacklevel=2,
+            )
+        self.cell = cell if isinstance(cell, str) else getattr(cell, "__name__", repr(cell))
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first, self.bidirectional = bias, batch_first, bidirectional
+        self.dropout = float(dropout)
+        self.native = native
+        D = 2 if bidirectional else 1
+        layers, size = [], input_size
+        for _ in range(num_layers):
+            cells = [factory(size, hidden_size, bias=bias, device=device, dtype=dtype,
+                             **cell_options) for _ in range(D)]
+            layers.append(Bidirectional(*cells) if bidirectional else Recurrent(cells[0]))
+            size = layers[-1].output_size
+        self.stack = Stacked(layers, self.dropout)
+        self.output_size = size  # D * H_out, the features of `output`
+
+        # torch's flat names: key `weight_ih` of layer l, direction d -> `weight_ih_l{l}[_reverse]`
+        prefixes = {id(m): name for name, m in self.named_modules()}
+        self._flat_names: dict[str, str] = {}
+        for l, d, c in self._cells():
+            for key in c.state_dict(keep_vars=True):
+                flat = f"{key.replace('.', '_')}_l{l}{'_reverse' if d else ''}"
+                self._flat_names[f"{prefixes[id(c)]}.{key}"] = flat
+        self._own_names = {flat: own for own, flat in self._flat_names.items()}
+        self.register_state_dict_post_hook(_to_flat_names)
+        self.register_load_state_dict_pre_hook(_from_flat_names)
+
+    # ---- structure --------------------------------------------------------------------------
+
+    def _cells(self):
+        """``(layer, direction, cell)`` in torch's order: layer-major, forward before reverse."""
+        for l, layer in enumerate(self.stack.layers):
+            directions = [layer.fwd, layer.bwd] if isinstance(layer, Bidirectional) else [layer]
+            for d, rec in enumerate(directions):
+                yield l, d, rec.cell
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            own = self.__dict__.get("_own_names", {}).get(name)
+            if own is None:
+                raise
+            return functools.reduce(getattr, own.split("."), self)
+
+    @property
+    def _flat_weights_names(self) -> list[str]:
+        return list(self._own_names)
+
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        """Parameters per layer and direction, in torch's order (as ``torch.nn.LSTM``)."""
+        return [list(c.parameters()) for _, _, c in self._cells()]
+
+    def flatten_parameters(self) -> None:
+        """No-op, for drop-in compatibility with ``torch.nn.LSTM``."""
+
+    def extra_repr(self) -> str:
+        s = f"{self.cell!r}, {self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0),
+                              ("bidirectional", False)):
+            if getattr(self, name) != default:
+                s += f", {name}={getattr(self, name)}"
+        return s
+
+    # ---- forward ----------------------------------------------------------------------------
+
+    def forward(self, input, hx=None, *, lengths=None):
+        name = type(self).__name__
+        first_cell = next(self._cells())[2]
+        weight = next(self.parameters())
+        unbatched = False
+        if isinstance(input, PackedSequence):
+            if lengths is not None:
+                raise ValueError("lengths: must be None for a PackedSequence input, "
+                                 "which carries its own lengths")
+            x, N = input.data, int(input.batch_sizes[0])
+            if x.dim() != 2 or x.shape[1] != self.input_size:
+                raise ValueError(f"{name}: expected PackedSequence data of shape "
+                                 f"(sum of lengths, input_size={self.input_size}), "
+                                 f"got {tuple(x.shape)}")
+        elif isinstance(input, Tensor):
+            if input.dim() not in (2, 3):
+                layout = "(N, T, input_size)" if self.batch_first else "(T, N, input_size)"
+                raise ValueError(f"{name}: expected input of shape {layout} or (T, input_size) "
+                                 f"unbatched, got {input.dim()}-D shape {tuple(input.shape)}")
+            unbatched = input.dim() == 2
+            if unbatched:
+                x = input.unsqueeze(1)
+            else:
+                x = input.transpose(0, 1) if self.batch_first else input  # (T, N, I)
+            if x.shape[2] != self.input_size:
+                raise ValueError(f"{name}: expected input features (last dim) = input_size "
+                                 f"{self.input_size}, got {x.shape[2]} in shape "
+                                 f"{tuple(input.shape)}")
+            N = x.shape[1]
+            if lengths is not None:
+                lengths = check_lengths(lengths, x.shape[0], N)
+        else:
+            raise TypeError(f"{name}: expected input to be a Tensor or a PackedSequence, "
+                            f"got {type(input).__name__}")
+        if x.dtype != weight.dtype:
+            raise ValueError(f"{name}: input dtype {x.dtype} does not match the parameters' "
+                             f"dtype {weight.dtype}; convert one with .to()")
+        leaves = self._check_hx(hx, N, unbatched, x, first_cell.state_size)
+
+        mode = first_cell.native_mode() if self.native else None
+        run = self._forward_native if mode is not None else self._forward_scan
+        out, leaves = run(mode, input if isinstance(input, PackedSequence) else x, leaves,
+                          lengths, first_cell.state_size)
+
+        if unbatched:
+            out, leaves = out.squeeze(1), [leaf.squeeze(1) for leaf in leaves]
+        elif self.batch_first and not isinstance(out, PackedSequence):
+            out = out.transpose(0, 1)
+        return out, (leaves[0] if len(leaves) == 1 else tuple(leaves))
+
+    def _check_hx(self, hx, N: int, unbatched: bool, x: Tensor, state_size) -> list | None:
+        """Validate hx in torch's layout; return its leaves as ``(D*num_layers, N, size)``."""
+        if hx is None:
+            return None
+        sizes = state_leaves(state_size)
+        L = self.num_directions * self.num_layers
+        if len(sizes) == 1:
+            if not isinstance(hx, Tensor):
+                raise TypeError(f"hx: expected a tensor of shape ({L}, N, {sizes[0]}), "
+                                f"got {type(hx).__name__}")
+            leaves, names = [hx], ["hx"]
+        else:
+            if not isinstance(hx, (tuple, list)) or len(hx) != len(sizes):
+                got = f"{len(hx)} items" if isinstance(hx, (tuple, list)) else type(hx).__name__
+                raise TypeError(f"hx: expected a tuple of {len(sizes)} state tensors "
+                                f"(as torch.nn.LSTM's (h_0, c_0)), got {got}")
+            leaves, names = list(hx), [f"hx[{i}]" for i in range(len(sizes))]
+        for leaf, leaf_name, size in zip(leaves, names, sizes, strict=True):
+            check_state_leaf(leaf_name, leaf, (L, size) if unbatched else (L, N, size), x)
+        return [leaf.unsqueeze(1) for leaf in leaves] if unbatched else leaves
+
+    def _forward_native(self, mode, x, leaves, lengths, state_size):
+        """torch's own kernel. ``x`` is time-major ``(T, N, I)`` or a PackedSequence."""
+        weights = [w for _, _, c in self._cells() for w in c.native_weights()]
+        kernel = getattr(_VF, mode)
+        if leaves is None:
+            N = int(x.batch_sizes[0]) if isinstance(x, PackedSequence) else x.shape[1]
+            leaves = self._zero_leaves(N, state_size, x)
+        hx = leaves[0] if len(leaves) == 1 else tuple(leaves)
+        args = (weights, self.bias, self.num_layers, self.dropout, self.training,
+                self.bidirectional)
+        if lengths is None and not isinstance(x, PackedSequence):
+            out, *finals = kernel(x, hx, *args, False)
+            return out, finals
+        T = x.shape[0] if lengths is not None else None
+        packed = x if lengths is None else pack_padded_sequence(x, lengths, enforce_sorted=False)
+        if packed.sorted_indices is not None:  # the kernel wants hx in sorted order
+            hx = tuple(h.index_select(1, packed.sorted_indices) for h in leaves)
+            hx = hx[0] if len(hx) == 1 else hx
+        data, *finals = kernel(packed.data, packed.batch_sizes, hx, *args)
+        if packed.unsorted_indices is not None:
+            finals = [h.index_select(1, packed.unsorted_indices) for h in finals]
+        out = PackedSequence(data, packed.batch_sizes, packed.sorted_indices,
+                             packed.unsorted_indices)
+        if lengths is not None:
+            out = pad_packed_sequence(out, total_length=T)[0]
+        return out, finals
+
+    def _forward_scan(self, mode, x, leaves, lengths, state_size):
+        """The reference path: every layer through ``scan``."""
+        packed = x if isinstance(x, PackedSequence) else None
+        if packed is not None:
+            x, lengths = pad_packed_sequence(packed)  # (T, N, I), original batch order
+        D = self.num_directions
+
+        def state(l: int, d: int):
+            return state_from_leaves(state_size, [leaf[l * D + d] for leaf in leaves])
+
+        states = None
+        if leaves is not None:
+            states = [(state(l, 0), state(l, 1)) if D == 2 else state(l, 0)
+                      for l in range(self.num_layers)]
+        out, finals = self.stack(x, states, lengths)
+        per_direction = [s for f in finals for s in (f if D == 2 else (f,))]
+        leaves = [torch.stack(group) for group in zip(*map(state_leaves, per_direction),
+                                                        strict=True)]
+        if packed is not None:
+            out = _repack(out, lengths, packed)
+        return out, leaves
+
+    def _zero_leaves(self, N: int, state_size, x) -> list[Tensor]:
+        ref = x.data if isinstance(x, PackedSequence) else x
+        L = self.num_directions * self.num_layers
+        return [ref.new_zeros(L, N, size) for size in state_leaves(state_size)]
+
+
+def _repack(out: Tensor, lengths: Tensor, like: PackedSequence) -> PackedSequence:
+    """Pack a padded time-major ``out`` (original batch order) in ``like``'s layout."""
+    if like.sorted_indices is not None:
+        out = out.index_select(1, like.sorted_indices.to(out.device))
+        lengths = lengths.index_select(0, like.sorted_indices.cpu())
+    data = pack_padded_sequence(out, lengths, enforce_sorted=True).data
+    return PackedSequence(data, like.batch_sizes, like.sorted_indices, like.unsorted_indices)
+
+
+def _to_flat_names(module: RecurrentNetwork, state_dict, prefix: str, local_metadata) -> None:
+    for own, flat in module._flat_names.items():
+        if prefix + own in state_dict:
+            state_dict[prefix + flat] = state_dict.pop(prefix + own)
+
+
+def _from_flat_names(module: RecurrentNetwork, state_dict, prefix: str, *args) -> None:
+    for flat, own in module._own_names.items():
+        if prefix + flat in state_dict:
+            state_dict[prefix + own] = state_dict.pop(prefix + flat)
+
+
+class RNN(RecurrentNetwork):
+    """Elman network with ``torch.nn.RNN``'s signature, shapes and state dict.
+
+    .. math:: h_t = \\phi(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh})
+
+    See :class:`~rnnkit.cells.ElmanCell` and :class:`RecurrentNetwork`.
+
+    >>> rnn = RNN(10, 20, num_layers=2)
+    >>> out, h_n = rnn(torch.randn(5, 3, 10))
+    >>> out.shape, h_n.shape
+    (torch.Size([5, 3, 20]), torch.Size([2, 3, 20]))
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
+                 dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None,
+                 *, native: bool = True):
+        super().__init__("elman", input_size, hidden_size, num_layers, bias, batch_first,
+                         dropout, bidirectional, native=native, device=device, dtype=dtype,
+                         nonlinearity=nonlinearity)
+        self.nonlinearity = nonlinearity
+
+
+class LSTM(RecurrentNetwork):
+    """LSTM with ``torch.nn.LSTM``'s signature, shapes, returns and state dict.
+
+    See :class:`~rnnkit.cells.LSTMCell` (equations) and :class:`RecurrentNetwork`.
+
+    >>> lstm = LSTM(10, 20, num_layers=2, bidirectional=True)
+    >>> out, (h_n, c_n) = lstm(torch.randn(5, 3, 10))
+    >>> out.shape, h_n.shape
+    (torch.Size([5, 3, 40]), torch.Size([4, 3, 20]))
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 proj_size: int = 0, device=None, dtype=None, *, native: bool = True):
+        super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first,
+                         dropout, bidirectional, native=native, device=device, dtype=dtype,
+                         proj_size=proj_size)
+        self.proj_size = proj_size
+
+
+class GRU(RecurrentNetwork):
+    """GRU with ``torch.nn.GRU``'s signature, shapes, returns and state dict.
+
+    See :class:`~rnnkit.cells.GRUCell` (equations) and :class:`RecurrentNetwork`.
+
+    >>> gru = GRU(10, 20, batch_first=True)
+    >>> out, h_n = gru(torch.randn(3, 5, 10))
+    >>> out.shape, h_n.shape
+    (torch.Size([3, 5, 20]), torch.Size([1, 3, 20]))
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 device=None, dtype=None, *, native: bool = True):
+        super().__init__("gru", input_size, hidden_size, num_layers, bias, batch_first,
+                         dropout, bidirectional, native=native, device=device, dtype=dtype)
