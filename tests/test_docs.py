@@ -1,0 +1,29 @@
+"""The examples in the docstrings run and print what they say."""
+
+import doctest
+import importlib
+import pkgutil
+
+import pytest
+
+import rnnkit
+
+MODULES = sorted(
+    m.name for m in pkgutil.walk_packages(rnnkit.__path__, "rnnkit.")
+    if m.name != "rnnkit.__main__"
+)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0
+
+
+def test_readme_opens_with_the_two_commands():
+    from pathlib import Path
+
+    head = (Path(__file__).parent.parent / "README.md").read_text().splitlines()[:10]
+    assert any(line.startswith("make demo") for line in head)
+    assert any(line.startswith("make test") for line in head)
