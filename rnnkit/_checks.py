@@ -45,6 +45,16 @@ def check_lengths(lengths, T: int, N: int) -> Tensor:
     return lengths
 
 
+def check_dtype(name: str, value: Tensor, module: torch.nn.Module) -> None:
+    """``value`` must have the dtype of ``module``'s parameters (if it has any)."""
+    p = next(module.parameters(), None)
+    if p is not None and value.dtype != p.dtype:
+        raise ValueError(
+            f"{name}: expected dtype {p.dtype} (the parameters'), got {value.dtype}; "
+            f"convert one with .to()"
+        )
+
+
 def check_state_leaf(name: str, leaf, expected: tuple, ref: Tensor) -> None:
     """A state tensor must have exactly the expected shape, and ``ref``'s dtype and device."""
     if not isinstance(leaf, Tensor):
@@ -52,6 +62,6 @@ def check_state_leaf(name: str, leaf, expected: tuple, ref: Tensor) -> None:
     if tuple(leaf.shape) != tuple(expected):
         raise ValueError(f"{name}: expected shape {tuple(expected)}, got {tuple(leaf.shape)}")
     if leaf.dtype != ref.dtype:
-        raise TypeError(f"{name}: expected dtype {ref.dtype} (the input's), got {leaf.dtype}")
+        raise ValueError(f"{name}: expected dtype {ref.dtype} (the input's), got {leaf.dtype}")
     if leaf.device != ref.device:
         raise ValueError(f"{name}: expected device {ref.device} (the input's), got {leaf.device}")

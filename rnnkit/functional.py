@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import check_lengths
-from .cells.base import Cell, State, map_state
+from ._checks import check_dtype, check_lengths
+from .cells.base import Cell, State, check_state, map_state
 
 
 def scan(
@@ -42,10 +42,17 @@ def scan(
         got = tuple(xs.shape) if isinstance(xs, Tensor) else type(xs).__name__
         raise ValueError(f"xs: expected shape (T, N, input_size={cell.input_size}), got {got}")
     T, N = xs.shape[0], xs.shape[1]
+    if T == 0:
+        raise ValueError(
+            f"xs: expected at least one time step (T >= 1), got shape {tuple(xs.shape)}"
+        )
+    check_dtype("xs", xs, cell)
     if lengths is not None:
         lengths = check_lengths(lengths, T, N)
     if state is None:
         state = cell.init_state(N, device=xs.device, dtype=xs.dtype)
+    else:
+        check_state(state, cell.state_size, N, xs)
     us = cell.precompute(xs)  # (T, N, G)
     steps = range(T - 1, -1, -1) if reverse else range(T)
     ys: list[Tensor | None] = [None] * T

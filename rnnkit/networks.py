@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import numbers
+import sys
 import warnings
 
 import torch
@@ -20,7 +21,7 @@ from torch import _VF, Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from ._checks import check_lengths, check_positive_int, check_state_leaf
-from .cells import get_cell
+from .cells import cell_names, get_cell
 from .cells.base import state_from_leaves, state_leaves
 from .layers import Bidirectional, Recurrent, Stacked
 
@@ -68,7 +69,8 @@ class RecurrentNetwork(nn.Module):
         super().__init__()
         factory = get_cell(cell) if isinstance(cell, str) else cell
         if not callable(factory):
-            raise TypeError(f"cell: expected a cell name or a cell factory, got {cell!r}")
+            raise TypeError(f"cell: expected a cell name (one of {', '.join(cell_names())}) "
+                            f"or a cell factory, got {cell!r}")
         check_positive_int("input_size", input_size)
         check_positive_int("hidden_size", hidden_size)
         check_positive_int("num_layers", num_layers)
@@ -82,7 +84,7 @@ class RecurrentNetwork(nn.Module):
         if dropout > 0 and num_layers == 1:
             warnings.warn(
                 f"dropout={dropout} acts between layers, so it does nothing with num_layers=1",
-                stacklevel=2,
+                stacklevel=_stacklevel_outside_this_file(),
             )
         self.cell = cell if isinstance(cell, str) else getattr(cell, "__name__", repr(cell))
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
@@ -109,6 +111,7 @@ class RecurrentNetwork(nn.Module):
         self._own_names = {flat: own for own, flat in self._flat_names.items()}
         self.register_state_dict_post_hook(_to_flat_names)
         self.register_load_state_dict_pre_hook(_from_flat_names)
+        self.register_load_state_dict_post_hook(_flat_missing_keys)
 
     # ---- structure --------------------------------------------------------------------------
 
@@ -163,8 +166,8 @@ class RecurrentNetwork(nn.Module):
         unbatched = False
         if isinstance(input, PackedSequence):
             if lengths is not None:
-                raise ValueError("lengths: must be None for a PackedSequence input, "
-                                 "which carries its own lengths")
+                raise ValueError("lengths: expected None for a PackedSequence input, which "
+                                 f"carries its own lengths, got {lengths!r}")
             x, N = input.data, int(input.batch_sizes[0])
             if x.dim() != 2 or x.shape[1] != self.input_size:
                 raise ValueError(f"{name}: expected PackedSequence data of shape "
@@ -180,6 +183,9 @@ class RecurrentNetwork(nn.Module):
                 x = input.unsqueeze(1)
             else:
                 x = input.transpose(0, 1) if self.batch_first else input  # (T, N, I)
+            if x.shape[0] == 0:
+                raise ValueError(f"{name}: expected input with at least one time step (T >= 1), "
+                                 f"got shape {tuple(input.shape)}")
             if x.shape[2] != self.input_size:
                 raise ValueError(f"{name}: expected input features (last dim) = input_size "
                                  f"{self.input_size}, got {x.shape[2]} in shape "
@@ -301,6 +307,25 @@ def _from_flat_names(module: RecurrentNetwork, state_dict, prefix: str, *args) -
     for flat, own in module._own_names.items():
         if prefix + flat in state_dict:
             state_dict[prefix + own] = state_dict.pop(prefix + flat)
+
+
+def _flat_missing_keys(module: RecurrentNetwork, incompatible_keys) -> None:
+    """Report missing parameters by torch's names (``bias_hh_l1``), as torch.nn does."""
+    keys = incompatible_keys.missing_keys
+    for i, key in enumerate(keys):
+        for own, flat in module._flat_names.items():
+            if key == own or key.endswith("." + own):
+                keys[i] = key[: len(key) - len(own)] + flat
+                break
+
+
+def _stacklevel_outside_this_file() -> int:
+    """``stacklevel`` for a warning issued in the caller: the first frame outside this file
+    (the user's code, not a facade's ``super().__init__``)."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class RNN(RecurrentNetwork):

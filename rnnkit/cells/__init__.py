@@ -32,7 +32,10 @@ def cell_names() -> list[str]:
 def get_cell(name: str) -> Callable[..., Cell]:
     """The cell factory registered as ``name``; ValueError naming the known ones otherwise."""
     if not isinstance(name, str):
-        raise TypeError(f"cell: expected a cell name (str), got {type(name).__name__}")
+        raise TypeError(
+            f"cell: expected a cell name (str), one of {', '.join(cell_names())}; "
+            f"got {type(name).__name__} ({name!r})"
+        )
     try:
         return _REGISTRY[name]
     except KeyError:

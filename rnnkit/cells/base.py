@@ -24,6 +24,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_dtype, check_state_leaf
+
 State = Tensor | tuple
 
 
@@ -46,13 +48,21 @@ class Cell(nn.Module):
 
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """One step: ``x`` ``(N, I)`` and ``state`` -> ``(y (N, output_size), new_state)``."""
+        if not isinstance(x, Tensor):
+            raise TypeError(
+                f"{type(self).__name__}: expected x to be a Tensor (N, input_size="
+                f"{self.input_size}), got {type(x).__name__}"
+            )
         if x.dim() != 2 or x.shape[1] != self.input_size:
             raise ValueError(
                 f"{type(self).__name__}: expected x of shape (N, input_size={self.input_size}), "
                 f"got {tuple(x.shape)}"
             )
+        check_dtype("x", x, self)
         if state is None:
             state = self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
+        else:
+            check_state(state, self.state_size, x.shape[0], x)
         return self.step(self.precompute(x), state)
 
     def init_state(
@@ -87,6 +97,23 @@ class Cell(nn.Module):
         ``weight_ih, weight_hh[, bias_ih, bias_hh][, weight_hr]``."""
         names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
         return [w for w in (getattr(self, n, None) for n in names) if w is not None]
+
+
+def check_state(state, size, batch_size: int, ref: Tensor, name: str = "state") -> None:
+    """``state`` must have the structure of ``size`` (a cell's ``state_size``) and leaves of
+    shape ``(batch_size, leaf_size)`` with ``ref``'s dtype and device: no broadcasting."""
+    if isinstance(size, tuple):
+        fields = getattr(size, "_fields", None) or [str(i) for i in range(len(size))]
+        if not isinstance(state, tuple) or len(state) != len(size):
+            got = f"{len(state)} items" if isinstance(state, tuple) else type(state).__name__
+            raise TypeError(
+                f"{name}: expected a tuple of {len(size)} state tensors ({', '.join(fields)}), "
+                f"got {got}"
+            )
+        for field, leaf, leaf_size in zip(fields, state, size, strict=True):
+            check_state(leaf, leaf_size, batch_size, ref, f"{name}.{field}")
+    else:
+        check_state_leaf(name, state, (batch_size, size), ref)
 
 
 def map_state(fn, *states):

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_positive_int
 from .base import Cell
 
 _ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
@@ -46,7 +47,9 @@ class ElmanCell(Cell):
         dtype=None,
     ):
         super().__init__()
-        if nonlinearity not in _ACTIVATIONS:
+        check_positive_int("input_size", input_size)
+        check_positive_int("hidden_size", hidden_size)
+        if not isinstance(nonlinearity, str) or nonlinearity not in _ACTIVATIONS:
             raise ValueError(
                 f"nonlinearity: expected one of {sorted(_ACTIVATIONS)}, got {nonlinearity!r}"
             )

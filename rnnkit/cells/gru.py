@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_positive_int
 from .base import Cell
 
 
@@ -38,6 +39,8 @@ class GRUCell(Cell):
         self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None
     ):
         super().__init__()
+        check_positive_int("input_size", input_size)
+        check_positive_int("hidden_size", hidden_size)
         kw = {"device": device, "dtype": dtype}
         H = hidden_size
         self.input_size, self.bias = input_size, bias

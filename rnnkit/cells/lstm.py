@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_positive_int
 from .base import Cell
 
 
@@ -57,6 +58,12 @@ class LSTMCell(Cell):
         dtype=None,
     ):
         super().__init__()
+        check_positive_int("input_size", input_size)
+        check_positive_int("hidden_size", hidden_size)
+        if isinstance(proj_size, bool) or not isinstance(proj_size, int):
+            raise TypeError(
+                f"proj_size: expected an int, got {type(proj_size).__name__} ({proj_size!r})"
+            )
         if proj_size < 0 or proj_size >= hidden_size:
             raise ValueError(
                 f"proj_size: expected 0 <= proj_size < hidden_size={hidden_size}, got {proj_size}"
