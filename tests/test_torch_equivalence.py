@@ -80,13 +80,10 @@ def grads(model, x, hx_leaves, out, finals, gen):
 @pytest.mark.parametrize("with_hx", [False, True], ids=["zero_hx", "hx"])
 @pytest.mark.parametrize("batch_first", [False, True], ids=["time_major", "batch_first"])
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
 @pytest.mark.parametrize("kind", list(KINDS))
-@pytest.mark.parametrize(
-    "dtype, num_layers",  # float32 at the deepest stack only, where rounding accumulates most
-    [(torch.float64, 1), (torch.float64, 2), (torch.float64, 3), (torch.float32, 3)],
-    ids=["f64-1layer", "f64-2layers", "f64-3layers", "f32-3layers"],
-)
-def test_equals_torch(dtype, num_layers, kind, bidirectional, batch_first, with_hx, form, native):
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_equals_torch(dtype, kind, num_layers, bidirectional, batch_first, with_hx, form, native):
     gen = torch.Generator().manual_seed(1234)
     ours, twin = make_pair(kind, num_layers, bidirectional, batch_first, dtype, native)
     shape = (N, T, I) if batch_first else (T, N, I)
