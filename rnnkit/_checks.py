@@ -35,6 +35,8 @@ def check_lengths(lengths, T: int, N: int) -> Tensor:
             f"lengths: expected shape ({N},), one length per sequence in the batch, "
             f"got {tuple(lengths.shape)}"
         )
+    if N == 0:
+        raise ValueError("lengths: expected a non-empty batch, got 0 sequences")
     lengths = lengths.detach().to("cpu", torch.int64)
     lo, hi = int(lengths.min()), int(lengths.max())
     if lo < 1 or hi > T:

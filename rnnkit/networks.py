@@ -148,13 +148,15 @@ class RecurrentNetwork(nn.Module):
         """No-op, for drop-in compatibility with ``torch.nn.LSTM``."""
 
     def extra_repr(self) -> str:
-        s = f"{self.cell!r}, {self.input_size}, {self.hidden_size}"
-        if self.num_layers != 1:
-            s += f", num_layers={self.num_layers}"
-        for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0),
-                              ("bidirectional", False)):
-            if getattr(self, name) != default:
-                s += f", {name}={getattr(self, name)}"
+        s = f"{self.input_size}, {self.hidden_size}"
+        if type(self) is RecurrentNetwork:  # the façades' names already say which cell
+            s = f"{self.cell!r}, " + s
+        defaults = {"num_layers": 1, "nonlinearity": "tanh", "bias": True, "batch_first": False,
+                    "dropout": 0.0, "bidirectional": False, "proj_size": 0}
+        for name, default in defaults.items():
+            value = getattr(self, name, default)
+            if value != default:
+                s += f", {name}={value!r}"
         return s
 
     # ---- forward ----------------------------------------------------------------------------

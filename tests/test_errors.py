@@ -433,3 +433,14 @@ def test_cell_step_state_of_wrong_shape(name, shape):
 def test_cell_step_lstm_state_tensor_instead_of_tuple():
     with pytest.raises(TypeError, match=msg("state", "tuple", "Tensor")):
         make_cell("lstm", I, H)(torch.randn(N, I), torch.zeros(N, H))
+
+
+def test_lengths_for_an_empty_batch(cls, native):
+    net = cls(I, H, native=native)
+    with pytest.raises(ValueError, match=msg("lengths", "non-empty batch", "0 sequences")):
+        net(torch.zeros(T, 0, I), lengths=[])
+
+
+def test_empty_batch_without_lengths_gives_torch_shapes(cls, native):
+    out, _ = cls(I, H, native=native)(torch.zeros(T, 0, I))
+    assert out.shape == (T, 0, H)

@@ -313,3 +313,10 @@ def test_torch_save_load_parent_module(tmp_path):
     twin = Tagger(nn.LSTM)
     twin.load_state_dict(torch.load(path, weights_only=True), strict=True)
     assert_same_tensors(twin.state_dict(), ours.state_dict())
+
+
+def test_repr_reads_like_torch():
+    assert repr(rnnkit.LSTM(3, 5, 2, bidirectional=True)).startswith(
+        "LSTM(\n  3, 5, num_layers=2, bidirectional=True\n")
+    assert "nonlinearity='relu'" in repr(rnnkit.RNN(3, 5, nonlinearity="relu"))
+    assert repr(rnnkit.RecurrentNetwork("gru", 3, 5)).startswith("RecurrentNetwork(\n  'gru', 3, 5")
