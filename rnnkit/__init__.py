@@ -18,9 +18,10 @@ from .cells import (
     make_cell,
     register_cell,
 )
+from .family import GRU, LSTM, RNN
 from .functional import scan
 from .layers import Bidirectional, Recurrent, Stacked
-from .networks import GRU, LSTM, RNN, RecurrentNetwork
+from .networks import RecurrentNetwork
 
 __version__ = "0.1.0"
 

@@ -1,8 +1,9 @@
 """Deep, bidirectional networks of any cell, with ``torch.nn.LSTM``'s interface.
 
-``RecurrentNetwork(cell, ...)`` stacks layers of a registered cell; ``RNN``, ``LSTM`` and ``GRU``
-are it with torch's exact signatures. Inputs, initial states, outputs and ``state_dict()`` keys
-are torch's, so a user swaps ``torch.nn.LSTM`` for ``rnnkit.LSTM`` and nothing else changes.
+``RecurrentNetwork(cell, ...)`` stacks layers of a registered cell; the named networks in
+:mod:`rnnkit.family` (``RNN``, ``LSTM``, ``GRU``, ...) are it with torch's exact signatures.
+Inputs, initial states, outputs and ``state_dict()`` keys are torch's, so a user swaps
+``torch.nn.LSTM`` for ``rnnkit.LSTM`` and nothing else changes.
 
 Two paths compute the same numbers: where every cell is exactly what a torch kernel computes
 (plain Elman, LSTM, GRU) the *native* path calls that kernel (``torch._VF``, as ``torch.nn`` does);
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import numbers
+import os
 import sys
 import warnings
 
@@ -84,7 +86,7 @@ class RecurrentNetwork(nn.Module):
         if dropout > 0 and num_layers == 1:
             warnings.warn(
                 f"dropout={dropout} acts between layers, so it does nothing with num_layers=1",
-                stacklevel=_stacklevel_outside_this_file(),
+                stacklevel=_stacklevel_outside_package(),
             )
         self.cell = cell if isinstance(cell, str) else getattr(cell, "__name__", repr(cell))
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
@@ -321,71 +323,13 @@ def _flat_missing_keys(module: RecurrentNetwork, incompatible_keys) -> None:
                 break
 
 
-def _stacklevel_outside_this_file() -> int:
-    """``stacklevel`` for a warning issued in the caller: the first frame outside this file
-    (the user's code, not a facade's ``super().__init__``)."""
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _stacklevel_outside_package() -> int:
+    """``stacklevel`` for a warning issued in the caller: the first frame outside rnnkit
+    (the user's code, not a façade's ``super().__init__``)."""
     frame, level = sys._getframe(2), 2
-    while frame is not None and frame.f_code.co_filename == __file__:
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
         frame, level = frame.f_back, level + 1
     return level
-
-
-class RNN(RecurrentNetwork):
-    """Elman network with ``torch.nn.RNN``'s signature, shapes and state dict.
-
-    .. math:: h_t = \\phi(W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh})
-
-    See :class:`~rnnkit.cells.ElmanCell` and :class:`RecurrentNetwork`.
-
-    >>> rnn = RNN(10, 20, num_layers=2)
-    >>> out, h_n = rnn(torch.randn(5, 3, 10))
-    >>> out.shape, h_n.shape
-    (torch.Size([5, 3, 20]), torch.Size([2, 3, 20]))
-    """
-
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
-                 nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
-                 dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None,
-                 *, native: bool = True):
-        super().__init__("elman", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, native=native, device=device, dtype=dtype,
-                         nonlinearity=nonlinearity)
-        self.nonlinearity = nonlinearity
-
-
-class LSTM(RecurrentNetwork):
-    """LSTM with ``torch.nn.LSTM``'s signature, shapes, returns and state dict.
-
-    See :class:`~rnnkit.cells.LSTMCell` (equations) and :class:`RecurrentNetwork`.
-
-    >>> lstm = LSTM(10, 20, num_layers=2, bidirectional=True)
-    >>> out, (h_n, c_n) = lstm(torch.randn(5, 3, 10))
-    >>> out.shape, h_n.shape
-    (torch.Size([5, 3, 40]), torch.Size([4, 3, 20]))
-    """
-
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 proj_size: int = 0, device=None, dtype=None, *, native: bool = True):
-        super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, native=native, device=device, dtype=dtype,
-                         proj_size=proj_size)
-        self.proj_size = proj_size
-
-
-class GRU(RecurrentNetwork):
-    """GRU with ``torch.nn.GRU``'s signature, shapes, returns and state dict.
-
-    See :class:`~rnnkit.cells.GRUCell` (equations) and :class:`RecurrentNetwork`.
-
-    >>> gru = GRU(10, 20, batch_first=True)
-    >>> out, h_n = gru(torch.randn(3, 5, 10))
-    >>> out.shape, h_n.shape
-    (torch.Size([3, 5, 20]), torch.Size([1, 3, 20]))
-    """
-
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 device=None, dtype=None, *, native: bool = True):
-        super().__init__("gru", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, native=native, device=device, dtype=dtype)
