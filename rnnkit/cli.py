@@ -77,10 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "cells":
+        width = max(map(len, cell_names()))
         for name in cell_names():
-            factory = get_cell(name)
-            summary = (factory.__doc__ or "").strip().splitlines()[0]
-            print(f"{name:10s} {summary}")
+            summary = (get_cell(name).__doc__ or "").strip().splitlines()[0]
+            print(f"{name:{width}s}  {summary}")
         return 0
     if args.command == "demo":
         from .demo import run_demo  # imported here: training code is not needed for --help

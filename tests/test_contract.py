@@ -13,7 +13,17 @@ import rnnkit
 from rnnkit.cells import cell_names, make_cell, map_state, state_leaves
 
 # Every registered name with its defaults, plus variants whose options change the structure.
-VARIANTS = {"elman": [{"nonlinearity": "relu"}], "lstm": [{"proj_size": 2}]}
+VARIANTS = {"elman": [{"nonlinearity": "relu"}],
+            "lstm": [{"proj_size": 2}, {"peephole": "diagonal"},
+                     {"peephole": "full", "proj_size": 2}, {"forget_bias": 1.0},
+                     {"candidate_activation": "identity", "cell_activation": "identity"}],
+            "scrn": [{"context_size": 5, "learn_alpha": True}],
+            "jordan": [{"output_size": 2, "output_activation": "softmax"},
+                       {"output_activation": "identity", "activation": "relu"}],
+            "fully": [{"output_size": 2, "output_activation": "sigmoid"},
+                      {"activation": "sigmoid", "output_activation": "identity"}],
+            "clockwork": [{"periods": (3,), "activation": "sigmoid"}],
+            "ctrnn": [{"dt": 0.3, "activation": "sigmoid", "tau_init": 2.0}, {"dt_input": True}]}
 CONFIGS = [(name, {}) for name in cell_names()] + [
     (name, opts) for name, variants in VARIANTS.items() for opts in variants
 ]
@@ -156,12 +166,17 @@ def test_gradcheck_stacked_bidirectional_padded_network(name, opts):
     net = rnnkit.RecurrentNetwork(name, I, 3, num_layers=2, bidirectional=True,
                                   dtype=torch.float64, native=False, **opts)
     xs = randn(GC_T, 3, I).requires_grad_()
+    # a random initial state: the network's gradient w.r.t. hx is checked too, and no cell sits
+    # at a degenerate point (IRNN's zero biases, 0.001-scale input weights and a zero state put
+    # ReLU pre-activations within gradcheck's eps of the kink)
+    sizes = state_leaves(next(net._cells())[2].state_size)
+    hx = [randn(4, 3, s, seed=2 + i).requires_grad_() for i, s in enumerate(sizes)]
 
-    def run(call, xs):
-        out, finals = call(xs, lengths=GC_LENGTHS)
+    def run(call, xs, *hx):
+        out, finals = call(xs, hx[0] if len(hx) == 1 else hx, lengths=GC_LENGTHS)
         return (out, *(finals if isinstance(finals, tuple) else (finals,)))
 
-    _gradcheck_with_params(net, run, [xs])
+    _gradcheck_with_params(net, run, [xs, *hx])
 
 
 @pytest.mark.parametrize("name, opts", CONFIGS, ids=IDS)

@@ -10,9 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .base import Cell, map_state, state_from_leaves, state_leaves
-from .elman import ElmanCell
+from .clockwork import ClockworkCell, ClockworkState
+from .ctrnn import CTRNNCell
+from .elman import ElmanCell, irnn
+from .fully import FullyRecurrentCell, FullyState
 from .gru import GRUCell
-from .lstm import LSTMCell, LSTMState
+from .jordan import JordanCell
+from .lstm import LSTMCell, LSTMState, peephole_lstm
+from .scrn import SCRNCell, SCRNState
 
 _REGISTRY: dict[str, Callable[..., Cell]] = {}
 
@@ -52,9 +57,19 @@ def make_cell(name: str, input_size: int, hidden_size: int, **options) -> Cell:
 register_cell("elman", ElmanCell)
 register_cell("lstm", LSTMCell)
 register_cell("gru", GRUCell)
+register_cell("jordan", JordanCell)
+register_cell("fully", FullyRecurrentCell)
+register_cell("irnn", irnn)
+register_cell("clockwork", ClockworkCell)
+register_cell("ctrnn", CTRNNCell)
+register_cell("peephole_lstm", peephole_lstm)
+register_cell("scrn", SCRNCell)
 
 __all__ = [
     "Cell", "ElmanCell", "GRUCell", "LSTMCell", "LSTMState",
     "cell_names", "get_cell", "make_cell", "map_state", "register_cell",
     "state_from_leaves", "state_leaves",
+    "FullyRecurrentCell", "FullyState", "JordanCell", "irnn",
+    "ClockworkCell", "ClockworkState", "CTRNNCell",
+    "SCRNCell", "SCRNState", "peephole_lstm",
 ]

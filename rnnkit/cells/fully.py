@@ -1,0 +1,108 @@
+"""Fully recurrent network: every neuron's output, hidden and output alike, is fed back."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .._checks import check_positive_int
+from .base import Cell
+from .jordan import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS, check_output_size, pick_activation
+
+
+class FullyState(NamedTuple):
+    h: Tensor  # (N, H), the hidden neurons' outputs
+    y: Tensor  # (N, O), the output neurons' outputs
+
+
+class FullyRecurrentCell(Cell):
+    r"""Fully recurrent cell (Williams & Zipser 1989): every neuron's output is fed back to all.
+
+    The outputs of all neurons, hidden and output alike, are remembered and fed back to every
+    neuron.
+
+    .. math::
+        m_{t-1} &= [h_{t-1}; y_{t-1}]                                      \\
+        h_t &= \phi_h(W_{ih} x_t + b_{ih} + W_{mh} m_{t-1})                 \\
+        y_t &= \phi_y(W_{hy} h_t + W_{my} m_{t-1} + b_{hy})
+
+    The hidden neurons see the input and every neuron's previous output; the output neurons see
+    the new hidden layer and every neuron's previous output (Elman and Jordan feedback at once).
+    :math:`\phi_h` = tanh (default), ReLU or sigmoid; :math:`\phi_y` = tanh (default), sigmoid,
+    identity or softmax over the O units.
+
+    Args:
+        input_size: I, features of :math:`x_t`.
+        hidden_size: H, units of :math:`h_t`.
+        bias: if False, no :math:`b_{ih}, b_{hy}`.
+        output_size: O, units of :math:`y_t` (default H).
+        activation: :math:`\phi_h`, ``"tanh"``, ``"relu"`` or ``"sigmoid"``.
+        output_activation: :math:`\phi_y`, ``"tanh"``, ``"sigmoid"``, ``"identity"`` or
+            ``"softmax"``.
+
+    Shapes: x ``(N, I)``, state ``FullyState(h (N, H), y (N, O))``, y ``(N, O)``.
+
+    Parameters (in this order): ``weight_ih`` (H, I), ``bias_ih`` (H), ``weight_mh`` (H, H+O),
+    ``weight_hy`` (O, H), ``weight_my`` (O, H+O), ``bias_hy`` (O), all initialised
+    U(-1/sqrt(H), 1/sqrt(H)) as torch initialises its RNNs.
+
+    >>> cell = FullyRecurrentCell(3, 5, output_size=2)
+    >>> y, (h, y_state) = cell(torch.randn(4, 3))
+    >>> y.shape, h.shape, cell.state_size
+    (torch.Size([4, 2]), torch.Size([4, 5]), FullyState(h=5, y=2))
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        *,
+        output_size: int | None = None,
+        activation: str = "tanh",
+        output_activation: str = "tanh",
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        check_positive_int("input_size", input_size)
+        check_positive_int("hidden_size", hidden_size)
+        O = check_output_size(output_size, hidden_size)
+        self.phi_h = pick_activation("activation", activation, HIDDEN_ACTIVATIONS)
+        self.phi_y = pick_activation("output_activation", output_activation, OUTPUT_ACTIVATIONS)
+        kw = {"device": device, "dtype": dtype}
+        H = hidden_size
+        self.input_size, self.hidden_size, self.output_size = input_size, H, O
+        self.state_size = FullyState(h=H, y=O)
+        self.bias = bias
+        self.activation, self.output_activation = activation, output_activation
+        # registration order = reset_parameters' order = state_dict order
+        self.weight_ih = nn.Parameter(torch.empty(H, input_size, **kw))
+        self.bias_ih = nn.Parameter(torch.empty(H, **kw)) if bias else None
+        self.weight_mh = nn.Parameter(torch.empty(H, H + O, **kw))
+        self.weight_hy = nn.Parameter(torch.empty(O, H, **kw))
+        self.weight_my = nn.Parameter(torch.empty(O, H + O, **kw))
+        self.bias_hy = nn.Parameter(torch.empty(O, **kw)) if bias else None
+        self.reset_parameters()
+
+    def precompute(self, xs: Tensor) -> Tensor:
+        return F.linear(xs, self.weight_ih, self.bias_ih)  # (..., H)
+
+    def step(self, u: Tensor, state: FullyState) -> tuple[Tensor, FullyState]:
+        m = torch.cat(state, dim=1)  # (N, H+O), every neuron's previous output
+        h = self.phi_h(u + F.linear(m, self.weight_mh))  # (N, H)
+        y = self.phi_y(F.linear(h, self.weight_hy, self.bias_hy) + F.linear(m, self.weight_my))
+        return y, FullyState(h, y)  # y (N, O)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.output_size != self.hidden_size:
+            s += f", output_size={self.output_size}"
+        if self.activation != "tanh":
+            s += f", activation={self.activation!r}"
+        if self.output_activation != "tanh":
+            s += f", output_activation={self.output_activation!r}"
+        return s if self.bias else s + ", bias=False"

@@ -1,0 +1,127 @@
+"""Jordan network: the output layer is remembered and fed back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .._checks import check_positive_int
+from .base import Cell
+
+
+def _identity(z: Tensor) -> Tensor:
+    return z
+
+
+def _softmax(z: Tensor) -> Tensor:
+    return torch.softmax(z, dim=-1)  # over the O output units
+
+
+# Module-level functions (no lambdas), so a whole cell pickles with torch.save.
+HIDDEN_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid,
+}
+OUTPUT_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "tanh": torch.tanh, "sigmoid": torch.sigmoid, "identity": _identity, "softmax": _softmax,
+}
+
+
+def pick_activation(arg: str, value, table: dict) -> Callable[[Tensor], Tensor]:
+    """``table[value]``, or a ValueError naming ``arg``, the allowed names and what came."""
+    if not isinstance(value, str) or value not in table:
+        raise ValueError(f"{arg}: expected one of {sorted(table)}, got {value!r}")
+    return table[value]
+
+
+def check_output_size(output_size, hidden_size: int) -> int:
+    """``output_size`` defaults to ``hidden_size``; otherwise a positive int."""
+    if output_size is None:
+        return hidden_size
+    return check_positive_int("output_size", output_size)
+
+
+class JordanCell(Cell):
+    r"""Jordan cell (Jordan 1986): the output layer is remembered and fed back to the hidden one.
+
+    .. math::
+        h_t = \phi_h(W_{ih} x_t + b_{ih} + W_{yh} y_{t-1} + b_{yh}),  \qquad
+        y_t = \phi_y(W_{hy} h_t + b_{hy})
+
+    The state is the previous output :math:`y_{t-1}` (Jordan's "state units"), not the hidden
+    layer, which is recomputed from scratch at every step. :math:`\phi_h` = tanh (default), ReLU
+    or sigmoid; :math:`\phi_y` = tanh (default), sigmoid, identity or softmax over the O units.
+
+    Args:
+        input_size: I, features of :math:`x_t`.
+        hidden_size: H, units of :math:`h_t`.
+        bias: if False, no :math:`b_{ih}, b_{yh}, b_{hy}`.
+        output_size: O, units of :math:`y_t` (default H).
+        activation: :math:`\phi_h`, ``"tanh"``, ``"relu"`` or ``"sigmoid"``.
+        output_activation: :math:`\phi_y`, ``"tanh"``, ``"sigmoid"``, ``"identity"`` or
+            ``"softmax"``.
+
+    Shapes: x ``(N, I)``, state :math:`y_{t-1}` ``(N, O)``, y ``(N, O)``.
+
+    Parameters (in this order): ``weight_ih`` (H, I), ``bias_ih`` (H), ``weight_yh`` (H, O),
+    ``bias_yh`` (H), ``weight_hy`` (O, H), ``bias_hy`` (O), all initialised
+    U(-1/sqrt(H), 1/sqrt(H)) as torch initialises its RNNs.
+
+    >>> cell = JordanCell(3, 5, output_size=2, output_activation="softmax")
+    >>> y, state = cell(torch.randn(4, 3))
+    >>> y.shape, state.shape, torch.allclose(y.sum(1), torch.ones(4))
+    (torch.Size([4, 2]), torch.Size([4, 2]), True)
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        *,
+        output_size: int | None = None,
+        activation: str = "tanh",
+        output_activation: str = "tanh",
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        check_positive_int("input_size", input_size)
+        check_positive_int("hidden_size", hidden_size)
+        O = check_output_size(output_size, hidden_size)
+        self.phi_h = pick_activation("activation", activation, HIDDEN_ACTIVATIONS)
+        self.phi_y = pick_activation("output_activation", output_activation, OUTPUT_ACTIVATIONS)
+        kw = {"device": device, "dtype": dtype}
+        H = hidden_size
+        self.input_size, self.hidden_size = input_size, H
+        self.output_size = self.state_size = O
+        self.bias = bias
+        self.activation, self.output_activation = activation, output_activation
+        # registration order = reset_parameters' order = state_dict order
+        self.weight_ih = nn.Parameter(torch.empty(H, input_size, **kw))
+        self.bias_ih = nn.Parameter(torch.empty(H, **kw)) if bias else None
+        self.weight_yh = nn.Parameter(torch.empty(H, O, **kw))
+        self.bias_yh = nn.Parameter(torch.empty(H, **kw)) if bias else None
+        self.weight_hy = nn.Parameter(torch.empty(O, H, **kw))
+        self.bias_hy = nn.Parameter(torch.empty(O, **kw)) if bias else None
+        self.reset_parameters()
+
+    def precompute(self, xs: Tensor) -> Tensor:
+        return F.linear(xs, self.weight_ih, self.bias_ih)  # (..., H)
+
+    def step(self, u: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.phi_h(u + F.linear(y, self.weight_yh, self.bias_yh))  # (N, H)
+        y = self.phi_y(F.linear(h, self.weight_hy, self.bias_hy))  # (N, O)
+        return y, y
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.output_size != self.hidden_size:
+            s += f", output_size={self.output_size}"
+        if self.activation != "tanh":
+            s += f", activation={self.activation!r}"
+        if self.output_activation != "tanh":
+            s += f", output_activation={self.output_activation!r}"
+        return s if self.bias else s + ", bias=False"
