@@ -9,16 +9,26 @@
 
 from .cells import (
     Cell,
+    ClockworkCell,
+    ClockworkState,
+    CTRNNCell,
     ElmanCell,
+    FullyRecurrentCell,
+    FullyState,
     GRUCell,
+    JordanCell,
     LSTMCell,
     LSTMState,
+    SCRNCell,
+    SCRNState,
     cell_names,
     get_cell,
+    irnn,
     make_cell,
+    peephole_lstm,
     register_cell,
 )
-from .family import GRU, LSTM, RNN
+from .family import CTRNN, GRU, IRNN, LSTM, RNN, SCRN, Clockwork, FullyRecurrent, Jordan
 from .functional import scan
 from .layers import Bidirectional, Recurrent, Stacked
 from .networks import RecurrentNetwork
@@ -26,7 +36,13 @@ from .networks import RecurrentNetwork
 __version__ = "0.1.0"
 
 __all__ = [
-    "GRU", "LSTM", "RNN", "Bidirectional", "Cell", "ElmanCell", "GRUCell", "LSTMCell",
-    "LSTMState", "Recurrent", "RecurrentNetwork", "Stacked", "cell_names", "get_cell",
-    "make_cell", "register_cell", "scan",
+    # networks with torch.nn.LSTM's interface
+    "RNN", "LSTM", "GRU", "IRNN", "Jordan", "FullyRecurrent", "Clockwork", "SCRN", "CTRNN",
+    "RecurrentNetwork",
+    # cells, their states and the registry
+    "Cell", "ElmanCell", "LSTMCell", "GRUCell", "JordanCell", "FullyRecurrentCell",
+    "ClockworkCell", "SCRNCell", "CTRNNCell", "LSTMState", "FullyState", "ClockworkState",
+    "SCRNState", "irnn", "peephole_lstm", "cell_names", "get_cell", "make_cell", "register_cell",
+    # the loop and the layers
+    "scan", "Recurrent", "Bidirectional", "Stacked",
 ]

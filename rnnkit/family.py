@@ -7,7 +7,8 @@ batch_first, dropout, bidirectional, device, dtype``) plus its cell's options as
 
 from __future__ import annotations
 
-import torch  # noqa: F401  (used by the doctests)
+import torch
+from torch.nn.utils.rnn import PackedSequence
 
 from .networks import RecurrentNetwork
 
@@ -38,7 +39,11 @@ class RNN(RecurrentNetwork):
 class LSTM(RecurrentNetwork):
     """LSTM with ``torch.nn.LSTM``'s signature, shapes, returns and state dict.
 
-    See :class:`~rnnkit.cells.LSTMCell` (equations) and :class:`RecurrentNetwork`.
+    See :class:`~rnnkit.cells.LSTMCell` (equations) and :class:`RecurrentNetwork`. Keyword
+    options go to every cell: ``peephole="diagonal"|"full"`` (Gers & Schmidhuber 2000),
+    ``forget_bias=1.0`` (forget gate initialised open, for long time lags),
+    ``candidate_activation``/``cell_activation`` (``"tanh"`` or ``"identity"``). Without peepholes
+    and with tanh activations the network runs on torch's own kernel.
 
     >>> lstm = LSTM(10, 20, num_layers=2, bidirectional=True)
     >>> out, (h_n, c_n) = lstm(torch.randn(5, 3, 10))
@@ -48,14 +53,30 @@ class LSTM(RecurrentNetwork):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 proj_size: int = 0, device=None, dtype=None, *, native: bool = True):
+                 proj_size: int = 0, device=None, dtype=None, *, native: bool = True,
+                 **options):
         super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first,
                          dropout, bidirectional, native=native, device=device, dtype=dtype,
-                         proj_size=proj_size)
+                         proj_size=proj_size, **options)
         self.proj_size = proj_size
 
 
-class GRU(RecurrentNetwork):
+class _Named(RecurrentNetwork):
+    """A :class:`RecurrentNetwork` of the cell ``cell_name``, with ``torch.nn.GRU``'s signature
+    (``input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device,
+    dtype``); the cell's own options are keywords."""
+
+    cell_name: str
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 device=None, dtype=None, *, native: bool = True, **options):
+        super().__init__(self.cell_name, input_size, hidden_size, num_layers, bias, batch_first,
+                         dropout, bidirectional, native=native, device=device, dtype=dtype,
+                         **options)
+
+
+class GRU(_Named):
     """GRU with ``torch.nn.GRU``'s signature, shapes, returns and state dict.
 
     See :class:`~rnnkit.cells.GRUCell` (equations) and :class:`RecurrentNetwork`.
@@ -66,8 +87,124 @@ class GRU(RecurrentNetwork):
     (torch.Size([3, 5, 20]), torch.Size([1, 3, 20]))
     """
 
+    cell_name = "gru"
+
+
+class IRNN(_Named):
+    """IRNN (Le, Jaitly & Hinton 2015): ReLU Elman layers whose recurrent weights start at the
+    identity. Options: ``scale`` (W_hh = scale·I). Runs on torch's ``rnn_relu`` kernel, and its
+    state dict loads into ``torch.nn.RNN(nonlinearity="relu")``. See :func:`~rnnkit.cells.irnn`.
+
+    >>> out, h_n = IRNN(10, 20, num_layers=2)(torch.randn(5, 3, 10))
+    >>> out.shape, h_n.shape
+    (torch.Size([5, 3, 20]), torch.Size([2, 3, 20]))
+    """
+
+    cell_name = "irnn"
+
+
+class Jordan(_Named):
+    """Jordan network (Jordan 1986): the output, not the hidden layer, is fed back.
+    Options: ``output_size`` (O, default H), ``activation``, ``output_activation``
+    (``"tanh"``, ``"sigmoid"``, ``"identity"``, ``"softmax"``). State and output are y: ``h_n``
+    is ``(D*num_layers, N, O)``. See :class:`~rnnkit.cells.JordanCell`.
+
+    >>> out, y_n = Jordan(10, 20, output_size=4, bidirectional=True)(torch.randn(5, 3, 10))
+    >>> out.shape, y_n.shape
+    (torch.Size([5, 3, 8]), torch.Size([2, 3, 4]))
+    """
+
+    cell_name = "jordan"
+
+
+class FullyRecurrent(_Named):
+    """Fully recurrent network: hidden and output units alike are fed back to every unit.
+    Options as :class:`Jordan`; the state is ``(h_n, y_n)``. See
+    :class:`~rnnkit.cells.FullyRecurrentCell`.
+
+    >>> out, (h_n, y_n) = FullyRecurrent(10, 20, output_size=4)(torch.randn(5, 3, 10))
+    >>> out.shape, h_n.shape, y_n.shape
+    (torch.Size([5, 3, 4]), torch.Size([1, 3, 20]), torch.Size([1, 3, 4]))
+    """
+
+    cell_name = "fully"
+
+
+class Clockwork(_Named):
+    """Clockwork RNN (Koutník et al. 2014): modules of hidden units updated at their own periods.
+    Options: ``periods`` (default 1, 2, 4, ...), ``activation``. The state is ``(h_n, t_n)``, the
+    step counter included, so chunks run with the state carried equal the whole sequence. See
+    :class:`~rnnkit.cells.ClockworkCell`.
+
+    >>> out, (h_n, t_n) = Clockwork(10, 8, periods=(1, 2, 4, 8))(torch.randn(5, 3, 10))
+    >>> out.shape, t_n.flatten().tolist()
+    (torch.Size([5, 3, 8]), [5.0, 5.0, 5.0])
+    """
+
+    cell_name = "clockwork"
+
+
+class SCRN(_Named):
+    """Structurally constrained recurrent network (Mikolov et al. 2015): a slow context layer
+    beside a fast hidden one. Options: ``context_size``, ``alpha``, ``learn_alpha``. The output is
+    ``[h; s]`` and the state ``(h_n, s_n)``. See :class:`~rnnkit.cells.SCRNCell`.
+
+    >>> net = SCRN(10, 20, context_size=8)
+    >>> out, (h_n, s_n) = net(torch.randn(5, 3, 10))
+    >>> out.shape, s_n.shape
+    (torch.Size([5, 3, 28]), torch.Size([1, 3, 8]))
+    """
+
+    cell_name = "scrn"
+
+
+class CTRNN(_Named):
+    """Continuous-time RNN (Beer 1995), integrated by Euler steps of Δt with learned time
+    constants τ. Options: ``dt`` (a constant, default 1.0; or ``None`` to give Δt per step and per
+    sequence in ``forward``, for irregularly sampled series), ``activation``, ``tau_init``.
+    See :class:`~rnnkit.cells.CTRNNCell`.
+
+    ``forward(input, hx=None, *, lengths=None, dt=None)``: with ``dt=None`` at construction,
+    ``dt`` is a tensor laid out like ``input`` without its feature dimension (``(T, N)``,
+    ``(N, T)`` if batch_first, ``(T,)`` unbatched) or a PackedSequence of Δt packed like a
+    PackedSequence input. Every layer sees the same Δt; a reverse direction uses Δt_t for its
+    step into t.
+
+    >>> net = CTRNN(2, 16, num_layers=2, dt=None, batch_first=True)
+    >>> dt = torch.rand(3, 7) + 0.1                 # irregular sampling: (N, T)
+    >>> out, h_n = net(torch.randn(3, 7, 2), dt=dt)
+    >>> out.shape, h_n.shape
+    (torch.Size([3, 7, 16]), torch.Size([2, 3, 16]))
+    """
+
+    cell_name = "ctrnn"
+    _side_name = "dt"
+
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 device=None, dtype=None, *, native: bool = True):
-        super().__init__("gru", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, native=native, device=device, dtype=dtype)
+                 device=None, dtype=None, *, dt: float | None = 1.0, **options):
+        per_step = dt is None
+        if per_step:  # Δt rides along as the last input channel of every layer's cells
+            options.update(dt_input=True, side_size=1)
+        else:
+            options["dt"] = dt
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, device, dtype, **options)
+        self.dt = dt
+
+    def forward(self, input, hx=None, *, lengths=None, dt=None):
+        if self.dt is not None:
+            if dt is not None:
+                raise ValueError(f"dt: expected None, since this CTRNN has a constant "
+                                 f"dt={self.dt} (build it with dt=None to give Δt per step), "
+                                 f"got {type(dt).__name__}")
+            return super().forward(input, hx, lengths=lengths)
+        if isinstance(dt, PackedSequence):
+            side = dt._replace(data=dt.data.unsqueeze(-1))  # (sum of lengths, 1)
+        elif isinstance(dt, torch.Tensor):
+            side = dt.unsqueeze(-1)
+        else:
+            raise TypeError("dt: expected Δt per step as a tensor laid out like the input "
+                            "without its feature dimension (this CTRNN was built with "
+                            f"dt=None), got {type(dt).__name__}")
+        return self._run(input, hx, lengths, side)

@@ -61,7 +61,8 @@ class Bidirectional(nn.Module):
 class Stacked(nn.Module):
     """Layers applied one after another, with dropout between layers (not after the last).
 
-    The state is a list with one entry per layer.
+    The state is a list with one entry per layer. An optional ``side`` input ``(T, N, k)`` is
+    appended to every layer's input (e.g. a CTRNN's per-step Δt, which every layer needs).
     """
 
     def __init__(self, layers: list[nn.Module], dropout: float = 0.0):
@@ -70,7 +71,11 @@ class Stacked(nn.Module):
         self.dropout = dropout
 
     def forward(
-        self, xs: Tensor, states: list | None = None, lengths: Tensor | None = None
+        self,
+        xs: Tensor,
+        states: list | None = None,
+        lengths: Tensor | None = None,
+        side: Tensor | None = None,
     ) -> tuple[Tensor, list]:
         if states is None:
             states = [None] * len(self.layers)
@@ -78,6 +83,7 @@ class Stacked(nn.Module):
         for l, layer in enumerate(self.layers):
             if l > 0 and self.dropout > 0 and self.training:
                 xs = F.dropout(xs, self.dropout, training=True)
-            xs, s = layer(xs, states[l], lengths)
+            inputs = xs if side is None else torch.cat([xs, side], dim=-1)  # (T, N, I + k)
+            xs, s = layer(inputs, states[l], lengths)
             finals.append(s)
         return xs, finals

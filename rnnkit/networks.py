@@ -37,6 +37,8 @@ class RecurrentNetwork(nn.Module):
         input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
         device, dtype: as in ``torch.nn.LSTM``.
         native: use torch's own kernel where the configuration is exactly one it computes.
+        side_size: features of a per-step side input appended to every layer's input (a
+            CTRNN's Δt); the cells of every layer then take ``layer_input + side_size``.
         **cell_options: passed to every cell (e.g. ``nonlinearity="relu"``).
 
     Forward: ``net(input, hx=None, *, lengths=None) -> (output, h_n)`` exactly as torch.nn.LSTM:
@@ -64,6 +66,7 @@ class RecurrentNetwork(nn.Module):
         bidirectional: bool = False,
         *,
         native: bool = True,
+        side_size: int = 0,
         device=None,
         dtype=None,
         **cell_options,
@@ -93,10 +96,11 @@ class RecurrentNetwork(nn.Module):
         self.bias, self.batch_first, self.bidirectional = bias, batch_first, bidirectional
         self.dropout = float(dropout)
         self.native = native
+        self.side_size = check_positive_int("side_size", side_size, minimum=0)
         D = 2 if bidirectional else 1
         layers, size = [], input_size
         for _ in range(num_layers):
-            cells = [factory(size, hidden_size, bias=bias, device=device, dtype=dtype,
+            cells = [factory(size + side_size, hidden_size, bias=bias, device=device, dtype=dtype,
                              **cell_options) for _ in range(D)]
             layers.append(Bidirectional(*cells) if bidirectional else Recurrent(cells[0]))
             size = layers[-1].output_size
@@ -163,7 +167,14 @@ class RecurrentNetwork(nn.Module):
 
     # ---- forward ----------------------------------------------------------------------------
 
+    _side_name = "side input"  # what error messages call the side input
+
     def forward(self, input, hx=None, *, lengths=None):
+        return self._run(input, hx, lengths, None)
+
+    def _run(self, input, hx, lengths, side):
+        """forward, plus ``side``: a per-step input laid out like ``input`` with ``side_size``
+        features (a PackedSequence for a PackedSequence input), appended to every layer's."""
         name = type(self).__name__
         first_cell = next(self._cells())[2]
         weight = next(self.parameters())
@@ -204,11 +215,14 @@ class RecurrentNetwork(nn.Module):
             raise ValueError(f"{name}: input dtype {x.dtype} does not match the parameters' "
                              f"dtype {weight.dtype}; convert one with .to()")
         leaves = self._check_hx(hx, N, unbatched, x, first_cell.state_size)
+        side = self._check_side(side, input, x)
 
-        mode = first_cell.native_mode() if self.native else None
-        run = self._forward_native if mode is not None else self._forward_scan
-        out, leaves = run(mode, input if isinstance(input, PackedSequence) else x, leaves,
-                          lengths, first_cell.state_size)
+        mode = first_cell.native_mode() if self.native and side is None else None
+        x = input if isinstance(input, PackedSequence) else x
+        if mode is not None:
+            out, leaves = self._forward_native(mode, x, leaves, lengths, first_cell.state_size)
+        else:
+            out, leaves = self._forward_scan(x, leaves, lengths, first_cell.state_size, side)
 
         if unbatched:
             out, leaves = out.squeeze(1), [leaf.squeeze(1) for leaf in leaves]
@@ -237,6 +251,31 @@ class RecurrentNetwork(nn.Module):
             check_state_leaf(leaf_name, leaf, (L, size) if unbatched else (L, N, size), x)
         return [leaf.unsqueeze(1) for leaf in leaves] if unbatched else leaves
 
+    def _check_side(self, side, input, x: Tensor) -> Tensor | None:
+        """Validate the side input; return it time-major ``(T, N, side_size)``."""
+        if self.side_size == 0:
+            return None
+        if isinstance(input, PackedSequence):
+            if not isinstance(side, PackedSequence) or \
+                    not torch.equal(side.batch_sizes, input.batch_sizes):
+                raise ValueError(f"{self._side_name}: expected a PackedSequence with the "
+                                 f"input's batch_sizes, got {type(side).__name__}")
+            side = pad_packed_sequence(side)[0]
+            expected = (len(input.batch_sizes), int(input.batch_sizes[0]), self.side_size)
+            got = tuple(side.shape)
+        else:
+            expected = (*input.shape[:-1], self.side_size)
+            got = tuple(side.shape) if isinstance(side, Tensor) else type(side).__name__
+            if got == expected:
+                side = side.unsqueeze(1) if input.dim() == 2 else \
+                    (side.transpose(0, 1) if self.batch_first else side)
+        if got != expected:
+            raise ValueError(f"{self._side_name}: expected shape {expected}, got {got}")
+        if side.dtype != x.dtype or side.device != x.device:
+            raise ValueError(f"{self._side_name}: expected dtype {x.dtype} on {x.device} (the "
+                             f"input's), got {side.dtype} on {side.device}")
+        return side
+
     def _forward_native(self, mode, x, leaves, lengths, state_size):
         """torch's own kernel. ``x`` is time-major ``(T, N, I)`` or a PackedSequence."""
         weights = [w for _, _, c in self._cells() for w in c.native_weights()]
@@ -264,7 +303,7 @@ class RecurrentNetwork(nn.Module):
             out = pad_packed_sequence(out, total_length=T)[0]
         return out, finals
 
-    def _forward_scan(self, mode, x, leaves, lengths, state_size):
+    def _forward_scan(self, x, leaves, lengths, state_size, side=None):
         """The reference path: every layer through ``scan``."""
         packed = x if isinstance(x, PackedSequence) else None
         if packed is not None:
@@ -278,7 +317,7 @@ class RecurrentNetwork(nn.Module):
         if leaves is not None:
             states = [(state(l, 0), state(l, 1)) if D == 2 else state(l, 0)
                       for l in range(self.num_layers)]
-        out, finals = self.stack(x, states, lengths)
+        out, finals = self.stack(x, states, lengths, side)
         per_direction = [s for f in finals for s in (f if D == 2 else (f,))]
         leaves = [torch.stack(group) for group in zip(*map(state_leaves, per_direction),
                                                         strict=True)]
