@@ -328,3 +328,14 @@ def test_bad_options_through_the_registry_and_network():
         make_cell("fully", I, H, activation="elu")
     with pytest.raises(TypeError, match="nonlinearity"):  # IRNN is ReLU by definition
         make_cell("irnn", I, H, nonlinearity="tanh")
+
+
+def test_irnn_reset_parameters_restores_the_identity_start():
+    cell = irnn(3, 5, scale=0.5)
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.uniform_(-1, 1)
+    cell.reset_parameters()
+    assert torch.equal(cell.weight_hh, 0.5 * torch.eye(5))
+    assert torch.count_nonzero(cell.bias_ih) == 0 and torch.count_nonzero(cell.bias_hh) == 0
+    assert cell.weight_ih.abs().max() < 0.01

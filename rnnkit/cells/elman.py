@@ -28,6 +28,9 @@ class ElmanCell(Cell):
         hidden_size: H, units of :math:`h_t`.
         bias: if False, no :math:`b_{ih}, b_{hh}`.
         nonlinearity: ``"tanh"`` or ``"relu"``.
+        identity_init: None for torch's initialisation; a number s for IRNN's (Le et al. 2015):
+            :math:`W_{hh} = s I`, zero biases, :math:`W_{ih} \sim \mathcal{N}(0, 0.001^2)`.
+            See :func:`irnn`. ``reset_parameters()`` re-applies whichever is chosen.
 
     Shapes: x ``(N, I)``, state h ``(N, H)``, y ``(N, H)``.
 
@@ -46,6 +49,8 @@ class ElmanCell(Cell):
         hidden_size: int,
         bias: bool = True,
         nonlinearity: str = "tanh",
+        *,
+        identity_init: float | None = None,
         device=None,
         dtype=None,
     ):
@@ -67,7 +72,25 @@ class ElmanCell(Cell):
         self.weight_hh = nn.Parameter(torch.empty(H, H, **kw))
         self.bias_ih = nn.Parameter(torch.empty(H, **kw)) if bias else None
         self.bias_hh = nn.Parameter(torch.empty(H, **kw)) if bias else None
+        if identity_init is not None:
+            if isinstance(identity_init, bool) or not isinstance(identity_init, numbers.Real):
+                raise TypeError(f"identity_init: expected a real number or None, got "
+                                f"{type(identity_init).__name__} ({identity_init!r})")
+            if not math.isfinite(identity_init):
+                raise ValueError(f"identity_init: expected a finite number, got {identity_init!r}")
+            identity_init = float(identity_init)
+        self.identity_init = identity_init
         self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.identity_init is None:
+            return super().reset_parameters()
+        with torch.no_grad():  # IRNN: identity recurrence, zero biases, tiny input weights
+            nn.init.normal_(self.weight_ih, mean=0.0, std=0.001)
+            nn.init.eye_(self.weight_hh).mul_(self.identity_init)  # (H, H) = s I
+            if self.bias:
+                self.bias_ih.zero_()
+                self.bias_hh.zero_()
 
     def precompute(self, xs: Tensor) -> Tensor:
         return F.linear(xs, self.weight_ih, self.bias_ih)  # (..., H)
@@ -81,6 +104,7 @@ class ElmanCell(Cell):
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, nonlinearity={self.nonlinearity!r}"
+        s += f", identity_init={self.identity_init}" if self.identity_init is not None else ""
         return s if self.bias else s + ", bias=False"
 
 
@@ -109,8 +133,8 @@ def irnn(
     This is a factory, not a class: it returns a plain :class:`ElmanCell` (nonlinearity
     ``"relu"``), so networks of it keep torch's native ``rnn_relu`` kernel and state dicts load
     into ``torch.nn.RNN(nonlinearity="relu")``. Only the initialisation differs: it draws from
-    torch's global RNG, so ``torch.manual_seed`` makes it repeatable. (``reset_parameters()`` on
-    the returned cell restores torch's default U(-1/sqrt(H), 1/sqrt(H)), not this init.)
+    torch's global RNG, so ``torch.manual_seed`` makes it repeatable; ``reset_parameters()``
+    re-applies it (it is the cell's ``identity_init`` option).
 
     Args:
         input_size: I, features of :math:`x_t`.
@@ -131,11 +155,5 @@ def irnn(
         raise TypeError(f"scale: expected a real number, got {type(scale).__name__} ({scale!r})")
     if not math.isfinite(scale):
         raise ValueError(f"scale: expected a finite real number, got {scale!r}")
-    cell = ElmanCell(input_size, hidden_size, bias, "relu", device=device, dtype=dtype)
-    with torch.no_grad():
-        nn.init.normal_(cell.weight_ih, mean=0.0, std=0.001)
-        nn.init.eye_(cell.weight_hh).mul_(float(scale))  # (H, H) = scale * I
-        if bias:
-            cell.bias_ih.zero_()
-            cell.bias_hh.zero_()
-    return cell
+    return ElmanCell(input_size, hidden_size, bias, "relu", identity_init=scale, device=device,
+                     dtype=dtype)
