@@ -9,6 +9,8 @@ from .cells import cell_names, get_cell
 
 
 def _cell_list(text: str) -> list[str]:
+    if text.strip() == "all":
+        return cell_names()
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         raise argparse.ArgumentTypeError("expected a comma-separated list of cell names, got ''")
@@ -59,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(about 0.167): the vanishing-gradient lesson, in numbers.",
     )
     demo.add_argument("--cells", type=_cell_list, default=["elman", "lstm", "gru"],
-                      help="comma-separated cell names (default: elman,lstm,gru; "
-                      "see 'rnnkit cells')")
+                      help="comma-separated cell names, or 'all' for every registered cell "
+                      "(default: elman,lstm,gru; see 'rnnkit cells'). Cells without a torch "
+                      "kernel run through rnnkit's Python loop for now: 'all' takes ~15 min")
     demo.add_argument("--lengths", type=_int_list, default=[50, 150],
                       help="comma-separated sequence lengths T (default: 50,150)")
     demo.add_argument("--hidden-size", type=_positive(int), default=None,

@@ -1,0 +1,1 @@
+"""Data sets for rnnkit's demos and tests (small, synthetic, generated on the fly)."""
