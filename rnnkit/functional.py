@@ -53,7 +53,9 @@ def scan(
         state = cell.init_state(N, device=xs.device, dtype=xs.dtype)
     else:
         check_state(state, cell.state_size, N, xs)
-    us = cell.precompute(xs)  # (T, N, G)
+    # T views (N, G) of one (T, N, G) projection. unbind, not us[t]: each us[t]'s backward would
+    # write its slice into a zero-filled (T, N, G) gradient, O(T^2) memory traffic over the loop.
+    us = cell.precompute(xs).unbind(0)
     steps = range(T - 1, -1, -1) if reverse else range(T)
     ys: list[Tensor | None] = [None] * T
     if lengths is None:
