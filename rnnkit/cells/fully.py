@@ -8,9 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_positive_int
 from .base import Cell
-from .jordan import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS, check_output_size, pick_activation
+from .jordan import init_output_cell
 
 
 class FullyState(NamedTuple):
@@ -68,17 +67,10 @@ class FullyRecurrentCell(Cell):
         dtype=None,
     ):
         super().__init__()
-        check_positive_int("input_size", input_size)
-        check_positive_int("hidden_size", hidden_size)
-        O = check_output_size(output_size, hidden_size)
-        self.phi_h = pick_activation("activation", activation, HIDDEN_ACTIVATIONS)
-        self.phi_y = pick_activation("output_activation", output_activation, OUTPUT_ACTIVATIONS)
-        kw = {"device": device, "dtype": dtype}
-        H = hidden_size
-        self.input_size, self.hidden_size, self.output_size = input_size, H, O
+        H, O = init_output_cell(self, input_size, hidden_size, bias, output_size, activation,
+                                output_activation)
         self.state_size = FullyState(h=H, y=O)
-        self.bias = bias
-        self.activation, self.output_activation = activation, output_activation
+        kw = {"device": device, "dtype": dtype}
         # registration order = reset_parameters' order = state_dict order
         self.weight_ih = nn.Parameter(torch.empty(H, input_size, **kw))
         self.bias_ih = nn.Parameter(torch.empty(H, **kw)) if bias else None

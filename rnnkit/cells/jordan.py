@@ -36,11 +36,18 @@ def pick_activation(arg: str, value, table: dict) -> Callable[[Tensor], Tensor]:
     return table[value]
 
 
-def check_output_size(output_size, hidden_size: int) -> int:
-    """``output_size`` defaults to ``hidden_size``; otherwise a positive int."""
-    if output_size is None:
-        return hidden_size
-    return check_positive_int("output_size", output_size)
+def init_output_cell(cell: Cell, input_size, hidden_size, bias, output_size, activation,
+                     output_activation) -> tuple[int, int]:
+    """The options shared by cells with an output layer (Jordan, fully recurrent): check them,
+    set the sizes, flags and activations on ``cell``; return ``(H, O)``, O defaulting to H."""
+    check_positive_int("input_size", input_size)
+    check_positive_int("hidden_size", hidden_size)
+    O = hidden_size if output_size is None else check_positive_int("output_size", output_size)
+    cell.phi_h = pick_activation("activation", activation, HIDDEN_ACTIVATIONS)
+    cell.phi_y = pick_activation("output_activation", output_activation, OUTPUT_ACTIVATIONS)
+    cell.input_size, cell.hidden_size, cell.output_size = input_size, hidden_size, O
+    cell.bias, cell.activation, cell.output_activation = bias, activation, output_activation
+    return hidden_size, O
 
 
 class JordanCell(Cell):
@@ -88,17 +95,10 @@ class JordanCell(Cell):
         dtype=None,
     ):
         super().__init__()
-        check_positive_int("input_size", input_size)
-        check_positive_int("hidden_size", hidden_size)
-        O = check_output_size(output_size, hidden_size)
-        self.phi_h = pick_activation("activation", activation, HIDDEN_ACTIVATIONS)
-        self.phi_y = pick_activation("output_activation", output_activation, OUTPUT_ACTIVATIONS)
+        H, O = init_output_cell(self, input_size, hidden_size, bias, output_size, activation,
+                                output_activation)
+        self.state_size = O
         kw = {"device": device, "dtype": dtype}
-        H = hidden_size
-        self.input_size, self.hidden_size = input_size, H
-        self.output_size = self.state_size = O
-        self.bias = bias
-        self.activation, self.output_activation = activation, output_activation
         # registration order = reset_parameters' order = state_dict order
         self.weight_ih = nn.Parameter(torch.empty(H, input_size, **kw))
         self.bias_ih = nn.Parameter(torch.empty(H, **kw)) if bias else None
