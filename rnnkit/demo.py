@@ -167,16 +167,16 @@ def train_run(
     }
 
 
-def format_row(row: dict | None = None) -> str:
-    """One line of the table; ``None`` gives the header."""
+def format_row(row: dict | None = None, width: int = 6) -> str:
+    """One line of the table, the cell column ``width`` wide; ``None`` gives the header."""
     if row is None:
         return (
-            f"{'T':>5}  {'cell':<6} {'steps':>6} {'time':>8}  {'test MSE':>9} "
+            f"{'T':>5}  {'cell':<{width}} {'steps':>6} {'time':>8}  {'test MSE':>9} "
             f"{'baseline':>9}  verdict"
         )
     time_text = f"{row['train_seconds']:.1f}s" + ("*" if row["capped"] else "")
     return (
-        f"{row['T']:>5}  {row['cell']:<6} {row['steps']:>6} {time_text:>8}  "
+        f"{row['T']:>5}  {row['cell']:<{width}} {row['steps']:>6} {time_text:>8}  "
         f"{row['test_mse']:>9.4f} {row['baseline_mse']:>9.4f}  {row['verdict']}"
     )
 
@@ -234,7 +234,8 @@ def run_demo(
             f"Adam lr={lr}, clip={clip_norm}, cap {seconds:g}s/run, seed={seed}, "
             f"{torch.get_num_threads()} thread(s)"
         )
-        print_fn(format_row())
+        width = max(6, *map(len, cells))
+        print_fn(format_row(width=width))
         for T in lengths:
             test_data = torch.Generator().manual_seed(2 * seed + 1)
             test = adding_problem(test_size, T, generator=test_data)  # same set for all cells
@@ -245,7 +246,7 @@ def run_demo(
                     progress=progress,
                 )
                 rows.append(row)
-                print_fn(format_row(row))
+                print_fn(format_row(row, width))
     finally:
         torch.set_num_threads(old_threads)
     total = sum(row["train_seconds"] for row in rows)
