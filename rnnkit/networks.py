@@ -175,8 +175,28 @@ class RecurrentNetwork(nn.Module):
     def _run(self, input, hx, lengths, side):
         """forward, plus ``side``: a per-step input laid out like ``input`` with ``side_size``
         features (a PackedSequence for a PackedSequence input), appended to every layer's."""
-        name = type(self).__name__
         first_cell = next(self._cells())[2]
+        x, N, unbatched, lengths = self._check_input(input, lengths)
+        leaves = self._check_hx(hx, N, unbatched, x, first_cell.state_size)
+        side = self._check_side(side, input, x)
+
+        mode = first_cell.native_mode() if self.native and side is None else None
+        x = input if isinstance(input, PackedSequence) else x
+        if mode is not None:
+            out, leaves = self._forward_native(mode, x, leaves, lengths, first_cell.state_size)
+        else:
+            out, leaves = self._forward_scan(x, leaves, lengths, first_cell.state_size, side)
+
+        if unbatched:
+            out, leaves = out.squeeze(1), [leaf.squeeze(1) for leaf in leaves]
+        elif self.batch_first and not isinstance(out, PackedSequence):
+            out = out.transpose(0, 1)
+        return out, (leaves[0] if len(leaves) == 1 else tuple(leaves))
+
+    def _check_input(self, input, lengths):
+        """Validate the input; return it time-major ``(T, N, I)`` (a PackedSequence's data),
+        the batch size, whether it was unbatched, and the checked lengths."""
+        name = type(self).__name__
         weight = next(self.parameters())
         unbatched = False
         if isinstance(input, PackedSequence):
@@ -214,21 +234,7 @@ class RecurrentNetwork(nn.Module):
         if x.dtype != weight.dtype:
             raise ValueError(f"{name}: input dtype {x.dtype} does not match the parameters' "
                              f"dtype {weight.dtype}; convert one with .to()")
-        leaves = self._check_hx(hx, N, unbatched, x, first_cell.state_size)
-        side = self._check_side(side, input, x)
-
-        mode = first_cell.native_mode() if self.native and side is None else None
-        x = input if isinstance(input, PackedSequence) else x
-        if mode is not None:
-            out, leaves = self._forward_native(mode, x, leaves, lengths, first_cell.state_size)
-        else:
-            out, leaves = self._forward_scan(x, leaves, lengths, first_cell.state_size, side)
-
-        if unbatched:
-            out, leaves = out.squeeze(1), [leaf.squeeze(1) for leaf in leaves]
-        elif self.batch_first and not isinstance(out, PackedSequence):
-            out = out.transpose(0, 1)
-        return out, (leaves[0] if len(leaves) == 1 else tuple(leaves))
+        return x, N, unbatched, lengths
 
     def _check_hx(self, hx, N: int, unbatched: bool, x: Tensor, state_size) -> list | None:
         """Validate hx in torch's layout; return its leaves as ``(D*num_layers, N, size)``."""
