@@ -22,7 +22,9 @@ demo: venv
 test: venv
 	$(PY) -m pytest -q
 
+# torchrecurrent (the peer we compare with) is a benchmark-only extra.
 bench: venv
+	$(PIP) install --quiet -e '.[bench]'
 	OMP_NUM_THREADS=2 $(PY) benchmarks/bench.py
 
 lint: venv

@@ -1,20 +1,29 @@
-"""Speed of rnnkit's networks against torch.nn, measured in the same run.
+"""Speed and memory of rnnkit's networks against torch.nn (and torchrecurrent), in the same run.
 
-One training step (forward + backward of ``output.sum()``) and one inference forward, for each
-network at B=32, I=64 and each (H, T), float32, on the CPU with a fixed thread count. Modules are
-timed interleaved (round-robin), so machine noise hits all of them alike; medians are reported,
-with ratios to ``torch.nn.LSTM`` at the same shape. Writes ``benchmarks/RESULTS.md``.
+For every registered cell as a 1-layer ``rnnkit.RecurrentNetwork(name, I, H)``, rnnkit's named
+RNN/LSTM/GRU, their torch twins and, when it is installed, the matching ``torchrecurrent``
+layers: one training step (forward + backward of ``output.sum()``) and one inference forward,
+at B=32, I=64 and each (H, T), float32, on the CPU with a fixed thread count. Modules are timed
+interleaved (round-robin), so machine noise hits all of them alike; medians are reported, with
+ratios to ``torch.nn.LSTM`` at the same shape. Also measured, once per module and shape: the
+first train step of a freshly built module, and the peak memory of one train step (the growth of
+peak RSS, in a fresh process). Writes ``benchmarks/RESULTS.md``.
 
-    python benchmarks/bench.py [--shapes 128x50,512x200] [--repeats 7] [--out FILE]
+    python benchmarks/bench.py [--shapes 128x50,512x200] [--cells lstm,scrn] [--repeats 7]
+                               [--threads 2] [--out FILE] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.metadata
 import platform
 import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -22,22 +31,49 @@ from torch import nn
 
 import rnnkit
 
+try:  # benchmark-only dependency: `pip install -e '.[bench]'`
+    import torchrecurrent
+except ImportError:  # the rows are skipped, the rest still runs
+    torchrecurrent = None
+
 B, I = 32, 64
+REFERENCE = "torch.nn.LSTM"
+DEFAULT_SHAPES = "128x50,128x200,512x50,512x200"
+DEFAULT_REPEATS = 7
+
+# rnnkit cell name -> (torch twin, rnnkit named network) built with the same sizes
+TWINS: dict[str, tuple[Callable[[int], nn.Module], ...]] = {
+    "lstm": (lambda H: nn.LSTM(I, H), lambda H: rnnkit.LSTM(I, H)),
+    "gru": (lambda H: nn.GRU(I, H), lambda H: rnnkit.GRU(I, H)),
+    "elman": (lambda H: nn.RNN(I, H), lambda H: rnnkit.RNN(I, H)),
+}
+TWIN_NAMES = {"lstm": ("torch.nn.LSTM", "rnnkit.LSTM"), "gru": ("torch.nn.GRU", "rnnkit.GRU"),
+              "elman": ("torch.nn.RNN", "rnnkit.RNN")}
+# rnnkit cell name -> torchrecurrent layer class. torchrecurrent 0.2.5 has no plain LSTM or GRU
+# (its OriginalLSTM is the 1997 LSTM without a forget gate, a different cell), so only these two.
+TORCHRECURRENT = {"peephole_lstm": "PeepholeLSTM", "scrn": "SCRN"}
 
 
-def networks(H: int) -> dict[str, nn.Module]:
-    """What is timed: torch's kernels, and rnnkit on its native path and on its own loop."""
-    return {
-        "torch.nn.LSTM": nn.LSTM(I, H),
-        "rnnkit.LSTM": rnnkit.LSTM(I, H),
-        "rnnkit.LSTM (scan)": rnnkit.LSTM(I, H, native=False),
-        "torch.nn.GRU": nn.GRU(I, H),
-        "rnnkit.GRU": rnnkit.GRU(I, H),
-        "rnnkit.GRU (scan)": rnnkit.GRU(I, H, native=False),
-        "torch.nn.RNN": nn.RNN(I, H),
-        "rnnkit.RNN": rnnkit.RNN(I, H),
-        "rnnkit.RNN (scan)": rnnkit.RNN(I, H, native=False),
+def rnnkit_name(cell: str) -> str:
+    return f"rnnkit.RecurrentNetwork('{cell}')"
+
+
+def networks(cells: list[str]) -> dict[str, tuple[str, Callable[[int], nn.Module]]]:
+    """What is timed: row name -> (rnnkit cell it stands for, factory of H). torch.nn.LSTM,
+    the reference of every ratio, always comes first."""
+    rows: dict[str, tuple[str, Callable[[int], nn.Module]]] = {
+        REFERENCE: ("lstm", TWINS["lstm"][0]),
     }
+    for cell in cells:
+        if cell in TWINS:
+            twin, named = TWIN_NAMES[cell]
+            rows[twin] = (cell, TWINS[cell][0])
+            rows[named] = (cell, TWINS[cell][1])
+        rows[rnnkit_name(cell)] = (cell, lambda H, c=cell: rnnkit.RecurrentNetwork(c, I, H))
+        if cell in TORCHRECURRENT and torchrecurrent is not None:
+            cls = getattr(torchrecurrent, TORCHRECURRENT[cell])
+            rows[f"torchrecurrent.{cls.__name__}"] = (cell, lambda H, k=cls: k(I, H))
+    return rows
 
 
 def train_step(model: nn.Module, x: torch.Tensor) -> None:
@@ -58,11 +94,51 @@ def timed(fn, *args) -> float:
     return time.perf_counter() - t0
 
 
-def bench_shape(H: int, T: int, repeats: int) -> list[dict]:
+MEMORY_RUNS = 3
+
+
+def peak_bytes(row: str, cell: str, H: int, T: int, threads: int) -> int:
+    """Memory of one train step: growth of the process's peak RSS (``VmHWM``) over the step,
+    in a fresh process, since the peak only ever rises. It sees every allocation, torch's
+    allocator or not. (Not ``ru_maxrss``: Linux carries that across fork and exec, so a child of
+    this large process would start at the parent's peak and show no growth.)"""
+    code = (
+        "import sys, torch; sys.path.insert(0, sys.argv[1]); import bench\n"
+        f"torch.set_num_threads({threads}); torch.manual_seed(0)\n"
+        f"m = bench.networks([{cell!r}])[{row!r}][1]({H})\n"
+        f"x = torch.randn({T}, bench.B, bench.I)\n"
+        "with torch.no_grad():\n    m(x[:2])  # the module's own one-time allocations\n"
+        "before = bench.peak_rss_kib()\n"
+        "bench.train_step(m, x)\n"
+        "print(bench.peak_rss_kib() - before)\n"
+    )
+    runs = []
+    for _ in range(MEMORY_RUNS):  # RSS moves by tens of % between identical runs: take a median
+        out = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent)],
+                             capture_output=True, text=True, check=True)
+        runs.append(int(out.stdout.strip().splitlines()[-1]) * 1024)
+    return int(statistics.median(runs))
+
+
+def peak_rss_kib() -> int:
+    """This process's peak resident set size so far, in KiB (Linux's VmHWM)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status: peak memory needs Linux")
+
+
+def bench_shape(H: int, T: int, repeats: int, cells: list[str], threads: int,
+                memory: bool = True) -> list[dict]:
     torch.manual_seed(0)
-    models = networks(H)
+    nets = networks(cells)
     x = torch.randn(T, B, I)
-    first = {name: timed(train_step, m, x) for name, m in models.items()}  # includes any build
+    models, first = {}, {}
+    for name, (_, build) in nets.items():  # first call: the first step of a fresh module
+        models[name] = build(H)
+        first[name] = timed(train_step, models[name], x)
+    peak = {name: peak_bytes(name, cell, H, T, threads) if memory else None
+            for name, (cell, _) in nets.items()}
     for m in models.values():  # warm-up
         train_step(m, x)
         inference(m, x)
@@ -72,16 +148,28 @@ def bench_shape(H: int, T: int, repeats: int) -> list[dict]:
         for name, m in models.items():
             train[name].append(timed(train_step, m, x))
             infer[name].append(timed(inference, m, x))
-    ref_train = statistics.median(train["torch.nn.LSTM"])
-    ref_infer = statistics.median(infer["torch.nn.LSTM"])
-    return [{
-        "H": H, "T": T, "name": name,
-        "train_ms": 1e3 * statistics.median(train[name]),
-        "train_ratio": statistics.median(train[name]) / ref_train,
-        "infer_ms": 1e3 * statistics.median(infer[name]),
-        "infer_ratio": statistics.median(infer[name]) / ref_infer,
-        "first_ms": 1e3 * first[name],
-    } for name in models]
+    med_train = {name: statistics.median(v) for name, v in train.items()}
+    med_infer = {name: statistics.median(v) for name, v in infer.items()}
+    # torchrecurrent layer of each cell, to compare the rnnkit row of the same cell against
+    theirs = {nets[name][0]: name for name in models if name.startswith("torchrecurrent.")}
+    rows = []
+    for name in models:
+        cell = nets[name][0]
+        mine = name == rnnkit_name(cell) and cell in theirs
+        rows.append({
+            "H": H, "T": T, "name": name, "cell": cell,
+            "train_ms": 1e3 * med_train[name],
+            "train_ratio": med_train[name] / med_train[REFERENCE],
+            "infer_ms": 1e3 * med_infer[name],
+            "infer_ratio": med_infer[name] / med_infer[REFERENCE],
+            "first_ms": 1e3 * first[name],
+            "peak_mb": None if peak[name] is None else peak[name] / 2**20,
+            "peak_ratio": None if peak[name] is None else peak[name] / max(peak[REFERENCE], 1),
+            # rnnkit speed-up vs torchrecurrent: their time / ours, on the rnnkit row
+            "train_speedup_tr": med_train[theirs[cell]] / med_train[name] if mine else None,
+            "infer_speedup_tr": med_infer[theirs[cell]] / med_infer[name] if mine else None,
+        })
+    return rows
 
 
 def machine() -> str:
@@ -97,49 +185,161 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
-def report(rows: list[dict], repeats: int) -> str:
+def speedup(r: dict) -> str:
+    if r["train_speedup_tr"] is None:
+        return ""
+    return f"{r['train_speedup_tr']:.1f}× / {r['infer_speedup_tr']:.1f}×"
+
+
+def _shape_list(items: list[tuple[dict, str]]) -> str:
+    return ", ".join(f"H={r['H']} T={r['T']}: {v}" for r, v in items)
+
+
+def targets(rows: list[dict]) -> list[str]:
+    """The project's targets, met or missed, for every rnnkit row of this run."""
+    ours = [r for r in rows if r["name"].startswith("rnnkit.")]
+    if not ours:
+        return []
+    by_name: dict[str, list[dict]] = {}
+    for r in ours:
+        by_name.setdefault(r["name"], []).append(r)
+
+    twin_of = {named: twin for twin, named in TWIN_NAMES.values()}
+    twin_of.update({rnnkit_name(c): twin for c, (twin, _) in TWIN_NAMES.items()})
+    at = {(r["H"], r["T"], r["name"]): r for r in rows}
+
+    def value(r: dict, key: str, fmt: str) -> str:
+        text = fmt.format(r[key])
+        twin = at.get((r["H"], r["T"], twin_of.get(r["name"], "")))
+        if twin is not None and key != "train_speedup_tr":  # torch's own kernel, same shape
+            text += f" (its torch twin {twin['name']}: {fmt.format(twin[key])})"
+        return text
+
+    def check(title: str, key: str, ok, fmt: str) -> list[str]:
+        met, missed = [], []
+        for name, rs in by_name.items():
+            bad = [r for r in rs if r[key] is not None and not ok(r[key])]
+            if all(r[key] is None for r in rs):
+                continue
+            if bad:
+                missed.append(f"  - {name}: {_shape_list([(r, value(r, key, fmt)) for r in bad])}")
+            else:
+                met.append(name)
+        out = [f"- **{title}**: met by {len(met)} of {len(met) + len(missed)}"
+               + (f" ({', '.join(met)})" if met else "") + ("; missed by:" if missed else ".")]
+        return out + missed
+
+    lines = ["", "## Targets", "",
+             "Measured in this run (the wall-clock ratios carry a few % of machine noise). "
+             "Every cell other than Elman/IRNN, LSTM and GRU runs rnnkit's Python time loop "
+             "(one autograd op chain per step, no fused kernel yet); where such a cell meets the "
+             "speed target it is because it does less work per step than an LSTM's four gates, "
+             "not because the loop is fast.", ""]
+    lines += check("Train step ≤ 1.25× torch.nn.LSTM at the same H, T", "train_ratio",
+                   lambda v: v <= 1.25, "{:.2f}×")
+    if any(r["train_speedup_tr"] is not None for r in ours):
+        lines += check("≥ 5× faster than torchrecurrent (train step)", "train_speedup_tr",
+                       lambda v: v >= 5, "{:.1f}× faster")
+    else:
+        lines.append("- **≥ 5× faster than torchrecurrent**: not measured (torchrecurrent not "
+                     "installed).")
+    lines += check("First call ≤ 2 s", "first_ms", lambda v: v <= 2000, "{:.0f} ms")
+    lines += check("Peak memory of a train step ≤ 1.2× torch.nn.LSTM", "peak_ratio",
+                   lambda v: v <= 1.2, "{:.2f}×")
+    return lines
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "–" if value is None else fmt.format(value)
+
+
+def report(rows: list[dict], repeats: int, seconds: float | None = None) -> str:
+    tr = (f"torchrecurrent {importlib.metadata.version('torchrecurrent')}"
+          if torchrecurrent is not None else
+          "torchrecurrent: not installed, its rows are skipped (`pip install -e '.[bench]'`)")
     lines = [
         "# Benchmark results",
         "",
         f"- Date: {datetime.date.today().isoformat()}",
-        f"- Machine: {machine()}",
-        f"- B={B}, I={I}, float32, CPU; medians of {repeats} interleaved repeats; "
-        "ratios are to `torch.nn.LSTM` at the same H, T in the same run.",
+        f"- Machine: {machine()}; {tr}",
+        f"- B={B}, I={I}, float32, CPU, 1 layer; medians of {repeats} interleaved (round-robin) "
+        "repeats; ratios are to `torch.nn.LSTM` at the same H, T in the same run.",
         "- Train step = forward + backward of `output.sum()`; inference = forward under "
-        "`torch.inference_mode()`; first call = the first train step (includes any set-up).",
-        "- `(scan)` rows run rnnkit's reference time loop (`native=False`): a Python loop over "
-        "autograd ops, the path every non-torch cell takes until the fused kernels land.",
+        "`torch.inference_mode()`; first call = the first train step of a freshly built module "
+        "(in a process already running, so `import` is not counted); it is one sample per "
+        "module and shape, so it carries all of a shared machine's noise: re-check a lone miss "
+        "with `--cells <cell> --shapes HxT`.",
+        "- Peak memory = how much one train step raises the process's peak RSS (VmHWM), in a "
+        f"fresh process per network and shape, median of {MEMORY_RUNS} processes: activations, "
+        "saved tensors, gradients and kernel workspaces, inside torch's allocator or not. "
+        "It moves by tens of % between identical runs (malloc arenas), so read ratios near "
+        "the 1.2 target with care. torch's profiler memory events were tried first and left "
+        "allocations out (a peephole LSTM's step read 0.5x torch's LSTM there, 1.0-1.6x by RSS).",
+        "- `rnnkit.RecurrentNetwork('<cell>')` rows are every registered cell with its defaults "
+        "(`native=True`): Elman, IRNN, LSTM and GRU run torch's own kernels, every other cell runs "
+        "rnnkit's Python time loop (`rnnkit.scan`).",
+        "- vs torchrecurrent = torchrecurrent's time / rnnkit's, train / inference, on the rnnkit "
+        "row of the matching cell (> 1: rnnkit is faster).",
+    ]
+    if seconds is not None:
+        lines.append(f"- Whole run: {seconds / 60:.1f} min.")
+    lines += [
         "",
         "| H | T | network | train step (ms) | × torch LSTM | inference (ms) | × torch LSTM "
-        "| first call (ms) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| first call (ms) | peak memory (MiB) | × torch LSTM "
+        "| rnnkit speed-up vs torchrecurrent |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['H']} | {r['T']} | {r['name']} | {r['train_ms']:.1f} | "
             f"{r['train_ratio']:.2f} | {r['infer_ms']:.1f} | {r['infer_ratio']:.2f} | "
-            f"{r['first_ms']:.1f} |"
+            f"{r['first_ms']:.1f} | {_num(r['peak_mb'], '{:.1f}')} | "
+            f"{_num(r['peak_ratio'], '{:.2f}')} | {speedup(r)} |"
         )
+    lines += targets(rows)
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shapes", default="128x50,128x200,512x50,512x200",
+    parser.add_argument("--shapes", default=DEFAULT_SHAPES,
                         help="comma-separated HxT shapes (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=7, help="timed repeats per model")
+    parser.add_argument("--cells", default="all",
+                        help="comma-separated registered cell names, or 'all' (default); "
+                        f"choices: {', '.join(rnnkit.cell_names())}")
+    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
+                        help="timed repeats per model (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS.md"),
                         help="where to write the Markdown table")
+    parser.add_argument("--no-memory", dest="memory", action="store_false",
+                        help="skip the peak-memory runs (three fresh processes per row)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: tiny shape 8x3, 1 repeat (unless given)")
     args = parser.parse_args(argv)
+    if args.quick:
+        if args.shapes == DEFAULT_SHAPES:
+            args.shapes = "8x3"
+        if args.repeats == DEFAULT_REPEATS:
+            args.repeats = 1
+    cells = rnnkit.cell_names() if args.cells == "all" else args.cells.split(",")
+    unknown = set(cells) - set(rnnkit.cell_names())
+    if unknown:
+        parser.error(f"unknown cells {sorted(unknown)}; registered: {rnnkit.cell_names()}")
     torch.set_num_threads(args.threads)
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    start = time.perf_counter()
+    # generic one-time set-up (autograd, BLAS), so it is not charged to whichever module is first
+    warm = nn.Linear(I, 8)
+    warm(torch.randn(2, I)).sum().backward()
     rows = []
     for H, T in shapes:
-        rows += bench_shape(H, T, args.repeats)
-        print(f"H={H} T={T} done", flush=True)
-    args.out.write_text(report(rows, args.repeats))
-    print(report(rows, args.repeats))
+        rows += bench_shape(H, T, args.repeats, cells, args.threads, args.memory)
+        print(f"H={H} T={T} done ({time.perf_counter() - start:.0f} s)", flush=True)
+    text = report(rows, args.repeats, time.perf_counter() - start)
+    args.out.write_text(text)
+    print(text)
     return rows
 
 

@@ -3,24 +3,73 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
+
+import rnnkit
 
 SCRIPT = Path(__file__).parent.parent / "benchmarks" / "bench.py"
 
 
-def test_bench_writes_results(tmp_path):
+def load_bench():
     spec = importlib.util.spec_from_file_location("bench", SCRIPT)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    out = tmp_path / "RESULTS.md"
+    return bench
+
+
+def run(bench, *argv):
     threads = torch.get_num_threads()
     try:
-        rows = bench.main(["--shapes", "8x3", "--repeats", "1", "--threads", "1",
-                           "--out", str(out)])
+        return bench.main([*argv, "--threads", "1"])
     finally:
         torch.set_num_threads(threads)  # the script sets it process-wide
+
+
+def test_bench_quick_writes_results(tmp_path):
+    bench = load_bench()
+    out = tmp_path / "RESULTS.md"
+    rows = run(bench, "--quick", "--no-memory", "--out", str(out))
     names = {r["name"] for r in rows}
-    assert {"torch.nn.LSTM", "rnnkit.LSTM", "rnnkit.LSTM (scan)"} <= names
-    assert all(r["train_ms"] > 0 and r["infer_ms"] > 0 for r in rows)
+    expected = {"torch.nn.LSTM", "torch.nn.GRU", "torch.nn.RNN",
+                "rnnkit.LSTM", "rnnkit.GRU", "rnnkit.RNN"}
+    expected |= {f"rnnkit.RecurrentNetwork('{c}')" for c in rnnkit.cell_names()}
+    assert expected <= names
+    assert all(r["H"] == 8 and r["T"] == 3 for r in rows)
+    assert all(r["train_ms"] > 0 and r["infer_ms"] > 0 and r["first_ms"] > 0 for r in rows)
+    assert all(r["peak_mb"] is None and r["peak_ratio"] is None for r in rows)
+    ref = next(r for r in rows if r["name"] == "torch.nn.LSTM")
+    assert ref["train_ratio"] == ref["infer_ratio"] == 1.0
     text = out.read_text()
-    assert "| 8 | 3 | rnnkit.GRU (scan) |" in text and "Machine:" in text
+    assert "Machine:" in text and "| 8 | 3 | rnnkit.RecurrentNetwork('scrn') |" in text
+    for column in ("first call (ms)", "peak memory (MiB)", "rnnkit speed-up vs torchrecurrent"):
+        assert column in text
+    if bench.torchrecurrent is not None:
+        assert {"torchrecurrent.PeepholeLSTM", "torchrecurrent.SCRN"} <= names
+        scrn = next(r for r in rows if r["name"] == "rnnkit.RecurrentNetwork('scrn')")
+        assert scrn["train_speedup_tr"] > 0 and scrn["infer_speedup_tr"] > 0
+    else:
+        assert "not installed" in text
+
+
+def test_bench_cells_filter_and_missing_torchrecurrent(tmp_path):
+    bench = load_bench()
+    bench.torchrecurrent = None  # the script must run without the optional dependency
+    out = tmp_path / "RESULTS.md"
+    rows = run(bench, "--quick", "--no-memory", "--cells", "gru,scrn", "--repeats", "2",
+               "--out", str(out))
+    assert [r["name"] for r in rows] == [
+        "torch.nn.LSTM", "torch.nn.GRU", "rnnkit.GRU", "rnnkit.RecurrentNetwork('gru')",
+        "rnnkit.RecurrentNetwork('scrn')"]
+    assert all(r["train_speedup_tr"] is None for r in rows)
+    assert "medians of 2 interleaved" in out.read_text()
+    with pytest.raises(SystemExit):
+        run(bench, "--quick", "--cells", "nope", "--out", str(out))
+
+
+def test_peak_memory_of_a_train_step_is_measured_in_a_fresh_process():
+    bench = load_bench()
+    small = bench.peak_bytes("torch.nn.LSTM", "lstm", 16, 5, 1)
+    large = bench.peak_bytes("torch.nn.LSTM", "lstm", 256, 100, 1)
+    assert 0 <= small < large  # (T, B, 4H) gates alone are ~13 MB at the larger shape
+    assert large > 8 * 2**20
