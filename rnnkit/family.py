@@ -29,10 +29,10 @@ class RNN(RecurrentNetwork):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
                  dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None,
-                 *, native: bool = True):
+                 *, native: bool = True, fused: bool = True):
         super().__init__("elman", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, native=native, device=device, dtype=dtype,
-                         nonlinearity=nonlinearity)
+                         dropout, bidirectional, native=native, fused=fused, device=device,
+                         dtype=dtype, nonlinearity=nonlinearity)
         self.nonlinearity = nonlinearity
 
 
@@ -54,10 +54,10 @@ class LSTM(RecurrentNetwork):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  proj_size: int = 0, device=None, dtype=None, *, native: bool = True,
-                 **options):
+                 fused: bool = True, **options):
         super().__init__("lstm", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, native=native, device=device, dtype=dtype,
-                         proj_size=proj_size, **options)
+                         dropout, bidirectional, native=native, fused=fused, device=device,
+                         dtype=dtype, proj_size=proj_size, **options)
         self.proj_size = proj_size
 
 
@@ -70,10 +70,11 @@ class _Named(RecurrentNetwork):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 device=None, dtype=None, *, native: bool = True, **options):
+                 device=None, dtype=None, *, native: bool = True, fused: bool = True,
+                 **options):
         super().__init__(self.cell_name, input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, native=native, device=device, dtype=dtype,
-                         **options)
+                         dropout, bidirectional, native=native, fused=fused, device=device,
+                         dtype=dtype, **options)
 
 
 class GRU(_Named):

@@ -8,10 +8,13 @@ from torch import Tensor, nn
 
 from .cells.base import Cell, State
 from .functional import scan
+from .kernels import fused_scan
 
 
 class Recurrent(nn.Module):
-    """One direction of one layer: ``cell`` run over time by :func:`~rnnkit.scan`.
+    """One direction of one layer: ``cell`` run over time by its fused kernel where one exists
+    (``rnnkit.kernels``; same numbers, hand-derived backward) and by :func:`~rnnkit.scan`
+    otherwise or with ``fused=False``.
 
     Shapes: xs ``(T, N, I)`` time-major, ``lengths`` ``(N,)``; returns ``(T, N, O)`` and the
     final state.
@@ -22,15 +25,16 @@ class Recurrent(nn.Module):
     torch.Size([7, 2, 5])
     """
 
-    def __init__(self, cell: Cell, reverse: bool = False):
+    def __init__(self, cell: Cell, reverse: bool = False, fused: bool = True):
         super().__init__()
-        self.cell, self.reverse = cell, reverse
+        self.cell, self.reverse, self.fused = cell, reverse, fused
         self.input_size, self.output_size = cell.input_size, cell.output_size
 
     def forward(
         self, xs: Tensor, state: State | None = None, lengths: Tensor | None = None
     ) -> tuple[Tensor, State]:
-        return scan(self.cell, xs, state, reverse=self.reverse, lengths=lengths)
+        run = (fused_scan(self.cell) if self.fused else None) or scan
+        return run(self.cell, xs, state, reverse=self.reverse, lengths=lengths)
 
 
 class Bidirectional(nn.Module):

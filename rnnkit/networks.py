@@ -37,6 +37,8 @@ class RecurrentNetwork(nn.Module):
         input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
         device, dtype: as in ``torch.nn.LSTM``.
         native: use torch's own kernel where the configuration is exactly one it computes.
+        fused: elsewhere, use rnnkit's fused kernel where the cell has one (``rnnkit.kernels``);
+            ``native=False, fused=False`` runs every layer through the reference ``scan``.
         side_size: features of a per-step side input appended to every layer's input (a
             CTRNN's Δt); the cells of every layer then take ``layer_input + side_size``.
         **cell_options: passed to every cell (e.g. ``nonlinearity="relu"``).
@@ -66,6 +68,7 @@ class RecurrentNetwork(nn.Module):
         bidirectional: bool = False,
         *,
         native: bool = True,
+        fused: bool = True,
         side_size: int = 0,
         device=None,
         dtype=None,
@@ -105,6 +108,7 @@ class RecurrentNetwork(nn.Module):
             layers.append(Bidirectional(*cells) if bidirectional else Recurrent(cells[0]))
             size = layers[-1].output_size
         self.stack = Stacked(layers, self.dropout)
+        self.fused = fused
         self.output_size = size  # D * H_out, the features of `output`
 
         # torch's flat names: key `weight_ih` of layer l, direction d -> `weight_ih_l{l}[_reverse]`
@@ -127,6 +131,16 @@ class RecurrentNetwork(nn.Module):
             directions = [layer.fwd, layer.bwd] if isinstance(layer, Bidirectional) else [layer]
             for d, rec in enumerate(directions):
                 yield l, d, rec.cell
+
+    @property
+    def fused(self) -> bool:
+        return all(m.fused for m in self.modules() if isinstance(m, Recurrent))
+
+    @fused.setter
+    def fused(self, value: bool) -> None:
+        for m in self.modules():
+            if isinstance(m, Recurrent):
+                m.fused = value
 
     @property
     def num_directions(self) -> int:

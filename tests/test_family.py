@@ -136,3 +136,12 @@ def test_ctrnn_dt_errors(dt_at_build, dt_at_call, error, message):
     net = rnnkit.CTRNN(I, H, batch_first=True, dt=dt_at_build)
     with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
         net(torch.randn(N, T, I), dt=dt_at_call)
+
+
+def test_fused_kernel_is_the_default_where_torch_has_none_and_can_be_switched_off():
+    net = rnnkit.LSTM(I, H, num_layers=2, bidirectional=True, peephole="diagonal")
+    layers = [m for m in net.modules() if isinstance(m, rnnkit.Recurrent)]
+    assert net.fused and all(layer.fused for layer in layers)
+    net.fused = False
+    assert not net.fused and not any(layer.fused for layer in layers)
+    assert not rnnkit.SCRN(I, H, fused=False).fused

@@ -2,7 +2,7 @@
 
 Outputs, final states and gradients (input, initial state, every parameter) are compared for
 every combination of layers, directions, batch layout, initial state and padding form, on the
-native path and on the pure-scan path.
+native path, on rnnkit's fused kernel (LSTM) and on the pure-scan path.
 """
 
 import pytest
@@ -24,11 +24,19 @@ LENGTHS = [4, 6, 2]  # unsorted, one full-length, one short
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 
 
-def make_pair(kind, num_layers, bidirectional, batch_first, dtype, native):
+# the three ways rnnkit can compute a torch-twin network: torch's kernel, rnnkit's fused kernel
+# (where the cell has one: LSTM), and the reference scan
+PATHS = {"native": {"native": True}, "fused": {"native": False, "fused": True},
+         "scan": {"native": False, "fused": False}}
+# the fused path exists for the LSTM family only so far; elsewhere it would be the scan path again
+KIND_PATHS = [(k, p) for k in KINDS for p in PATHS if p != "fused" or k.startswith("lstm")]
+
+
+def make_pair(kind, num_layers, bidirectional, batch_first, dtype, path):
     ours_cls, torch_cls, kw = KINDS[kind]
     args = (I, H, num_layers)
     common = {"bidirectional": bidirectional, "batch_first": batch_first, "dtype": dtype}
-    ours = ours_cls(*args, native=native, **common, **kw)
+    ours = ours_cls(*args, **PATHS[path], **common, **kw)
     twin = torch_cls(*args, **common, **kw)
     twin.load_state_dict(ours.state_dict())
     return ours, twin
@@ -75,17 +83,16 @@ def grads(model, x, hx_leaves, out, finals, gen):
     return dict(zip(names, g, strict=True))
 
 
-@pytest.mark.parametrize("native", [True, False], ids=["native", "scan"])
 @pytest.mark.parametrize("form", ["full", "lengths", "packed"])
 @pytest.mark.parametrize("with_hx", [False, True], ids=["zero_hx", "hx"])
 @pytest.mark.parametrize("batch_first", [False, True], ids=["time_major", "batch_first"])
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 @pytest.mark.parametrize("num_layers", [1, 2, 3])
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind, path", KIND_PATHS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-def test_equals_torch(dtype, kind, num_layers, bidirectional, batch_first, with_hx, form, native):
+def test_equals_torch(dtype, kind, num_layers, bidirectional, batch_first, with_hx, form, path):
     gen = torch.Generator().manual_seed(1234)
-    ours, twin = make_pair(kind, num_layers, bidirectional, batch_first, dtype, native)
+    ours, twin = make_pair(kind, num_layers, bidirectional, batch_first, dtype, path)
     shape = (N, T, I) if batch_first else (T, N, I)
     x = torch.randn(shape, dtype=dtype, generator=gen, requires_grad=True)
     hx = initial_state(ours, dtype, gen) if with_hx else None
@@ -105,10 +112,9 @@ def test_equals_torch(dtype, kind, num_layers, bidirectional, batch_first, with_
         torch.testing.assert_close(g_o[name], g_t[name], atol=tol, rtol=tol, msg=name)
 
 
-@pytest.mark.parametrize("native", [True, False], ids=["native", "scan"])
-@pytest.mark.parametrize("kind", list(KINDS))
-def test_unbatched_input_equals_torch(kind, native):
-    ours, twin = make_pair(kind, 2, True, False, torch.float64, native)
+@pytest.mark.parametrize("kind, path", KIND_PATHS)
+def test_unbatched_input_equals_torch(kind, path):
+    ours, twin = make_pair(kind, 2, True, False, torch.float64, path)
     x = torch.randn(T, I, dtype=torch.float64)
     out_o, h_o = ours(x)
     out_t, h_t = twin(x)
@@ -123,11 +129,11 @@ def test_unbatched_input_equals_torch(kind, native):
     torch.testing.assert_close(out2_o, out2_t, atol=1e-10, rtol=1e-10)
 
 
-@pytest.mark.parametrize("native", [True, False], ids=["native", "scan"])
-def test_dropout_between_layers_not_after_last(native):
+@pytest.mark.parametrize("path", list(PATHS))
+def test_dropout_between_layers_not_after_last(path):
     """With p=1 every input to layers 2.. is zero, and the last layer's output is not dropped."""
     torch.manual_seed(0)
-    ours = rnnkit.LSTM(I, H, num_layers=2, dropout=1.0, native=native, dtype=torch.float64)
+    ours = rnnkit.LSTM(I, H, num_layers=2, dropout=1.0, dtype=torch.float64, **PATHS[path])
     top = rnnkit.LSTM(H, H, dtype=torch.float64)
     top.load_state_dict({k.replace("_l1", "_l0"): v for k, v in ours.state_dict().items()
                          if "_l1" in k})
@@ -142,10 +148,9 @@ def test_dropout_between_layers_not_after_last(native):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-@pytest.mark.parametrize("native", [True, False], ids=["native", "scan"])
-@pytest.mark.parametrize("kind", list(KINDS))
-def test_equals_torch_on_cuda(kind, native):
-    ours, twin = make_pair(kind, 2, True, True, torch.float64, native)
+@pytest.mark.parametrize("kind, path", KIND_PATHS)
+def test_equals_torch_on_cuda(kind, path):
+    ours, twin = make_pair(kind, 2, True, True, torch.float64, path)
     ours, twin = ours.cuda(), twin.cuda()
     x = torch.randn(N, T, I, dtype=torch.float64, device="cuda")
     lengths = torch.tensor(LENGTHS)

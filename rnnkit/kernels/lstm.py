@@ -84,7 +84,7 @@ def _forward(xs, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, peephole, tanh_g,
     H = H4 // 4
     R = w_hh.shape[1]
     # u_t = W_ih x_t + b_ih + b_hh for all t: one (T N, I) @ (I, 4H). It becomes the gate buffer.
-    x2 = xs.reshape(T * N, -1)
+    x2 = xs.reshape(T * N, xs.shape[2])
     if tanh_g:
         # tanh(z) = 2 sigmoid(2 z) - 1, and torch's CPU tanh costs ~4x its sigmoid: scale the
         # candidate's rows by 2 so one sigmoid_ covers the gates, then g = 2 s - 1 in place.
@@ -255,7 +255,7 @@ class LSTMSequence(torch.autograd.Function):
             dh, dc = dh_next, dc_next
         dz2 = dz.view(T * N, H4)
         g_xs = (dz2 @ w_ih).view(xs.shape) if need[0] else None
-        g_w_ih = dz2.t() @ xs.reshape(T * N, -1) if need[3] else None
+        g_w_ih = dz2.t() @ xs.reshape(T * N, xs.shape[2]) if need[3] else None
         g_w_hh = dz2.t() @ h_prev.reshape(T * N, R) if need[4] else None
         g_b = dz2.sum(0) if need[5] or need[6] else None
         g_b_ih = g_b if need[5] else None
