@@ -38,21 +38,8 @@ def scan(
     Padding is handled by masking: at an invalid step the state is carried unchanged, so the
     same loop serves both directions.
     """
-    if not isinstance(xs, Tensor) or xs.dim() != 3 or xs.shape[2] != cell.input_size:
-        got = tuple(xs.shape) if isinstance(xs, Tensor) else type(xs).__name__
-        raise ValueError(f"xs: expected shape (T, N, input_size={cell.input_size}), got {got}")
-    T, N = xs.shape[0], xs.shape[1]
-    if T == 0:
-        raise ValueError(
-            f"xs: expected at least one time step (T >= 1), got shape {tuple(xs.shape)}"
-        )
-    check_dtype("xs", xs, cell)
-    if lengths is not None:
-        lengths = check_lengths(lengths, T, N)
-    if state is None:
-        state = cell.init_state(N, device=xs.device, dtype=xs.dtype)
-    else:
-        check_state(state, cell.state_size, N, xs)
+    state, lengths = check_sequence(cell, xs, state, lengths)
+    T = xs.shape[0]
     # T views (N, G) of one (T, N, G) projection. unbind, not us[t]: each us[t]'s backward would
     # write its slice into a zero-filled (T, N, G) gradient, O(T^2) memory traffic over the loop.
     us = cell.precompute(xs).unbind(0)
@@ -74,3 +61,24 @@ def scan(
         ys[t] = torch.where(m, y, y.new_zeros(()))
         state = map_state(lambda a, b, m=m: torch.where(m, a, b), new, state)
     return torch.stack(ys), state
+
+
+def check_sequence(cell: Cell, xs, state: State | None, lengths):
+    """``scan``'s argument checks, shared with the fused kernels. Returns ``(state, lengths)``:
+    the state (zeros if None) and ``lengths`` as a CPU int64 tensor (or None)."""
+    if not isinstance(xs, Tensor) or xs.dim() != 3 or xs.shape[2] != cell.input_size:
+        got = tuple(xs.shape) if isinstance(xs, Tensor) else type(xs).__name__
+        raise ValueError(f"xs: expected shape (T, N, input_size={cell.input_size}), got {got}")
+    T, N = xs.shape[0], xs.shape[1]
+    if T == 0:
+        raise ValueError(
+            f"xs: expected at least one time step (T >= 1), got shape {tuple(xs.shape)}"
+        )
+    check_dtype("xs", xs, cell)
+    if lengths is not None:
+        lengths = check_lengths(lengths, T, N)
+    if state is None:
+        state = cell.init_state(N, device=xs.device, dtype=xs.dtype)
+    else:
+        check_state(state, cell.state_size, N, xs)
+    return state, lengths

@@ -110,7 +110,7 @@ def test_float32_and_errors():
     ys, _ = scan(cell, xs, LSTMState(h0, c0))
     ys2, _, _ = lstm_sequence(cell, xs, h0, c0)
     assert (ys - ys2).abs().max() < 1e-5
-    with pytest.raises(ValueError, match="h0"):
+    with pytest.raises(ValueError, match="state.h"):
         lstm_sequence(cell, xs, torch.zeros(N, H + 1), c0)
     with pytest.raises(ValueError, match="xs"):
         lstm_sequence(cell, xs.double(), h0.double(), c0.double())

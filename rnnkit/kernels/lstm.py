@@ -70,8 +70,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .._checks import check_lengths
-from ..cells.lstm import LSTMCell
+from ..cells.lstm import LSTMCell, LSTMState
+from ._common import check_sequence, recording, valid_mask
 
 __all__ = ["LSTMSequence", "lstm_sequence"]
 
@@ -296,36 +296,18 @@ def lstm_sequence(
     """
     if not isinstance(cell, LSTMCell):
         raise TypeError(f"cell: expected an LSTMCell, got {type(cell).__name__}")
-    if not isinstance(xs, Tensor) or xs.dim() != 3 or xs.shape[2] != cell.input_size:
-        got = tuple(xs.shape) if isinstance(xs, Tensor) else type(xs).__name__
-        raise ValueError(f"xs: expected shape (T, N, input_size={cell.input_size}), got {got}")
-    T, N = xs.shape[0], xs.shape[1]
-    if T == 0:
-        raise ValueError(f"xs: expected at least one time step, got shape {tuple(xs.shape)}")
-    H, R = cell.hidden_size, cell.output_size
-    for name, s, size in (("h0", h0, R), ("c0", c0, H)):
-        if not isinstance(s, Tensor) or tuple(s.shape) != (N, size):
-            got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
-            raise ValueError(f"{name}: expected shape ({N}, {size}), got {got}")
-        if s.dtype != xs.dtype or s.device != xs.device:
-            raise ValueError(f"{name}: expected the dtype and device of xs")
-    if xs.dtype != cell.weight_ih.dtype:
-        raise ValueError(
-            f"xs: expected dtype {cell.weight_ih.dtype} (the parameters'), got {xs.dtype}")
-    valid = None
-    if lengths is not None:
-        lengths = check_lengths(lengths, T, N)
-        if int(lengths.min()) < T:
-            valid = torch.arange(T).unsqueeze(1) < lengths  # (T, N)
-            valid = valid.to(xs.device)
+    for name, s in (("h0", h0), ("c0", c0)):
+        if not isinstance(s, Tensor):
+            raise TypeError(f"{name}: expected a tensor, got {type(s).__name__}")
+    (h0, c0), lengths = check_sequence(cell, xs, LSTMState(h0, c0), lengths)
+    valid = valid_mask(lengths, xs.shape[0], xs.device)
     peephole = cell.peephole
     w_peep = cell.weight_peephole if peephole == "diagonal" else \
         cell.weight_ch if peephole == "full" else None
     args = (xs, h0, c0, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh,
             cell.weight_hr, w_peep, peephole, cell.candidate_activation == "tanh",
             cell.cell_activation == "tanh", bool(reverse), valid)
-    tensors = [a for a in args[:9] if a is not None]
-    if torch.is_grad_enabled() and any(a.requires_grad for a in tensors):
+    if recording(*args[:9]):
         return LSTMSequence.apply(*args)
     with torch.no_grad():  # inference: nothing to save
         ys, h_t, c_t, _ = _forward(*args)

@@ -1,0 +1,69 @@
+"""What every fused kernel shares: argument checks (``scan``'s own), the padding mask, the
+order in which a direction visits the steps, and whether to record for backward.
+
+Slots. A kernel keeps its carried state in one ``(T + 1, N, S)`` buffer ``ss``. A forward pass
+reads slot t and writes slot t + 1 at step t; a reverse pass reads slot t + 1 and writes slot t.
+So for either direction ``ss[t + off_in]`` is the state before step t and ``ss[t + off_out]`` the
+state after it, and the outputs are the after-slots in time order (``ss[1:]`` or ``ss[:T]``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from ..functional import check_sequence
+
+__all__ = [
+    "Steps", "befores", "check_sequence", "outputs", "partial_steps", "recording", "steps",
+    "valid_mask",
+]
+
+
+def valid_mask(lengths: Tensor | None, T: int, device) -> Tensor | None:
+    """``(T, N)`` bool, True at the steps inside each sequence; None if every sequence is full."""
+    if lengths is None or int(lengths.min()) == T:
+        return None
+    return (torch.arange(T).unsqueeze(1) < lengths).to(device)
+
+
+class Steps(NamedTuple):
+    order: range  # the steps in the order the forward pass visits them
+    back: range  # ... and the backward pass
+    off_in: int  # ss[t + off_in] is the state before step t
+    off_out: int  # ss[t + off_out] the state after it
+    first: int  # the slot holding the initial state
+    last: int  # the slot holding the final state
+
+
+def steps(T: int, reverse: bool) -> Steps:
+    fwd, bwd = range(T), range(T - 1, -1, -1)
+    if reverse:
+        return Steps(bwd, fwd, 1, 0, T, 0)
+    return Steps(fwd, bwd, 0, 1, 0, T)
+
+
+def outputs(ss: Tensor, reverse: bool) -> Tensor:
+    """The after-step slots of ``ss`` ``(T + 1, N, S)`` in time order, ``(T, N, S)`` (a view)."""
+    return ss[:-1] if reverse else ss[1:]
+
+
+def befores(ss: Tensor, reverse: bool) -> Tensor:
+    """The before-step slots of ``ss`` in time order, ``(T, N, S)`` (a view)."""
+    return ss[1:] if reverse else ss[:-1]
+
+
+def partial_steps(valid: Tensor | None, T: int) -> list[bool]:
+    """For each step, whether some sequence is padded there (and so needs the mask)."""
+    if valid is None:
+        return [False] * T
+    return (~valid.all(dim=1)).tolist()
+
+
+def recording(*tensors) -> bool:
+    """Whether autograd must record: grad mode on and some tensor requires a gradient."""
+    return torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in tensors
+    )
