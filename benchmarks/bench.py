@@ -3,14 +3,15 @@
 For every registered cell as a 1-layer ``rnnkit.RecurrentNetwork(name, I, H)``, rnnkit's named
 RNN/LSTM/GRU, their torch twins and, when it is installed, the matching ``torchrecurrent``
 layers: one training step (forward + backward of ``output.sum()``) and one inference forward,
-at B=32, I=64 and each (H, T), float32, on the CPU with a fixed thread count. Modules are timed
+at B=32, I=64 and each (H, T), float32, on the CPU with a fixed thread count and, where one is
+available, on the GPU (a section each). Modules are timed
 interleaved (round-robin), so machine noise hits all of them alike; medians are reported, with
 ratios to ``torch.nn.LSTM`` at the same shape. Also measured, once per module and shape: the
 first train step of a freshly built module, and the peak memory of one train step (the growth of
 peak RSS, in a fresh process). Writes ``benchmarks/RESULTS.md``.
 
     python benchmarks/bench.py [--shapes 128x50,512x200] [--cells lstm,scrn] [--repeats 7]
-                               [--threads 2] [--out FILE] [--quick]
+                               [--threads 2] [--device all|cpu|cuda] [--out FILE] [--quick]
 """
 
 from __future__ import annotations
@@ -89,9 +90,23 @@ def inference(model: nn.Module, x: torch.Tensor) -> None:
 
 
 def timed(fn, *args) -> float:
+    cuda = any(isinstance(a, torch.Tensor) and a.is_cuda for a in args)
     t0 = time.perf_counter()
     fn(*args)
+    if cuda:  # kernels run asynchronously: wait for them
+        torch.cuda.synchronize()
     return time.perf_counter() - t0
+
+
+def cuda_peak_bytes(model: nn.Module, x: torch.Tensor) -> int:
+    """Memory of one train step on the GPU: the rise of torch's allocator peak over the step
+    (on CUDA every tensor lives in that allocator, so it sees everything)."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    train_step(model, x)
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - before
 
 
 MEMORY_RUNS = 3
@@ -129,16 +144,19 @@ def peak_rss_kib() -> int:
 
 
 def bench_shape(H: int, T: int, repeats: int, cells: list[str], threads: int,
-                memory: bool = True) -> list[dict]:
+                memory: bool = True, device: str = "cpu") -> list[dict]:
     torch.manual_seed(0)
     nets = networks(cells)
-    x = torch.randn(T, B, I)
+    x = torch.randn(T, B, I, device=device)
     models, first = {}, {}
     for name, (_, build) in nets.items():  # first call: the first step of a fresh module
-        models[name] = build(H)
+        models[name] = build(H).to(device)
         first[name] = timed(train_step, models[name], x)
-    peak = {name: peak_bytes(name, cell, H, T, threads) if memory else None
-            for name, (cell, _) in nets.items()}
+    if device == "cpu":
+        peak = {name: peak_bytes(name, cell, H, T, threads) if memory else None
+                for name, (cell, _) in nets.items()}
+    else:
+        peak = {name: cuda_peak_bytes(m, x) if memory else None for name, m in models.items()}
     for m in models.values():  # warm-up
         train_step(m, x)
         inference(m, x)
@@ -157,7 +175,7 @@ def bench_shape(H: int, T: int, repeats: int, cells: list[str], threads: int,
         cell = nets[name][0]
         mine = name == rnnkit_name(cell) and cell in theirs
         rows.append({
-            "H": H, "T": T, "name": name, "cell": cell,
+            "device": device, "H": H, "T": T, "name": name, "cell": cell,
             "train_ms": 1e3 * med_train[name],
             "train_ratio": med_train[name] / med_train[REFERENCE],
             "infer_ms": 1e3 * med_infer[name],
@@ -229,12 +247,8 @@ def targets(rows: list[dict]) -> list[str]:
                + (f" ({', '.join(met)})" if met else "") + ("; missed by:" if missed else ".")]
         return out + missed
 
-    lines = ["", "## Targets", "",
-             "Measured in this run (the wall-clock ratios carry a few % of machine noise). "
-             "Every cell other than Elman/IRNN, LSTM and GRU runs rnnkit's Python time loop "
-             "(one autograd op chain per step, no fused kernel yet); where such a cell meets the "
-             "speed target it is because it does less work per step than an LSTM's four gates, "
-             "not because the loop is fast.", ""]
+    lines = ["", "### Targets", "",
+             "Measured in this run (the wall-clock ratios carry a few % of machine noise).", ""]
     lines += check("Train step ≤ 1.25× torch.nn.LSTM at the same H, T", "train_ratio",
                    lambda v: v <= 1.25, "{:.2f}×")
     if any(r["train_speedup_tr"] is not None for r in ours):
@@ -253,38 +267,14 @@ def _num(value: float | None, fmt: str) -> str:
     return "–" if value is None else fmt.format(value)
 
 
-def report(rows: list[dict], repeats: int, seconds: float | None = None) -> str:
-    tr = (f"torchrecurrent {importlib.metadata.version('torchrecurrent')}"
-          if torchrecurrent is not None else
-          "torchrecurrent: not installed, its rows are skipped (`pip install -e '.[bench]'`)")
+def device_name(device: str) -> str:
+    if device == "cpu":
+        return f"CPU, {torch.get_num_threads()} threads"
+    return f"CUDA, {torch.cuda.get_device_name(torch.device(device))}"
+
+
+def table(rows: list[dict]) -> list[str]:
     lines = [
-        "# Benchmark results",
-        "",
-        f"- Date: {datetime.date.today().isoformat()}",
-        f"- Machine: {machine()}; {tr}",
-        f"- B={B}, I={I}, float32, CPU, 1 layer; medians of {repeats} interleaved (round-robin) "
-        "repeats; ratios are to `torch.nn.LSTM` at the same H, T in the same run.",
-        "- Train step = forward + backward of `output.sum()`; inference = forward under "
-        "`torch.inference_mode()`; first call = the first train step of a freshly built module "
-        "(in a process already running, so `import` is not counted); it is one sample per "
-        "module and shape, so it carries all of a shared machine's noise: re-check a lone miss "
-        "with `--cells <cell> --shapes HxT`.",
-        "- Peak memory = how much one train step raises the process's peak RSS (VmHWM), in a "
-        f"fresh process per network and shape, median of {MEMORY_RUNS} processes: activations, "
-        "saved tensors, gradients and kernel workspaces, inside torch's allocator or not. "
-        "It moves by tens of % between identical runs (malloc arenas), so read ratios near "
-        "the 1.2 target with care. torch's profiler memory events were tried first and left "
-        "allocations out (a peephole LSTM's step read 0.5x torch's LSTM there, 1.0-1.6x by RSS).",
-        "- `rnnkit.RecurrentNetwork('<cell>')` rows are every registered cell with its defaults "
-        "(`native=True`): Elman, IRNN, LSTM and GRU run torch's own kernels, every other cell runs "
-        "rnnkit's Python time loop (`rnnkit.scan`).",
-        "- vs torchrecurrent = torchrecurrent's time / rnnkit's, train / inference, on the rnnkit "
-        "row of the matching cell (> 1: rnnkit is faster).",
-    ]
-    if seconds is not None:
-        lines.append(f"- Whole run: {seconds / 60:.1f} min.")
-    lines += [
-        "",
         "| H | T | network | train step (ms) | × torch LSTM | inference (ms) | × torch LSTM "
         "| first call (ms) | peak memory (MiB) | × torch LSTM "
         "| rnnkit speed-up vs torchrecurrent |",
@@ -297,7 +287,45 @@ def report(rows: list[dict], repeats: int, seconds: float | None = None) -> str:
             f"{r['first_ms']:.1f} | {_num(r['peak_mb'], '{:.1f}')} | "
             f"{_num(r['peak_ratio'], '{:.2f}')} | {speedup(r)} |"
         )
-    lines += targets(rows)
+    return lines
+
+
+def report(rows: list[dict], repeats: int, seconds: float | None = None) -> str:
+    tr = (f"torchrecurrent {importlib.metadata.version('torchrecurrent')}"
+          if torchrecurrent is not None else
+          "torchrecurrent: not installed, its rows are skipped (`pip install -e '.[bench]'`)")
+    devices = list(dict.fromkeys(r["device"] for r in rows))
+    lines = [
+        "# Benchmark results",
+        "",
+        f"- Date: {datetime.date.today().isoformat()}",
+        f"- Machine: {machine()}; {tr}",
+        f"- B={B}, I={I}, float32, 1 layer, on {' and '.join(devices)}; medians of {repeats} "
+        "interleaved (round-robin) repeats; ratios are to `torch.nn.LSTM` at the same H, T on "
+        "the same device in the same run.",
+        "- Train step = forward + backward of `output.sum()`; inference = forward under "
+        "`torch.inference_mode()`; first call = the first train step of a freshly built module "
+        "(in a process already running, so `import` is not counted); it is one sample per "
+        "module and shape, so it carries all of a shared machine's noise: re-check a lone miss "
+        "with `--cells <cell> --shapes HxT`.",
+        "- Peak memory on the CPU = how much one train step raises the process's peak RSS "
+        f"(VmHWM), in a fresh process per network and shape, median of {MEMORY_RUNS} processes: "
+        "activations, saved tensors, gradients and kernel workspaces, inside torch's allocator "
+        "or not. It moves by tens of % between identical runs (malloc arenas), so read ratios "
+        "near the 1.2 target with care. torch's profiler memory events were tried first and "
+        "left allocations out. On CUDA it is the rise of torch's allocator peak over the step.",
+        "- `rnnkit.RecurrentNetwork('<cell>')` rows are every registered cell with its defaults "
+        "(`native=True, fused=True`): Elman, IRNN, LSTM and GRU run torch's own kernels, every "
+        "other cell rnnkit's fused kernel (`rnnkit.kernels`: one autograd Function per layer and "
+        "direction, hand-derived BPTT backward).",
+        "- vs torchrecurrent = torchrecurrent's time / rnnkit's, train / inference, on the rnnkit "
+        "row of the matching cell (> 1: rnnkit is faster).",
+    ]
+    if seconds is not None:
+        lines.append(f"- Whole run: {seconds / 60:.1f} min.")
+    for device in devices:
+        mine = [r for r in rows if r["device"] == device]
+        lines += ["", f"## {device_name(device)}", ""] + table(mine) + targets(mine)
     return "\n".join(lines) + "\n"
 
 
@@ -313,6 +341,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS.md"),
                         help="where to write the Markdown table")
+    parser.add_argument("--device", default="all", choices=["all", "cpu", "cuda"],
+                        help="where to run: 'all' (default) is the CPU, then CUDA if available")
     parser.add_argument("--no-memory", dest="memory", action="store_false",
                         help="skip the peak-memory runs (three fresh processes per row)")
     parser.add_argument("--quick", action="store_true",
@@ -333,10 +363,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     # generic one-time set-up (autograd, BLAS), so it is not charged to whichever module is first
     warm = nn.Linear(I, 8)
     warm(torch.randn(2, I)).sum().backward()
+    devices = ["cpu"] if args.device in ("all", "cpu") else []
+    if args.device in ("all", "cuda"):
+        if torch.cuda.is_available():
+            devices.append("cuda")
+        elif args.device == "cuda":
+            parser.error("--device cuda: torch.cuda.is_available() is False on this machine")
     rows = []
-    for H, T in shapes:
-        rows += bench_shape(H, T, args.repeats, cells, args.threads, args.memory)
-        print(f"H={H} T={T} done ({time.perf_counter() - start:.0f} s)", flush=True)
+    for device in devices:
+        for H, T in shapes:
+            rows += bench_shape(H, T, args.repeats, cells, args.threads, args.memory, device)
+            print(f"{device} H={H} T={T} done ({time.perf_counter() - start:.0f} s)",
+                  flush=True)
     text = report(rows, args.repeats, time.perf_counter() - start)
     args.out.write_text(text)
     print(text)

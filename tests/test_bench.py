@@ -73,3 +73,20 @@ def test_peak_memory_of_a_train_step_is_measured_in_a_fresh_process():
     large = bench.peak_bytes("torch.nn.LSTM", "lstm", 256, 100, 1)
     assert 0 <= small < large  # (T, B, 4H) gates alone are ~13 MB at the larger shape
     assert large > 8 * 2**20
+
+
+def test_bench_cuda_section_or_clear_refusal(tmp_path):
+    bench = load_bench()
+    out = tmp_path / "RESULTS.md"
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):  # asked for CUDA where there is none: a usage error
+            run(bench, "--quick", "--device", "cuda", "--out", str(out))
+        rows = run(bench, "--quick", "--no-memory", "--cells", "lstm", "--out", str(out))
+        assert {r["device"] for r in rows} == {"cpu"}
+        assert "## CUDA" not in out.read_text()
+        return
+    rows = run(bench, "--quick", "--cells", "lstm,scrn", "--out", str(out))
+    assert {r["device"] for r in rows} == {"cpu", "cuda"}
+    text = out.read_text()
+    assert "## CPU" in text and "## CUDA" in text
+    assert all(r["peak_mb"] is not None for r in rows if r["device"] == "cuda")
