@@ -118,23 +118,32 @@ def _forward(xs, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, peephole, tanh_g,
         all_valid = valid.all(dim=1).tolist()
         masks = valid.unsqueeze(2)  # (T, N, 1) bool
     one_sigmoid = peephole is None and tanh_g
+    # A 0-dim tensor, not the Python number 1: torch wraps a number into a new tensor at every
+    # op (~1.5 us each, measured), and x + x is likewise cheaper than 2 * x.
+    one = torch.ones((), dtype=xs.dtype, device=xs.device)
+    # Per-step views made once (unbind is one C++ call; indexing in the loop costs ~1 us a view).
+    Z = gates.unbind(0)
+    Zif = gates[:, :, : 2 * H].unbind(0)
+    I_, F_, G_, O_ = (v.unbind(0) for v in gates.view(T, N, 4, H).unbind(2))
+    Hs, Cs = hs.unbind(0), cs.unbind(0)
+    Ks = ks.unbind(0) if tanh_phi else None
+    Rs = rs.unbind(0) if w_hr is not None else None
     for t in steps:
-        z = gates[t]
-        h_in, c_in = hs[t + off_in], cs[t + off_in]
-        h_out, c_out = hs[t + off_out], cs[t + off_out]
+        z, zif = Z[t], Zif[t]
+        h_in, c_in = Hs[t + off_in], Cs[t + off_in]
+        h_out, c_out = Hs[t + off_out], Cs[t + off_out]
         z.addmm_(h_in, w_hh_t)
-        zif = z[:, : 2 * H]
         if peephole == "diagonal":
             zif.view(N, 2, H).addcmul_(c_in.unsqueeze(1), p_if)
         elif peephole == "full":
             zif.addmm_(c_in, p_if_t)
-        i, f, g, o = z[:, :H], z[:, H : 2 * H], z[:, 2 * H : 3 * H], z[:, 3 * H :]
+        i, f, g, o = I_[t], F_[t], G_[t], O_[t]
         if one_sigmoid:
             z.sigmoid_()  # i, f, o and the scaled candidate
         else:
             z[:, : 3 * H if tanh_g else 2 * H].sigmoid_()
         if tanh_g:
-            g.mul_(2).sub_(1)
+            g.add_(g).sub_(one)  # 2 s - 1
         torch.mul(f, c_in, out=c_out)
         c_out.addcmul_(i, g)  # c~_t
         if peephole == "diagonal":
@@ -144,14 +153,15 @@ def _forward(xs, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, peephole, tanh_g,
         if not one_sigmoid:
             o.sigmoid_()
         if tanh_phi:  # k = tanh(c~) = 2 sigmoid(2 c~) - 1
-            k = torch.mul(c_out, 2, out=ks[t]).sigmoid_().mul_(2).sub_(1)
+            k = torch.add(c_out, c_out, out=Ks[t]).sigmoid_()
+            k.add_(k).sub_(one)
         else:
             k = c_out
         if w_hr is None:
             torch.mul(o, k, out=h_out)
         else:
-            torch.mul(o, k, out=rs[t])
-            torch.mm(rs[t], w_hr_t, out=h_out)
+            torch.mul(o, k, out=Rs[t])
+            torch.mm(Rs[t], w_hr_t, out=h_out)
         if valid is not None and not all_valid[t]:
             m = masks[t]
             torch.where(m, c_out, c_in, out=c_out)
@@ -222,36 +232,43 @@ class LSTMSequence(torch.autograd.Function):
         dz = torch.empty_like(gates)  # (T, N, 4H)
         dys = torch.empty(T, N, R, dtype=gates.dtype, device=gates.device) if w_hr is not None \
             else None
+        # per-step views, made once (see _forward)
+        DZ, DZO, DZIF = dz.unbind(0), dz[:, :, 3 * H :].unbind(0), dz[:, :, : 2 * H].unbind(0)
+        DZ3 = dz[:, :, : 3 * H].view(T, N, 3, H).unbind(0)
+        DZI, DZF = dz[:, :, :H].unbind(0), dz[:, :, H : 2 * H].unbind(0)
+        GY, BO, BC, A, Fs = gy.unbind(0), b_o.unbind(0), b_c.unbind(0), a.unbind(0), f.unbind(0)
+        DYS = dys.unbind(0) if dys is not None else None
+        if valid is not None:
+            MF, NMF = mf.unbind(0), nmf.unbind(0)
         dh, dc = gh_t, gc_t
         for t in steps:
             padded = valid is not None and not all_valid[t]
-            dzt = dz[t]
-            dzo = dzt[:, 3 * H :]
+            dzo = DZO[t]
             if w_hr_ is None:
-                dr = gy[t] + dh
+                dr = GY[t] + dh
                 if padded:
-                    dr.mul_(mf[t])
+                    dr.mul_(MF[t])
             else:
-                dy = torch.add(gy[t], dh, out=dys[t])
+                dy = torch.add(GY[t], dh, out=DYS[t])
                 if padded:
-                    dy.mul_(mf[t])
+                    dy.mul_(MF[t])
                 dr = dy @ w_hr_
-            torch.mul(dr, b_o[t], out=dzo)
-            dct = torch.addcmul(dc * mf[t] if padded else dc, dr, b_c[t])
+            torch.mul(dr, BO[t], out=dzo)
+            dct = torch.addcmul(dc * MF[t] if padded else dc, dr, BC[t])
             if peephole == "diagonal":
                 dct.addcmul_(dzo, p_o)
             elif peephole == "full":
                 dct.addmm_(dzo, p_o)
-            torch.mul(dct.unsqueeze(1), a[t], out=dzt[:, : 3 * H].view(N, 3, H))
-            dc_next = dct * f[t]
+            torch.mul(dct.unsqueeze(1), A[t], out=DZ3[t])
+            dc_next = dct * Fs[t]
             if peephole == "diagonal":
-                dc_next.addcmul_(dzt[:, :H], p_i).addcmul_(dzt[:, H : 2 * H], p_f)
+                dc_next.addcmul_(DZI[t], p_i).addcmul_(DZF[t], p_f)
             elif peephole == "full":
-                dc_next.addmm_(dzt[:, : 2 * H], p_if)
-            dh_next = dzt @ w_hh
+                dc_next.addmm_(DZIF[t], p_if)
+            dh_next = DZ[t] @ w_hh
             if padded:
-                dc_next.addcmul_(dc, nmf[t])
-                dh_next.addcmul_(dh, nmf[t])
+                dc_next.addcmul_(dc, NMF[t])
+                dh_next.addcmul_(dh, NMF[t])
             dh, dc = dh_next, dc_next
         dz2 = dz.view(T * N, H4)
         g_xs = (dz2 @ w_ih).view(xs.shape) if need[0] else None
