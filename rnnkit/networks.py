@@ -5,9 +5,10 @@
 Inputs, initial states, outputs and ``state_dict()`` keys are torch's, so a user swaps
 ``torch.nn.LSTM`` for ``rnnkit.LSTM`` and nothing else changes.
 
-Two paths compute the same numbers: where every cell is exactly what a torch kernel computes
+Three paths compute the same numbers: where every cell is exactly what a torch kernel computes
 (plain Elman, LSTM, GRU) the *native* path calls that kernel (``torch._VF``, as ``torch.nn`` does);
-otherwise, or with ``native=False``, the layers run through :func:`~rnnkit.scan`.
+otherwise, or with ``native=False``, each layer runs rnnkit's fused kernel for its cell
+(:mod:`rnnkit.kernels`), or with ``fused=False`` the reference :func:`~rnnkit.scan`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ from .cells import cell_names, get_cell
 from .cells.base import state_from_leaves, state_leaves
 from .layers import Bidirectional, Recurrent, Stacked
 
+# Native modes whose rnnkit fused kernel trains faster than torch's own on the CPU: torch's CPU
+# GRU has no fused backward (autograd over its cell), and rnnkit's GRU kernel measured a
+# 1.2-1.4x faster train step (benchmarks/RESULTS.md). So a GRU that records for backward on the
+# CPU runs the fused kernel (same numbers to float rounding); inference and CUDA (cuDNN) stay
+# native. torch's LSTM (oneDNN) and Elman kernels are the faster ones, so they always stay.
+_FUSED_TRAINS_FASTER = frozenset({"gru"})
+
 
 class RecurrentNetwork(nn.Module):
     """A stack of ``num_layers`` recurrent layers of the cell ``cell``, optionally bidirectional.
@@ -36,7 +44,8 @@ class RecurrentNetwork(nn.Module):
             :func:`rnnkit.cells.cell_names`) or a factory ``f(input_size, hidden_size, **opts)``.
         input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
         device, dtype: as in ``torch.nn.LSTM``.
-        native: use torch's own kernel where the configuration is exactly one it computes.
+        native: use torch's own kernel where the configuration is exactly one it computes
+            (except a GRU training on the CPU, where rnnkit's fused kernel is faster).
         fused: elsewhere, use rnnkit's fused kernel where the cell has one (``rnnkit.kernels``);
             ``native=False, fused=False`` runs every layer through the reference ``scan``.
         side_size: features of a per-step side input appended to every layer's input (a
@@ -195,6 +204,8 @@ class RecurrentNetwork(nn.Module):
         side = self._check_side(side, input, x)
 
         mode = first_cell.native_mode() if self.native and side is None else None
+        if mode in _FUSED_TRAINS_FASTER and self._training_on_cpu(x):
+            mode = None  # rnnkit's fused kernel (see _FUSED_TRAINS_FASTER)
         x = input if isinstance(input, PackedSequence) else x
         if mode is not None:
             out, leaves = self._forward_native(mode, x, leaves, lengths, first_cell.state_size)
@@ -206,6 +217,11 @@ class RecurrentNetwork(nn.Module):
         elif self.batch_first and not isinstance(out, PackedSequence):
             out = out.transpose(0, 1)
         return out, (leaves[0] if len(leaves) == 1 else tuple(leaves))
+
+    def _training_on_cpu(self, x: Tensor) -> bool:
+        """Whether this call records for backward, on the CPU, with the fused kernels on."""
+        return (self.fused and x.device.type == "cpu" and torch.is_grad_enabled()
+                and (x.requires_grad or any(p.requires_grad for p in self.parameters())))
 
     def _check_input(self, input, lengths):
         """Validate the input; return it time-major ``(T, N, I)`` (a PackedSequence's data),

@@ -1,8 +1,9 @@
 """Fused sequence kernels: whole-sequence forward and hand-derived BPTT backward.
 
 Each kernel computes exactly what :func:`rnnkit.scan` computes for one cell type, as one
-``torch.autograd.Function`` (no autograd graph per step). See ``rnnkit/kernels/lstm.py``.
-:func:`fused_scan` is ``scan``'s signature over them: layers call it where a kernel exists.
+``torch.autograd.Function`` (no autograd graph per step); its module docstring writes out the
+forward and backward equations. :func:`fused_scan` finds the kernel of a cell: every one has
+``scan``'s signature and return, ``f(cell, xs, state, *, reverse, lengths) -> (ys, state)``.
 """
 
 from __future__ import annotations
@@ -11,18 +12,26 @@ from collections.abc import Callable
 
 from torch import Tensor
 
+from ..cells.gru import GRUCell
 from ..cells.lstm import LSTMCell, LSTMState
+from ..cells.scrn import SCRNCell
+from .gru import GRUSequence, gru_sequence
 from .lstm import LSTMSequence, lstm_sequence
+from .scrn import SCRNSequence, scrn_sequence
 
 
-def _lstm(cell: LSTMCell, xs: Tensor, state, *, reverse: bool, lengths) -> tuple:
+def _lstm(cell: LSTMCell, xs: Tensor, state=None, *, reverse: bool = False, lengths=None):
     if state is None:
         state = cell.init_state(xs.shape[1], device=xs.device, dtype=xs.dtype)
     ys, h, c = lstm_sequence(cell, xs, *state, reverse=reverse, lengths=lengths)
     return ys, LSTMState(h, c)
 
 
-_KERNELS: dict[type, Callable] = {LSTMCell: _lstm}
+_KERNELS: dict[type, Callable] = {
+    GRUCell: gru_sequence,
+    LSTMCell: _lstm,
+    SCRNCell: scrn_sequence,
+}
 
 
 def fused_scan(cell) -> Callable | None:
@@ -31,4 +40,7 @@ def fused_scan(cell) -> Callable | None:
     return _KERNELS.get(type(cell))
 
 
-__all__ = ["LSTMSequence", "fused_scan", "lstm_sequence"]
+__all__ = [
+    "GRUSequence", "LSTMSequence", "SCRNSequence", "fused_scan", "gru_sequence",
+    "lstm_sequence", "scrn_sequence",
+]

@@ -1,0 +1,228 @@
+r"""Fused SCRN sequence kernel: the context recurrence, then the sigmoid Elman recurrence.
+
+:func:`scrn_sequence` computes exactly what ``rnnkit.scan(cell, xs, state, reverse=...,
+lengths=...)`` computes for an :class:`~rnnkit.cells.SCRNCell` (any ``context_size``, fixed
+:math:`\alpha` including 0 and 1, ``learn_alpha``, ``bias=False``), as one
+:class:`torch.autograd.Function` over the precomputed input projection
+:math:`u_t = [u^s_t ; u^h_t] = [(1 - \alpha) B x_t ; A x_t + b]` (``cell.precompute``, left to
+autograd, which so also differentiates a learned :math:`\alpha = \sigma(a)` there).
+
+Forward (step :math:`t` in the order the scan visits them; :math:`m_t \in \{0, 1\}^N` marks the
+sequences still running, all ones without ``lengths``). The context does not depend on
+:math:`h`, so it runs first, as its own cheap elementwise loop:
+
+.. math::
+    \tilde s_t &= u^s_t + \alpha \odot s_{t-1}, \qquad
+    s_t = m_t \tilde s_t + (1 - m_t) s_{t-1}                                                \\
+    a_t &= \underbrace{u^h_t + P s_t}_{\text{one matmul for all } t} + R h_{t-1}, \qquad
+    \tilde h_t = \sigma(a_t), \qquad h_t = m_t \tilde h_t + (1 - m_t) h_{t-1}               \\
+    y_t &= m_t [\tilde h_t ; \tilde s_t]
+
+(at a valid step :math:`s_t = \tilde s_t`; at a padded one :math:`a_t` is computed from the
+carried :math:`s_t` and thrown away). The carried states live in one ``(T + 1, N, H + S)`` slot
+buffer laid out ``[h ; s]``, so the outputs are its after-step slots.
+
+Backward. :math:`\delta h_t, \delta s_t` are the gradients of the carried states after step
+:math:`t` (starting from those of :math:`h_T, s_T`), :math:`\bar y_t = [\bar y^h_t ; \bar y^s_t]`
+the output's. First the :math:`h` loop, backwards over the steps:
+
+.. math::
+    \delta a_t &= (\bar y^h_t + \delta h_t) \odot m_t \tilde h_t (1 - \tilde h_t), \qquad
+    \delta h_{t-1} = (1 - m_t)\, \delta h_t + R^\top \delta a_t
+
+(:math:`\bar y^h_t \odot m_t \tilde h_t (1 - \tilde h_t)` is formed for all steps at once, so
+a step is one ``addcmul`` and one matmul). Then, for all steps in one matmul, the gradient
+reaching :math:`\tilde s_t` from its own output and from :math:`a_t`,
+:math:`g_t = m_t \bar y^s_t + P^\top \delta a_t` (zero at padded steps), and the reverse context
+loop
+
+.. math::
+    \delta\tilde s_t = m_t (\delta s_t + g_t), \qquad
+    \delta s_{t-1} = (1 - m_t)\, \delta s_t + \alpha \odot \delta\tilde s_t,
+
+which at a step where every sequence runs is the single op
+:math:`\delta\tilde s_t = g_t + \alpha \odot \delta\tilde s_{t+1}`. Then
+
+.. math::
+    \bar u_t = [\delta\tilde s_t ; \delta a_t], \quad
+    \bar P = \textstyle\sum_t \delta a_t s_t^\top, \quad
+    \bar R = \textstyle\sum_t \delta a_t h_{t-1}^\top, \quad
+    \bar\alpha = \textstyle\sum_{t,n} \delta\tilde s_t \odot s_{t-1}
+    \ (\text{a learned } \alpha),
+
+the sums as single matmuls / reductions over all :math:`T N` rows; :math:`\bar h_0, \bar s_0` are
+the :math:`\delta h, \delta s` left after the loops. Forward saves only the slot buffer; double
+backward is not supported.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from ..cells.scrn import SCRNCell, SCRNState
+from ._common import (
+    befores,
+    check_sequence,
+    outputs,
+    partial_steps,
+    recording,
+    steps,
+    valid_mask,
+)
+
+__all__ = ["SCRNSequence", "scrn_sequence"]
+
+
+def _forward(us, h0, s0, alpha, w_P, w_R, reverse, valid):
+    """The forward pass without autograd. Returns ``(ys, h_T, s_T, ss)``, ``ss`` the slot
+    buffer ``(T + 1, N, H + S)`` of the carried states ``[h ; s]``."""
+    T, N, _ = us.shape
+    H, S = w_P.shape
+    st = steps(T, reverse)
+    off_in, off_out = st.off_in, st.off_out
+    ss = us.new_empty(T + 1, N, H + S)
+    hs, cs = ss[:, :, :H], ss[:, :, H:]
+    hs[st.first].copy_(h0)
+    cs[st.first].copy_(s0)
+    partial = partial_steps(valid, T)
+    masks = valid.unsqueeze(2) if valid is not None else None  # (T, N, 1) bool
+    # The context: s~_t = u^s_t + alpha s_{t-1}, one op a step.
+    # (Per-step views come from unbind: cheaper than indexing in Python at every step.)
+    u_s, c_sl = us[:, :, :S].unbind(0), cs.unbind(0)
+    learned = isinstance(alpha, Tensor)
+    for t in st.order:
+        s_in, s_out = c_sl[t + off_in], c_sl[t + off_out]
+        if learned:
+            torch.addcmul(u_s[t], s_in, alpha, out=s_out)
+        else:
+            torch.add(u_s[t], s_in, alpha=alpha, out=s_out)
+        if partial[t]:
+            torch.where(masks[t], s_out, s_in, out=s_out)
+    # a_t = u^h_t + P s_t for all steps at once: one (T N, S) @ (S, H).
+    z = torch.addmm(us[:, :, S:].reshape(T * N, H), outputs(cs, reverse).reshape(T * N, S),
+                    w_P.t()).view(T, N, H)
+    # The sigmoid Elman loop: a_t += R h_{t-1}; h_t = sigmoid(a_t), straight into its slot.
+    w_R_t = w_R.t()
+    h_sl, z_sl = hs.unbind(0), z.unbind(0)
+    for t in st.order:
+        h_in, h_out = h_sl[t + off_in], h_sl[t + off_out]
+        zt = z_sl[t]
+        zt.addmm_(h_in, w_R_t)
+        torch.sigmoid(zt, out=h_out)
+        if partial[t]:
+            torch.where(masks[t], h_out, h_in, out=h_out)
+    ys = outputs(ss, reverse)
+    ys = ys * masks if valid is not None else ys.clone()
+    return ys, hs[st.last].clone(), cs[st.last].clone(), ss
+
+
+class SCRNSequence(torch.autograd.Function):
+    """``apply(us, h0, s0, alpha, weight_P, weight_R, reverse, valid)`` -> ``(ys, h_T, s_T)``.
+
+    ``us`` is ``cell.precompute(xs)`` ``(T, N, S + H)``; ``alpha`` the fixed float or the
+    learned ``(S,)`` tensor ``cell.alpha``; ``valid`` a ``(T, N)`` bool mask of the valid steps
+    or None. Prefer :func:`scrn_sequence`, which checks its arguments.
+    """
+
+    @staticmethod
+    def forward(ctx, us, h0, s0, alpha, w_P, w_R, reverse, valid):
+        ys, h_t, s_t, ss = _forward(us, h0, s0, alpha, w_P, w_R, reverse, valid)
+        learned = isinstance(alpha, Tensor)
+        ctx.config = (reverse, None if learned else alpha)
+        ctx.save_for_backward(w_P, w_R, alpha if learned else None, valid, ss)
+        return ys, h_t, s_t
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gy, gh_t, gs_t):
+        w_P, w_R, alpha_t, valid, ss = ctx.saved_tensors
+        reverse, alpha = ctx.config
+        learned = alpha_t is not None
+        if learned:
+            alpha = alpha_t
+        need = ctx.needs_input_grad
+        T, N, _ = ss.shape
+        T -= 1
+        H, S = w_P.shape
+        st = steps(T, reverse)
+        partial = partial_steps(valid, T)
+        h_new = outputs(ss, reverse)[:, :, :H]  # sigmoid(a_t) at the valid steps
+        sd = torch.addcmul(h_new, h_new, h_new, value=-1)  # h~ (1 - h~)
+        gy_h, gy_s = gy[:, :, :H], gy[:, :, H:]
+        if valid is not None:
+            mf = valid.unsqueeze(2).to(ss.dtype)  # (T, N, 1)
+            nmf = 1 - mf
+            sd.mul_(mf)
+            gy_s = gy_s * mf
+        gsd = gy_h * sd
+        du = ss.new_empty(T, N, S + H)  # [d s~_t ; d a_t], the gradient of us
+        da, ds = du[:, :, S:], du[:, :, :S]
+        # The h loop.
+        gsd_sl, sd_sl, da_sl = gsd.unbind(0), sd.unbind(0), da.unbind(0)
+        dh = gh_t
+        for t in st.back:
+            dat = torch.addcmul(gsd_sl[t], dh, sd_sl[t], out=da_sl[t])
+            dh_next = torch.mm(dat, w_R)
+            if partial[t]:
+                dh_next.addcmul_(dh, nmf[t])
+            dh = dh_next
+        # g_t = m y^s_t + P^T d a_t, all steps at once.
+        da2 = da.reshape(T * N, H)
+        g = torch.addmm(gy_s.reshape(T * N, S), da2, w_P).view(T, N, S)
+        # The context loop. `carry` is d s_t itself (is_d) or d s~_{t+1}, with d s_t = alpha of it.
+        g_sl, ds_sl = g.unbind(0), ds.unbind(0)
+        carry, is_d = gs_t, True
+        for t in st.back:
+            dst = ds_sl[t]
+            if partial[t]:
+                d = carry if is_d else carry * alpha
+                e = g_sl[t] + d
+                torch.mul(e, mf[t], out=dst)
+                carry, is_d = torch.where(valid[t].unsqueeze(1), e * alpha, d), True
+                continue
+            if is_d:
+                torch.add(g_sl[t], carry, out=dst)
+            elif learned:
+                torch.addcmul(g_sl[t], carry, alpha, out=dst)
+            else:
+                torch.add(g_sl[t], carry, alpha=alpha, out=dst)
+            carry, is_d = dst, False
+        g_s0 = None
+        if need[2]:
+            g_s0 = carry.clone() if is_d else carry * alpha
+        g_alpha = None
+        if learned and need[3]:
+            g_alpha = (ds * befores(ss, reverse)[:, :, H:]).sum((0, 1))
+        g_P = da2.t() @ outputs(ss, reverse)[:, :, H:].reshape(T * N, S) if need[4] else None
+        g_R = da2.t() @ befores(ss, reverse)[:, :, :H].reshape(T * N, H) if need[5] else None
+        return (du if need[0] else None, dh if need[1] else None, g_s0, g_alpha, g_P, g_R,
+                None, None)
+
+
+def scrn_sequence(
+    cell: SCRNCell,
+    xs: Tensor,
+    state: SCRNState | None = None,
+    *,
+    reverse: bool = False,
+    lengths: Tensor | None = None,
+) -> tuple[Tensor, SCRNState]:
+    """Run ``cell`` over ``xs`` ``(T, N, I)`` from ``state`` (zeros if None), fused.
+
+    Returns ``(ys (T, N, H + S), SCRNState(h_T, s_T))``, exactly ``rnnkit.scan(cell, xs, state,
+    reverse=reverse, lengths=lengths)``, with a hand-written backward (module docstring).
+    """
+    if not isinstance(cell, SCRNCell):
+        raise TypeError(f"cell: expected an SCRNCell, got {type(cell).__name__}")
+    (h0, s0), lengths = check_sequence(cell, xs, state, lengths)
+    valid = valid_mask(lengths, xs.shape[0], xs.device)
+    us = cell.precompute(xs)
+    args = (us, h0, s0, cell.alpha, cell.weight_P, cell.weight_R, bool(reverse), valid)
+    if recording(us, h0, s0, cell.alpha_logit, cell.weight_P, cell.weight_R):
+        ys, h, s = SCRNSequence.apply(*args)
+    else:
+        with torch.no_grad():  # inference: nothing to save
+            ys, h, s, _ = _forward(*args)
+    return ys, SCRNState(h, s)

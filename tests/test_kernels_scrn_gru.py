@@ -1,0 +1,214 @@
+"""The fused SCRN and GRU kernels equal rnnkit.scan, values and gradients, for every option."""
+
+import pytest
+import torch
+
+from rnnkit import scan
+from rnnkit.cells.gru import GRUCell
+from rnnkit.cells.scrn import SCRNCell, SCRNState
+from rnnkit.kernels.gru import GRUSequence, gru_sequence
+from rnnkit.kernels.scrn import SCRNSequence, scrn_sequence
+
+T, N, I, H = 5, 4, 3, 6
+LENGTHS = [T, 2, T - 1, 1]  # a full sequence and a length-1 one
+SCRN_OPTIONS = {
+    "default": {},
+    "context3": {"context_size": 3},
+    "alpha0": {"alpha": 0.0},  # s0 gets no gradient (0 * s0)
+    "alpha1": {"alpha": 1.0},  # B gets none ((1 - 1) * B)
+    "learn_alpha": {"learn_alpha": True, "context_size": 4},
+    "nobias": {"bias": False, "alpha": 0.5},
+}
+GRU_OPTIONS = {"default": {}, "nobias": {"bias": False}}
+KERNELS = {SCRNCell: scrn_sequence, GRUCell: gru_sequence}
+
+
+def make_cell(cls, opts, seed=0, dtype=torch.float64):
+    torch.manual_seed(seed)
+    cell = cls(I, H, dtype=dtype, **opts)
+    with torch.no_grad():  # larger than the default init, so nothing is trivially small
+        for p in cell.parameters():
+            p.uniform_(-0.8, 0.8)
+    return cell
+
+
+def make_state(cell, seed=1, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    leaves = [torch.randn(N, n, dtype=dtype, generator=g).requires_grad_()
+              for n in (cell.state_size if isinstance(cell, SCRNCell) else [cell.state_size])]
+    return SCRNState(*leaves) if isinstance(cell, SCRNCell) else leaves[0]
+
+
+def leaves(state):
+    return list(state) if isinstance(state, tuple) else [state]
+
+
+def check_equal(cell, lengths, reverse, zero=()):
+    g = torch.Generator().manual_seed(3)
+    xs = torch.randn(T, N, I, dtype=torch.float64, generator=g).requires_grad_()
+    state = make_state(cell)
+    lengths = None if lengths is None else torch.tensor(lengths)
+    ys, fin = scan(cell, xs, state, reverse=reverse, lengths=lengths)
+    ys2, fin2 = KERNELS[type(cell)](cell, xs, state, reverse=reverse, lengths=lengths)
+    assert type(fin2) is type(fin)
+    outs, outs2 = [ys, *leaves(fin)], [ys2, *leaves(fin2)]
+    for a, b in zip(outs, outs2, strict=True):
+        assert a.shape == b.shape
+        assert (a - b).abs().max() < 1e-10
+    if lengths is not None:  # padded outputs are exactly zero
+        assert (ys2[2:, 1] == 0).all() and (ys2[1:, 3] == 0).all() and (ys2[4:, 2] == 0).all()
+    ups = [torch.randn(o.shape, dtype=o.dtype, generator=g) for o in outs]
+    wrt = [xs, *leaves(state), *cell.parameters()]
+    names = ["xs", *(f"state{i}" for i in range(len(leaves(state)))),
+             *(n for n, _ in cell.named_parameters())]
+    ref = torch.autograd.grad(sum((o * u).sum() for o, u in zip(outs, ups, strict=True)), wrt)
+    got = torch.autograd.grad(sum((o * u).sum() for o, u in zip(outs2, ups, strict=True)), wrt)
+    for n, a, b in zip(names, ref, got, strict=True):
+        assert a.shape == b.shape, n
+        assert (a - b).abs().max() < 1e-10, n
+        if n in zero:  # the cell's own gradient is exactly zero there: so is the kernel's
+            assert (a == 0).all() and (b == 0).all(), n
+        else:
+            assert a.abs().max() > 1e-3, n  # the comparison is not trivial
+
+
+@pytest.mark.parametrize("name", SCRN_OPTIONS)
+@pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_scrn_equals_scan(name, lengths, reverse):
+    zero = {"alpha0": ("state1",), "alpha1": ("weight_B",)}.get(name, ())
+    check_equal(make_cell(SCRNCell, SCRN_OPTIONS[name]), lengths, reverse, zero)
+
+
+@pytest.mark.parametrize("name", GRU_OPTIONS)
+@pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_gru_equals_scan(name, lengths, reverse):
+    check_equal(make_cell(GRUCell, GRU_OPTIONS[name]), lengths, reverse)
+
+
+def test_gru_equals_torch_gru():
+    cell = make_cell(GRUCell, {})
+    ref = torch.nn.GRU(I, H, dtype=torch.float64)
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(ref, name + "_l0").copy_(getattr(cell, name))
+    xs = torch.randn(T, N, I, dtype=torch.float64, requires_grad=True)
+    h0 = make_state(cell)
+    ys, h = gru_sequence(cell, xs, h0)
+    ys2, h2 = ref(xs, h0.unsqueeze(0))
+    assert (ys - ys2).abs().max() < 1e-10 and (h - h2[0]).abs().max() < 1e-10
+    up = torch.randn_like(ys)
+    got = torch.autograd.grad((ys * up).sum() + h.sum(), [xs, h0, *cell.parameters()])
+    want = torch.autograd.grad((ys2 * up).sum() + h2.sum(), [xs, h0, *ref.parameters()])
+    for a, b in zip(got, want, strict=True):
+        assert (a - b).abs().max() < 1e-10
+
+
+def _valid():
+    return torch.arange(4).unsqueeze(1) < torch.tensor([4, 2, 1])
+
+
+@pytest.mark.parametrize("learned", [False, True], ids=["fixed-alpha", "learned-alpha"])
+def test_scrn_gradcheck(learned):
+    Hg, Sg = 4, 3
+    g = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return (torch.rand(*shape, dtype=torch.float64, generator=g) * 2 - 1).requires_grad_()
+
+    us, h0, s0 = rand(4, 3, Sg + Hg), rand(3, Hg), rand(3, Sg)
+    w_P, w_R = rand(Hg, Sg), rand(Hg, Hg)
+    alpha = torch.rand(Sg, dtype=torch.float64, generator=g).requires_grad_() if learned \
+        else 0.7
+    for reverse in (False, True):
+        def f(us, h0, s0, w_P, w_R, *alpha_, reverse=reverse):
+            a = alpha_[0] if alpha_ else alpha
+            return SCRNSequence.apply(us, h0, s0, a, w_P, w_R, reverse, _valid())
+        assert torch.autograd.gradcheck(f, (us, h0, s0, w_P, w_R, *([alpha] if learned else [])))
+
+
+def test_gru_gradcheck():
+    Hg = 4
+    g = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return (torch.rand(*shape, dtype=torch.float64, generator=g) * 2 - 1).requires_grad_()
+
+    us, h0, w_hh, b_hh = rand(4, 3, 3 * Hg), rand(3, Hg), rand(3 * Hg, Hg), rand(3 * Hg)
+    for reverse in (False, True):
+        def f(us, h0, w_hh, b_hh, reverse=reverse):
+            return GRUSequence.apply(us, h0, w_hh, b_hh, reverse, _valid())
+        assert torch.autograd.gradcheck(f, (us, h0, w_hh, b_hh))
+
+
+@pytest.mark.parametrize("cls", [SCRNCell, GRUCell], ids=["scrn", "gru"])
+def test_default_state_inference_and_partial_grads(cls):
+    opts = {"learn_alpha": True} if cls is SCRNCell else {}
+    cell = make_cell(cls, opts)
+    fused = KERNELS[cls]
+    xs = torch.randn(T, N, I, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor(LENGTHS)
+    # state=None: zeros
+    ys, fin = scan(cell, xs, lengths=lengths)
+    ys2, fin2 = fused(cell, xs, lengths=lengths)
+    for a, b in zip([ys, *leaves(fin)], [ys2, *leaves(fin2)], strict=True):
+        assert (a - b).abs().max() < 1e-10
+    # inference: no graph, same numbers
+    with torch.no_grad():
+        ys3, fin3 = fused(cell, xs, lengths=lengths, reverse=True)
+    ys4, fin4 = scan(cell, xs, lengths=lengths, reverse=True)
+    assert ys3.grad_fn is None and all(t.grad_fn is None for t in leaves(fin3))
+    assert (ys3 - ys4).abs().max() < 1e-10
+    # only xs requires grad (frozen cell, constant state)
+    for p in cell.parameters():
+        p.requires_grad_(False)
+    state = [s.detach() for s in leaves(make_state(cell))]
+    state = SCRNState(*state) if cls is SCRNCell else state[0]
+    ys, fin = scan(cell, xs, state, lengths=lengths)
+    ys2, fin2 = fused(cell, xs, state, lengths=lengths)
+    (gx,) = torch.autograd.grad(ys.sum() + leaves(fin)[0].sum(), [xs])
+    (gx2,) = torch.autograd.grad(ys2.sum() + leaves(fin2)[0].sum(), [xs])
+    assert (gx - gx2).abs().max() < 1e-10
+    # only one parameter requires grad (xs and state do not)
+    w = cell.weight_R if cls is SCRNCell else cell.weight_hh
+    w.requires_grad_(True)
+    x0 = xs.detach()
+    (gw,) = torch.autograd.grad(scan(cell, x0, state)[0].sum(), [w])
+    (gw2,) = torch.autograd.grad(fused(cell, x0, state)[0].sum(), [w])
+    assert (gw - gw2).abs().max() < 1e-10
+    # nothing requires grad: no graph even with grad mode on
+    w.requires_grad_(False)
+    assert fused(cell, x0, state)[0].grad_fn is None
+
+
+@pytest.mark.parametrize("cls", [SCRNCell, GRUCell], ids=["scrn", "gru"])
+def test_float32(cls):
+    torch.manual_seed(0)
+    cell = cls(I, H)
+    xs = torch.randn(T, N, I, requires_grad=True)
+    ys, _ = scan(cell, xs, lengths=torch.tensor(LENGTHS))
+    ys2, _ = KERNELS[cls](cell, xs, lengths=torch.tensor(LENGTHS))
+    assert ys2.dtype == torch.float32 and (ys - ys2).abs().max() < 1e-5
+    (gx,) = torch.autograd.grad(ys.sum(), [xs])
+    (gx2,) = torch.autograd.grad(ys2.sum(), [xs])
+    assert (gx - gx2).abs().max() < 1e-5
+
+
+def test_errors():
+    scrn, gru = SCRNCell(I, H, context_size=2), GRUCell(I, H)
+    xs = torch.randn(T, N, I)
+    with pytest.raises(TypeError, match="SCRNCell"):
+        scrn_sequence(gru, xs)
+    with pytest.raises(TypeError, match="GRUCell"):
+        gru_sequence(scrn, xs)
+    with pytest.raises(ValueError, match=r"state\.s"):
+        scrn_sequence(scrn, xs, SCRNState(torch.zeros(N, H), torch.zeros(N, 3)))
+    with pytest.raises(TypeError, match="state"):
+        scrn_sequence(scrn, xs, torch.zeros(N, H))
+    with pytest.raises(ValueError, match="state"):
+        gru_sequence(gru, xs, torch.zeros(N, H + 1))
+    with pytest.raises(ValueError, match="xs"):
+        gru_sequence(gru, xs.double())
+    with pytest.raises(ValueError, match="lengths"):
+        scrn_sequence(scrn, xs, lengths=[T + 1, 1, 1, 1])
