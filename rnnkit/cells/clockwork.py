@@ -70,8 +70,10 @@ class ClockworkCell(Cell):
     ``bias_hh`` (H), all initialised U(-1/sqrt(H), 1/sqrt(H)) as in torch, then the entries of
     ``weight_hh`` outside the block upper-triangular mask are zeroed; the step uses
     ``weight_hh * mask`` (``mask`` a non-persistent buffer), so they also get zero gradient.
-    Inactive modules are computed and then discarded (the batch's sequences may be at different
-    steps), so the cost per step is an Elman cell's.
+    This step computes every module and then discards the inactive ones (the batch's sequences
+    may be at different steps), so it costs an Elman cell's step. The fused kernel
+    (:mod:`rnnkit.kernels.clockwork`) computes only the active modules' rows at the steps where
+    every sequence shares the counter (a fresh state, no padding: the usual training case).
 
     >>> cell = ClockworkCell(3, 8, periods=(1, 2, 4, 8))
     >>> y, (h, t) = cell(torch.randn(2, 3))

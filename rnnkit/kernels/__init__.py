@@ -12,9 +12,13 @@ from collections.abc import Callable
 
 from torch import Tensor
 
+from ..cells.clockwork import ClockworkCell
+from ..cells.ctrnn import CTRNNCell
 from ..cells.gru import GRUCell
 from ..cells.lstm import LSTMCell, LSTMState
 from ..cells.scrn import SCRNCell
+from .clockwork import ClockworkSequence, clockwork_sequence
+from .ctrnn import CTRNNSequence, ctrnn_sequence
 from .gru import GRUSequence, gru_sequence
 from .lstm import LSTMSequence, lstm_sequence
 from .scrn import SCRNSequence, scrn_sequence
@@ -28,6 +32,8 @@ def _lstm(cell: LSTMCell, xs: Tensor, state=None, *, reverse: bool = False, leng
 
 
 _KERNELS: dict[type, Callable] = {
+    ClockworkCell: clockwork_sequence,
+    CTRNNCell: ctrnn_sequence,
     GRUCell: gru_sequence,
     LSTMCell: _lstm,
     SCRNCell: scrn_sequence,
@@ -41,6 +47,7 @@ def fused_scan(cell) -> Callable | None:
 
 
 __all__ = [
-    "GRUSequence", "LSTMSequence", "SCRNSequence", "fused_scan", "gru_sequence",
-    "lstm_sequence", "scrn_sequence",
+    "CTRNNSequence", "ClockworkSequence", "GRUSequence", "LSTMSequence", "SCRNSequence",
+    "clockwork_sequence", "ctrnn_sequence", "fused_scan", "gru_sequence", "lstm_sequence",
+    "scrn_sequence",
 ]
