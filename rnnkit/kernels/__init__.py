@@ -14,12 +14,16 @@ from torch import Tensor
 
 from ..cells.clockwork import ClockworkCell
 from ..cells.ctrnn import CTRNNCell
+from ..cells.fully import FullyRecurrentCell
 from ..cells.gru import GRUCell
+from ..cells.jordan import JordanCell
 from ..cells.lstm import LSTMCell, LSTMState
 from ..cells.scrn import SCRNCell
 from .clockwork import ClockworkSequence, clockwork_sequence
 from .ctrnn import CTRNNSequence, ctrnn_sequence
+from .fully import FullySequence, fully_sequence
 from .gru import GRUSequence, gru_sequence
+from .jordan import JordanSequence, jordan_sequence
 from .lstm import LSTMSequence, lstm_sequence
 from .scrn import SCRNSequence, scrn_sequence
 
@@ -34,6 +38,8 @@ def _lstm(cell: LSTMCell, xs: Tensor, state=None, *, reverse: bool = False, leng
 _KERNELS: dict[type, Callable] = {
     ClockworkCell: clockwork_sequence,
     CTRNNCell: ctrnn_sequence,
+    FullyRecurrentCell: fully_sequence,
+    JordanCell: jordan_sequence,
     GRUCell: gru_sequence,
     LSTMCell: _lstm,
     SCRNCell: scrn_sequence,
@@ -47,7 +53,7 @@ def fused_scan(cell) -> Callable | None:
 
 
 __all__ = [
-    "CTRNNSequence", "ClockworkSequence", "GRUSequence", "LSTMSequence", "SCRNSequence",
-    "clockwork_sequence", "ctrnn_sequence", "fused_scan", "gru_sequence", "lstm_sequence",
-    "scrn_sequence",
+    "CTRNNSequence", "ClockworkSequence", "FullySequence", "GRUSequence", "JordanSequence",
+    "LSTMSequence", "SCRNSequence", "clockwork_sequence", "ctrnn_sequence", "fully_sequence",
+    "fused_scan", "gru_sequence", "jordan_sequence", "lstm_sequence", "scrn_sequence",
 ]

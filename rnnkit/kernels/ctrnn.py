@@ -189,6 +189,7 @@ class CTRNNSequence(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, gy, gh_t):
+        gy = gy.contiguous()  # (batch_first hands in a transposed gradient; views below)
         us, w_hh, log_tau, valid, xs_, ys_, zs = ctx.saved_tensors
         dt, dt_input, activation, reverse = ctx.config
         need = ctx.needs_input_grad

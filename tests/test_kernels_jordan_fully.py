@@ -1,0 +1,255 @@
+"""The fused Jordan and fully recurrent kernels equal rnnkit.scan, values and gradients, for
+every combination of the cells' options."""
+
+import itertools
+
+import pytest
+import torch
+
+from rnnkit import scan
+from rnnkit.cells.fully import FullyRecurrentCell, FullyState
+from rnnkit.cells.jordan import JordanCell
+from rnnkit.kernels.fully import FullySequence, fully_sequence
+from rnnkit.kernels.jordan import JordanSequence, jordan_sequence
+
+T, N, I, H = 5, 4, 3, 6
+LENGTHS = [T, 2, T - 1, 1]  # a full sequence and a length-1 one
+KERNELS = {JordanCell: jordan_sequence, FullyRecurrentCell: fully_sequence}
+HIDDEN = ["tanh", "relu", "sigmoid"]
+OUTPUT = ["tanh", "sigmoid", "identity", "softmax"]
+# (output_size, bias): O = H with biases, O != H (smaller and larger) without
+SHAPES = {"O=H": (None, True), "O<H-nobias": (3, False), "O>H": (8, True)}
+OPTIONS = {
+    f"{h}-{o}-{s}": {"activation": h, "output_activation": o, "output_size": SHAPES[s][0],
+                     "bias": SHAPES[s][1]}
+    for h, o, s in itertools.product(HIDDEN, OUTPUT, SHAPES)
+}
+
+
+def make_cell(cls, opts, seed=0, dtype=torch.float64):
+    torch.manual_seed(seed)
+    cell = cls(I, H, dtype=dtype, **opts)
+    with torch.no_grad():  # larger than the default init, so nothing is trivially small
+        for p in cell.parameters():
+            p.uniform_(-0.8, 0.8)
+    return cell
+
+
+def make_state(cell, seed=1, dtype=torch.float64, requires_grad=True):
+    g = torch.Generator().manual_seed(seed)
+
+    def leaf(n):
+        return torch.randn(N, n, dtype=dtype, generator=g).requires_grad_(requires_grad)
+
+    if isinstance(cell, FullyRecurrentCell):
+        return FullyState(leaf(cell.hidden_size), leaf(cell.output_size))
+    return leaf(cell.output_size)
+
+
+def leaves(state):
+    return list(state) if isinstance(state, tuple) else [state]
+
+
+def check_equal(cell, lengths, reverse):
+    g = torch.Generator().manual_seed(3)
+    xs = torch.randn(T, N, I, dtype=torch.float64, generator=g).requires_grad_()
+    state = make_state(cell)
+    lengths = None if lengths is None else torch.tensor(lengths)
+    ys, fin = scan(cell, xs, state, reverse=reverse, lengths=lengths)
+    ys2, fin2 = KERNELS[type(cell)](cell, xs, state, reverse=reverse, lengths=lengths)
+    assert type(fin2) is type(fin)
+    outs, outs2 = [ys, *leaves(fin)], [ys2, *leaves(fin2)]
+    for a, b in zip(outs, outs2, strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        assert (a - b).abs().max() < 1e-10
+    if lengths is not None:  # padded outputs are exactly zero
+        assert (ys2[2:, 1] == 0).all() and (ys2[1:, 3] == 0).all() and (ys2[4:, 2] == 0).all()
+    ups = [torch.randn(o.shape, dtype=o.dtype, generator=g) for o in outs]
+    wrt = [xs, *leaves(state), *cell.parameters()]
+    names = ["xs", *(f"state{i}" for i in range(len(leaves(state)))),
+             *(n for n, _ in cell.named_parameters())]
+    ref = torch.autograd.grad(sum((o * u).sum() for o, u in zip(outs, ups, strict=True)), wrt)
+    got = torch.autograd.grad(sum((o * u).sum() for o, u in zip(outs2, ups, strict=True)), wrt)
+    for n, a, b in zip(names, ref, got, strict=True):
+        assert a.shape == b.shape, n
+        assert (a - b).abs().max() < 1e-10, n
+        assert a.abs().max() > 1e-3, n  # the comparison is not trivial
+
+
+@pytest.mark.parametrize("name", OPTIONS)
+@pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_jordan_equals_scan(name, lengths, reverse):
+    check_equal(make_cell(JordanCell, OPTIONS[name]), lengths, reverse)
+
+
+@pytest.mark.parametrize("name", OPTIONS)
+@pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_fully_equals_scan(name, lengths, reverse):
+    check_equal(make_cell(FullyRecurrentCell, OPTIONS[name]), lengths, reverse)
+
+
+def _valid():
+    return torch.arange(4).unsqueeze(1) < torch.tensor([4, 2, 1])  # (T=4, N=3), ragged
+
+
+def _rand(g, *shape):
+    return (torch.rand(*shape, dtype=torch.float64, generator=g) * 2 - 1).requires_grad_()
+
+
+ACTS = [("tanh", "tanh"), ("relu", "softmax"), ("sigmoid", "identity"), ("tanh", "sigmoid"),
+        ("relu", "tanh")]
+
+
+@pytest.mark.parametrize("act_h,act_y", ACTS)
+def test_jordan_gradcheck(act_h, act_y):
+    Hg, Og = 4, 3
+    g = torch.Generator().manual_seed(0)
+    us, y0 = _rand(g, 4, 3, Hg), _rand(g, 3, Og)
+    w_yh, b_yh, w_hy, b_hy = _rand(g, Hg, Og), _rand(g, Hg), _rand(g, Og, Hg), _rand(g, Og)
+    for reverse in (False, True):
+        def f(us, y0, w_yh, b_yh, w_hy, b_hy, reverse=reverse):
+            return JordanSequence.apply(us, y0, w_yh, b_yh, w_hy, b_hy, act_h, act_y, reverse,
+                                        _valid())
+        assert torch.autograd.gradcheck(f, (us, y0, w_yh, b_yh, w_hy, b_hy))
+
+
+@pytest.mark.parametrize("act_h,act_y", ACTS)
+def test_fully_gradcheck(act_h, act_y):
+    Hg, Og = 4, 3
+    g = torch.Generator().manual_seed(0)
+    us, h0, y0 = _rand(g, 4, 3, Hg), _rand(g, 3, Hg), _rand(g, 3, Og)
+    w_mh, w_hy, w_my = _rand(g, Hg, Hg + Og), _rand(g, Og, Hg), _rand(g, Og, Hg + Og)
+    b_hy = _rand(g, Og)
+    for reverse in (False, True):
+        def f(us, h0, y0, w_mh, w_hy, w_my, b_hy, reverse=reverse):
+            return FullySequence.apply(us, h0, y0, w_mh, w_hy, w_my, b_hy, act_h, act_y,
+                                       reverse, _valid())
+        assert torch.autograd.gradcheck(f, (us, h0, y0, w_mh, w_hy, w_my, b_hy))
+
+
+def test_gradcheck_without_biases():
+    g = torch.Generator().manual_seed(1)
+    us, h0, y0 = _rand(g, 4, 3, 4), _rand(g, 3, 4), _rand(g, 3, 2)
+    w_yh, w_hy = _rand(g, 4, 2), _rand(g, 2, 4)
+    w_mh, w_my = _rand(g, 4, 6), _rand(g, 2, 6)
+    for reverse in (False, True):
+        assert torch.autograd.gradcheck(
+            lambda us, y0, a, b, r=reverse: JordanSequence.apply(
+                us, y0, a, None, b, None, "tanh", "tanh", r, _valid()),
+            (us, y0, w_yh, w_hy))
+        assert torch.autograd.gradcheck(
+            lambda us, h0, y0, a, b, c, r=reverse: FullySequence.apply(
+                us, h0, y0, a, b, c, None, "tanh", "tanh", r, _valid()),
+            (us, h0, y0, w_mh, w_hy, w_my))
+
+
+CELLS = {"jordan": JordanCell, "fully": FullyRecurrentCell}
+
+
+@pytest.mark.parametrize("kind", CELLS)
+def test_default_state_inference_and_partial_grads(kind):
+    cls = CELLS[kind]
+    cell = make_cell(cls, {"output_size": 3})
+    fused = KERNELS[cls]
+    xs = torch.randn(T, N, I, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor(LENGTHS)
+    # state=None: zeros
+    ys, fin = scan(cell, xs, lengths=lengths)
+    ys2, fin2 = fused(cell, xs, lengths=lengths)
+    assert type(fin2) is type(fin)
+    for a, b in zip([ys, *leaves(fin)], [ys2, *leaves(fin2)], strict=True):
+        assert (a - b).abs().max() < 1e-10
+    # inference: no graph, same numbers
+    with torch.no_grad():
+        ys3, fin3 = fused(cell, xs, lengths=lengths, reverse=True)
+    ys4, fin4 = scan(cell, xs, lengths=lengths, reverse=True)
+    assert ys3.grad_fn is None and all(t.grad_fn is None for t in leaves(fin3))
+    for a, b in zip([ys3, *leaves(fin3)], [ys4, *leaves(fin4)], strict=True):
+        assert (a - b).abs().max() < 1e-10
+    # only xs requires grad (frozen cell, constant state)
+    for p in cell.parameters():
+        p.requires_grad_(False)
+    state = make_state(cell, requires_grad=False)
+    ys, fin = scan(cell, xs, state, lengths=lengths)
+    ys2, fin2 = fused(cell, xs, state, lengths=lengths)
+    (gx,) = torch.autograd.grad(ys.sum() + leaves(fin)[0].sum(), [xs])
+    (gx2,) = torch.autograd.grad(ys2.sum() + leaves(fin2)[0].sum(), [xs])
+    assert (gx - gx2).abs().max() < 1e-10
+    # only one parameter requires grad (xs and state do not)
+    w = cell.weight_yh if cls is JordanCell else cell.weight_my
+    w.requires_grad_(True)
+    x0 = xs.detach()
+    (gw,) = torch.autograd.grad(scan(cell, x0, state)[0].sum(), [w])
+    (gw2,) = torch.autograd.grad(fused(cell, x0, state)[0].sum(), [w])
+    assert (gw - gw2).abs().max() < 1e-10
+    # only the initial state requires grad
+    w.requires_grad_(False)
+    state = make_state(cell)
+    gs = torch.autograd.grad(scan(cell, x0, state, lengths=lengths)[0].sum(), leaves(state))
+    gs2 = torch.autograd.grad(fused(cell, x0, state, lengths=lengths)[0].sum(), leaves(state))
+    for a, b in zip(gs, gs2, strict=True):
+        assert a.abs().max() > 1e-3 and (a - b).abs().max() < 1e-10
+    # nothing requires grad: no graph even with grad mode on
+    state = make_state(cell, requires_grad=False)
+    ys, fin = fused(cell, x0, state)
+    assert ys.grad_fn is None and all(t.grad_fn is None for t in leaves(fin))
+
+
+@pytest.mark.parametrize("kind", CELLS)
+def test_final_state_does_not_alias(kind):
+    """The returned outputs and final state are fresh tensors, not views of one another."""
+    cell = make_cell(CELLS[kind], {"output_activation": "sigmoid"})
+    xs = torch.randn(T, N, I, dtype=torch.float64)
+    with torch.no_grad():
+        ys, fin = KERNELS[type(cell)](cell, xs)
+        ref = [t.clone() for t in leaves(fin)]
+        ys.zero_()
+    for a, b in zip(leaves(fin), ref, strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("kind", CELLS)
+@pytest.mark.parametrize("out", ["tanh", "softmax"])
+def test_float32(kind, out):
+    torch.manual_seed(0)
+    cell = CELLS[kind](I, H, output_size=4, output_activation=out)
+    xs = torch.randn(T, N, I, requires_grad=True)
+    ys, fin = scan(cell, xs, lengths=torch.tensor(LENGTHS))
+    ys2, fin2 = KERNELS[type(cell)](cell, xs, lengths=torch.tensor(LENGTHS))
+    assert ys2.dtype == torch.float32 and (ys - ys2).abs().max() < 1e-5
+    for a, b in zip(leaves(fin), leaves(fin2), strict=True):
+        assert b.dtype == torch.float32 and (a - b).abs().max() < 1e-5
+    up = torch.randn_like(ys)
+    wrt = [xs, *cell.parameters()]
+    ref = torch.autograd.grad((ys * up).sum() + leaves(fin)[0].sum(), wrt)
+    got = torch.autograd.grad((ys2 * up).sum() + leaves(fin2)[0].sum(), wrt)
+    for a, b in zip(ref, got, strict=True):
+        assert (a - b).abs().max() < 1e-5
+
+
+def test_errors():
+    jordan = JordanCell(I, H, output_size=3)
+    fully = FullyRecurrentCell(I, H, output_size=3)
+    xs = torch.randn(T, N, I)
+    with pytest.raises(TypeError, match="JordanCell"):
+        jordan_sequence(fully, xs)
+    with pytest.raises(TypeError, match="FullyRecurrentCell"):
+        fully_sequence(jordan, xs)
+    with pytest.raises(ValueError, match="state"):
+        jordan_sequence(jordan, xs, torch.zeros(N, H))  # (N, H), not (N, O)
+    with pytest.raises(TypeError, match="state"):
+        jordan_sequence(jordan, xs, FullyState(torch.zeros(N, H), torch.zeros(N, 3)))
+    with pytest.raises(TypeError, match="state"):
+        fully_sequence(fully, xs, torch.zeros(N, H + 3))
+    with pytest.raises(ValueError, match=r"state\.y"):
+        fully_sequence(fully, xs, FullyState(torch.zeros(N, H), torch.zeros(N, H)))
+    with pytest.raises(ValueError, match=r"state\.h"):
+        fully_sequence(fully, xs, FullyState(torch.zeros(N + 1, H), torch.zeros(N + 1, 3)))
+    with pytest.raises(ValueError, match="xs"):
+        jordan_sequence(jordan, xs.double())
+    with pytest.raises(ValueError, match="xs"):
+        fully_sequence(fully, xs[:, :, :2])
+    with pytest.raises(ValueError, match="lengths"):
+        fully_sequence(fully, xs, lengths=[T + 1, 1, 1, 1])
