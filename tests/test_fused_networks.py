@@ -118,3 +118,26 @@ def test_fused_network_batch_first(name, opts):
     assert (ya - yb).abs().max() < 1e-10
     for a, b in zip(ga, gb, strict=True):
         assert (a - b).abs().max() < 1e-10
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="no oneDNN in this torch")
+@pytest.mark.parametrize("name, opts", CONFIGS, ids=IDS)
+def test_packed_onednn_products_equal_scan_in_float32(name, opts, monkeypatch):
+    """Large float32 CPU layers multiply by a packed oneDNN weight (kernels._common.Product);
+    forced on here at a small size, the numbers must still be scan's to float32 rounding."""
+    from rnnkit.kernels import _common
+
+    monkeypatch.setattr(_common, "PACK_MIN_NUMEL", 0)
+    assert _common.Product(torch.randn(4, 3), 2).packed is not None
+    torch.manual_seed(0)
+    net = rnnkit.RecurrentNetwork(name, I, H, bidirectional=True, native=False, **opts)
+    ref = copy.deepcopy(net)
+    ref.fused = False
+    x = torch.randn(T, N, I, requires_grad=True)
+    (ya, _), (yb, _) = net(x, lengths=LENGTHS), ref(x, lengths=LENGTHS)
+    seed = torch.randn(ya.shape)
+    ga = torch.autograd.grad((ya * seed).sum(), [x, *net.parameters()])
+    gb = torch.autograd.grad((yb * seed).sum(), [x, *ref.parameters()])
+    torch.testing.assert_close(ya, yb, rtol=1e-4, atol=1e-5)
+    for a, b in zip(ga, gb, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -66,6 +66,7 @@ from torch.autograd.function import once_differentiable
 
 from ..cells.fully import FullyRecurrentCell, FullyState
 from ._common import (
+    Product,
     befores,
     check_sequence,
     outputs,
@@ -141,11 +142,12 @@ def _forward(us, h0, y0, w_mh, w_hy, w_my, b_hy, act_h, act_y, reverse, valid):
     masks = valid.unsqueeze(2) if valid is not None else None  # (T, N, 1) bool
     s_sl, h_sl, y_sl = ss.unbind(0), ss[..., :H].unbind(0), ss[..., H:].unbind(0)
     off_in, off_out = st.off_in, st.off_out
+    rec_m, rec_y = Product(w1.t(), N), Product(w2.t(), N)  # packed where that is faster
     for t in st.order:
         m_in, m_out = s_sl[t + off_in], s_sl[t + off_out]
-        m_out.addmm_(m_in, w1)
+        rec_m.add_(m_out, m_in)
         h = activate_(h_sl[t + off_out], act_h)
-        activate_(y_sl[t + off_out].addmm_(h, w2), act_y)
+        activate_(rec_y.add_(y_sl[t + off_out], h), act_y)
         if partial[t]:
             torch.where(masks[t], m_out, m_in, out=m_out)
     ys = value(outs[..., H:], act_y)
@@ -207,6 +209,7 @@ class FullySequence(torch.autograd.Function):
         c_sl = c.unbind(0) if c is not None else None
         softmax = act_y == "softmax"
         dm = torch.cat([gh_t, gy_t], 1)
+        rec_hy, rec_m = Product(w_hy.t(), N), Product(w_m.t(), N)
         for t in st.back:
             dh, dy = dm[:, :H], dm[:, H:]
             if c is None:
@@ -215,8 +218,8 @@ class FullySequence(torch.autograd.Function):
                 dzt = dz_sl[t].addcmul_(dy, c_sl[t])
             if softmax:
                 softmax_step(dzt, ys_sl[t])
-            torch.mul(torch.addmm(dh, dzt, w_hy), ch_sl[t], out=da_sl[t])
-            dm_next = torch.mm(dd_sl[t], w_m)
+            torch.mul(rec_hy.add(dh, dzt), ch_sl[t], out=da_sl[t])
+            dm_next = rec_m(dd_sl[t])
             if partial[t]:
                 dm_next.addcmul_(dm, nmf[t])
             dm = dm_next

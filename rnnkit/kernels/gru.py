@@ -64,6 +64,7 @@ from torch.autograd.function import once_differentiable
 
 from ..cells.gru import GRUCell
 from ._common import (
+    Product,
     befores,
     check_sequence,
     outputs,
@@ -94,7 +95,7 @@ def _forward(us, h0, w_hh, b_hh, reverse, valid):
     hs = us.new_empty(T + 1, N, H)
     hs[st.first].copy_(h0)
     u_n = us[:, :, 2 * H :]
-    w_hh_t = w_hh.t()
+    rec = Product(w_hh, N)  # h_{t-1} W_hh^T, packed where that is faster
     partial = partial_steps(valid, T)
     masks = valid.unsqueeze(2) if valid is not None else None  # (T, N, 1) bool
     # (Per-step views come from unbind: cheaper than indexing in Python at every step.)
@@ -102,7 +103,7 @@ def _forward(us, h0, w_hh, b_hh, reverse, valid):
     for t in st.order:
         h_in, h_out = h_sl[t + off_in], h_sl[t + off_out]
         g = g_sl[t]
-        g.addmm_(h_in, w_hh_t)
+        rec.add_(g, h_in)
         g[:, : 2 * H].sigmoid_()  # r, z
         n = torch.addcmul(u_sl[t], g[:, :H], g[:, 2 * H :], out=n_sl[t]).tanh_()
         torch.lerp(n, h_in, g[:, H : 2 * H], out=h_out)  # n + z (h_{t-1} - n)
@@ -165,11 +166,12 @@ class GRUSequence(torch.autograd.Function):
         w_nrz = torch.cat([w_hh[2 * H :], w_hh[: 2 * H]])
         de_sl, ce_sl, dn_sl, cn_sl = de.unbind(0), ce.unbind(0), dn.unbind(0), cn.unbind(0)
         c_sl, dg_sl = c.unbind(0), dg.unbind(0)
+        rec = Product(w_nrz.t(), N)
         dh = gh_t
         for t in st.back:
             det = torch.addcmul(de_sl[t], dh.unsqueeze(1), ce_sl[t], out=de_sl[t])
             torch.mul(det[:, 1:2], cn_sl[t], out=dn_sl[t])
-            dh_next = torch.addmm(c_sl[t], dg_sl[t], w_nrz)
+            dh_next = rec.add(c_sl[t], dg_sl[t])
             if partial[t]:
                 dh_next.addcmul_(dh, nmf[t])
             dh = dh_next

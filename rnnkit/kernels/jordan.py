@@ -65,6 +65,7 @@ from torch.autograd.function import once_differentiable
 
 from ..cells.jordan import JordanCell
 from ._common import (
+    Product,
     befores,
     check_sequence,
     outputs,
@@ -176,10 +177,11 @@ def _forward(us, y0, w_yh, b_yh, w_hy, b_hy, act_h, act_y, reverse, valid):
     masks = valid.unsqueeze(2) if valid is not None else None  # (T, N, 1) bool
     s_sl, h_sl = ss.unbind(0), hs.unbind(0)
     off_in, off_out = st.off_in, st.off_out
+    rec_y, rec_h = Product(w1.t(), N), Product(w2.t(), N)  # packed where that is faster
     for t in st.order:
         y_in, y_out, h = s_sl[t + off_in], s_sl[t + off_out], h_sl[t]
-        activate_(h.addmm_(y_in, w1), act_h)
-        activate_(y_out.addmm_(h, w2), act_y)
+        activate_(rec_y.add_(h, y_in), act_h)
+        activate_(rec_h.add_(y_out, h), act_y)
         if partial[t]:
             torch.where(masks[t], y_out, y_in, out=y_out)
     ys = value(outs, act_y)
@@ -229,6 +231,7 @@ class JordanSequence(torch.autograd.Function):
         c_sl = c.unbind(0) if c is not None else None
         ys_sl = ys.unbind(0)
         softmax = act_y == "softmax"
+        rec_hy, rec_yh = Product(w_hy.t(), N), Product(w_yh.t(), N)
         dy = gy_t
         for t in st.back:
             if c is None:
@@ -237,8 +240,8 @@ class JordanSequence(torch.autograd.Function):
                 dzt = dz_sl[t].addcmul_(dy, c_sl[t])
             if softmax:
                 softmax_step(dzt, ys_sl[t])
-            dat = torch.mul(torch.mm(dzt, w_hy), ch_sl[t], out=da_sl[t])
-            dy_next = torch.mm(dat, w_yh)
+            dat = torch.mul(rec_hy(dzt), ch_sl[t], out=da_sl[t])
+            dy_next = rec_yh(dat)
             if partial[t]:
                 dy_next.addcmul_(dy, nmf[t])
             dy = dy_next

@@ -71,7 +71,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ..cells.lstm import LSTMCell, LSTMState
-from ._common import check_sequence, recording, valid_mask
+from ._common import Product, check_sequence, recording, valid_mask
 
 __all__ = ["LSTMSequence", "lstm_sequence"]
 
@@ -108,7 +108,7 @@ def _forward(xs, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, peephole, tanh_g,
     hs[first].copy_(h0)
     cs[first].copy_(c0)
     off_in, off_out = (1, 0) if reverse else (0, 1)
-    w_hh_t = w_hh.t()
+    rec = Product(w_hh, N)  # h_{t-1} W_hh^T, packed where that is faster
     w_hr_t = w_hr.t() if w_hr is not None else None
     if peephole == "diagonal":
         p_if, p_o = w_peep[: 2 * H].view(2, H), w_peep[2 * H :]
@@ -132,7 +132,7 @@ def _forward(xs, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, peephole, tanh_g,
         z, zif = Z[t], Zif[t]
         h_in, c_in = Hs[t + off_in], Cs[t + off_in]
         h_out, c_out = Hs[t + off_out], Cs[t + off_out]
-        z.addmm_(h_in, w_hh_t)
+        rec.add_(z, h_in)
         if peephole == "diagonal":
             zif.view(N, 2, H).addcmul_(c_in.unsqueeze(1), p_if)
         elif peephole == "full":
@@ -241,6 +241,7 @@ class LSTMSequence(torch.autograd.Function):
         DYS = dys.unbind(0) if dys is not None else None
         if valid is not None:
             MF, NMF = mf.unbind(0), nmf.unbind(0)
+        rec = Product(w_hh.t(), N)  # dz_t W_hh, packed where that is faster
         dh, dc = gh_t, gc_t
         for t in steps:
             padded = valid is not None and not all_valid[t]
@@ -266,7 +267,7 @@ class LSTMSequence(torch.autograd.Function):
                 dc_next.addcmul_(DZI[t], p_i).addcmul_(DZF[t], p_f)
             elif peephole == "full":
                 dc_next.addmm_(DZIF[t], p_if)
-            dh_next = DZ[t] @ w_hh
+            dh_next = rec(DZ[t])
             if padded:
                 dc_next.addcmul_(dc, NMF[t])
                 dh_next.addcmul_(dh, NMF[t])

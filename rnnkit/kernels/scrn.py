@@ -63,6 +63,7 @@ from torch.autograd.function import once_differentiable
 
 from ..cells.scrn import SCRNCell, SCRNState
 from ._common import (
+    Product,
     befores,
     check_sequence,
     outputs,
@@ -104,12 +105,12 @@ def _forward(us, h0, s0, alpha, w_P, w_R, reverse, valid):
     z = torch.addmm(us[:, :, S:].reshape(T * N, H), outputs(cs, reverse).reshape(T * N, S),
                     w_P.t()).view(T, N, H)
     # The sigmoid Elman loop: a_t += R h_{t-1}; h_t = sigmoid(a_t), straight into its slot.
-    w_R_t = w_R.t()
+    rec = Product(w_R, N)  # h_{t-1} R^T, packed where that is faster
     h_sl, z_sl = hs.unbind(0), z.unbind(0)
     for t in st.order:
         h_in, h_out = h_sl[t + off_in], h_sl[t + off_out]
         zt = z_sl[t]
-        zt.addmm_(h_in, w_R_t)
+        rec.add_(zt, h_in)
         torch.sigmoid(zt, out=h_out)
         if partial[t]:
             torch.where(masks[t], h_out, h_in, out=h_out)
@@ -161,10 +162,11 @@ class SCRNSequence(torch.autograd.Function):
         da, ds = du[:, :, S:], du[:, :, :S]
         # The h loop.
         gsd_sl, sd_sl, da_sl = gsd.unbind(0), sd.unbind(0), da.unbind(0)
+        rec = Product(w_R.t(), N)  # da_t R, packed where that is faster
         dh = gh_t
         for t in st.back:
             dat = torch.addcmul(gsd_sl[t], dh, sd_sl[t], out=da_sl[t])
-            dh_next = torch.mm(dat, w_R)
+            dh_next = rec(dat)
             if partial[t]:
                 dh_next.addcmul_(dh, nmf[t])
             dh = dh_next
