@@ -90,3 +90,14 @@ def test_bench_cuda_section_or_clear_refusal(tmp_path):
     text = out.read_text()
     assert "## CPU" in text and "## CUDA" in text
     assert all(r["peak_mb"] is not None for r in rows if r["device"] == "cuda")
+
+
+def test_render_rewrites_the_report_from_the_saved_rows(tmp_path):
+    bench = load_bench()
+    out = tmp_path / "RESULTS.md"
+    rows = run(bench, "--quick", "--no-memory", "--cells", "peephole_lstm", "--out", str(out))
+    first = out.read_text()
+    out.write_text("")
+    again = run(bench, "--render", str(tmp_path / "RESULTS.json"), "--out", str(out))
+    assert again == rows and out.read_text() == first
+    assert "### Targets" in first and "Inference ≤ 1.25×" in first
