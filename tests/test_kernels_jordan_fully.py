@@ -5,6 +5,7 @@ import itertools
 
 import pytest
 import torch
+from kernel_checks import LENGTHS, H, I, N, T, check_equal, leaves, make_cell, make_state
 
 from rnnkit import scan
 from rnnkit.cells.fully import FullyRecurrentCell, FullyState
@@ -12,8 +13,6 @@ from rnnkit.cells.jordan import JordanCell
 from rnnkit.kernels.fully import FullySequence, fully_sequence
 from rnnkit.kernels.jordan import JordanSequence, jordan_sequence
 
-T, N, I, H = 5, 4, 3, 6
-LENGTHS = [T, 2, T - 1, 1]  # a full sequence and a length-1 one
 KERNELS = {JordanCell: jordan_sequence, FullyRecurrentCell: fully_sequence}
 HIDDEN = ["tanh", "relu", "sigmoid"]
 OUTPUT = ["tanh", "sigmoid", "identity", "softmax"]
@@ -24,56 +23,6 @@ OPTIONS = {
                      "bias": SHAPES[s][1]}
     for h, o, s in itertools.product(HIDDEN, OUTPUT, SHAPES)
 }
-
-
-def make_cell(cls, opts, seed=0, dtype=torch.float64):
-    torch.manual_seed(seed)
-    cell = cls(I, H, dtype=dtype, **opts)
-    with torch.no_grad():  # larger than the default init, so nothing is trivially small
-        for p in cell.parameters():
-            p.uniform_(-0.8, 0.8)
-    return cell
-
-
-def make_state(cell, seed=1, dtype=torch.float64, requires_grad=True):
-    g = torch.Generator().manual_seed(seed)
-
-    def leaf(n):
-        return torch.randn(N, n, dtype=dtype, generator=g).requires_grad_(requires_grad)
-
-    if isinstance(cell, FullyRecurrentCell):
-        return FullyState(leaf(cell.hidden_size), leaf(cell.output_size))
-    return leaf(cell.output_size)
-
-
-def leaves(state):
-    return list(state) if isinstance(state, tuple) else [state]
-
-
-def check_equal(cell, lengths, reverse):
-    g = torch.Generator().manual_seed(3)
-    xs = torch.randn(T, N, I, dtype=torch.float64, generator=g).requires_grad_()
-    state = make_state(cell)
-    lengths = None if lengths is None else torch.tensor(lengths)
-    ys, fin = scan(cell, xs, state, reverse=reverse, lengths=lengths)
-    ys2, fin2 = KERNELS[type(cell)](cell, xs, state, reverse=reverse, lengths=lengths)
-    assert type(fin2) is type(fin)
-    outs, outs2 = [ys, *leaves(fin)], [ys2, *leaves(fin2)]
-    for a, b in zip(outs, outs2, strict=True):
-        assert a.shape == b.shape and a.dtype == b.dtype
-        assert (a - b).abs().max() < 1e-10
-    if lengths is not None:  # padded outputs are exactly zero
-        assert (ys2[2:, 1] == 0).all() and (ys2[1:, 3] == 0).all() and (ys2[4:, 2] == 0).all()
-    ups = [torch.randn(o.shape, dtype=o.dtype, generator=g) for o in outs]
-    wrt = [xs, *leaves(state), *cell.parameters()]
-    names = ["xs", *(f"state{i}" for i in range(len(leaves(state)))),
-             *(n for n, _ in cell.named_parameters())]
-    ref = torch.autograd.grad(sum((o * u).sum() for o, u in zip(outs, ups, strict=True)), wrt)
-    got = torch.autograd.grad(sum((o * u).sum() for o, u in zip(outs2, ups, strict=True)), wrt)
-    for n, a, b in zip(names, ref, got, strict=True):
-        assert a.shape == b.shape, n
-        assert (a - b).abs().max() < 1e-10, n
-        assert a.abs().max() > 1e-3, n  # the comparison is not trivial
 
 
 @pytest.mark.parametrize("name", OPTIONS)

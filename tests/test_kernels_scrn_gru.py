@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from kernel_checks import LENGTHS, H, I, N, T, check_equal, leaves, make_cell, make_state
 
 from rnnkit import scan
 from rnnkit.cells.gru import GRUCell
@@ -9,8 +10,6 @@ from rnnkit.cells.scrn import SCRNCell, SCRNState
 from rnnkit.kernels.gru import GRUSequence, gru_sequence
 from rnnkit.kernels.scrn import SCRNSequence, scrn_sequence
 
-T, N, I, H = 5, 4, 3, 6
-LENGTHS = [T, 2, T - 1, 1]  # a full sequence and a length-1 one
 SCRN_OPTIONS = {
     "default": {},
     "context3": {"context_size": 3},
@@ -21,55 +20,6 @@ SCRN_OPTIONS = {
 }
 GRU_OPTIONS = {"default": {}, "nobias": {"bias": False}}
 KERNELS = {SCRNCell: scrn_sequence, GRUCell: gru_sequence}
-
-
-def make_cell(cls, opts, seed=0, dtype=torch.float64):
-    torch.manual_seed(seed)
-    cell = cls(I, H, dtype=dtype, **opts)
-    with torch.no_grad():  # larger than the default init, so nothing is trivially small
-        for p in cell.parameters():
-            p.uniform_(-0.8, 0.8)
-    return cell
-
-
-def make_state(cell, seed=1, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    leaves = [torch.randn(N, n, dtype=dtype, generator=g).requires_grad_()
-              for n in (cell.state_size if isinstance(cell, SCRNCell) else [cell.state_size])]
-    return SCRNState(*leaves) if isinstance(cell, SCRNCell) else leaves[0]
-
-
-def leaves(state):
-    return list(state) if isinstance(state, tuple) else [state]
-
-
-def check_equal(cell, lengths, reverse, zero=()):
-    g = torch.Generator().manual_seed(3)
-    xs = torch.randn(T, N, I, dtype=torch.float64, generator=g).requires_grad_()
-    state = make_state(cell)
-    lengths = None if lengths is None else torch.tensor(lengths)
-    ys, fin = scan(cell, xs, state, reverse=reverse, lengths=lengths)
-    ys2, fin2 = KERNELS[type(cell)](cell, xs, state, reverse=reverse, lengths=lengths)
-    assert type(fin2) is type(fin)
-    outs, outs2 = [ys, *leaves(fin)], [ys2, *leaves(fin2)]
-    for a, b in zip(outs, outs2, strict=True):
-        assert a.shape == b.shape
-        assert (a - b).abs().max() < 1e-10
-    if lengths is not None:  # padded outputs are exactly zero
-        assert (ys2[2:, 1] == 0).all() and (ys2[1:, 3] == 0).all() and (ys2[4:, 2] == 0).all()
-    ups = [torch.randn(o.shape, dtype=o.dtype, generator=g) for o in outs]
-    wrt = [xs, *leaves(state), *cell.parameters()]
-    names = ["xs", *(f"state{i}" for i in range(len(leaves(state)))),
-             *(n for n, _ in cell.named_parameters())]
-    ref = torch.autograd.grad(sum((o * u).sum() for o, u in zip(outs, ups, strict=True)), wrt)
-    got = torch.autograd.grad(sum((o * u).sum() for o, u in zip(outs2, ups, strict=True)), wrt)
-    for n, a, b in zip(names, ref, got, strict=True):
-        assert a.shape == b.shape, n
-        assert (a - b).abs().max() < 1e-10, n
-        if n in zero:  # the cell's own gradient is exactly zero there: so is the kernel's
-            assert (a == 0).all() and (b == 0).all(), n
-        else:
-            assert a.abs().max() > 1e-3, n  # the comparison is not trivial
 
 
 @pytest.mark.parametrize("name", SCRN_OPTIONS)
