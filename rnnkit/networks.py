@@ -30,7 +30,7 @@ from .layers import Bidirectional, Recurrent, Stacked
 
 # Native modes whose rnnkit fused kernel trains faster than torch's own on the CPU: torch's CPU
 # GRU has no fused backward (autograd over its cell), and rnnkit's GRU kernel measured a
-# 1.2-1.4x faster train step (benchmarks/RESULTS.md). So a GRU that records for backward on the
+# 1.3-1.4x faster train step (benchmarks/RESULTS.md). So a GRU that records for backward on the
 # CPU runs the fused kernel (same numbers to float rounding); inference and CUDA (cuDNN) stay
 # native. torch's LSTM (oneDNN) and Elman kernels are the faster ones, so they always stay.
 _FUSED_TRAINS_FASTER = frozenset({"gru"})
