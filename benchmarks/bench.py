@@ -230,7 +230,7 @@ WHY = {
         "gru": (
             "torch's own GRU misses it by more (its row beside): its CPU backward is autograd "
             "over its cell. rnnkit's fused GRU, which a GRU training on the CPU runs, is "
-            "1.3-1.5x faster than it; at H=128 what is left is per-op dispatch (5 ops forward, "
+            "1.3-1.4x faster than it; at H=128 what is left is per-op dispatch (5 ops forward, "
             "3 backward per step) against the LSTM's one oneDNN call."),
     },
     "infer_ratio": {
