@@ -5,7 +5,17 @@ import itertools
 
 import pytest
 import torch
-from kernel_checks import LENGTHS, H, I, N, T, check_equal, leaves, make_cell, make_state
+from kernel_checks import (
+    LENGTHS,
+    H,
+    I,
+    N,
+    T,
+    check_default_state_inference_and_partial_grads,
+    check_equal,
+    leaves,
+    make_cell,
+)
 
 from rnnkit import scan
 from rnnkit.cells.fully import FullyRecurrentCell, FullyState
@@ -101,49 +111,8 @@ CELLS = {"jordan": JordanCell, "fully": FullyRecurrentCell}
 def test_default_state_inference_and_partial_grads(kind):
     cls = CELLS[kind]
     cell = make_cell(cls, {"output_size": 3})
-    fused = KERNELS[cls]
-    xs = torch.randn(T, N, I, dtype=torch.float64, requires_grad=True)
-    lengths = torch.tensor(LENGTHS)
-    # state=None: zeros
-    ys, fin = scan(cell, xs, lengths=lengths)
-    ys2, fin2 = fused(cell, xs, lengths=lengths)
-    assert type(fin2) is type(fin)
-    for a, b in zip([ys, *leaves(fin)], [ys2, *leaves(fin2)], strict=True):
-        assert (a - b).abs().max() < 1e-10
-    # inference: no graph, same numbers
-    with torch.no_grad():
-        ys3, fin3 = fused(cell, xs, lengths=lengths, reverse=True)
-    ys4, fin4 = scan(cell, xs, lengths=lengths, reverse=True)
-    assert ys3.grad_fn is None and all(t.grad_fn is None for t in leaves(fin3))
-    for a, b in zip([ys3, *leaves(fin3)], [ys4, *leaves(fin4)], strict=True):
-        assert (a - b).abs().max() < 1e-10
-    # only xs requires grad (frozen cell, constant state)
-    for p in cell.parameters():
-        p.requires_grad_(False)
-    state = make_state(cell, requires_grad=False)
-    ys, fin = scan(cell, xs, state, lengths=lengths)
-    ys2, fin2 = fused(cell, xs, state, lengths=lengths)
-    (gx,) = torch.autograd.grad(ys.sum() + leaves(fin)[0].sum(), [xs])
-    (gx2,) = torch.autograd.grad(ys2.sum() + leaves(fin2)[0].sum(), [xs])
-    assert (gx - gx2).abs().max() < 1e-10
-    # only one parameter requires grad (xs and state do not)
-    w = cell.weight_yh if cls is JordanCell else cell.weight_my
-    w.requires_grad_(True)
-    x0 = xs.detach()
-    (gw,) = torch.autograd.grad(scan(cell, x0, state)[0].sum(), [w])
-    (gw2,) = torch.autograd.grad(fused(cell, x0, state)[0].sum(), [w])
-    assert (gw - gw2).abs().max() < 1e-10
-    # only the initial state requires grad
-    w.requires_grad_(False)
-    state = make_state(cell)
-    gs = torch.autograd.grad(scan(cell, x0, state, lengths=lengths)[0].sum(), leaves(state))
-    gs2 = torch.autograd.grad(fused(cell, x0, state, lengths=lengths)[0].sum(), leaves(state))
-    for a, b in zip(gs, gs2, strict=True):
-        assert a.abs().max() > 1e-3 and (a - b).abs().max() < 1e-10
-    # nothing requires grad: no graph even with grad mode on
-    state = make_state(cell, requires_grad=False)
-    ys, fin = fused(cell, x0, state)
-    assert ys.grad_fn is None and all(t.grad_fn is None for t in leaves(fin))
+    check_default_state_inference_and_partial_grads(
+        cell, "weight_yh" if cls is JordanCell else "weight_my")
 
 
 @pytest.mark.parametrize("kind", CELLS)

@@ -2,7 +2,17 @@
 
 import pytest
 import torch
-from kernel_checks import LENGTHS, H, I, N, T, check_equal, leaves, make_cell, make_state
+from kernel_checks import (
+    LENGTHS,
+    H,
+    I,
+    N,
+    T,
+    check_default_state_inference_and_partial_grads,
+    check_equal,
+    make_cell,
+    make_state,
+)
 
 from rnnkit import scan
 from rnnkit.cells.gru import GRUCell
@@ -96,40 +106,8 @@ def test_gru_gradcheck():
 def test_default_state_inference_and_partial_grads(cls):
     opts = {"learn_alpha": True} if cls is SCRNCell else {}
     cell = make_cell(cls, opts)
-    fused = KERNELS[cls]
-    xs = torch.randn(T, N, I, dtype=torch.float64, requires_grad=True)
-    lengths = torch.tensor(LENGTHS)
-    # state=None: zeros
-    ys, fin = scan(cell, xs, lengths=lengths)
-    ys2, fin2 = fused(cell, xs, lengths=lengths)
-    for a, b in zip([ys, *leaves(fin)], [ys2, *leaves(fin2)], strict=True):
-        assert (a - b).abs().max() < 1e-10
-    # inference: no graph, same numbers
-    with torch.no_grad():
-        ys3, fin3 = fused(cell, xs, lengths=lengths, reverse=True)
-    ys4, fin4 = scan(cell, xs, lengths=lengths, reverse=True)
-    assert ys3.grad_fn is None and all(t.grad_fn is None for t in leaves(fin3))
-    assert (ys3 - ys4).abs().max() < 1e-10
-    # only xs requires grad (frozen cell, constant state)
-    for p in cell.parameters():
-        p.requires_grad_(False)
-    state = [s.detach() for s in leaves(make_state(cell))]
-    state = SCRNState(*state) if cls is SCRNCell else state[0]
-    ys, fin = scan(cell, xs, state, lengths=lengths)
-    ys2, fin2 = fused(cell, xs, state, lengths=lengths)
-    (gx,) = torch.autograd.grad(ys.sum() + leaves(fin)[0].sum(), [xs])
-    (gx2,) = torch.autograd.grad(ys2.sum() + leaves(fin2)[0].sum(), [xs])
-    assert (gx - gx2).abs().max() < 1e-10
-    # only one parameter requires grad (xs and state do not)
-    w = cell.weight_R if cls is SCRNCell else cell.weight_hh
-    w.requires_grad_(True)
-    x0 = xs.detach()
-    (gw,) = torch.autograd.grad(scan(cell, x0, state)[0].sum(), [w])
-    (gw2,) = torch.autograd.grad(fused(cell, x0, state)[0].sum(), [w])
-    assert (gw - gw2).abs().max() < 1e-10
-    # nothing requires grad: no graph even with grad mode on
-    w.requires_grad_(False)
-    assert fused(cell, x0, state)[0].grad_fn is None
+    check_default_state_inference_and_partial_grads(
+        cell, "weight_R" if cls is SCRNCell else "weight_hh")
 
 
 @pytest.mark.parametrize("cls", [SCRNCell, GRUCell], ids=["scrn", "gru"])

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Cell
-from .jordan import init_output_cell
+from .jordan import init_output_cell, output_cell_repr
 
 
 class FullyState(NamedTuple):
@@ -90,11 +90,4 @@ class FullyRecurrentCell(Cell):
         return y, FullyState(h, y)  # y (N, O)
 
     def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
-        if self.output_size != self.hidden_size:
-            s += f", output_size={self.output_size}"
-        if self.activation != "tanh":
-            s += f", activation={self.activation!r}"
-        if self.output_activation != "tanh":
-            s += f", output_activation={self.output_activation!r}"
-        return s if self.bias else s + ", bias=False"
+        return output_cell_repr(self)

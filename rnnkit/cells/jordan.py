@@ -50,6 +50,18 @@ def init_output_cell(cell: Cell, input_size, hidden_size, bias, output_size, act
     return hidden_size, O
 
 
+def output_cell_repr(cell: Cell) -> str:
+    """``extra_repr`` of a cell set up by :func:`init_output_cell`: the options not at default."""
+    s = f"{cell.input_size}, {cell.hidden_size}"
+    if cell.output_size != cell.hidden_size:
+        s += f", output_size={cell.output_size}"
+    if cell.activation != "tanh":
+        s += f", activation={cell.activation!r}"
+    if cell.output_activation != "tanh":
+        s += f", output_activation={cell.output_activation!r}"
+    return s if cell.bias else s + ", bias=False"
+
+
 class JordanCell(Cell):
     r"""Jordan cell (Jordan 1986): the output layer is remembered and fed back to the hidden one.
 
@@ -117,11 +129,4 @@ class JordanCell(Cell):
         return y, y
 
     def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
-        if self.output_size != self.hidden_size:
-            s += f", output_size={self.output_size}"
-        if self.activation != "tanh":
-            s += f", activation={self.activation!r}"
-        if self.output_activation != "tanh":
-            s += f", output_activation={self.output_activation!r}"
-        return s if self.bias else s + ", bias=False"
+        return output_cell_repr(self)
