@@ -75,3 +75,34 @@ def adding_problem(
     x = torch.stack((values, markers), dim=-1)  # (n, T, 2)
     y = values[rows, first] + values[rows, second]  # (n,)
     return x, y
+
+
+def copy_memory(
+    n: int,
+    T: int,
+    *,
+    symbols: int = 8,
+    length: int = 10,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Draw ``n`` sequences of the copy-memory task (Arjovsky, Shah & Bengio 2016).
+
+    Tokens: 0 is a blank, 1..``symbols`` are data, ``symbols + 1`` the delimiter. A sequence
+    has ``T + 2 * length`` steps: ``length`` data tokens a_1..a_length, ``T - 1`` blanks, the
+    delimiter, ``length`` blanks. The target is blank everywhere except the last ``length``
+    steps, which must repeat a_1..a_length: the network has to hold them for T steps.
+
+    A network that outputs blanks and then guesses uniformly among the data tokens scores the
+    memoryless baseline cross-entropy ``length * ln(symbols) / (T + 2 * length)`` per step.
+
+    Returns ``(x, y)``, both int64 of shape (n, T + 2 * length).
+    """
+    if n < 1 or T < 1:
+        raise ValueError(f"n and T must be >= 1, got n={n}, T={T}")
+    data = torch.randint(1, symbols + 1, (n, length), generator=generator)
+    x = torch.zeros(n, T + 2 * length, dtype=torch.long)
+    y = torch.zeros_like(x)
+    x[:, :length] = data
+    x[:, length + T - 1] = symbols + 1
+    y[:, -length:] = data
+    return x, y

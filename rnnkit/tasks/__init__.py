@@ -1,0 +1,23 @@
+"""Training tasks: what ``rnnkit train --data.task=NAME`` trains (see :mod:`.base`)."""
+
+from __future__ import annotations
+
+from .base import Task
+from .synthetic import AddingTask, CopyTask
+
+TASKS: dict[str, type[Task]] = {t.name: t for t in (AddingTask, CopyTask)}
+
+
+def task_names() -> list[str]:
+    return sorted(TASKS)
+
+
+def make_task(config) -> Task:
+    """The task ``config.data.task``, built from the whole config."""
+    name = config.data.task
+    if name not in TASKS:
+        raise ValueError(f"data.task: expected one of {', '.join(task_names())}, got {name!r}")
+    return TASKS[name](config)
+
+
+__all__ = ["Task", "AddingTask", "CopyTask", "TASKS", "task_names", "make_task"]

@@ -1,0 +1,82 @@
+"""What the training engine asks of a task: its data, its model and its loss.
+
+The engine (:class:`rnnkit.training.Trainer`) knows nothing of adding problems or slot filling;
+a task tells it:
+
+- ``train_set()``: a dict of tensors whose first dim indexes the training samples; a batch is
+  the same dict with some of those rows. The keys in ``time_keys`` have time at dim 1 and are
+  the ones truncated BPTT slices into chunks; a ``"reset"`` key (N, T) bool marks where a new
+  document starts inside a sample (the engine zeroes the carried state there).
+- ``build_model()``: the module; called after the engine seeds torch.
+- ``loss(model, chunk, state, final)``: run the model on one time chunk from ``state`` (None
+  = zeros) and return ``(sum of the chunk's loss items, new state)``; ``final`` says whether
+  the chunk holds the last step. The engine divides by ``count(batch)`` (the loss items of the
+  whole batch, over every process), so the loss is a mean however the batch is cut.
+- ``evaluate(model, split)``: metrics on ``"val"`` or ``"test"``, the key ``metric`` among
+  them; ``mode`` says whether it improves going down (``"min"``) or up (``"max"``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class Task:
+    name: str = ""
+    metric: str = "loss"
+    mode: str = "min"
+    time_keys: tuple[str, ...] = ("x",)
+    item_name: str = "seq"  # what throughput counts: sequences, tokens, ...
+    # A stream task's train_set holds data.batch_size long streams (S, L); batch i is the
+    # window [i*W, (i+1)*W) of every stream, W = data.seq_len, in order, and the recurrent
+    # state is carried from one batch to the next (detached), as a language model trains.
+    stream: bool = False
+
+    def __init__(self, config) -> None:
+        self.config = config  # the whole rnnkit.config.Config
+
+    def train_set(self) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, chunk: dict[str, Tensor], state, final: bool):
+        raise NotImplementedError
+
+    def count(self, batch: dict[str, Tensor]) -> int:
+        """Loss items in ``batch`` (default: one per sample)."""
+        return len(next(iter(batch.values())))
+
+    def items(self, batch: dict[str, Tensor]) -> int:
+        """Items processed in ``batch``, for throughput (default: samples)."""
+        return len(next(iter(batch.values())))
+
+    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """One line for the start of a run: the task and its baseline, if it has one."""
+        return self.name
+
+
+def recurrent_from_config(model_cfg, input_size: int, **options):
+    """The config's recurrent network (``model.cell``, sizes, layers, direction, dropout),
+    batch first, over ``input_size`` features."""
+    from rnnkit.networks import RecurrentNetwork
+
+    return RecurrentNetwork(model_cfg.cell, input_size, model_cfg.hidden_size,
+                            num_layers=model_cfg.num_layers, batch_first=True,
+                            dropout=model_cfg.dropout, bidirectional=model_cfg.bidirectional,
+                            **options)
+
+
+def in_chunks(fn, data: dict[str, Tensor], model: nn.Module, size: int = 500) -> list:
+    """``[fn(rows), ...]`` over ``data`` in chunks of ``size`` rows (bounded memory), each
+    moved to ``model``'s device, without recording gradients."""
+    device = next(model.parameters()).device
+    n = len(next(iter(data.values())))
+    with torch.no_grad():
+        return [fn({k: v[start:start + size].to(device) for k, v in data.items()})
+                for start in range(0, n, size)]
