@@ -1,0 +1,52 @@
+"""Optimizers and learning-rate schedules named by the config (``train.optimizer``,
+``train.schedule``).
+
+Schedules: the rate of optimizer step s + 1 (s = 0, 1, ...), with lr_0 = ``train.lr``:
+
+- ``none``: lr_s = lr_0.
+- ``step``: lr_s = lr_0 * gamma ** floor(s / step_size).
+- ``cosine``: lr_s = lr_0 * (1 + cos(pi * s / max_steps)) / 2, down to 0 at the last step.
+- ``plateau``: lr <- gamma * lr when the validation metric has not improved for
+  ``plateau_patience`` evaluations (torch's ReduceLROnPlateau, stepped after each evaluation).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.optim import lr_scheduler
+
+OPTIMIZERS = ("sgd", "adam", "rmsprop")
+SCHEDULES = ("none", "step", "cosine", "plateau")
+
+
+def make_optimizer(parameters, train) -> torch.optim.Optimizer:
+    """The optimizer ``train.optimizer`` over ``parameters`` (``train``: a TrainConfig)."""
+    name, lr, wd = train.optimizer, train.lr, train.weight_decay
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=lr, momentum=train.momentum, weight_decay=wd)
+    if name == "adam":
+        return torch.optim.Adam(parameters, lr=lr, weight_decay=wd)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(parameters, lr=lr, momentum=train.momentum, weight_decay=wd)
+    raise ValueError(f"train.optimizer: expected one of {', '.join(OPTIMIZERS)}, got {name!r}")
+
+
+def make_scheduler(optimizer, train, mode: str = "min"):
+    """The schedule ``train.schedule``, or None for ``none``. ``mode`` says whether the
+    validation metric improves by going down ("min") or up ("max"), for ``plateau``."""
+    name = train.schedule
+    if name == "none":
+        return None
+    if name == "step":
+        return lr_scheduler.StepLR(optimizer, step_size=train.step_size, gamma=train.gamma)
+    if name == "cosine":
+        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=train.max_steps)
+    if name == "plateau":
+        return lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=train.gamma,
+                                              patience=train.plateau_patience)
+    raise ValueError(f"train.schedule: expected one of {', '.join(SCHEDULES)}, got {name!r}")
+
+
+def steps_per_update(scheduler) -> bool:
+    """Whether the schedule steps after every optimizer step (else after every evaluation)."""
+    return scheduler is not None and not isinstance(scheduler, lr_scheduler.ReduceLROnPlateau)

@@ -1,0 +1,163 @@
+"""The fit loop: repeatable seeds, optimizers and schedules, early stopping, clipping records,
+NaN stop, metrics.jsonl and curves, and an exact resume in-process."""
+
+import json
+import math
+
+import pytest
+import torch
+from training_tasks import ToyTask, toy_config
+
+from rnnkit.training import Trainer, TrainingStopped
+from rnnkit.training.checkpoint import find_checkpoint
+from rnnkit.training.clipping import clip_gradients
+from rnnkit.training.records import read_records
+
+
+def weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def fit(tmp_path, task_options=None, **train):
+    cfg = toy_config(tmp_path, **train)
+    trainer = Trainer(ToyTask(cfg, **(task_options or {})), cfg)
+    return trainer, trainer.fit()
+
+
+def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
+    a, _ = fit(tmp_path / "a", train__max_steps=6, train__seed=3, train__tbptt=5)
+    b, _ = fit(tmp_path / "b", train__max_steps=6, train__seed=3, train__tbptt=5)
+    c, _ = fit(tmp_path / "c", train__max_steps=6, train__seed=4, train__tbptt=5)
+    for key, value in weights(a.model).items():
+        assert torch.equal(value, b.model.state_dict()[key])
+    assert any(not torch.equal(v, c.model.state_dict()[k]) for k, v in weights(a.model).items())
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop"])
+def test_each_optimizer_lowers_the_loss(tmp_path, optimizer):
+    trainer, summary = fit(tmp_path, train__optimizer=optimizer, train__lr=0.02,
+                           train__max_steps=40, train__eval_every=40)
+    records = read_records(trainer.log.path)
+    first = [r["loss"] for r in records if r["kind"] == "train"][0]
+    assert summary["best"] < first
+    assert type(trainer.optimizer).__name__.lower() == optimizer
+
+
+def lrs(trainer):
+    return [r["lr"] for r in read_records(trainer.log.path) if r["kind"] == "train"]
+
+
+def test_step_and_cosine_schedules(tmp_path):
+    trainer, _ = fit(tmp_path / "s", train__schedule="step", train__step_size=3,
+                     train__gamma=0.5, train__lr=0.1, train__max_steps=7, run__log_every=1)
+    assert lrs(trainer)[-1] == pytest.approx(0.1 * 0.5 ** 2)
+    cfg = toy_config(tmp_path / "c", train__schedule="cosine", train__lr=0.1,
+                     train__max_steps=10, run__log_every=1)
+    trainer = Trainer(ToyTask(cfg), cfg)
+    trainer.fit()
+    expected = [0.1 * (1 + math.cos(math.pi * s / 10)) / 2 for s in range(10)]
+    assert lrs(trainer) == pytest.approx(expected)
+
+
+def test_plateau_schedule_cuts_the_rate_when_validation_stalls(tmp_path):
+    # every evaluation after the first is a bad one: with patience 1, the rate is cut after
+    # evaluations 3 and 5 (ReduceLROnPlateau resets its count after a cut)
+    cfg = toy_config(tmp_path, train__schedule="plateau", train__lr=0.1, train__gamma=0.1,
+                     train__eval_every=1, train__max_steps=6, train__plateau_patience=1)
+    trainer = Trainer(ToyTask(cfg, frozen_metric=True), cfg)
+    trainer.fit()
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.1 ** 2)
+
+
+def test_early_stopping_after_patience_evaluations_without_improvement(tmp_path):
+    trainer, summary = fit(tmp_path, train__lr=1e-30, train__eval_every=2, train__patience=3,
+                           train__max_steps=100)
+    assert summary["stopped_early"] and summary["step"] == 8  # best at 2, then 4, 6, 8 bad
+    assert summary["best_step"] == 2
+    assert find_checkpoint(trainer.ckdir, "best").name == "step-00000002"
+
+
+def test_clipping_is_recorded_before_it_acts(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    model(torch.randn(4, 3)).pow(2).sum().backward()
+    want = torch.nn.utils.get_total_norm([p.grad for p in model.parameters()]).item()
+    before = [p.grad.clone() for p in model.parameters()]
+    result = clip_gradients(model.parameters(), max_norm=want / 4)
+    assert result.norm == pytest.approx(want) and result.by_norm and not result.by_value
+    for g, b in zip((p.grad for p in model.parameters()), before, strict=True):
+        torch.testing.assert_close(g, b * (want / 4) / (want + 1e-6))
+    result = clip_gradients(model.parameters(), max_value=1e-3)
+    assert result.by_value and max(p.grad.abs().max() for p in model.parameters()) <= 1e-3
+    assert not clip_gradients(model.parameters()).by_norm  # both off: measured only
+
+    trainer, summary = fit(tmp_path / "tiny", train__clip_norm=1e-6, train__max_steps=5)
+    assert summary["clip_counts"]["norm"] == 5
+    trainer, summary = fit(tmp_path / "off", train__clip_norm=0.0, train__max_steps=5,
+                           run__log_every=1)
+    assert summary["clip_counts"] == {"norm": 0, "value": 0}
+    record = [r for r in read_records(trainer.log.path) if r["kind"] == "train"][-1]
+    assert record["grad_norm"] > 0 and record["clip_fraction"] == 0
+
+
+def test_nan_loss_stops_naming_the_step_and_leaves_the_checkpoint(tmp_path):
+    cfg = toy_config(tmp_path, train__max_steps=20)
+    cfg.run.checkpoint_every = 2
+    trainer = Trainer(ToyTask(cfg, nan_at_step=5), cfg)
+    before = None
+    with pytest.raises(TrainingStopped, match=r"step 5: the loss is nan") as e:
+        for step in range(1, 21):
+            trainer.train_step(step)
+            if step % 2 == 0:
+                trainer.save()
+                latest = find_checkpoint(trainer.ckdir)
+                before = {p.name: p.read_bytes() for p in latest.iterdir()}
+    assert "step-00000004" in str(e.value) and "left as it was" in str(e.value)
+    latest = find_checkpoint(trainer.ckdir)
+    assert latest.name == "step-00000004"
+    assert {p.name: p.read_bytes() for p in latest.iterdir()} == before
+    assert read_records(trainer.log.path)[-1]["kind"] == "stopped"
+
+
+def test_nan_stop_through_fit(tmp_path):
+    cfg = toy_config(tmp_path, train__max_steps=20)
+    trainer = Trainer(ToyTask(cfg, nan_at_step=3), cfg)
+    with pytest.raises(TrainingStopped, match="no checkpoint had been saved yet"):
+        trainer.fit()
+    assert find_checkpoint(trainer.ckdir) is None if trainer.ckdir.exists() else True
+
+
+def test_metrics_jsonl_and_curves(tmp_path):
+    cfg = toy_config(tmp_path, train__max_steps=12, train__eval_every=4)
+    cfg.run.log_every = 3
+    cfg.run.plots = True
+    trainer = Trainer(ToyTask(cfg), cfg)
+    summary = trainer.fit()
+    lines = trainer.log.path.read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [3, 6, 9, 12]
+    assert [r["step"] for r in records if r["kind"] == "eval"] == [4, 8, 12]
+    for key in ("loss", "lr", "grad_norm", "clipped", "clip_fraction", "items_per_s"):
+        assert key in records[0]
+    png = summary["curves"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+@pytest.mark.parametrize("schedule", ["step", "plateau"])
+def test_resume_in_process_gives_identical_weights(tmp_path, schedule):
+    """Train 10 steps straight; train 6 (checkpoint at 6), resume in a new Trainer, train to
+    10: the same weights, bit for bit, with Adam, a schedule, dropout-free float64."""
+    opts = dict(train__max_steps=10, train__schedule=schedule, train__step_size=3,
+                train__eval_every=2, train__tbptt=5, train__plateau_patience=0)
+    straight, _ = fit(tmp_path / "straight", task_options={"resets": True}, **opts)
+    cfg = toy_config(tmp_path / "split", **opts)
+    cfg.train.max_steps = 6
+    first = Trainer(ToyTask(cfg, resets=True), cfg)
+    first.fit()
+    cfg.train.max_steps = 10
+    second = Trainer(ToyTask(cfg, resets=True), cfg)
+    assert second.resume() == 6
+    second.fit()
+    for key, value in weights(straight.model).items():
+        assert torch.equal(value, second.model.state_dict()[key]), key
+    steps = [r["step"] for r in read_records(second.log.path) if r["kind"] == "eval"]
+    assert steps == [2, 4, 6, 8, 10]  # nothing logged twice
