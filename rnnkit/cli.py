@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .cells import cell_names, get_cell
+from .config import ConfigParser, add_config_flags
 
 
 def _cell_list(text: str) -> list[str]:
@@ -47,7 +48,7 @@ def _positive(kind):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ConfigParser(
         prog="rnnkit",
         description="Recurrent networks from the course notes as fast, exact PyTorch modules.",
     )
@@ -74,6 +75,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("cells", help="list the registered cells",
                    description="List the registered cell names and their one-line summaries.")
+
+    train = sub.add_parser(
+        "train", help="train a model on a task; checkpoints, metrics.jsonl and curves in --run.out",
+        description="Train a model on a task with the settings below (defaults < --config FILE "
+        "< flags). Writes checkpoints (safetensors + JSON), metrics.jsonl and curves.png to "
+        "--run.out; --resume continues that run exactly where its last checkpoint left it. "
+        "Under torchrun (torchrun --nproc_per_node=N -m rnnkit train ...) it trains with "
+        "DistributedDataParallel, each process taking its share of every batch.",
+    )
+    train.add_argument("--config", metavar="FILE.toml",
+                       help="a TOML file with [model], [data], [train] and [run] tables "
+                       "(flags given here override it)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --run.out from its latest checkpoint (its "
+                       "model and data settings are kept; flags may change train/run settings, "
+                       "e.g. a larger --train.max_steps)")
+    add_config_flags(train)
+
+    evaluate = sub.add_parser(
+        "evaluate", help="score a saved run on its validation or test split",
+        description="Load a run's checkpoint (the best one, else the latest) and print its "
+        "metrics on a split of its task's data.",
+    )
+    evaluate.add_argument("run", metavar="RUN",
+                          help="a run directory (--run.out of `rnnkit train`), its checkpoints/ "
+                          "directory, or one step-N checkpoint directory")
+    evaluate.add_argument("--split", choices=("val", "test"), default="test",
+                          help="the split to score (default: test)")
+    evaluate.add_argument("--checkpoint", choices=("best", "latest"), default="best",
+                          help="which checkpoint of the run (default: best)")
+    evaluate.add_argument("--device", default=None,
+                          help="run on this device instead of the run's train.device")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON line")
+
+    from .diagnose import add_diagnose_arguments
+
+    diagnose = sub.add_parser(
+        "diagnose", help="draw the gradient flow over time of a cell: vanishing or not",
+        description="Train a cell on the adding problem and draw ||dL/dh_t|| for every step t "
+        "as training goes (a heatmap and a curve) and the loss along one recurrent weight, as "
+        "PNG files: Elman's gradient dies away over t, LSTM's does not.",
+    )
+    add_diagnose_arguments(diagnose)
     return parser
 
 
@@ -95,7 +139,65 @@ def main(argv: list[str] | None = None) -> int:
             kwargs["seconds"] = args.seconds
         run_demo(cells=tuple(args.cells), lengths=tuple(args.lengths), **kwargs)
         return 0
+    if args.command == "train":
+        return _train(args)
+    if args.command == "evaluate":
+        return _guarded(lambda: run_evaluate_cmd(args))
+    if args.command == "diagnose":
+        from .diagnose import main_diagnose
+
+        return main_diagnose(args)
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse rejects others
+
+
+def _train(args) -> int:
+    from .config import config_from_args, given_flags, load_config
+    from .run import run_train
+
+    def go():
+        base = load_config(args.config) if args.config else None
+        cfg = config_from_args(args, base)
+        # what the user set now (a file given with --resume counts): a resumed run applies it
+        given = set(given_flags(args)) | (_file_keys(args.config) if args.config else set())
+        run_train(cfg, resume=args.resume, given=given)
+
+    return _guarded(go)
+
+
+def _file_keys(path) -> set[str]:
+    from .config import load_toml
+
+    return {f"{s}.{k}" for s, table in load_toml(path).items() if isinstance(table, dict)
+            for k in table}
+
+
+def run_evaluate_cmd(args) -> None:
+    from .run import run_evaluate
+
+    run_evaluate(args.run, split=args.split, which=args.checkpoint, device=args.device,
+                 as_json=args.json)
+
+
+def _guarded(fn) -> int:
+    """Run ``fn``; a user's mistake (bad config, bad checkpoint, a stopped run) is printed as
+    one line on stderr with exit code 1 (2 for a bad config), not as a traceback."""
+    from .config import ConfigError
+    from .training.checkpoint import CheckpointError
+    from .training.loop import TrainingStopped
+
+    try:
+        fn()
+    except ConfigError as e:
+        print(f"rnnkit: error: {e}", file=sys.stderr)
+        return 2
+    except (CheckpointError, TrainingStopped) as e:
+        print(f"rnnkit: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("rnnkit: interrupted; the last checkpoint is intact (resume with --resume)",
+              file=sys.stderr)
+        return 130
+    return 0
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ def test_help_lists_subcommands(capsys):
         main(["--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
-    for command in ("demo", "cells"):
+    for command in ("demo", "cells", "train", "evaluate", "diagnose"):
         assert command in out
 
 
@@ -36,11 +36,95 @@ def test_cells_lists_the_registry(capsys):
     (["demo", "--lengths", "1"], "expected integers >= 2"),
     (["demo", "--hidden-size", "0"], "expected a positive int"),
     (["demo", "--seconds", "-3"], "expected a positive float"),
-    (["demo", "--no-such-flag"], "unrecognized arguments"),
-    (["train"], "invalid choice"),
+    (["demo", "--no-such-flag"], "unrecognized argument --no-such-flag"),
+    (["nope"], "invalid choice"),
+    (["train", "--model.cel=gru"], "--model.cel (did you mean --model.cell?)"),
+    (["train", "--train.lr=abc"], "argument --train.lr: expected a float, got 'abc'"),
+    (["train", "--train.lr=-1"], "argument --train.lr: expected a number > 0"),
+    (["train", "--model.cell=lsmt"], "did you mean 'lstm'?"),
+    (["train", "--data.task=nope"], "expected one of adding, copy"),
+    (["train", "--train.optimizer=adagrad"], "expected one of sgd, adam, rmsprop"),
+    (["evaluate"], "the following arguments are required: RUN"),
+    (["diagnose", "--cell=nope"], "nope"),
 ])
 def test_bad_flags_fail_with_a_message(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_train_help_documents_every_config_flag(capsys):
+    from dataclasses import fields
+
+    from rnnkit.config import Config
+
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for section in fields(Config):
+        for f in fields(section.type if isinstance(section.type, type) else
+                        type(getattr(Config(), section.name))):
+            assert f"--{section.name}.{f.name}" in out
+
+
+def test_train_evaluate_resume_round_trip(tmp_path, capsys):
+    """A tiny run from the command line, then evaluate it, then extend it with --resume."""
+    out = tmp_path / "run"
+    argv = ["train", "--data.seq_len=8", "--data.train_size=128", "--data.val_size=32",
+            "--data.test_size=32", "--data.batch_size=16", "--model.hidden_size=8",
+            "--train.max_steps=10", "--train.eval_every=5", "--run.progress=false",
+            f"--run.out={out}"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "best validation mse" in printed and "test: mse" in printed
+    assert (out / "curves.png").exists() and (out / "metrics.jsonl").exists()
+
+    assert main(["evaluate", str(out), "--json"]) == 0
+    import json
+
+    result = json.loads(capsys.readouterr().out)
+    assert result["split"] == "test" and result["step"] == 10 and "mse" in result
+
+    # the same directory again without --resume is refused: no run overwrites another
+    assert main(argv) == 2
+    assert "already holds a checkpoint" in capsys.readouterr().err
+    # a resumed run may not change the model
+    assert main([*argv, "--resume", "--model.hidden_size=9"]) == 2
+    assert "model.hidden_size was 8 in the checkpoint" in capsys.readouterr().err
+    assert main([*argv, "--resume", "--train.max_steps=15"]) == 0
+    assert f"resumed {out} at step 10" in capsys.readouterr().out
+    assert main(["evaluate", str(out), "--checkpoint=latest", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 15
+
+
+def test_corrupt_checkpoint_is_one_line_not_a_traceback(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--data.seq_len=8", "--data.train_size=64", "--data.val_size=16",
+            "--data.test_size=16", "--data.batch_size=16", "--model.hidden_size=4",
+            "--train.max_steps=2", "--run.progress=false", "--run.plots=false",
+            f"--run.out={out}"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    model = next((out / "checkpoints").glob("step-*")) / "model.safetensors"
+    model.write_bytes(model.read_bytes()[:-10])
+    assert main([*argv, "--resume", "--train.max_steps=4"]) == 1
+    err = capsys.readouterr().err
+    assert "model.safetensors" in err and "Traceback" not in err
+    assert main(["evaluate", str(tmp_path / "nowhere")]) == 1
+    assert "no checkpoint found" in capsys.readouterr().err
+
+
+def test_toml_config_and_flags(tmp_path, capsys):
+    toml = tmp_path / "run.toml"
+    toml.write_text('[model]\ncell = "gru"\nhidden_size = 6\n[data]\nseq_len = 6\n'
+                    'train_size = 64\nval_size = 16\ntest_size = 16\nbatch_size = 16\n'
+                    '[train]\nmax_steps = 3\n[run]\nprogress = false\nplots = false\n')
+    out = tmp_path / "run"
+    assert main(["train", f"--config={toml}", "--model.hidden_size=5", f"--run.out={out}"]) == 0
+    printed = capsys.readouterr().out
+    assert "gru, hidden 5" in printed
+    toml.write_text("[train]\nlrr = 1\n")
+    assert main(["train", f"--config={toml}", f"--run.out={tmp_path / 'x'}"]) == 2
+    assert "did you mean 'train.lr'" in capsys.readouterr().err

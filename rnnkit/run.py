@@ -1,0 +1,134 @@
+"""``rnnkit train`` and ``rnnkit evaluate``: a config in, a trained run directory out.
+
+A run directory (``run.out``) holds ``checkpoints/`` (see :mod:`rnnkit.training.checkpoint`),
+``metrics.jsonl``, ``curves.png`` and, with ``run.grad_flow_every``, the gradient-flow plots.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from .config import Config, ConfigError, config_from_dict, config_to_dict, diff_fields
+from .tasks import make_task
+from .training.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    find_checkpoint,
+    load_checkpoint,
+    load_model_weights,
+)
+from .training.loop import Trainer
+
+# what a resumed run may not change: the model it trains and the data it trains on
+FIXED_ON_RESUME = ("model.", "data.")
+
+
+def resumed_config(ckpt: Checkpoint, cfg: Config, given: set[str]) -> Config:
+    """The config of a resumed run: the checkpoint's, with the fields the user set now
+    (``given``, dotted names) applied over it; the model and data must stay as they were."""
+    saved = config_from_dict(ckpt.config, source=f"{ckpt.directory}/state.json")
+    now = {section: {key: getattr(getattr(cfg, section), key) for key in keys}
+           for section, keys in _by_section(given).items()}
+    merged = config_from_dict(now, base=saved, source="the command line")
+    changed = [f for f in diff_fields(saved, merged) if f.startswith(FIXED_ON_RESUME)]
+    if changed:
+        first = changed[0]
+        section, key = first.split(".")
+        raise ConfigError(
+            f"--resume: {first} was {getattr(getattr(saved, section), key)!r} in the checkpoint "
+            f"and is {getattr(getattr(merged, section), key)!r} now; a resumed run keeps its "
+            f"model and data (changed: {', '.join(changed)})")
+    return merged
+
+
+def _by_section(dotted: set[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name in sorted(dotted):
+        section, key = name.split(".", 1)
+        out.setdefault(section, []).append(key)
+    return out
+
+
+def run_train(cfg: Config, *, resume: bool = False, given: set[str] = frozenset(),
+              callbacks=(), print_fn: Callable[[str], object] = print) -> dict:
+    """Train as ``cfg`` says; with ``resume``, continue the latest checkpoint in ``run.out``.
+
+    A new run refuses a ``run.out`` that already holds a checkpoint (pass ``resume`` or choose
+    another directory), so no run overwrites another's work.
+    """
+    out = Path(cfg.run.out)
+    existing = find_checkpoint(out) if out.exists() else None
+    ckpt = None
+    if resume:
+        if existing is None:
+            raise CheckpointError(f"--resume: no checkpoint in {out} to resume (expected "
+                                  f"{out}/checkpoints/latest, written by `rnnkit train`)")
+        ckpt = load_checkpoint(out)
+        cfg = resumed_config(ckpt, cfg, set(given))
+    elif existing is not None:
+        raise ConfigError(f"run.out: {out} already holds a checkpoint ({existing.name}); pass "
+                          f"--resume to continue that run, or choose another --run.out")
+    callbacks = list(callbacks)
+    if cfg.run.grad_flow_every:
+        from .training.diagnostics import GradientFlowPlots
+
+        callbacks.append(GradientFlowPlots(cfg.run.grad_flow_every))
+    task = make_task(cfg)
+    trainer = Trainer(task, cfg, callbacks=callbacks)
+    say = print_fn if trainer.is_main else (lambda _text: None)
+    if ckpt is not None:
+        trainer.resume(ckpt)
+        say(f"resumed {out} at step {trainer.step}")
+    elif trainer.log is not None:
+        trainer.log.truncate_after(0)  # a run killed before its first checkpoint left these
+    params = sum(p.numel() for p in trainer.model.parameters())
+    say(f"{task.describe()}")
+    say(f"model: {trainer._title().split(': ', 1)[1]}, {params:,} parameters; "
+        f"{cfg.train.optimizer} lr={cfg.train.lr:g}, {cfg.train.max_steps} steps x batch "
+        f"{cfg.data.batch_size}" + (f" on {trainer.world.size} processes"
+                                    if trainer.world.size > 1 else ""))
+    summary = trainer.fit()
+    summary["test"] = trainer.final_test()
+    if trainer.is_main:
+        best = summary["best"]
+        say(f"best validation {task.metric} {best:.4g} at step {summary['best_step']}"
+            if best is not None else "no validation result")
+        say("test: " + _format(summary["test"]))
+        say(f"run directory: {out} (checkpoints/, metrics.jsonl"
+            + (", curves.png" if summary.get("curves") else "") + ")")
+    return summary
+
+
+def run_evaluate(path, *, split: str = "test", which: str = "best", device: str | None = None,
+                 print_fn: Callable[[str], object] = print, as_json: bool = False) -> dict:
+    """Metrics of a saved run's model (``which``: ``best`` or ``latest``) on ``split``."""
+    if which == "best" and find_checkpoint(path, "best") is None:
+        which = "latest"  # a run that never evaluated has no best yet
+    ckpt = load_checkpoint(path, which=which)
+    cfg = config_from_dict(ckpt.config, source=f"{ckpt.directory}/state.json")
+    if device is not None:
+        cfg.train.device = device
+    task = make_task(cfg)
+    model = task.build_model().to(cfg.train.device)
+    load_model_weights(model, ckpt)
+    model.eval()
+    import torch
+
+    with torch.no_grad():
+        metrics = task.evaluate(model, split)
+    if as_json:
+        print_fn(json.dumps({"checkpoint": str(ckpt.directory), "step": ckpt.step,
+                             "split": split, **metrics}))
+    else:
+        print_fn(f"{ckpt.directory} (step {ckpt.step}), {split}: {_format(metrics)}")
+    return metrics
+
+
+def _format(metrics: dict) -> str:
+    return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                     for k, v in metrics.items())
+
+
+__all__ = ["run_train", "run_evaluate", "resumed_config", "config_to_dict"]
