@@ -29,22 +29,21 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from rnnkit.cells import cell_names, get_cell
-from rnnkit.data.synthetic import adding_problem
-from rnnkit.demo import AddingModel
+from rnnkit.config import Config
+from rnnkit.tasks import make_task
+from rnnkit.tasks.synthetic import LastStepRegressor
 from rnnkit.training.diagnostics import (
-    GradientFlow,
+    GradientFlowPlots,
     loss_along_weight,
-    plot_gradient_curve,
-    plot_gradient_heatmap,
     plot_loss_surface,
 )
+from rnnkit.training.loop import Trainer, TrainingStopped
+from rnnkit.training.records import read_records
 
 # Defaults chosen by experiment (one thread): at T = 100 Elman's g_0 / g_99 stays below 1e-10 for
 # the whole run, while an LSTM at lr 0.02 leaves the predict-the-mean plateau after 400-1250 steps
@@ -59,6 +58,7 @@ LR = 2e-2
 BATCH_SIZE = 64
 CLIP_NORM = 1.0
 SURFACE_SIZE = 256  # held-out sequences the loss surface is evaluated on
+TRAIN_SIZE = 20_000  # training sequences (2000 steps x 64 = 6.4 passes over them)
 SURFACE_POINTS = 321  # weight values from -4 to 4 in steps of 0.025
 SURFACE_RANGE = 4.0
 
@@ -86,7 +86,7 @@ def flow_ratio(g: list[float]) -> float:
     return math.inf if first > 0 else math.nan
 
 
-def surface_weight(model: AddingModel) -> tuple[str, nn.Parameter, tuple[int, int], str]:
+def surface_weight(model: LastStepRegressor) -> tuple[str, nn.Parameter, tuple[int, int], str]:
     """The recurrent weight whose loss curve ``run_diagnose`` draws: the diagonal entry
     U[i, i] of the top cell's hidden-to-hidden matrix, for the hidden unit i the read-out
     weighs most (largest |head weight|). For gated cells (G gate blocks stacked as in torch:
@@ -178,70 +178,54 @@ def run_diagnose(
 
 def _run(cell, out, steps, seq_len, hidden_size, every, seed, lr, batch_size, clip_norm,
          progress, print_fn) -> dict:
-    torch.manual_seed(seed)  # model initialisation
-    data = torch.Generator().manual_seed(2 * seed)
-    model = AddingModel(cell, hidden_size)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    loss_fn = nn.MSELoss()
-    flow = GradientFlow(every)
-    trainer = SimpleNamespace(model=model, out_dir=out, is_main=True)  # what callbacks read
-    jsonl = out / "grad_flow.jsonl"
-
+    cfg = Config()
+    cfg.model.cell, cfg.model.hidden_size = cell, hidden_size
+    cfg.data.task, cfg.data.seq_len, cfg.data.batch_size = "adding", seq_len, batch_size
+    cfg.data.train_size = max(TRAIN_SIZE, batch_size)
+    cfg.data.val_size = cfg.data.test_size = SURFACE_SIZE
+    cfg.data.seed = 2 * seed + 1
+    cfg.train.lr, cfg.train.clip_norm, cfg.train.max_steps, cfg.train.seed = \
+        lr, clip_norm, steps, seed
+    cfg.train.eval_every = max(1, steps // 8)
+    cfg.run.out, cfg.run.progress, cfg.run.checkpoint_every = str(out), progress, 0
+    what = f"{cell}, adding problem T={seq_len}, hidden {hidden_size}"
+    flow = GradientFlowPlots(every, title=what)
+    trainer = Trainer(make_task(cfg), cfg, callbacks=[flow])
+    trainer.log.truncate_after(0)  # a diagnose run starts its records afresh
     print_fn(f"rnnkit diagnose: {cell} on the adding problem, T={seq_len}, hidden {hidden_size}, "
              f"{steps} steps x batch {batch_size}, Adam lr={lr:g}, clip {clip_norm:g}, "
              f"seed {seed}; g_t measured every {every} steps")
-    bar = tqdm(total=steps, desc=f"diagnose {cell}", file=sys.stderr, leave=False,
-               disable=not progress)
     start = time.perf_counter()
-    done = 0
-    with open(jsonl, "w", encoding="utf-8") as log:
-        flow.on_train_begin(trainer)
-        try:
-            for s in range(1, steps + 1):
-                flow.on_step_begin(trainer, s)
-                x, y = adding_problem(batch_size, seq_len, generator=data)  # (B, T, 2), (B,)
-                loss = loss_fn(model(x), y)
-                optimizer.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
-                optimizer.step()
-                record = {"step": s, "loss": loss.item()}
-                flow.on_step_end(trainer, s, record)
-                if "grad_flow" in record:
-                    log.write(json.dumps(record) + "\n")
-                done = s
-                bar.update(1)
-                if s % 20 == 0:
-                    bar.set_postfix(loss=f"{record['loss']:.4f}")
-                if not math.isfinite(record["loss"]):
-                    print_fn(f"stopped at step {s}: the loss is {record['loss']}")
-                    break
-        finally:
-            flow.on_train_end(trainer)
-            bar.close()
+    try:
+        trainer.fit()
+    except TrainingStopped as e:  # draw what was measured up to there
+        print_fn(str(e))
+        flow.on_train_end(trainer)
     seconds = time.perf_counter() - start
+    done = trainer.step
+    history = flow.history
+    jsonl = out / "grad_flow.jsonl"
+    with open(jsonl, "w", encoding="utf-8") as f:
+        for record in read_records(trainer.log.path):
+            if "grad_flow" in record:
+                f.write(json.dumps({k: record[k] for k in ("step", "loss", "grad_flow")}) + "\n")
 
-    # the loss along one recurrent weight, on a fixed held-out set
-    x_eval, y_eval = adding_problem(SURFACE_SIZE, seq_len,
-                                    generator=torch.Generator().manual_seed(2 * seed + 1))
+    # the loss along one recurrent weight, on the held-out (validation) set
+    model, val = trainer.model, trainer.task.sets["val"]
+
+    def loss_fn():
+        return nn.functional.mse_loss(model(val["x"])[0], val["y"])
+
     _name, param, index, label = surface_weight(model)
     current = float(param.detach()[index])
     lo, hi = min(-SURFACE_RANGE, current - 1), max(SURFACE_RANGE, current + 1)
     values = torch.linspace(lo, hi, SURFACE_POINTS).tolist()
-    losses = loss_along_weight(model, lambda: loss_fn(model(x_eval), y_eval), param, index,
-                               values)
+    losses = loss_along_weight(model, loss_fn, param, index, values)
     with torch.no_grad():
         model.eval()
-        final_loss = loss_fn(model(x_eval), y_eval).item()
+        final_loss = loss_fn().item()
         model.train()
-
-    history = flow.history
-    what = f"{cell}, adding problem T={seq_len}, hidden {hidden_size}"
-    heatmap = plot_gradient_heatmap(
-        history, out / "grad_flow_heatmap.png",
-        f"{what}: log10 ‖dL/dh_t‖ over training (dark = vanished)")
-    curve = plot_gradient_curve(
-        history, out / "grad_flow_curve.png", f"{what}: ‖dL/dh_t‖ against time step t")
+    heatmap, curve = flow.paths["heatmap"], flow.paths["curve"]
     surface = plot_loss_surface(
         values, losses, out / "loss_surface.png",
         f"{what}, after {done} steps: loss along one recurrent weight, the others fixed",

@@ -128,3 +128,18 @@ def test_toml_config_and_flags(tmp_path, capsys):
     toml.write_text("[train]\nlrr = 1\n")
     assert main(["train", f"--config={toml}", f"--run.out={tmp_path / 'x'}"]) == 2
     assert "did you mean 'train.lr'" in capsys.readouterr().err
+
+
+def test_train_records_gradient_flow_when_asked(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "run"
+    assert main(["train", "--data.seq_len=12", "--data.train_size=64", "--data.val_size=16",
+                 "--data.test_size=16", "--data.batch_size=16", "--model.cell=elman",
+                 "--model.hidden_size=4", "--train.max_steps=6", "--run.grad_flow_every=3",
+                 "--run.progress=false", "--run.plots=false", f"--run.out={out}"]) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+    flows = [(r["step"], len(r["grad_flow"])) for r in records if "grad_flow" in r]
+    assert flows == [(1, 12), (3, 12), (6, 12)]
+    for name in ("grad_flow_heatmap.png", "grad_flow_curve.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"

@@ -238,6 +238,29 @@ class GradientFlow:
         self._calls, self._current = [], None
 
 
+class GradientFlowPlots(GradientFlow):
+    """:class:`GradientFlow` that also draws its history into the run directory at the end:
+    ``grad_flow_heatmap.png`` and ``grad_flow_curve.png`` (``rnnkit train
+    --run.grad_flow_every=N``; ``rnnkit diagnose``)."""
+
+    def __init__(self, every: int, module: nn.Module | None = None, title: str = "") -> None:
+        super().__init__(every, module)
+        self.title = title
+        self.paths: dict[str, Path] = {}
+
+    def on_train_end(self, trainer) -> None:
+        super().on_train_end(trainer)
+        if not trainer.is_main or not self.history:
+            return
+        what = self.title or "gradient flow"
+        out = Path(trainer.out_dir)
+        self.paths["heatmap"] = plot_gradient_heatmap(
+            self.history, out / "grad_flow_heatmap.png",
+            f"{what}: log10 ‖dL/dh_t‖ over training (dark = vanished)")
+        self.paths["curve"] = plot_gradient_curve(
+            self.history, out / "grad_flow_curve.png", f"{what}: ‖dL/dh_t‖ against time step t")
+
+
 def _restore_step(cell: nn.Module, name: str, value) -> None:
     """Undo the wrapped ``cell.step``: put back an instance attribute or drop ours."""
     if value is None:
