@@ -27,3 +27,14 @@ def test_readme_opens_with_the_two_commands():
     head = (Path(__file__).parent.parent / "README.md").read_text().splitlines()[:10]
     assert any(line.startswith("make demo") for line in head)
     assert any(line.startswith("make test") for line in head)
+
+
+def test_example_configs_load():
+    from pathlib import Path
+
+    from rnnkit.config import load_config
+
+    files = sorted((Path(__file__).parent.parent / "examples").glob("*.toml"))
+    assert files
+    for path in files:
+        load_config(path)  # raises ConfigError naming the file and key
