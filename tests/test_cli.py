@@ -69,13 +69,19 @@ def test_train_help_documents_every_config_flag(capsys):
             assert f"--{section.name}.{f.name}" in out
 
 
+def tiny_train(out, *flags) -> list[str]:
+    """``rnnkit train`` argv for a run of a few seconds on the adding problem into ``out``;
+    ``flags`` are added after the defaults (and so override them)."""
+    return ["train", "--data.seq_len=8", "--data.train_size=64", "--data.val_size=16",
+            "--data.test_size=16", "--data.batch_size=16", "--model.hidden_size=8",
+            "--train.max_steps=4", "--run.progress=false", "--run.plots=false",
+            f"--run.out={out}", *flags]
+
+
 def test_train_evaluate_resume_round_trip(tmp_path, capsys):
     """A tiny run from the command line, then evaluate it, then extend it with --resume."""
     out = tmp_path / "run"
-    argv = ["train", "--data.seq_len=8", "--data.train_size=128", "--data.val_size=32",
-            "--data.test_size=32", "--data.batch_size=16", "--model.hidden_size=8",
-            "--train.max_steps=10", "--train.eval_every=5", "--run.progress=false",
-            f"--run.out={out}"]
+    argv = tiny_train(out, "--train.max_steps=10", "--train.eval_every=5", "--run.plots=true")
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "best validation mse" in printed and "test: mse" in printed
@@ -101,10 +107,7 @@ def test_train_evaluate_resume_round_trip(tmp_path, capsys):
 
 def test_corrupt_checkpoint_is_one_line_not_a_traceback(tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["train", "--data.seq_len=8", "--data.train_size=64", "--data.val_size=16",
-            "--data.test_size=16", "--data.batch_size=16", "--model.hidden_size=4",
-            "--train.max_steps=2", "--run.progress=false", "--run.plots=false",
-            f"--run.out={out}"]
+    argv = tiny_train(out, "--train.max_steps=2")
     assert main(argv) == 0
     capsys.readouterr()
     model = next((out / "checkpoints").glob("step-*")) / "model.safetensors"
@@ -134,12 +137,19 @@ def test_train_records_gradient_flow_when_asked(tmp_path, capsys):
     import json
 
     out = tmp_path / "run"
-    assert main(["train", "--data.seq_len=12", "--data.train_size=64", "--data.val_size=16",
-                 "--data.test_size=16", "--data.batch_size=16", "--model.cell=elman",
-                 "--model.hidden_size=4", "--train.max_steps=6", "--run.grad_flow_every=3",
-                 "--run.progress=false", "--run.plots=false", f"--run.out={out}"]) == 0
+    assert main(tiny_train(out, "--data.seq_len=12", "--model.cell=elman",
+                           "--train.max_steps=6", "--run.grad_flow_every=3")) == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").open()]
     flows = [(r["step"], len(r["grad_flow"])) for r in records if "grad_flow" in r]
     assert flows == [(1, 12), (3, 12), (6, 12)]
     for name in ("grad_flow_heatmap.png", "grad_flow_curve.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="no CUDA device")
+def test_train_and_evaluate_on_cuda(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = tiny_train(out, "--train.tbptt=4", "--train.device=cuda")
+    assert main(argv) == 0
+    assert main([*argv, "--resume", "--train.max_steps=6"]) == 0
+    assert main(["evaluate", str(out), "--device=cuda"]) == 0
