@@ -85,7 +85,7 @@ def run_train(cfg: Config, *, resume: bool = False, given: set[str] = frozenset(
         trainer.log.truncate_after(0)  # a run killed before its first checkpoint left these
     params = sum(p.numel() for p in trainer.model.parameters())
     say(f"{task.describe()}")
-    say(f"model: {trainer._title().split(': ', 1)[1]}, {params:,} parameters; "
+    say(f"model: {trainer.describe_model().split(': ', 1)[1]}, {params:,} parameters; "
         f"{cfg.train.optimizer} lr={cfg.train.lr:g}, {cfg.train.max_steps} steps x batch "
         f"{cfg.data.batch_size}" + (f" on {trainer.world.size} processes"
                                     if trainer.world.size > 1 else ""))

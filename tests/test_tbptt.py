@@ -17,7 +17,7 @@ def engine_gradients(tmp_path, k, cell, **task_options):
     task = ToyTask(cfg, cell=cell, **task_options)
     trainer = Trainer(task, cfg)
     batch = trainer.batch(1)
-    loss = trainer.forward_backward(batch)
+    loss, _ = trainer.forward_backward(batch)
     return trainer.model, batch, loss, [p.grad.clone() for p in trainer.model.parameters()]
 
 

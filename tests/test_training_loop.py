@@ -91,10 +91,10 @@ def test_clipping_is_recorded_before_it_acts(tmp_path):
     assert not clip_gradients(model.parameters()).by_norm  # both off: measured only
 
     trainer, summary = fit(tmp_path / "tiny", train__clip_norm=1e-6, train__max_steps=5)
-    assert summary["clip_counts"]["norm"] == 5
+    assert summary["clip_counts"]["norm"] == summary["clip_counts"]["steps"] == 5
     trainer, summary = fit(tmp_path / "off", train__clip_norm=0.0, train__max_steps=5,
                            run__log_every=1)
-    assert summary["clip_counts"] == {"norm": 0, "value": 0}
+    assert summary["clip_counts"] == {"norm": 0, "value": 0, "steps": 0}
     record = [r for r in read_records(trainer.log.path) if r["kind"] == "train"][-1]
     assert record["grad_norm"] > 0 and record["clip_fraction"] == 0
 

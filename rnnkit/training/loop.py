@@ -95,7 +95,7 @@ class Trainer:
         self.best: float | None = None
         self.best_step = 0
         self.bad_evals = 0
-        self.clip_counts = {"norm": 0, "value": 0}
+        self.clip_counts = {"norm": 0, "value": 0, "steps": 0}  # fired; steps clipped
         self.carry = None  # a stream task's state, carried from batch to batch
         self.out_dir = Path(config.run.out)
         self.ckdir = self.out_dir / "checkpoints"
@@ -127,11 +127,12 @@ class Trainer:
 
     # ---- one step ------------------------------------------------------------------------
 
-    def forward_backward(self, batch: dict[str, torch.Tensor]) -> float:
+    def forward_backward(self, batch: dict[str, torch.Tensor]) -> tuple[float, float]:
         """Forward and backward over ``batch`` in truncated-BPTT chunks; gradients accumulate
-        in ``.grad``. Returns the global batch's mean loss."""
+        in ``.grad``. Returns the global batch's mean loss and its items (for throughput)."""
         task, k = self.task, self.config.train.tbptt
-        count = all_sum(torch.tensor(float(task.count(batch))), self.world).item()
+        sizes = torch.tensor([float(task.count(batch)), float(task.items(batch))])
+        count, items = all_sum(sizes, self.world).tolist()  # one collective for both
         scale = self.world.size / count  # DDP averages over processes: see .distributed
         T = batch[task.time_keys[0]].shape[1]
         reset = batch.get("reset")
@@ -163,7 +164,7 @@ class Trainer:
             state = detach_state(state)
         if task.stream:
             self.carry = state
-        return all_sum(total, self.world).item() / count
+        return all_sum(total, self.world).item() / count, items
 
     def train_step(self, step: int) -> dict:
         """Optimizer step ``step``; returns its record."""
@@ -172,7 +173,7 @@ class Trainer:
             _call(cb, "on_step_begin", self, step)
         batch = self.batch(step)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.forward_backward(batch)
+        loss, items = self.forward_backward(batch)
         train = self.config.train
         clip = clip_gradients(self.model.parameters(), train.clip_norm, train.clip_value)
         if not math.isfinite(loss) or not math.isfinite(clip.norm):
@@ -181,16 +182,16 @@ class Trainer:
             self._stop(step, what)
         self.clip_counts["norm"] += clip.by_norm
         self.clip_counts["value"] += clip.by_value
+        self.clip_counts["steps"] += clip.by_norm or clip.by_value
         lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
         self.optimizer.step()
         if steps_per_update(self.scheduler):
             self.scheduler.step()
         self.step = step
-        items = all_sum(torch.tensor(float(self.task.items(batch))), self.world).item()
         record = {"step": step, "kind": "train", "loss": loss,
                   "lr": lr, "grad_norm": clip.norm,
                   "clipped": clip.by_norm or clip.by_value,
-                  "clip_fraction": (self.clip_counts["norm"] + self.clip_counts["value"]) / step,
+                  "clip_fraction": self.clip_counts["steps"] / step,
                   "items_per_s": items / (time.perf_counter() - started)}
         for cb in self.callbacks:
             _call(cb, "on_step_end", self, step, record)
@@ -295,11 +296,12 @@ class Trainer:
                    "metric": self.task.metric, "stopped_early": stopped_early,
                    "clip_counts": dict(self.clip_counts)}
         if self.is_main and run.plots and self.log is not None and self.log.path.exists():
-            summary["curves"] = plot_curves(read_records(self.log.path),
-                                            self.out_dir / "curves.png", title=self._title())
+            summary["curves"] = plot_curves(read_records(self.log.path), self.out_dir /
+                                            "curves.png", title=self.describe_model())
         return summary
 
-    def _title(self) -> str:
+    def describe_model(self) -> str:
+        """``"adding: lstm, hidden 64 x 1 layer(s)"``: the task and the model's shape."""
         m = self.config.model
         return (f"{self.task.name}: {m.cell}, hidden {m.hidden_size} x {m.num_layers} layer(s)"
                 f"{', bidirectional' if m.bidirectional else ''}")
