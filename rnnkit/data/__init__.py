@@ -1,1 +1,2 @@
-"""Data sets for rnnkit's demos and tests (small, synthetic, generated on the fly)."""
+"""Data: synthetic long-memory tasks, text formats and vocabularies, and dataset loaders
+(ATIS)."""
