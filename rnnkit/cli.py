@@ -109,6 +109,21 @@ def build_parser() -> argparse.ArgumentParser:
                           help="run on this device instead of the run's train.device")
     evaluate.add_argument("--json", action="store_true", help="print one JSON line")
 
+    predict = sub.add_parser(
+        "predict", help="tag sentences with a saved tagging model, word by word",
+        description="Print each word of each sentence with the slot a saved tagging run "
+        "predicts (and the intent, if the model has an intent head). Words the model never "
+        "saw map to its unknown token.",
+    )
+    predict.add_argument("sentences", nargs="+", metavar="SENTENCE",
+                         help='one or more sentences, each quoted: "leave boston"')
+    predict.add_argument("--run", default="runs/atis",
+                         help="the run directory of a tagging model (default: runs/atis, "
+                         "where `make demo` trains one)")
+    predict.add_argument("--checkpoint", choices=("best", "latest"), default="best",
+                         help="which checkpoint of the run (default: best)")
+    predict.add_argument("--device", default="cpu", help="device to run on (default: cpu)")
+
     from .diagnose import add_diagnose_arguments
 
     diagnose = sub.add_parser(
@@ -143,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         return _train(args)
     if args.command == "evaluate":
         return _guarded(lambda: run_evaluate_cmd(args))
+    if args.command == "predict":
+        from .run import run_predict
+
+        return _guarded(lambda: run_predict(args.run, args.sentences, which=args.checkpoint,
+                                            device=args.device))
     if args.command == "diagnose":
         from .diagnose import main_diagnose
 

@@ -126,6 +126,44 @@ def run_evaluate(path, *, split: str = "test", which: str = "best", device: str 
     return metrics
 
 
+def load_for_prediction(path, which: str = "best", device: str = "cpu"):
+    """The task (rebuilt from the checkpoint's saved vocabularies, no data read) and the model
+    of a saved run, ready to predict."""
+    if which == "best" and find_checkpoint(path, "best") is None:
+        which = "latest"
+    ckpt = load_checkpoint(path, which=which)
+    cfg = config_from_dict(ckpt.config, source=f"{ckpt.directory}/state.json")
+    from .tasks import TASKS
+
+    task_cls = TASKS.get(cfg.data.task)
+    state = ckpt.trainer_state.get("task") if isinstance(ckpt.trainer_state, dict) else None
+    if task_cls is None or not hasattr(task_cls, "predict_text") or state is None:
+        raise CheckpointError(f"{ckpt.directory}: a {cfg.data.task!r} model does not tag text; "
+                              f"`rnnkit predict` needs a tagging run (data.task=atis)")
+    task = task_cls(cfg, state=state)
+    model = task.build_model().to(device)
+    load_model_weights(model, ckpt)
+    model.eval()
+    return task, model
+
+
+def run_predict(path, sentences: list[str], *, which: str = "best", device: str = "cpu",
+                print_fn: Callable[[str], object] = print) -> list:
+    """Print every word of every sentence with its predicted slot (and the intent)."""
+    task, model = load_for_prediction(path, which, device)
+    results = []
+    for text in sentences:
+        tagged, intent = task.predict_text(model, text)
+        results.append((tagged, intent))
+        width = max(len(w) for w, _ in tagged)
+        for word, tag in tagged:
+            print_fn(f"{word:<{width}}  {tag}")
+        if intent is not None:
+            print_fn(f"{'intent':<{width}}  {intent}")
+        print_fn("")
+    return results
+
+
 def _format(metrics: dict) -> str:
     return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                      for k, v in metrics.items())

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from .base import Task
 from .synthetic import AddingTask, CopyTask
+from .tagging import TaggingTask
 
-TASKS: dict[str, type[Task]] = {t.name: t for t in (AddingTask, CopyTask)}
+TASKS: dict[str, type[Task]] = {t.name: t for t in (AddingTask, CopyTask, TaggingTask)}
 
 
 def task_names() -> list[str]:
@@ -20,4 +21,4 @@ def make_task(config) -> Task:
     return TASKS[name](config)
 
 
-__all__ = ["Task", "AddingTask", "CopyTask", "TASKS", "task_names", "make_task"]
+__all__ = ["Task", "AddingTask", "CopyTask", "TaggingTask", "TASKS", "task_names", "make_task"]

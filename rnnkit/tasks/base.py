@@ -56,6 +56,11 @@ class Task:
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         raise NotImplementedError
 
+    def state(self) -> dict | None:
+        """What the task needs, besides the weights, to rebuild its model and read new inputs
+        (vocabularies); saved in every checkpoint. None: nothing."""
+        return None
+
     def describe(self) -> str:
         """One line for the start of a run: the task and its baseline, if it has one."""
         return self.name

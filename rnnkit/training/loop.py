@@ -314,7 +314,8 @@ class Trainer:
                  "rng": {"torch": torch.get_rng_state()},
                  "step": self.step, "best": self.best, "best_step": self.best_step,
                  "bad_evals": self.bad_evals, "clip_counts": dict(self.clip_counts),
-                 "carry": self.carry, "world_size": self.world.size}
+                 "carry": self.carry, "world_size": self.world.size,
+                 "task": self.task.state()}
         if self.device.type == "cuda":
             state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
         return state

@@ -1,0 +1,1 @@
+"""Task heads: what sits on top of a recurrent network (a tagger with softmax or CRF, ...)."""

@@ -1,0 +1,130 @@
+"""Slot filling as a training task: ATIS, a label for every word and an intent per sentence.
+
+"i want to leave from boston and arrive in denver": the same kind of word (a city) gets
+``B-fromloc.city_name`` after "from" and ``B-toloc.city_name`` after "arrive in"; only the
+context tells which, and a recurrent network reads it. Metric: chunk-level F1 with conlleval's
+semantics (a slot counts when its type and its exact span are right), plus intent accuracy.
+
+The vocabularies (words, tags, intents) are built from the training split and saved with every
+checkpoint (:meth:`TaggingTask.state`), so ``rnnkit predict`` needs the checkpoint alone.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rnnkit.data.text import Vocab, pad_batch, tokenize
+from rnnkit.metrics import chunk_f1
+
+from .base import Task
+
+
+class TaggingTask(Task):
+    """Tag every word (softmax or CRF head), optionally classify the intent."""
+
+    name = "atis"
+    metric = "f1"
+    mode = "max"
+    time_keys = ("tokens", "tags")
+    item_name = "sent"
+
+    def __init__(self, config, *, state: dict | None = None) -> None:
+        super().__init__(config)
+        if config.train.tbptt:
+            raise ValueError("train.tbptt: a tagging task trains on whole sentences; use "
+                             "train.tbptt=0")
+        self.splits = {} if state is not None else self.load()
+        if state is None:
+            train = self.splits["train"]
+            state = {"words": Vocab.build(s.words for s in train).to_list(),
+                     "tags": self.tag_names(),
+                     "intents": Vocab.build([[s.intent or "none"] for s in train],
+                                            specials=("<unk>",)).to_list()}
+        self.words = Vocab.from_list(state["words"])
+        self.tags = Vocab.from_list(state["tags"], specials=())
+        self.intents = Vocab.from_list(state["intents"], specials=("<unk>",))
+        self.sets = {split: self.tensors(sentences) for split, sentences in self.splits.items()}
+
+    def load(self) -> dict:
+        from rnnkit.data.atis import load_atis
+
+        return load_atis(val_size=500, seed=0)
+
+    def tag_names(self) -> list[str]:
+        """The tag set: a schema, not something learned, so every tag of every split (ATIS's
+        official 130; some occur in validation or test only)."""
+        from rnnkit.data.atis import atis_labels
+
+        return atis_labels()["slots"]
+
+    def state(self) -> dict:
+        """What predicting needs besides the weights: the vocabularies, as lists."""
+        return {"words": self.words.to_list(), "tags": self.tags.to_list(),
+                "intents": self.intents.to_list()}
+
+    def tensors(self, sentences) -> dict[str, Tensor]:
+        tokens, lengths = pad_batch([self.words.encode(s.words) for s in sentences])
+        tags, _ = pad_batch([self.tags.encode(s.tags) for s in sentences])
+        intents = torch.tensor([self.intents.index(s.intent or "none") for s in sentences])
+        return {"tokens": tokens, "tags": tags, "lengths": lengths, "intents": intents}
+
+    def train_set(self):
+        return self.sets["train"]
+
+    def build_model(self):
+        from rnnkit.heads.tagger import SequenceTagger
+
+        model_cfg = self.config.model
+        allowed = None
+        if model_cfg.head == "crf":
+            from rnnkit.heads.crf import bio_allowed
+
+            allowed = bio_allowed(self.tags.to_list())
+        intents = len(self.intents) if model_cfg.intent else 0
+        return SequenceTagger(model_cfg, len(self.words), len(self.tags), intents, allowed)
+
+    def loss(self, model, chunk, state, final):
+        out = model(chunk["tokens"], chunk["lengths"], chunk["tags"], chunk["intents"])
+        return out["loss"], None
+
+    def items(self, batch):
+        return len(batch["lengths"])
+
+    def evaluate(self, model, split):
+        data = self.sets[split]
+        gold_tags, pred_tags, intent_hits = [], [], 0
+        device = next(model.parameters()).device
+        for start in range(0, len(data["lengths"]), 256):
+            rows = {k: v[start:start + 256].to(device) for k, v in data.items()}
+            paths, intents = model.predict(rows["tokens"], rows["lengths"])
+            for n, path in enumerate(paths):
+                length = int(rows["lengths"][n])
+                gold_tags.append(self.tags.decode(rows["tags"][n, :length].tolist()))
+                pred_tags.append(self.tags.decode(path))
+            if intents is not None:
+                intent_hits += sum(p == g for p, g in zip(intents, rows["intents"].tolist(),
+                                                          strict=True))
+        scores = chunk_f1(gold_tags, pred_tags)
+        metrics = {"f1": scores["f1"], "precision": scores["precision"],
+                   "recall": scores["recall"]}
+        if self.config.model.intent:
+            metrics["intent_accuracy"] = 100.0 * intent_hits / len(data["lengths"])
+        return metrics
+
+    def predict_text(self, model, text: str) -> tuple[list[tuple[str, str]], str | None]:
+        """Tag one sentence: ``[(word, slot), ...]`` and the intent (None without a head).
+        Words the training data never had map to the unknown token."""
+        words = tokenize(text)
+        if not words:
+            raise ValueError("text: expected at least one word, got an empty sentence")
+        device = next(model.parameters()).device
+        tokens = torch.tensor([self.words.encode(words)], device=device)
+        paths, intents = model.predict(tokens, torch.tensor([len(words)], device=device))
+        intent = self.intents.token(intents[0]) if intents is not None else None
+        return list(zip(words, self.tags.decode(paths[0]), strict=True)), intent
+
+    def describe(self):
+        sizes = ", ".join(f"{len(self.splits[s])} {s}" for s in ("train", "val", "test"))
+        return (f"ATIS slot filling: {sizes} utterances; {len(self.words)} words, "
+                f"{len(self.tags)} slot tags, {len(self.intents)} intents")
