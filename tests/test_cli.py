@@ -31,7 +31,8 @@ def test_cells_lists_the_registry(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["demo", "--cells", "elman,nope"], "unknown cell name 'nope'"),
+    (["demo", "adding", "--cells", "elman,nope"], "unknown cell name 'nope'"),
+    (["demo", "nope"], "invalid choice: 'nope'"),
     (["demo", "--lengths", "50,x"], "expected comma-separated integers"),
     (["demo", "--lengths", "1"], "expected integers >= 2"),
     (["demo", "--hidden-size", "0"], "expected a positive int"),

@@ -62,3 +62,27 @@ def test_tagging_refuses_truncated_bptt(tmp_path):
     cfg.data.task, cfg.train.tbptt = "atis", 5
     with pytest.raises(ValueError, match="train.tbptt: a tagging task trains on whole"):
         Trainer(make_task(cfg), cfg)
+
+
+def test_the_atis_demo_trains_scores_and_contrasts_then_resumes(tmp_path):
+    from rnnkit.atis_demo import CONTRASTS, demo_config, run_atis_demo
+
+    cfg = demo_config(str(tmp_path / "demo"))
+    cfg.model.hidden_size, cfg.model.embedding_size = 16, 16
+    cfg.train.max_steps, cfg.train.eval_every, cfg.run.checkpoint_every = 30, 30, 30
+    lines = []
+    summary = run_atis_demo(cfg, print_fn=lines.append, progress=False)
+    text = "\n".join(lines)
+    assert "ATIS test set (893 utterances): slot F1" in text
+    tagged = [line.split() for line in lines if line.startswith("  ")]
+    assert [[w.split("/")[0] for w in line] for line in tagged] == \
+        [sentence.split() for pair in CONTRASTS for sentence in pair]
+    assert summary["step"] == 30
+    again = []
+    assert run_atis_demo(cfg, print_fn=again.append, progress=False)["test"] == summary["test"]
+    assert any("resumed" in line for line in again)
+
+
+def test_demo_flags_of_the_adding_demo_are_refused_for_atis(capsys):
+    assert main(["demo", "--cells", "all"]) == 2
+    assert "rnnkit demo adding --cells" in capsys.readouterr().err
