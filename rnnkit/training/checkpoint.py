@@ -49,8 +49,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import safetensors.torch
 import torch
+from safetensors.torch import load as safetensors_load  # parses bytes; never pickle
+from safetensors.torch import save as safetensors_save
 from torch import Tensor, nn
 
 from .._checks import check_positive_int
@@ -253,7 +254,7 @@ def _snapshot(t: Tensor, where: str) -> Tensor:
 
 def _serialize(tensors: dict[str, Tensor], what: str) -> bytes:
     try:
-        return safetensors.torch.save(tensors, metadata={"format": "pt"})
+        return safetensors_save(tensors, metadata={"format": "pt"})
     except Exception as e:  # e.g. a dtype safetensors has no code for
         raise TypeError(f"{what}: safetensors cannot store these tensors: {e}") from None
 
@@ -552,7 +553,7 @@ def _read_tensors(path: Path, sha256: str) -> dict[str, Tensor]:
         raise CheckpointError(f"{path} is corrupt or truncated: its SHA-256 differs from the "
                               "one recorded at save time")
     try:  # parse the very bytes that were verified
-        return safetensors.torch.load(data)
+        return safetensors_load(data)
     except Exception as e:  # safetensors' own error type, or whatever a bad header raises
         raise CheckpointError(f"{path} is not a valid safetensors file ({e})") from None
 
