@@ -47,6 +47,11 @@ def _positive(kind):
     return parse
 
 
+def _add_checkpoint_choice(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", choices=("best", "latest"), default="best",
+                        help="which checkpoint of the run (default: best)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ConfigParser(
         prog="rnnkit",
@@ -110,8 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "directory, or one step-N checkpoint directory")
     evaluate.add_argument("--split", choices=("val", "test"), default="test",
                           help="the split to score (default: test)")
-    evaluate.add_argument("--checkpoint", choices=("best", "latest"), default="best",
-                          help="which checkpoint of the run (default: best)")
+    _add_checkpoint_choice(evaluate)
     evaluate.add_argument("--device", default=None,
                           help="run on this device instead of the run's train.device")
     evaluate.add_argument("--json", action="store_true", help="print one JSON line")
@@ -127,8 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--run", default="runs/atis",
                          help="the run directory of a tagging model (default: runs/atis, "
                          "where `make demo` trains one)")
-    predict.add_argument("--checkpoint", choices=("best", "latest"), default="best",
-                         help="which checkpoint of the run (default: best)")
+    _add_checkpoint_choice(predict)
     predict.add_argument("--device", default="cpu", help="device to run on (default: cpu)")
 
     from .diagnose import add_diagnose_arguments

@@ -104,16 +104,11 @@ def run_train(cfg: Config, *, resume: bool = False, given: set[str] = frozenset(
 def run_evaluate(path, *, split: str = "test", which: str = "best", device: str | None = None,
                  print_fn: Callable[[str], object] = print, as_json: bool = False) -> dict:
     """Metrics of a saved run's model (``which``: ``best`` or ``latest``) on ``split``."""
-    if which == "best" and find_checkpoint(path, "best") is None:
-        which = "latest"  # a run that never evaluated has no best yet
-    ckpt = load_checkpoint(path, which=which)
-    cfg = config_from_dict(ckpt.config, source=f"{ckpt.directory}/state.json")
+    ckpt, cfg = _load_run(path, which)
     if device is not None:
         cfg.train.device = device
     task = make_task(cfg)
-    model = task.build_model().to(cfg.train.device)
-    load_model_weights(model, ckpt)
-    model.eval()
+    model = _saved_model(task, ckpt, cfg.train.device)
     import torch
 
     with torch.no_grad():
@@ -129,10 +124,7 @@ def run_evaluate(path, *, split: str = "test", which: str = "best", device: str 
 def load_for_prediction(path, which: str = "best", device: str = "cpu"):
     """The task (rebuilt from the checkpoint's saved vocabularies, no data read) and the model
     of a saved run, ready to predict."""
-    if which == "best" and find_checkpoint(path, "best") is None:
-        which = "latest"
-    ckpt = load_checkpoint(path, which=which)
-    cfg = config_from_dict(ckpt.config, source=f"{ckpt.directory}/state.json")
+    ckpt, cfg = _load_run(path, which)
     from .tasks import TASKS
 
     task_cls = TASKS.get(cfg.data.task)
@@ -141,10 +133,23 @@ def load_for_prediction(path, which: str = "best", device: str = "cpu"):
         raise CheckpointError(f"{ckpt.directory}: a {cfg.data.task!r} model does not tag text; "
                               f"`rnnkit predict` needs a tagging run (data.task=atis)")
     task = task_cls(cfg, state=state)
+    return task, _saved_model(task, ckpt, device)
+
+
+def _load_run(path, which: str) -> tuple[Checkpoint, Config]:
+    """A saved run's checkpoint (``best``, or ``latest`` for a run that never evaluated) and
+    its config."""
+    if which == "best" and find_checkpoint(path, "best") is None:
+        which = "latest"
+    ckpt = load_checkpoint(path, which=which)
+    return ckpt, config_from_dict(ckpt.config, source=f"{ckpt.directory}/state.json")
+
+
+def _saved_model(task, ckpt: Checkpoint, device):
+    """``task``'s model with the checkpoint's weights, on ``device``, in eval mode."""
     model = task.build_model().to(device)
     load_model_weights(model, ckpt)
-    model.eval()
-    return task, model
+    return model.eval()
 
 
 def run_predict(path, sentences: list[str], *, which: str = "best", device: str = "cpu",

@@ -17,7 +17,7 @@ from torch import Tensor
 from rnnkit.data.text import Vocab, pad_batch, tokenize
 from rnnkit.metrics import chunk_f1
 
-from .base import Task
+from .base import Task, in_chunks
 
 
 class TaggingTask(Task):
@@ -92,19 +92,19 @@ class TaggingTask(Task):
         return len(batch["lengths"])
 
     def evaluate(self, model, split):
-        data = self.sets[split]
-        gold_tags, pred_tags, intent_hits = [], [], 0
-        device = next(model.parameters()).device
-        for start in range(0, len(data["lengths"]), 256):
-            rows = {k: v[start:start + 256].to(device) for k, v in data.items()}
+        def tag(rows):  # gold and predicted tag names, and the right intents, of a chunk
             paths, intents = model.predict(rows["tokens"], rows["lengths"])
-            for n, path in enumerate(paths):
-                length = int(rows["lengths"][n])
-                gold_tags.append(self.tags.decode(rows["tags"][n, :length].tolist()))
-                pred_tags.append(self.tags.decode(path))
-            if intents is not None:
-                intent_hits += sum(p == g for p, g in zip(intents, rows["intents"].tolist(),
-                                                          strict=True))
+            lengths = rows["lengths"].tolist()
+            gold = [self.tags.decode(rows["tags"][n, :L].tolist()) for n, L in enumerate(lengths)]
+            hits = 0 if intents is None else \
+                sum(p == g for p, g in zip(intents, rows["intents"].tolist(), strict=True))
+            return gold, [self.tags.decode(p) for p in paths], hits
+
+        data = self.sets[split]
+        parts = in_chunks(tag, data, model, size=256)
+        gold_tags = [tags for gold, _, _ in parts for tags in gold]
+        pred_tags = [tags for _, pred, _ in parts for tags in pred]
+        intent_hits = sum(hits for _, _, hits in parts)
         scores = chunk_f1(gold_tags, pred_tags)
         metrics = {"f1": scores["f1"], "precision": scores["precision"],
                    "recall": scores["recall"]}

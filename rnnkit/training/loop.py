@@ -43,7 +43,7 @@ from .clipping import clip_gradients
 from .distributed import World, all_sum, barrier, init_world, shard
 from .optim import make_optimizer, make_scheduler, steps_per_update
 from .records import MetricsLog, plot_curves, read_records
-from .tbptt import detach_state, reset_state, spans
+from .tbptt import detach_state, map_state, reset_state, spans
 
 
 class TrainingStopped(RuntimeError):
@@ -351,7 +351,7 @@ class Trainer:
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"{ckpt.directory}: the training state does not fit this run "
                                   f"({type(e).__name__}: {e})") from None
-        self.carry = None if carry is None else _to(carry, self.device)
+        self.carry = map_state(lambda t: t.to(self.device), carry)
         if self.log is not None:
             self.log.truncate_after(self.step)
         return self.step
@@ -362,8 +362,3 @@ def _call(cb, name: str, *args) -> None:
     if method is not None:
         method(*args)
 
-
-def _to(state, device):
-    if isinstance(state, tuple):
-        return tuple(_to(s, device) for s in state)
-    return state.to(device)
