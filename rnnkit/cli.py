@@ -121,15 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print one JSON line")
 
     predict = sub.add_parser(
-        "predict", help="tag sentences with a saved tagging model, word by word",
-        description="Print each word of each sentence with the slot a saved tagging run "
-        "predicts (and the intent, if the model has an intent head). Words the model never "
-        "saw map to its unknown token.",
+        "predict", help="tag or classify sentences with a saved text model",
+        description="With a tagging run: print each word of each sentence with the slot it "
+        "predicts (and the intent, if the model has an intent head). With a text-classification "
+        "run: print each text's label and its probability. Words the model never saw map to "
+        "its unknown token.",
     )
     predict.add_argument("sentences", nargs="+", metavar="SENTENCE",
                          help='one or more sentences, each quoted: "leave boston"')
     predict.add_argument("--run", default="runs/atis",
-                         help="the run directory of a tagging model (default: runs/atis, "
+                         help="the run directory of a text model (default: runs/atis, "
                          "where `make demo` trains one)")
     _add_checkpoint_choice(predict)
     predict.add_argument("--device", default="cpu", help="device to run on (default: cpu)")
@@ -221,9 +222,11 @@ def run_evaluate_cmd(args) -> None:
 
 
 def _guarded(fn) -> int:
-    """Run ``fn``; a user's mistake (bad config, bad checkpoint, a stopped run) is printed as
-    one line on stderr with exit code 1 (2 for a bad config), not as a traceback."""
+    """Run ``fn``; a user's mistake (bad config, bad checkpoint or data file, missing data, a
+    stopped run) is printed as one line on stderr with exit code 1 (2 for a bad config), not
+    as a traceback."""
     from .config import ConfigError
+    from .data.text import DataFormatError
     from .training.checkpoint import CheckpointError
     from .training.loop import TrainingStopped
 
@@ -232,7 +235,7 @@ def _guarded(fn) -> int:
     except ConfigError as e:
         print(f"rnnkit: error: {e}", file=sys.stderr)
         return 2
-    except (CheckpointError, TrainingStopped) as e:
+    except (CheckpointError, TrainingStopped, DataFormatError, FileNotFoundError) as e:
         print(f"rnnkit: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -89,6 +89,9 @@ class ModelConfig:
     head: str = _opt("softmax", "tagging output layer: per-step softmax, or a linear-chain CRF "
                      "scoring whole tag sequences", choices=("softmax", "crf"))
     intent: bool = _opt(False, "tagging: also predict the sentence's intent from the same encoder")
+    pooling: str = _opt("max", "how a sequence becomes one vector for a classifier or the intent "
+                        "head: the final state, or mean, max or attention pooling over its steps",
+                        choices=("final", "mean", "max", "attention"))
 
 
 @dataclass
@@ -103,6 +106,15 @@ class DataConfig:
     test_size: int = _opt(1000, "test sequences", min=1, metavar="N")
     seed: int = _opt(1234, "seed of the data: the train, validation and test sets drawn from it",
                      min=0, max=2**32 - 1, metavar="N")
+    train_file: str = _opt("", "your own training data (tasks tag and classify)",
+                           off="empty = none", metavar="PATH")
+    val_file: str = _opt("", "your own validation data", off="empty = a fixed 10% of the "
+                         "training file", metavar="PATH")
+    test_file: str = _opt("", "your own test data", off="empty = none", metavar="PATH")
+    format: str = _opt("auto", "the files' format: conll (token ... tag columns), slots "
+                       "(word:tag ... <=> intent lines), tsv or csv (label, text); auto = by "
+                       "the file's extension (.conll/.txt: conll, .slots, .tsv, .csv)",
+                       choices=("auto", "conll", "slots", "tsv", "csv"))
 
 
 @dataclass

@@ -95,9 +95,16 @@ def run_train(cfg: Config, *, resume: bool = False, given: set[str] = frozenset(
         best = summary["best"]
         say(f"best validation {task.metric} {best:.4g} at step {summary['best_step']}"
             if best is not None else "no validation result")
-        say("test: " + _format(summary["test"]))
+        figures = []
+        if summary["test"]:
+            say("test: " + _format(summary["test"]))
+            if cfg.run.plots:
+                figures = _report(task, trainer.model, "test", out)
+        else:
+            say("no test split (data.test_file not given)")
         say(f"run directory: {out} (checkpoints/, metrics.jsonl"
-            + (", curves.png" if summary.get("curves") else "") + ")")
+            + (", curves.png" if summary.get("curves") else "")
+            + "".join(f", {p.name}" for p in figures) + ")")
     return summary
 
 
@@ -111,14 +118,33 @@ def run_evaluate(path, *, split: str = "test", which: str = "best", device: str 
     model = _saved_model(task, ckpt, cfg.train.device)
     import torch
 
+    if not task.has_split(split):
+        raise ConfigError(f"--split: the run has no {split} split (its data.{split}_file was "
+                          f"not given)")
     with torch.no_grad():
         metrics = task.evaluate(model, split)
+        figures = _report(task, model, split, ckpt.directory.parent.parent)
     if as_json:
         print_fn(json.dumps({"checkpoint": str(ckpt.directory), "step": ckpt.step,
                              "split": split, **metrics}))
     else:
         print_fn(f"{ckpt.directory} (step {ckpt.step}), {split}: {_format(metrics)}")
+        for path in figures:
+            print_fn(f"wrote {path}")
     return metrics
+
+
+def _report(task, model, split: str, directory) -> list[Path]:
+    """The task's figures of ``split`` (a classifier's confusion matrix), without gradients."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return task.report(model, split, directory)
+    finally:
+        model.train(was_training)
 
 
 def load_for_prediction(path, which: str = "best", device: str = "cpu"):
@@ -129,9 +155,11 @@ def load_for_prediction(path, which: str = "best", device: str = "cpu"):
 
     task_cls = TASKS.get(cfg.data.task)
     state = ckpt.trainer_state.get("task") if isinstance(ckpt.trainer_state, dict) else None
-    if task_cls is None or not hasattr(task_cls, "predict_text") or state is None:
-        raise CheckpointError(f"{ckpt.directory}: a {cfg.data.task!r} model does not tag text; "
-                              f"`rnnkit predict` needs a tagging run (data.task=atis)")
+    text_model = hasattr(task_cls, "predict_text") and getattr(task_cls, "kind", "text") == "text"
+    if task_cls is None or not text_model or state is None:
+        raise CheckpointError(f"{ckpt.directory}: a {cfg.data.task!r} model does not read "
+                              f"text; `rnnkit predict` needs a tagging or text-classification "
+                              f"run (e.g. data.task=atis, sms_spam or classify)")
     task = task_cls(cfg, state=state)
     return task, _saved_model(task, ckpt, device)
 
@@ -154,10 +182,18 @@ def _saved_model(task, ckpt: Checkpoint, device):
 
 def run_predict(path, sentences: list[str], *, which: str = "best", device: str = "cpu",
                 print_fn: Callable[[str], object] = print) -> list:
-    """Print every word of every sentence with its predicted slot (and the intent)."""
+    """Tagging runs: print every word of every sentence with its predicted slot (and the
+    intent). Text-classification runs: print each text's label and its probability."""
+    from .tasks.classify import ClassificationTask
+
     task, model = load_for_prediction(path, which, device)
     results = []
     for text in sentences:
+        if isinstance(task, ClassificationTask):
+            label, probs = task.predict_text(model, text)
+            results.append((label, probs))
+            print_fn(f"{label}  (p={probs[label]:.3f})  {text}")
+            continue
         tagged, intent = task.predict_text(model, text)
         results.append((tagged, intent))
         width = max(len(w) for w, _ in tagged)

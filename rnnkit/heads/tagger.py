@@ -9,9 +9,11 @@ CRF head (:class:`rnnkit.heads.crf.CRF`): p(y | x) ∝ exp(sum_t s_t[y_t] + sum_
 + start/end scores), loss = -log p(y | x) per sentence, Viterbi decoding: the network learns the
 features and the CRF scores whole tag sequences (the course's "deep structured model").
 
-Intent head (``model.intent``): the encoder's outputs max-pooled over the sentence's real words,
-u = max_t h_t, and p(intent | x) = softmax(W_i u + b_i); its cross-entropy is added to the
-sentence's loss.
+Intent head (``model.intent``): the encoder's outputs pooled over the sentence's real words
+(``model.pooling``: final, mean, max or attention; :mod:`rnnkit.heads.pooling`) into u, and each
+intent k predicted on its own (a sentence may have several): p(k | x) = sigmoid(w_k . u + b_k),
+loss = sum_k binary cross-entropy, added to the sentence's loss. Predicted intents: every k
+with p(k | x) > 1/2, or the most probable one if none is.
 """
 
 from __future__ import annotations
@@ -22,10 +24,7 @@ from torch import Tensor, nn
 
 from rnnkit.tasks.base import recurrent_from_config
 
-
-def length_mask(lengths: Tensor, T: int) -> Tensor:
-    """(N, T) bool, True at the real steps t < lengths[n]."""
-    return torch.arange(T, device=lengths.device) < lengths[:, None]
+from .pooling import Pooling, length_mask
 
 
 class SequenceTagger(nn.Module):
@@ -44,7 +43,11 @@ class SequenceTagger(nn.Module):
             from .crf import CRF
 
             self.crf = CRF(num_tags, allowed=allowed)
-        self.intent = nn.Linear(self.rnn.output_size, num_intents) if num_intents else None
+        self.intent = self.pool = None
+        if num_intents:
+            directions = 2 if model_cfg.bidirectional else 1
+            self.pool = Pooling(model_cfg.pooling, self.rnn.output_size, directions)
+            self.intent = nn.Linear(self.rnn.output_size, num_intents)
 
     def encode(self, tokens: Tensor, lengths: Tensor):
         """tokens (N, T), lengths (N,) -> emissions (N, T, K), pooled (N, F), mask (N, T)."""
@@ -53,7 +56,7 @@ class SequenceTagger(nn.Module):
         mask = length_mask(lengths, T)
         out, _ = self.rnn(self.drop(self.embed(tokens)), lengths=lengths.cpu())
         out = self.drop(out)  # (N, T, D*H), zeros past each length
-        pooled = out.masked_fill(~mask[..., None], float("-inf")).amax(1)  # (N, D*H)
+        pooled = self.pool(out, mask) if self.pool is not None else None  # (N, D*H)
         return self.emit(out), pooled, mask
 
     def forward(self, tokens: Tensor, lengths: Tensor, tags: Tensor | None = None,
@@ -70,15 +73,16 @@ class SequenceTagger(nn.Module):
                 loss = -self.crf(emissions, tags, mask, reduction="sum")
             else:
                 loss = F.cross_entropy(emissions[mask], tags[mask], reduction="sum")
-            if self.intent is not None and intents is not None:
-                loss = loss + F.cross_entropy(out["intent_scores"], intents, reduction="sum")
+            if self.intent is not None and intents is not None:  # intents: (N, K) multi-hot
+                loss = loss + F.binary_cross_entropy_with_logits(
+                    out["intent_scores"], intents.to(emissions.dtype), reduction="sum")
             out["loss"] = loss
         return out
 
     @torch.no_grad()
     def predict(self, tokens: Tensor, lengths: Tensor) -> tuple[list[list[int]], list[int] | None]:
         """The best tag sequence of every sentence (Viterbi with a CRF, the per-step argmax
-        without) and, with an intent head, each sentence's intent."""
+        without) and, with an intent head, each sentence's intents (a list of indices)."""
         out = self.forward(tokens, lengths)
         emissions, mask = out["emissions"], out["mask"]
         if self.crf is not None:
@@ -86,5 +90,10 @@ class SequenceTagger(nn.Module):
         else:
             best = emissions.argmax(-1).tolist()
             paths = [row[:n] for row, n in zip(best, lengths.tolist(), strict=True)]
-        intents = out["intent_scores"].argmax(-1).tolist() if "intent_scores" in out else None
+        intents = None
+        if "intent_scores" in out:
+            scores = out["intent_scores"]
+            best = scores == scores.amax(-1, keepdim=True)
+            on = torch.where((scores > 0).any(-1, keepdim=True), scores > 0, best)  # p > 1/2
+            intents = [row.nonzero().flatten().tolist() for row in on]
         return paths, intents

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from .base import Task
+from .classify import (
+    ClassificationTask,
+    FashionMnistTask,
+    MovieReviewsTask,
+    SmsSpamTask,
+    VowelsTask,
+)
 from .synthetic import AddingTask, CopyTask
-from .tagging import TaggingTask
+from .tagging import AtisTask, TaggingTask
 
-TASKS: dict[str, type[Task]] = {t.name: t for t in (AddingTask, CopyTask, TaggingTask)}
+TASKS: dict[str, type[Task]] = {t.name: t for t in (
+    AddingTask, CopyTask, AtisTask, TaggingTask, ClassificationTask, SmsSpamTask,
+    MovieReviewsTask, VowelsTask, FashionMnistTask)}
 
 
 def task_names() -> list[str]:
@@ -21,4 +30,6 @@ def make_task(config) -> Task:
     return TASKS[name](config)
 
 
-__all__ = ["Task", "AddingTask", "CopyTask", "TaggingTask", "TASKS", "task_names", "make_task"]
+__all__ = ["Task", "AddingTask", "CopyTask", "AtisTask", "TaggingTask", "ClassificationTask",
+           "SmsSpamTask", "MovieReviewsTask", "VowelsTask", "FashionMnistTask", "TASKS",
+           "task_names", "make_task"]

@@ -56,6 +56,15 @@ class Task:
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         raise NotImplementedError
 
+    def has_split(self, split: str) -> bool:
+        """Whether the task has data for ``split`` (a user's files may have no test split)."""
+        return True
+
+    def report(self, model: nn.Module, split: str, directory) -> list:
+        """Write figures about ``split`` (e.g. a confusion matrix) into ``directory``; return
+        their paths. Default: none."""
+        return []
+
     def state(self) -> dict | None:
         """What the task needs, besides the weights, to rebuild its model and read new inputs
         (vocabularies); saved in every checkpoint. None: nothing."""

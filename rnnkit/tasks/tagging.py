@@ -3,7 +3,10 @@
 "i want to leave from boston and arrive in denver": the same kind of word (a city) gets
 ``B-fromloc.city_name`` after "from" and ``B-toloc.city_name`` after "arrive in"; only the
 context tells which, and a recurrent network reads it. Metric: chunk-level F1 with conlleval's
-semantics (a slot counts when its type and its exact span are right), plus intent accuracy.
+semantics (a slot counts when its type and its exact span are right), plus intent accuracy:
+a sentence counts when its whole set of intents is right (ATIS joins several with ``;``, in
+either order; the model predicts each intent independently, so it can give a combination the
+training data never had).
 
 The vocabularies (words, tags, intents) are built from the training split and saved with every
 checkpoint (:meth:`TaggingTask.state`), so ``rnnkit predict`` needs the checkpoint alone.
@@ -14,16 +17,26 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rnnkit.config import ConfigError
 from rnnkit.data.text import Vocab, pad_batch, tokenize
 from rnnkit.metrics import chunk_f1
 
 from .base import Task, in_chunks
+from .files import file_format, read_splits
+
+
+def intent_set(label: str | None) -> list[str]:
+    """The intents of a sentence: ``"atis_flight;atis_airfare"`` -> both; none -> ``["none"]``.
+    A sentence with several intents has them as a set: order does not matter."""
+    return sorted(set(label.split(";"))) if label else ["none"]
 
 
 class TaggingTask(Task):
-    """Tag every word (softmax or CRF head), optionally classify the intent."""
+    """Tag every word (softmax or CRF head), optionally classify the intent. As ``tag``, it
+    reads your own files (``data.train_file`` ...: CoNLL columns or ``word:tag ... <=> intent``
+    lines); :class:`AtisTask` reads ATIS."""
 
-    name = "atis"
+    name = "tag"
     metric = "f1"
     mode = "max"
     time_keys = ("tokens", "tags")
@@ -32,14 +45,14 @@ class TaggingTask(Task):
     def __init__(self, config, *, state: dict | None = None) -> None:
         super().__init__(config)
         if config.train.tbptt:
-            raise ValueError("train.tbptt: a tagging task trains on whole sentences; use "
+            raise ConfigError("train.tbptt: a tagging task trains on whole sentences; use "
                              "train.tbptt=0")
         self.splits = {} if state is not None else self.load()
         if state is None:
             train = self.splits["train"]
             state = {"words": Vocab.build(s.words for s in train).to_list(),
                      "tags": self.tag_names(),
-                     "intents": Vocab.build([[s.intent or "none"] for s in train],
+                     "intents": Vocab.build((intent_set(s.intent) for s in train),
                                             specials=("<unk>",)).to_list()}
         self.words = Vocab.from_list(state["words"])
         self.tags = Vocab.from_list(state["tags"], specials=())
@@ -47,16 +60,28 @@ class TaggingTask(Task):
         self.sets = {split: self.tensors(sentences) for split, sentences in self.splits.items()}
 
     def load(self) -> dict:
-        from rnnkit.data.atis import load_atis
+        from rnnkit.data.text import read_conll, read_slot_lines
 
-        return load_atis(val_size=500, seed=0)
+        data = self.config.data
+
+        def read(path):
+            fmt = file_format(path, data.format, ("conll", "slots"))
+            return read_conll(path) if fmt == "conll" else read_slot_lines(path)
+
+        splits = read_splits(data, self.name, read)
+        if self.config.model.intent and not any(s.intent for s in splits["train"]):
+            raise ConfigError(f"model.intent: {data.train_file} has no intents (they come with "
+                             f"the slots format's `<=> intent`); set model.intent=false")
+        return splits
 
     def tag_names(self) -> list[str]:
-        """The tag set: a schema, not something learned, so every tag of every split (ATIS's
-        official 130; some occur in validation or test only)."""
-        from rnnkit.data.atis import atis_labels
+        """The tag set: a schema, not something learned, so every tag of every split ("O"
+        first, then sorted)."""
+        tags = {t for sentences in self.splits.values() for s in sentences for t in s.tags}
+        return ["O"] + sorted(tags - {"O"})
 
-        return atis_labels()["slots"]
+    def has_split(self, split: str) -> bool:
+        return split in self.sets
 
     def state(self) -> dict:
         """What predicting needs besides the weights: the vocabularies, as lists."""
@@ -66,7 +91,11 @@ class TaggingTask(Task):
     def tensors(self, sentences) -> dict[str, Tensor]:
         tokens, lengths = pad_batch([self.words.encode(s.words) for s in sentences])
         tags, _ = pad_batch([self.tags.encode(s.tags) for s in sentences])
-        intents = torch.tensor([self.intents.index(s.intent or "none") for s in sentences])
+        # multi-hot (N, K): column k is 1 when the sentence has intent k; an intent the
+        # training data never had sets the <unk> column, which the model never predicts
+        intents = torch.zeros(len(sentences), len(self.intents))
+        for n, s in enumerate(sentences):
+            intents[n, self.intents.encode(intent_set(s.intent))] = 1.0
         return {"tokens": tokens, "tags": tags, "lengths": lengths, "intents": intents}
 
     def train_set(self):
@@ -96,8 +125,9 @@ class TaggingTask(Task):
             paths, intents = model.predict(rows["tokens"], rows["lengths"])
             lengths = rows["lengths"].tolist()
             gold = [self.tags.decode(rows["tags"][n, :L].tolist()) for n, L in enumerate(lengths)]
-            hits = 0 if intents is None else \
-                sum(p == g for p, g in zip(intents, rows["intents"].tolist(), strict=True))
+            hits = 0 if intents is None else sum(  # the whole set right
+                set(p) == {k for k, on in enumerate(g) if on}
+                for p, g in zip(intents, rows["intents"].tolist(), strict=True))
             return gold, [self.tags.decode(p) for p in paths], hits
 
         data = self.sets[split]
@@ -121,10 +151,30 @@ class TaggingTask(Task):
         device = next(model.parameters()).device
         tokens = torch.tensor([self.words.encode(words)], device=device)
         paths, intents = model.predict(tokens, torch.tensor([len(words)], device=device))
-        intent = self.intents.token(intents[0]) if intents is not None else None
+        intent = ";".join(self.intents.decode(intents[0])) if intents is not None else None
         return list(zip(words, self.tags.decode(paths[0]), strict=True)), intent
 
     def describe(self):
-        sizes = ", ".join(f"{len(self.splits[s])} {s}" for s in ("train", "val", "test"))
-        return (f"ATIS slot filling: {sizes} utterances; {len(self.words)} words, "
-                f"{len(self.tags)} slot tags, {len(self.intents)} intents")
+        sizes = ", ".join(f"{len(sentences)} {split}" for split, sentences in self.splits.items())
+        return (f"{self.title}: {sizes} sentences; {len(self.words)} words, "
+                f"{len(self.tags)} tags, {len(self.intents)} intents")
+
+    title = "tagging"
+
+
+class AtisTask(TaggingTask):
+    """ATIS slot filling: 4,478 train / 500 val (fixed seed) / 893 test utterances."""
+
+    name = "atis"
+    title = "ATIS slot filling"
+
+    def load(self) -> dict:
+        from rnnkit.data.atis import load_atis
+
+        return load_atis(val_size=500, seed=0)
+
+    def tag_names(self) -> list[str]:
+        """ATIS's official 130 tags (some occur in validation or test only)."""
+        from rnnkit.data.atis import atis_labels
+
+        return atis_labels()["slots"]

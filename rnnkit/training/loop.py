@@ -221,6 +221,8 @@ class Trainer:
     def final_test(self) -> dict[str, float]:
         """Test metrics of the best checkpoint's weights (the last weights if none is best);
         logged as a ``test`` record. The model keeps the weights it was tested with."""
+        if not self.task.has_split("test"):
+            return {}
         best = find_checkpoint(self.ckdir, "best") if self.ckdir.exists() else None
         if best is not None:
             load_model_weights(self.model, load_checkpoint(best))
