@@ -29,10 +29,11 @@ def demo_config(out: str = "runs/atis") -> Config:
     cfg.data.task, cfg.data.batch_size = "atis", 32
     m = cfg.model
     m.cell, m.bidirectional, m.hidden_size, m.embedding_size = "lstm", True, 128, 100
-    m.head, m.intent, m.input_dropout = "crf", True, 0.3
+    m.head, m.intent, m.pooling, m.input_dropout = "crf", True, "attention", 0.3
     t = cfg.train
-    t.optimizer, t.lr, t.max_steps, t.eval_every, t.clip_norm = "adam", 3e-3, 1400, 140, 5.0
-    cfg.run.out, cfg.run.checkpoint_every = out, 140
+    t.optimizer, t.lr, t.schedule, t.clip_norm = "adam", 3e-3, "cosine", 5.0
+    t.max_steps, t.eval_every = 2800, 280
+    cfg.run.out, cfg.run.checkpoint_every = out, 280
     return cfg
 
 

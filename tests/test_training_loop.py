@@ -72,9 +72,21 @@ def test_plateau_schedule_cuts_the_rate_when_validation_stalls(tmp_path):
 def test_early_stopping_after_patience_evaluations_without_improvement(tmp_path):
     trainer, summary = fit(tmp_path, train__lr=1e-30, train__eval_every=2, train__patience=3,
                            train__max_steps=100)
-    assert summary["stopped_early"] and summary["step"] == 8  # best at 2, then 4, 6, 8 bad
-    assert summary["best_step"] == 2
-    assert find_checkpoint(trainer.ckdir, "best").name == "step-00000002"
+    # lr 1e-30: every validation ties the first, so none improves: 4, 6, 8 are bad and it
+    # stops at 8; a tie moves the best checkpoint to the later weights
+    assert summary["stopped_early"] and summary["step"] == 8
+    assert summary["best_step"] == 8
+    assert find_checkpoint(trainer.ckdir, "best").name == "step-00000008"
+
+
+def test_a_worse_validation_keeps_the_best_checkpoint(tmp_path):
+    # lr 5: the validation loss jumps about (34, 10.2, 19.6, 9.5, 10.1, 15.2 at steps 2..12)
+    trainer, summary = fit(tmp_path, train__lr=5.0, train__optimizer="sgd", train__momentum=0.0,
+                           train__eval_every=2, train__max_steps=12)
+    evals = [r for r in read_records(trainer.log.path) if r["kind"] == "eval"]
+    best = min(evals, key=lambda r: r[trainer.task.metric])
+    assert best["step"] not in (2, 12) and summary["best_step"] == best["step"]
+    assert find_checkpoint(trainer.ckdir, "best").name == f"step-{best['step']:08d}"
 
 
 def test_clipping_is_recorded_before_it_acts(tmp_path):

@@ -267,11 +267,15 @@ class Trainer:
                     metrics = self.evaluate("val")
                     value = metrics[self.task.metric]
                     last_metric = value
-                    best = self._improved(value)
+                    improved = self._improved(value)
+                    # a tie moves "best" to the later, longer-trained weights (a small
+                    # validation split saturates, e.g. at 100% accuracy, and would otherwise
+                    # freeze the best checkpoint at the first step that reached it), but it
+                    # is no improvement for early stopping
+                    best = improved or value == self.best
                     if best:
-                        self.best, self.best_step, self.bad_evals = value, step, 0
-                    else:
-                        self.bad_evals += 1
+                        self.best, self.best_step = value, step
+                    self.bad_evals = 0 if improved else self.bad_evals + 1
                     if self.scheduler is not None and not steps_per_update(self.scheduler):
                         self.scheduler.step(value)
                     if self.log is not None:
