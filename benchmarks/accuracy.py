@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import shutil
 import sys
 import time
@@ -28,7 +27,7 @@ from rnnkit.config import Config
 from rnnkit.run import run_train
 
 sys.path.insert(0, str(Path(__file__).parent))  # the scripts' shared helper beside them
-from results_file import write_section  # noqa: E402
+from results_file import machine, write_section  # noqa: E402
 
 HERE = Path(__file__).parent
 
@@ -88,19 +87,6 @@ RUNS = [
         classifier("fashion_mnist", pooling="final", batch=128, steps=3000, eval_every=500),
         {}, ""),
 ]
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}; {torch.get_num_threads()} threads; torch {torch.__version__}; "
-            f"Python {platform.python_version()}")
 
 
 def run_one(run: Run, out_root: Path, steps: int | None) -> dict:

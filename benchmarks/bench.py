@@ -20,7 +20,6 @@ import argparse
 import datetime
 import importlib.metadata
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from torch import nn
 import rnnkit
 
 sys.path.insert(0, str(Path(__file__).parent))  # the scripts' shared helper beside them
-from results_file import write_section  # noqa: E402
+from results_file import machine, write_section  # noqa: E402
 
 try:  # benchmark-only dependency: `pip install -e '.[bench]'`
     import torchrecurrent
@@ -192,19 +191,6 @@ def bench_shape(H: int, T: int, repeats: int, cells: list[str], threads: int,
             "infer_speedup_tr": med_infer[theirs[cell]] / med_infer[name] if mine else None,
         })
     return rows
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}; {torch.get_num_threads()} threads; torch {torch.__version__}; "
-            f"Python {platform.python_version()}")
 
 
 def speedup(r: dict) -> str:

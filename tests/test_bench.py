@@ -1,6 +1,7 @@
 """The benchmark script runs end to end and writes its table (speed itself is not tested here)."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,10 @@ import rnnkit
 SCRIPT = Path(__file__).parent.parent / "benchmarks" / "bench.py"
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench", SCRIPT)
+def load_bench(script=SCRIPT):
+    spec = importlib.util.spec_from_file_location(script.stem, script)
     bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # dataclasses look their module up there
     spec.loader.exec_module(bench)
     return bench
 
@@ -101,3 +103,20 @@ def test_render_rewrites_the_report_from_the_saved_rows(tmp_path):
     again = run(bench, "--render", str(tmp_path / "RESULTS.json"), "--out", str(out))
     assert again == rows and out.read_text() == first
     assert "### Targets" in first and "Inference ≤ 1.25×" in first
+
+
+def test_accuracy_quick_writes_its_section_and_keeps_the_speed_one(tmp_path):
+    accuracy = load_bench(SCRIPT.with_name("accuracy.py"))
+    out = tmp_path / "RESULTS.md"
+    out.write_text("<!-- begin speed -->\n# speed table\n<!-- end speed -->\n")
+    rows = run(accuracy, "--quick", "--only", "atis-elman,vowels", "--out", str(out),
+               "--runs", str(tmp_path / "runs"))
+    assert [r["name"] for r in rows] == ["atis-elman", "vowels"]
+    assert {"f1", "intent_accuracy"} <= set(rows[0]["test"]) and "accuracy" in rows[1]["test"]
+    text = out.read_text()
+    assert text.startswith("<!-- begin speed -->\n# speed table\n<!-- end speed -->\n")
+    assert "<!-- begin accuracy -->" in text and "| atis-elman |" in text
+    assert (tmp_path / "ACCURACY.json").exists() and (tmp_path / "runs" / "vowels").is_dir()
+    run(accuracy, "--quick", "--only", "vowels", "--out", str(out),
+        "--runs", str(tmp_path / "runs"))
+    assert out.read_text().count("<!-- begin accuracy -->") == 1  # replaced, not appended

