@@ -119,4 +119,6 @@ def test_accuracy_quick_writes_its_section_and_keeps_the_speed_one(tmp_path):
     assert (tmp_path / "ACCURACY.json").exists() and (tmp_path / "runs" / "vowels").is_dir()
     run(accuracy, "--quick", "--only", "vowels", "--out", str(out),
         "--runs", str(tmp_path / "runs"))
-    assert out.read_text().count("<!-- begin accuracy -->") == 1  # replaced, not appended
+    text = out.read_text()
+    assert text.count("<!-- begin accuracy -->") == 1  # replaced, not appended
+    assert "| atis-elman |" in text  # a row not re-run stays
