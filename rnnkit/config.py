@@ -86,6 +86,9 @@ class ModelConfig:
     embedding_size: int = _opt(100, "token embedding size (text tasks)", min=1, metavar="E")
     input_dropout: float = _opt(0.0, "dropout probability on the inputs (embeddings) and on the "
                                 "last layer's outputs (text tasks)", min=0.0, max=1.0, metavar="P")
+    word_dropout: float = _opt(0.0, "while training, replace each word by the unknown word with "
+                               "this probability (text tasks), so the model learns what to do "
+                               "with words it never saw", min=0.0, max=1.0, metavar="P")
     head: str = _opt("softmax", "tagging output layer: per-step softmax, or a linear-chain CRF "
                      "scoring whole tag sequences", choices=("softmax", "crf"))
     intent: bool = _opt(False, "tagging: also predict the sentence's intent from the same encoder")

@@ -110,3 +110,24 @@ def test_classifier_needs_exactly_one_input_kind():
         SequenceClassifier(ModelConfig(), 2)
     with pytest.raises(ValueError, match="exactly one of vocab_size"):
         SequenceClassifier(ModelConfig(), 2, vocab_size=5, input_size=3)
+
+
+def test_word_dropout_replaces_real_words_only_and_only_in_training():
+    from rnnkit.heads.words import drop_words
+
+    torch.manual_seed(4)
+    tokens = torch.randint(2, 50, (200, 30))
+    tokens[:, 20:] = 0  # padding
+    dropped = drop_words(tokens, 0.25)
+    assert (dropped[:, 20:] == 0).all()
+    changed = dropped[:, :20] != tokens[:, :20]
+    assert (dropped[:, :20][changed] == 1).all()
+    assert abs(changed.float().mean().item() - 0.25) < 0.02
+    assert torch.equal(drop_words(tokens, 0.0), tokens)
+
+    cfg = ModelConfig(cell="gru", hidden_size=8, embedding_size=6, word_dropout=0.5)
+    model = SequenceClassifier(cfg, 3, vocab_size=50).eval()
+    x, lengths = tokens[:4, :20], torch.full((4,), 20)
+    torch.testing.assert_close(model(x, lengths)["scores"], model(x, lengths)["scores"])
+    model.train()
+    assert not torch.equal(model(x, lengths)["scores"], model(x, lengths)["scores"])

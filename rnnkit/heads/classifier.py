@@ -1,6 +1,7 @@
 """A sequence classifier (many-to-one): one label for a whole variable-length sequence.
 
     x_t = Embedding(w_t) for token sequences, or the real-valued features x_t    (N, T, I)
+          (training: w_t -> <unk> with probability model.word_dropout)
     h_t = recurrent network(dropout(x))_t                                        (N, T, D*H)
     u   = pool(h_{0..L-1})             final state, mean, max or attention       (N, D*H)
     p(y | x) = softmax(W_c dropout(u) + b_c)                                     (N, C)
@@ -18,6 +19,7 @@ from torch import Tensor, nn
 from rnnkit.tasks.base import recurrent_from_config
 
 from .pooling import Pooling, length_mask
+from .words import drop_words
 
 
 class SequenceClassifier(nn.Module):
@@ -36,6 +38,7 @@ class SequenceClassifier(nn.Module):
             self.embed = nn.Embedding(vocab_size, model_cfg.embedding_size, padding_idx=0)
             input_size = model_cfg.embedding_size
         self.drop = nn.Dropout(model_cfg.input_dropout)
+        self.word_dropout = model_cfg.word_dropout
         self.rnn = recurrent_from_config(model_cfg, input_size)
         directions = 2 if model_cfg.bidirectional else 1
         self.pool = Pooling(model_cfg.pooling, self.rnn.output_size, directions)
@@ -46,6 +49,8 @@ class SequenceClassifier(nn.Module):
         ``labels`` (N,) also ``loss``, the summed cross-entropy."""
         T = int(lengths.max())
         x = x[:, :T]
+        if self.embed is not None and self.training:
+            x = drop_words(x, self.word_dropout)
         inputs = self.embed(x) if self.embed is not None else x
         out, _ = self.rnn(self.drop(inputs), lengths=lengths.cpu())  # (N, T, D*H)
         pooled = self.pool(out, length_mask(lengths, T))

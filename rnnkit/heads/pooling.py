@@ -62,3 +62,4 @@ class Pooling(nn.Module):
             return forward
         H = out.shape[-1] // 2
         return torch.cat([forward[:, :H], out[:, 0, H:]], dim=1)  # backward: its step 0
+

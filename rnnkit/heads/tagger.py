@@ -1,6 +1,7 @@
 """A sequence tagger: a label for every word, optionally an intent for the sentence.
 
     e_t   = Embedding(w_t)                                   (N, T, E)
+            (training: w_t -> <unk> with probability model.word_dropout)
     h_t   = recurrent network(dropout(e))_t                  (N, T, D*H), any rnnkit cell
     s_t   = W_o dropout(h_t) + b_o                           (N, T, K) emission scores
 
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 from rnnkit.tasks.base import recurrent_from_config
 
 from .pooling import Pooling, length_mask
+from .words import drop_words
 
 
 class SequenceTagger(nn.Module):
@@ -36,6 +38,7 @@ class SequenceTagger(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, model_cfg.embedding_size, padding_idx=0)
         self.drop = nn.Dropout(model_cfg.input_dropout)
+        self.word_dropout = model_cfg.word_dropout
         self.rnn = recurrent_from_config(model_cfg, model_cfg.embedding_size)
         self.emit = nn.Linear(self.rnn.output_size, num_tags)
         self.crf = None
@@ -54,6 +57,8 @@ class SequenceTagger(nn.Module):
         T = int(lengths.max())
         tokens = tokens[:, :T]
         mask = length_mask(lengths, T)
+        if self.training:
+            tokens = drop_words(tokens, self.word_dropout)
         out, _ = self.rnn(self.drop(self.embed(tokens)), lengths=lengths.cpu())
         out = self.drop(out)  # (N, T, D*H), zeros past each length
         pooled = self.pool(out, mask) if self.pool is not None else None  # (N, D*H)
