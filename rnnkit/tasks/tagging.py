@@ -37,6 +37,7 @@ class TaggingTask(Task):
     lines); :class:`AtisTask` reads ATIS."""
 
     name = "tag"
+    title = "tagging"  # how describe() names the data
     metric = "f1"
     mode = "max"
     time_keys = ("tokens", "tags")
@@ -158,8 +159,6 @@ class TaggingTask(Task):
         sizes = ", ".join(f"{len(sentences)} {split}" for split, sentences in self.splits.items())
         return (f"{self.title}: {sizes} sentences; {len(self.words)} words, "
                 f"{len(self.tags)} tags, {len(self.intents)} intents")
-
-    title = "tagging"
 
 
 class AtisTask(TaggingTask):
