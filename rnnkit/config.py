@@ -95,6 +95,16 @@ class ModelConfig:
     pooling: str = _opt("max", "how a sequence becomes one vector for a classifier or the intent "
                         "head: the final state, or mean, max or attention pooling over its steps",
                         choices=("final", "mean", "max", "attention"))
+    attention: str = _opt("additive", "sequence-to-sequence and captioning: how the decoder "
+                          "looks at the input: additive (Bahdanau), multiplicative (Luong) or "
+                          "none", choices=("none", "additive", "multiplicative"))
+    beam_size: int = _opt(5, "sequence-to-sequence and captioning: beam width on the test split "
+                          "(validation decodes greedily); 1 = greedy", min=1, metavar="K")
+    length_penalty: float = _opt(1.0, "beam search ranks a finished output by log p / "
+                                 "length^alpha; 0 = raw log-probability", min=0.0,
+                                 metavar="ALPHA")
+    tie_weights: bool = _opt(False, "language models: the output layer reuses the embedding "
+                             "matrix (needs model.embedding_size = model.hidden_size)")
 
 
 @dataclass
@@ -109,7 +119,9 @@ class DataConfig:
     test_size: int = _opt(1000, "test sequences", min=1, metavar="N")
     seed: int = _opt(1234, "seed of the data: the train, validation and test sets drawn from it",
                      min=0, max=2**32 - 1, metavar="N")
-    train_file: str = _opt("", "your own training data (tasks tag and classify)",
+    level: str = _opt("word", "language models (tasks ptb and text): word or character tokens",
+                      choices=("word", "char"))
+    train_file: str = _opt("", "your own training data (tasks tag, classify and text)",
                            off="empty = none", metavar="PATH")
     val_file: str = _opt("", "your own validation data", off="empty = a fixed 10% of the "
                          "training file", metavar="PATH")
@@ -145,6 +157,10 @@ class TrainConfig:
                              off="0 = off", metavar="V")
     tbptt: int = _opt(0, "truncated BPTT: backpropagate through chunks of k steps", min=0,
                       off="0 = full BPTT", metavar="K")
+    sampling_rate: float = _opt(0.0, "scheduled sampling: each decoder step reads its own "
+                                "previous prediction instead of the reference with this "
+                                "probability (sequence-to-sequence and captioning)", min=0.0,
+                                max=1.0, metavar="P")
     seed: int = _opt(0, "seed of the initialisation, the batch order and dropout",
                      min=0, max=2**32 - 1, metavar="N")
     device: str = _opt("cpu", "device to train on: cpu, cuda or cuda:N", check=_is_device,

@@ -147,19 +147,23 @@ def _report(task, model, split: str, directory) -> list[Path]:
         model.train(was_training)
 
 
-def load_for_prediction(path, which: str = "best", device: str = "cpu"):
+def load_for_prediction(path, which: str = "best", device: str = "cpu", kind: str = "text"):
     """The task (rebuilt from the checkpoint's saved vocabularies, no data read) and the model
-    of a saved run, ready to predict."""
+    of a saved run, ready to predict. ``kind``: ``"text"`` for a model that reads text (a
+    tagger or a text classifier), ``"generator"`` for one that writes it (a language model)."""
     ckpt, cfg = _load_run(path, which)
     from .tasks import TASKS
 
     task_cls = TASKS.get(cfg.data.task)
     state = ckpt.trainer_state.get("task") if isinstance(ckpt.trainer_state, dict) else None
-    text_model = hasattr(task_cls, "predict_text") and getattr(task_cls, "kind", "text") == "text"
-    if task_cls is None or not text_model or state is None:
-        raise CheckpointError(f"{ckpt.directory}: a {cfg.data.task!r} model does not read "
-                              f"text; `rnnkit predict` needs a tagging or text-classification "
-                              f"run (e.g. data.task=atis, sms_spam or classify)")
+    serves = task_cls is not None and getattr(task_cls, "kind", "text") == kind and (
+        kind != "text" or hasattr(task_cls, "predict_text"))
+    if not serves or state is None:
+        need = ("`rnnkit predict` needs a tagging or text-classification run (e.g. "
+                "data.task=atis, sms_spam or classify)") if kind == "text" else \
+            "`rnnkit generate` needs a language-model run (data.task=ptb, shakespeare or text)"
+        raise CheckpointError(f"{ckpt.directory}: a {cfg.data.task!r} model cannot do this; "
+                              f"{need}")
     task = task_cls(cfg, state=state)
     return task, _saved_model(task, ckpt, device)
 

@@ -43,7 +43,7 @@ def test_cells_lists_the_registry(capsys):
     (["train", "--train.lr=abc"], "argument --train.lr: expected a float, got 'abc'"),
     (["train", "--train.lr=-1"], "argument --train.lr: expected a number > 0"),
     (["train", "--model.cell=lsmt"], "did you mean 'lstm'?"),
-    (["train", "--data.task=nope"], "expected one of adding, atis, classify, copy"),
+    (["train", "--data.task=nope"], "expected one of adding, atis, captions, classify, copy"),
     (["train", "--train.optimizer=adagrad"], "expected one of sgd, adam, rmsprop"),
     (["evaluate"], "the following arguments are required: RUN"),
     (["diagnose", "--cell=nope"], "nope"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .base import Task
+from .captions import CaptionsTask
 from .classify import (
     ClassificationTask,
     FashionMnistTask,
@@ -10,12 +11,15 @@ from .classify import (
     SmsSpamTask,
     VowelsTask,
 )
+from .language import LanguageModelTask, PtbTask, ShakespeareTask
+from .seq2seq import G2pTask, Seq2SeqTask, TranslateTask
 from .synthetic import AddingTask, CopyTask
 from .tagging import AtisTask, TaggingTask
 
 TASKS: dict[str, type[Task]] = {t.name: t for t in (
     AddingTask, CopyTask, AtisTask, TaggingTask, ClassificationTask, SmsSpamTask,
-    MovieReviewsTask, VowelsTask, FashionMnistTask)}
+    MovieReviewsTask, VowelsTask, FashionMnistTask, LanguageModelTask, PtbTask,
+    ShakespeareTask, G2pTask, TranslateTask, CaptionsTask)}
 
 
 def task_names() -> list[str]:
@@ -31,5 +35,7 @@ def make_task(config) -> Task:
 
 
 __all__ = ["Task", "AddingTask", "CopyTask", "AtisTask", "TaggingTask", "ClassificationTask",
-           "SmsSpamTask", "MovieReviewsTask", "VowelsTask", "FashionMnistTask", "TASKS",
+           "SmsSpamTask", "MovieReviewsTask", "VowelsTask", "FashionMnistTask",
+           "LanguageModelTask", "PtbTask", "ShakespeareTask", "Seq2SeqTask", "G2pTask",
+           "TranslateTask", "CaptionsTask", "TASKS",
            "task_names", "make_task"]
