@@ -10,6 +10,7 @@ precision + recall = 0).
 from __future__ import annotations
 
 import os
+import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -277,7 +278,20 @@ def plot_confusion_matrix(matrix, labels: Sequence[str], path, title: str = "") 
     if title:
         ax.set_title(title)
     fig.tight_layout()
+    return save_png(fig, path)
+
+
+def save_png(fig, path) -> Path:
+    """Write ``fig`` as a PNG at ``path`` atomically: into a temporary file beside it, then
+    ``os.replace``, so a reader never sees a half-written image. Parents are created."""
     out = Path(os.fspath(path))
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png", dpi=100)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=100)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return out

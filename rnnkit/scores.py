@@ -14,8 +14,6 @@ hypothesis (``[ref]`` when there is one).
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
+
+from .metrics import save_png
 
 
 def _as_list(seq, name: str) -> list:
@@ -255,22 +255,6 @@ def _labels(values, name: str, count: int, what: str) -> list[str]:
     return labels
 
 
-def _save_png(fig, path) -> Path:
-    """Write ``fig`` as a PNG at ``path`` atomically: into a temporary file beside it, then
-    ``os.replace``, so a reader never sees a half-written image. Parents are created."""
-    out = Path(os.fspath(path))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
-
-
 def plot_attention(weights, source_labels: Sequence[str], target_labels: Sequence[str], path,
                    title: str = "") -> Path:
     """Draw seq2seq attention weights as a heat map PNG: the source tokens along x, the
@@ -306,7 +290,7 @@ def plot_attention(weights, source_labels: Sequence[str], target_labels: Sequenc
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    return _save_png(fig, path)
+    return save_png(fig, path)
 
 
 def _hwc_image(image) -> Tensor:
@@ -376,4 +360,4 @@ def plot_image_attention(image, maps, words: Sequence[str], path, *, alpha: floa
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save_png(fig, path)
+    return save_png(fig, path)
