@@ -130,11 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print one JSON line")
 
     predict = sub.add_parser(
-        "predict", help="tag or classify sentences with a saved text model",
+        "predict", help="tag, classify or transcribe sentences with a saved text model",
         description="With a tagging run: print each word of each sentence with the slot it "
         "predicts (and the intent, if the model has an intent head). With a text-classification "
-        "run: print each text's label and its probability. Words the model never saw map to "
-        "its unknown token.",
+        "run: print each text's label and its probability. With a sequence-to-sequence run "
+        "(g2p, translate): print what the model writes for each text (beam search), e.g. a "
+        "word's phonemes. Words the model never saw map to its unknown token.",
     )
     predict.add_argument("sentences", nargs="+", metavar="SENTENCE",
                          help='one or more sentences, each quoted: "leave boston"')

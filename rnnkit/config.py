@@ -103,6 +103,8 @@ class ModelConfig:
     length_penalty: float = _opt(1.0, "beam search ranks a finished output by log p / "
                                  "length^alpha; 0 = raw log-probability", min=0.0,
                                  metavar="ALPHA")
+    max_length: int = _opt(0, "sequence-to-sequence: the longest output the decoder may write",
+                           min=0, off="0 = twice the source's length plus 10", metavar="N")
     tie_weights: bool = _opt(False, "language models: the output layer reuses the embedding "
                              "matrix (needs model.embedding_size = model.hidden_size)")
 

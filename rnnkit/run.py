@@ -159,8 +159,8 @@ def load_for_prediction(path, which: str = "best", device: str = "cpu", kind: st
     serves = task_cls is not None and getattr(task_cls, "kind", "text") == kind and (
         kind != "text" or hasattr(task_cls, "predict_text"))
     if not serves or state is None:
-        need = ("`rnnkit predict` needs a tagging or text-classification run (e.g. "
-                "data.task=atis, sms_spam or classify)") if kind == "text" else \
+        need = ("`rnnkit predict` needs a tagging, text-classification or sequence-to-sequence "
+                "run (e.g. data.task=atis, sms_spam, classify or g2p)") if kind == "text" else \
             "`rnnkit generate` needs a language-model run (data.task=ptb, shakespeare or text)"
         raise CheckpointError(f"{ckpt.directory}: a {cfg.data.task!r} model cannot do this; "
                               f"{need}")
@@ -187,12 +187,19 @@ def _saved_model(task, ckpt: Checkpoint, device):
 def run_predict(path, sentences: list[str], *, which: str = "best", device: str = "cpu",
                 print_fn: Callable[[str], object] = print) -> list:
     """Tagging runs: print every word of every sentence with its predicted slot (and the
-    intent). Text-classification runs: print each text's label and its probability."""
+    intent). Text-classification runs: print each text's label and its probability.
+    Sequence-to-sequence runs (g2p, translate): print each text's output (beam search)."""
     from .tasks.classify import ClassificationTask
+    from .tasks.seq2seq import Seq2SeqTask
 
     task, model = load_for_prediction(path, which, device)
     results = []
     for text in sentences:
+        if isinstance(task, Seq2SeqTask):
+            output = task.predict_text(model, text)
+            results.append(output)
+            print_fn(f"{text}  ->  {' '.join(output)}")
+            continue
         if isinstance(task, ClassificationTask):
             label, probs = task.predict_text(model, text)
             results.append((label, probs))

@@ -260,6 +260,29 @@ def test_a_seq2seq_task_refuses_truncated_bptt(tmp_path):
 
 def test_max_output_allows_twice_the_source_plus_ten():
     assert [max_output(n) for n in (1, 5)] == [12, 20]
+    assert [max_output(n, limit=7) for n in (1, 5)] == [7, 7]  # model.max_length
+
+
+def test_predict_text_reads_a_words_letters_for_g2p_and_obeys_max_length():
+    from rnnkit.heads.decoder import SPECIALS
+    from rnnkit.tasks import G2pTask
+
+    cfg = Config()
+    cfg.data.task = "g2p"
+    cfg.model = model_config(beam_size=2, max_length=3)
+    letters = ["<pad>", "<unk>", *"abcdefgh"]
+    task = G2pTask(cfg, state={"source": letters, "target": [*SPECIALS, "AA", "B", "K"]})
+    assert task.source_tokens(" Bad\n") == ["b", "a", "d"]
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    for p in model.parameters():  # a model that never writes <eos>: the length limit stops it
+        p.data.normal_(0, 1)
+    with torch.no_grad():
+        model.decoder.out.bias[EOS_INDEX] = -1e4
+    out = task.predict_text(model, "bad")
+    assert len(out) == 3 and set(out) <= {"AA", "B", "K", "<unk>"}
+    with pytest.raises(ValueError, match="text: expected something to read"):
+        task.predict_text(model, "   ")
 
 
 # ---- captioning --------------------------------------------------------------------------------

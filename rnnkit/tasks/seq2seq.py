@@ -30,9 +30,10 @@ from .base import Task, in_chunks
 SPLITS = {"train": "train", "val": "valid", "test": "test"}
 
 
-def max_output(source_length: int) -> int:
-    """The longest output allowed for a source of this length."""
-    return 2 * source_length + 10
+def max_output(source_length: int, limit: int = 0) -> int:
+    """The longest output allowed for a source of this length: ``limit`` (``model.max_length``)
+    if set, else twice the source's length plus 10."""
+    return limit or 2 * source_length + 10
 
 
 class Seq2SeqTask(Task):
@@ -107,8 +108,9 @@ class Seq2SeqTask(Task):
 
         def run(rows):
             state = model.encode(rows["source"], rows["lengths"])
-            return model.decoder.generate(state, max_len=max_output(int(rows["lengths"].max())),
-                                          beam_size=beam_size, length_penalty=penalty)
+            longest = max_output(int(rows["lengths"].max()), self.config.model.max_length)
+            return model.decoder.generate(state, max_len=longest, beam_size=beam_size,
+                                          length_penalty=penalty)
 
         data = {k: self.sets[SPLITS[split]][k] for k in ("source", "lengths")}
         found = [ids for part in in_chunks(run, data, model, size=256) for ids in part]
@@ -166,12 +168,24 @@ class Seq2SeqTask(Task):
 
         return Seq2Seq(self.config.model, len(self.source), len(self.target))
 
+    def source_tokens(self, text: str) -> list[str]:
+        """How ``rnnkit predict`` cuts a user's text into source tokens."""
+        return text.split()
+
+    def predict_text(self, model, text: str) -> list[str]:
+        """``rnnkit predict``: a text -> the model's output tokens (beam search)."""
+        tokens = self.source_tokens(text)
+        if not tokens:
+            raise ValueError(f"text: expected something to read, got {text!r}")
+        return self.translate_text(model, tokens)
+
     def translate_text(self, model, tokens: list[str]) -> list[str]:
         """One source (a token list) -> the model's output tokens (beam search)."""
         device = next(model.parameters()).device
         source = torch.tensor([self.source.encode(tokens)], device=device)
         state = model.encode(source, torch.tensor([len(tokens)], device=device))
-        ids = model.decoder.generate(state, max_len=max_output(len(tokens)),
+        ids = model.decoder.generate(state, max_len=max_output(len(tokens),
+                                                               self.config.model.max_length),
                                      beam_size=self.config.model.beam_size,
                                      length_penalty=self.config.model.length_penalty)
         return self.target.decode(ids[0])
@@ -193,6 +207,9 @@ class G2pTask(Seq2SeqTask):
         from rnnkit.data.pairs import load_cmudict
 
         return load_cmudict()
+
+    def source_tokens(self, text):
+        return list(text.strip().lower())  # a word's letters
 
     def scores(self, refs, hyps):
         from rnnkit.scores import error_rate, sequence_error_rate
@@ -218,3 +235,8 @@ class TranslateTask(Seq2SeqTask):
         from rnnkit.scores import bleu
 
         return {"bleu": bleu(refs, hyps)}
+
+    def source_tokens(self, text):
+        from rnnkit.data.pairs import tokenize_verse
+
+        return tokenize_verse(text)
