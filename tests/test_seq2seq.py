@@ -194,8 +194,15 @@ def reverse_config(out, attention="additive"):
     return cfg
 
 
-def test_a_toy_reversal_task_trains_to_high_accuracy_and_draws_its_attention(tmp_path):
-    task = ReverseTask(reverse_config(tmp_path / "run"))
+def test_a_toy_reversal_task_trains_to_high_accuracy_and_draws_its_attention(
+        tmp_path, monkeypatch, capsys):
+    from rnnkit.cli import main
+    from rnnkit.tasks import TASKS
+
+    monkeypatch.setitem(TASKS, "reverse", ReverseTask)  # so the saved run can be reloaded
+    cfg = reverse_config(tmp_path / "run")
+    cfg.data.task = "reverse"
+    task = ReverseTask(cfg)
     assert len(task.source) == 2 + 6 and task.target.to_list()[:4] == [
         "<pad>", "<unk>", "<bos>", "<eos>"]
     trainer = Trainer(task, task.config)
@@ -216,6 +223,10 @@ def test_a_toy_reversal_task_trains_to_high_accuracy_and_draws_its_attention(tmp
     state = model.encode(first["source"][:1, :L], first["lengths"][:1])
     weights = model.decoder.attention_map(state, task.target.encode(outputs[0]))
     assert weights.shape == (len(outputs[0]) + 1, L)
+    # `rnnkit predict` with the saved run: the source cut into tokens, the output after "->"
+    capsys.readouterr()
+    assert main(["predict", "--run", str(tmp_path / "run"), "f a d e"]) == 0
+    assert capsys.readouterr().out == "f a d e  ->  e d a f\n"
 
 
 def test_a_task_without_attention_draws_nothing(tmp_path):
