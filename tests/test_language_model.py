@@ -296,3 +296,17 @@ def test_a_resumed_run_carries_its_state_across_windows(text_run, tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--data.batch_size=5000", "data.batch_size: the training text is cut into that many streams"),
+    ("--data.seq_len=5000", "data.seq_len: expected at most the stream length"),
+])
+def test_streams_that_do_not_fit_the_text_are_a_one_line_config_error(tmp_path, capsys, flag,
+                                                                      message):
+    text = tmp_path / "tiny.txt"
+    text.write_text("a b c d\n" * 50)
+    code = main(["train", "--data.task=text", f"--data.train_file={text}", flag,
+                 f"--run.out={tmp_path / 'run'}", "--run.progress=false"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err

@@ -81,7 +81,11 @@ class LanguageModelTask(Task):
     def train_set(self) -> dict[str, Tensor]:
         from rnnkit.data.corpus import batchify
 
-        streams = batchify(self.ids["train"], self.config.data.batch_size)  # (S, L)
+        S, n = self.config.data.batch_size, len(self.ids["train"])
+        if S > n // 2:
+            raise ConfigError(f"data.batch_size: the training text is cut into that many streams, "
+                              f"so expected at most half its {n} tokens, got {S}")
+        streams = batchify(self.ids["train"], S)  # (S, L)
         return {"x": streams[:, :-1], "y": streams[:, 1:]}
 
     def has_split(self, split: str) -> bool:

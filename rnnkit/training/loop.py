@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..config import ConfigError
 from .checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -60,9 +61,9 @@ class Trainer:
         if train.threads:
             torch.set_num_threads(train.threads)
         if train.tbptt and config.model.bidirectional:
-            raise ValueError("train.tbptt: truncated BPTT carries the state forward in time, but "
-                             "a bidirectional model (model.bidirectional=true) also reads every "
-                             "chunk backwards; use train.tbptt=0 or a unidirectional model")
+            raise ConfigError("train.tbptt: truncated BPTT carries the state forward in time, but "
+                              "a bidirectional model (model.bidirectional=true) also reads every "
+                              "chunk backwards; use train.tbptt=0 or a unidirectional model")
         self.device = torch.device(train.device)
         torch.manual_seed(train.seed)
         self.model = task.build_model().to(self.device)
@@ -80,15 +81,16 @@ class Trainer:
         self.rows = shard(data.batch_size, self.world)
         if task.stream:
             if self.n != data.batch_size:
-                raise ValueError(f"data.batch_size: a stream task trains on all its streams at "
-                                 f"once, expected {self.n}, got {data.batch_size}")
+                raise ConfigError(f"data.batch_size: a stream task trains on all its streams at "
+                                  f"once, expected {self.n}, got {data.batch_size}")
             self.windows = next(iter(self.data.values())).shape[1] // data.seq_len
             if self.windows < 1:
-                raise ValueError(f"data.seq_len: expected at most the stream length, got "
-                                 f"{data.seq_len}")
+                raise ConfigError(f"data.seq_len: expected at most the stream length "
+                                  f"({next(iter(self.data.values())).shape[1]} tokens), got "
+                                  f"{data.seq_len}")
         elif self.n < data.batch_size:
-            raise ValueError(f"data.batch_size: expected at most the {self.n} training samples "
-                             f"(data.train_size), got {data.batch_size}")
+            raise ConfigError(f"data.batch_size: expected at most the {self.n} training samples "
+                              f"(data.train_size), got {data.batch_size}")
         self._perm_epoch, self._perm = None, None
 
         self.step = 0
