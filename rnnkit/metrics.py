@@ -243,8 +243,6 @@ def plot_confusion_matrix(matrix, labels: Sequence[str], path, title: str = "") 
 
     Uses a bare :class:`matplotlib.figure.Figure`, so the caller's pyplot backend is untouched.
     """
-    from matplotlib.figure import Figure
-
     counts = torch.as_tensor(matrix)
     labels = [str(label) for label in labels]
     K = len(labels)
@@ -258,15 +256,9 @@ def plot_confusion_matrix(matrix, labels: Sequence[str], path, title: str = "") 
     shares = torch.where(totals > 0, counts / totals.clamp(min=1), torch.zeros_like(counts))
 
     side = min(max(4.0, 0.35 * K + 2.5), 40.0)  # inches; room for K labels
-    fig = Figure(figsize=(side + 1.2, side))
-    ax = fig.add_subplot()
-    image = ax.imshow(shares.numpy(), cmap="Blues", vmin=0.0, vmax=1.0)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the gold row")
-    ax.set_xticks(range(K), labels, rotation=60, ha="right", rotation_mode="anchor",
-                  fontsize=8 if K > 12 else 10)
-    ax.set_yticks(range(K), labels, fontsize=8 if K > 12 else 10)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("gold")
+    fig, ax = heat_map(shares, labels, labels, size=(side + 1.2, side), xlabel="predicted",
+                       ylabel="gold", colorbar="share of the gold row", small=(K > 12, K > 12),
+                       cmap="Blues", vmin=0.0, vmax=1.0)
     if K <= 25:
         for i in range(K):
             for j in range(K):
@@ -295,3 +287,23 @@ def save_png(fig, path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return out
+
+
+def heat_map(values: Tensor, x_labels: Sequence[str], y_labels: Sequence[str], *,
+             size: tuple[float, float], xlabel: str, ylabel: str, colorbar: str,
+             small: tuple[bool, bool] = (False, False), **imshow):
+    """A labelled heat map of ``values`` (rows along y, columns along x) with a colour bar, on a
+    bare :class:`matplotlib.figure.Figure` (the caller's pyplot backend is untouched); ``small``
+    shrinks the x and y tick labels when there are many. Returns ``(fig, ax)``."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size)
+    ax = fig.add_subplot()
+    image = ax.imshow(values.numpy(), **imshow)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=colorbar)
+    ax.set_xticks(range(len(x_labels)), x_labels, rotation=60, ha="right",
+                  rotation_mode="anchor", fontsize=8 if small[0] else 10)
+    ax.set_yticks(range(len(y_labels)), y_labels, fontsize=8 if small[1] else 10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    return fig, ax

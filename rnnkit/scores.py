@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .metrics import save_png
+from .metrics import heat_map, save_png
 
 
 def _as_list(seq, name: str) -> list:
@@ -269,8 +269,6 @@ def plot_attention(weights, source_labels: Sequence[str], target_labels: Sequenc
         ``path`` as a Path. Uses a bare :class:`matplotlib.figure.Figure` (Agg), so the
         caller's pyplot backend is untouched.
     """
-    from matplotlib.figure import Figure
-
     w = _array(weights, "weights", 2)  # (T_out, T_in)
     T_out, T_in = w.shape
     xs = _labels(source_labels, "source_labels", T_in, "one per column of weights")
@@ -278,15 +276,10 @@ def plot_attention(weights, source_labels: Sequence[str], target_labels: Sequenc
 
     width = min(max(4.0, 0.35 * T_in + 2.5), 40.0)  # inches; room for the labels
     height = min(max(3.0, 0.35 * T_out + 2.0), 40.0)
-    fig = Figure(figsize=(width + 1.0, height))
-    ax = fig.add_subplot()
-    image = ax.imshow(w.numpy(), cmap="viridis", aspect="auto", interpolation="nearest")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="attention weight")
-    ax.set_xticks(range(T_in), xs, rotation=60, ha="right", rotation_mode="anchor",
-                  fontsize=8 if T_in > 20 else 10)
-    ax.set_yticks(range(T_out), ys, fontsize=8 if T_out > 20 else 10)
-    ax.set_xlabel("source")
-    ax.set_ylabel("generated")
+    fig, ax = heat_map(w, xs, ys, size=(width + 1.0, height), xlabel="source",
+                       ylabel="generated", colorbar="attention weight",
+                       small=(T_in > 20, T_out > 20), cmap="viridis", aspect="auto",
+                       interpolation="nearest")
     if title:
         ax.set_title(title)
     fig.tight_layout()
