@@ -135,15 +135,12 @@ RUNS = [
         at_most={"wer": 30.0, "per": 8.0}),
     Run("g2p-no-attention", "the same without attention (the decoder starts from the final "
         "states only)", seq2seq("g2p", attention="none"), {}, ""),
-    Run("ptb-elman", "Elman 100, word level, full softmax, dropout 0.3",
-        language_model("ptb", "elman", input_dropout=0.3), {},
-        "Mikolov et al. 2015 (SRN, 100 units): 129", at_most={"ppl": 129.0}),
-    Run("ptb-lstm", "LSTM 100, word level, full softmax, dropout 0.3",
-        language_model("ptb", "lstm", input_dropout=0.3), {},
-        "Mikolov et al. 2015 (LSTM, 100 units): 115", at_most={"ppl": 115.0}),
-    Run("ptb-scrn", "SCRN 100, word level, full softmax, dropout 0.3",
-        language_model("ptb", "scrn", input_dropout=0.3), {},
-        "Mikolov et al. 2015 (SCRN, 100 units): 115", at_most={"ppl": 115.0}),
+    Run("ptb-elman", "Elman 100, word level, full softmax", language_model("ptb", "elman"),
+        {}, "Mikolov et al. 2015 (SRN, 100 units): 129", at_most={"ppl": 129.0}),
+    Run("ptb-lstm", "LSTM 100, word level, full softmax", language_model("ptb", "lstm"),
+        {}, "Mikolov et al. 2015 (LSTM, 100 units): 115", at_most={"ppl": 115.0}),
+    Run("ptb-scrn", "SCRN 100, word level, full softmax", language_model("ptb", "scrn"),
+        {}, "Mikolov et al. 2015 (SCRN, 100 units): 115", at_most={"ppl": 115.0}),
 ]
 
 
