@@ -16,7 +16,7 @@ import torch
 from rnnkit.data.text import Vocab, pad_batch
 from rnnkit.heads.decoder import BOS_INDEX, EOS_INDEX, SPECIALS
 
-from .base import in_chunks
+from .base import Task, in_chunks
 from .seq2seq import SPLITS, Seq2SeqTask
 
 MAX_CAPTION = 20  # tokens a generated caption may have
@@ -34,12 +34,12 @@ class CaptionsTask(Seq2SeqTask):
 
     def __init__(self, config, *, state: dict | None = None) -> None:
         from rnnkit.config import ConfigError
+        from rnnkit.data.scenes import scene_splits
 
+        Task.__init__(self, config)  # not Seq2SeqTask's: images, not source tokens
         if config.train.tbptt:
             raise ConfigError("train.tbptt: captioning trains on whole captions; use "
                               "train.tbptt=0")
-        self.config = config
-        from rnnkit.data.scenes import scene_splits
 
         self.splits = {} if state is not None else scene_splits()
         if state is None:
