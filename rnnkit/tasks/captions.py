@@ -16,7 +16,7 @@ import torch
 from rnnkit.data.text import Vocab, pad_batch
 from rnnkit.heads.decoder import BOS_INDEX, EOS_INDEX, SPECIALS
 
-from .base import Task, in_chunks
+from .base import Task
 from .seq2seq import SPLITS, Seq2SeqTask
 
 MAX_CAPTION = 20  # tokens a generated caption may have
@@ -69,19 +69,10 @@ class CaptionsTask(Seq2SeqTask):
     def items(self, batch):
         return len(batch["images"])
 
-    def decode(self, model, split, beam_size=None):
-        if beam_size is None:
-            beam_size = self.config.model.beam_size if split == "test" else 1
-        model.eval()
+    input_keys = ("images",)
 
-        def run(rows):
-            return model.decoder.generate(model.encode(rows["images"]), max_len=MAX_CAPTION,
-                                          beam_size=beam_size,
-                                          length_penalty=self.config.model.length_penalty)
-
-        images = {"images": self.sets[SPLITS[split]]["images"]}
-        return [self.target.decode(ids) for part in in_chunks(run, images, model, size=250)
-                for ids in part]
+    def start(self, model, rows):
+        return model.encode(rows["images"]), MAX_CAPTION
 
     def references(self, split):
         return [[caption] for caption in self.splits[SPLITS[split]][1]]
@@ -117,10 +108,7 @@ class CaptionsTask(Seq2SeqTask):
         """Captions (beam search, ``model.beam_size``) of images (N, 3, H, W) in [0, 1]."""
         device = next(model.parameters()).device
         with torch.no_grad():
-            ids = model.decoder.generate(model.encode(images.to(device)), max_len=MAX_CAPTION,
-                                         beam_size=self.config.model.beam_size,
-                                         length_penalty=self.config.model.length_penalty)
-        return [self.target.decode(i) for i in ids]
+            return self.outputs(model, {"images": images.to(device)}, self.config.model.beam_size)
 
     def describe(self):
         sizes = ", ".join(f"{len(caps):,} {split}" for split, (_, caps) in self.splits.items())

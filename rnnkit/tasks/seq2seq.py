@@ -98,23 +98,29 @@ class Seq2SeqTask(Task):
 
     # ---- decoding and scores --------------------------------------------------------------
 
+    input_keys = ("source", "lengths")  # what the model reads to start decoding
+
+    def start(self, model, rows: dict) -> tuple[dict, int]:
+        """The decoder's start state for a chunk of rows, and the longest output allowed."""
+        state = model.encode(rows["source"], rows["lengths"])
+        return state, max_output(int(rows["lengths"].max()), self.config.model.max_length)
+
+    def outputs(self, model, rows: dict, beam_size: int) -> list[list[str]]:
+        """The output tokens of every row of ``rows`` (on the model's device)."""
+        state, longest = self.start(model, rows)
+        ids = model.decoder.generate(state, max_len=longest, beam_size=beam_size,
+                                     length_penalty=self.config.model.length_penalty)
+        return [self.target.decode(i) for i in ids]
+
     def decode(self, model, split: str, beam_size: int | None = None) -> list[list[str]]:
         """The model's output tokens for every source of ``split`` (greedy on validation,
         ``model.beam_size`` on test, unless ``beam_size`` is given)."""
         if beam_size is None:
             beam_size = self.config.model.beam_size if split == "test" else 1
-        penalty = self.config.model.length_penalty
         model.eval()
-
-        def run(rows):
-            state = model.encode(rows["source"], rows["lengths"])
-            longest = max_output(int(rows["lengths"].max()), self.config.model.max_length)
-            return model.decoder.generate(state, max_len=longest, beam_size=beam_size,
-                                          length_penalty=penalty)
-
-        data = {k: self.sets[SPLITS[split]][k] for k in ("source", "lengths")}
-        found = [ids for part in in_chunks(run, data, model, size=256) for ids in part]
-        return [self.target.decode(ids) for ids in found]
+        data = {k: self.sets[SPLITS[split]][k] for k in self.input_keys}
+        parts = in_chunks(lambda rows: self.outputs(model, rows, beam_size), data, model, 256)
+        return [tokens for part in parts for tokens in part]
 
     def references(self, split: str) -> list[list[list[str]]]:
         return [refs for _, refs in self.splits[SPLITS[split]]]
@@ -182,13 +188,9 @@ class Seq2SeqTask(Task):
     def translate_text(self, model, tokens: list[str]) -> list[str]:
         """One source (a token list) -> the model's output tokens (beam search)."""
         device = next(model.parameters()).device
-        source = torch.tensor([self.source.encode(tokens)], device=device)
-        state = model.encode(source, torch.tensor([len(tokens)], device=device))
-        ids = model.decoder.generate(state, max_len=max_output(len(tokens),
-                                                               self.config.model.max_length),
-                                     beam_size=self.config.model.beam_size,
-                                     length_penalty=self.config.model.length_penalty)
-        return self.target.decode(ids[0])
+        rows = {"source": torch.tensor([self.source.encode(tokens)], device=device),
+                "lengths": torch.tensor([len(tokens)], device=device)}
+        return self.outputs(model, rows, self.config.model.beam_size)[0]
 
     def describe(self):
         sizes = ", ".join(f"{len(pairs):,} {split}" for split, pairs in self.splits.items())
