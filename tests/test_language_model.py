@@ -87,6 +87,14 @@ def test_tied_weights_share_one_parameter():
     assert untied.out.weight is not untied.embed.weight
 
 
+def test_embeddings_start_small_and_the_output_bias_at_zero():
+    # not torch's N(0, 1), whose vectors of norm ~sqrt(Emb) stay as noise for rare words
+    model = LanguageModel(model_config(embedding_size=100), 5000)
+    assert model.embed.weight.abs().max() <= 0.1
+    assert model.embed.weight.std() > 0.05  # uniform on [-0.1, 0.1]: std 0.0577
+    assert torch.equal(model.out.bias, torch.zeros(5000))
+
+
 def test_tied_weights_need_the_embedding_size_to_match():
     with pytest.raises(ConfigError, match=r"model.tie_weights: .*model.embedding_size must "
                                           r"equal the network's output size 10, got 6"):
