@@ -173,3 +173,35 @@ def test_resume_in_process_gives_identical_weights(tmp_path, schedule):
         assert torch.equal(value, second.model.state_dict()[key]), key
     steps = [r["step"] for r in read_records(second.log.path) if r["kind"] == "eval"]
     assert steps == [2, 4, 6, 8, 10]  # nothing logged twice
+
+
+def resumed(tmp_path, first: dict, then: dict):
+    """Train with the settings ``first`` (a checkpoint at the end), then resume that run in a
+    new Trainer with ``then`` applied over them, as ``rnnkit train --resume --train.X=...``."""
+    cfg = toy_config(tmp_path, run__log_every=1, train__eval_every=2, **first)
+    Trainer(ToyTask(cfg), cfg).fit()
+    for key, value in then.items():
+        setattr(cfg.train, key, value)
+    trainer = Trainer(ToyTask(cfg), cfg)
+    trainer.resume()
+    return trainer
+
+
+def test_a_resume_with_a_longer_cosine_follows_the_new_one(tmp_path):
+    trainer = resumed(tmp_path, dict(train__schedule="cosine", train__lr=0.1,
+                                     train__max_steps=6), {"max_steps": 10})
+    trainer.fit()
+    expected = [0.1 * (1 + math.cos(math.pi * s / 10)) / 2 for s in range(6, 10)]
+    assert lrs(trainer)[6:] == pytest.approx(expected)  # not back up past the old end
+
+
+@pytest.mark.parametrize("schedule", ["none", "plateau", "step"])
+def test_a_resume_with_a_new_rate_uses_it(tmp_path, schedule):
+    trainer = resumed(tmp_path, dict(train__schedule=schedule, train__step_size=100,
+                                     train__optimizer="sgd", train__lr=0.1,
+                                     train__max_steps=4), {"lr": 0.02, "momentum": 0.5,
+                                                           "max_steps": 6})
+    group = trainer.optimizer.param_groups[0]
+    assert (group["lr"], group["momentum"]) == (0.02, 0.5)
+    trainer.fit()
+    assert lrs(trainer)[4:] == pytest.approx([0.02, 0.02])

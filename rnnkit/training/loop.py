@@ -42,7 +42,7 @@ from .checkpoint import (
 )
 from .clipping import clip_gradients
 from .distributed import World, all_sum, barrier, init_world, shard
-from .optim import make_optimizer, make_scheduler, steps_per_update
+from .optim import adopt_settings, make_optimizer, make_scheduler, steps_per_update
 from .records import MetricsLog, plot_curves, read_records
 from .tbptt import detach_state, map_state, reset_state, spans
 
@@ -341,7 +341,8 @@ class Trainer:
     def resume(self, source=None) -> int:
         """Continue from a checkpoint: a loaded ``Checkpoint``, or the latest one in the
         directory ``source`` (default: this run's). Restores the weights, optimizer, schedule,
-        RNG, counters and carried state; returns the step."""
+        RNG, counters and carried state, then applies the ``train`` settings that changed since
+        (:func:`rnnkit.training.optim.adopt_settings`); returns the step."""
         ckpt = source if isinstance(source, Checkpoint) else \
             load_checkpoint(source if source is not None else self.out_dir)
         load_model_weights(self.model, ckpt)
@@ -356,7 +357,9 @@ class Trainer:
             self.step, self.best, self.best_step = ts["step"], ts["best"], ts["best_step"]
             self.bad_evals, self.clip_counts = ts["bad_evals"], dict(ts["clip_counts"])
             carry = ts["carry"]
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            adopt_settings(self.optimizer, self.scheduler, self.config.train,
+                           dict(ckpt.config.get("train") or {}), self.step)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
             raise CheckpointError(f"{ckpt.directory}: the training state does not fit this run "
                                   f"({type(e).__name__}: {e})") from None
         self.carry = map_state(lambda t: t.to(self.device), carry)

@@ -12,6 +12,8 @@ Schedules: the rate of optimizer step s + 1 (s = 0, 1, ...), with lr_0 = ``train
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.optim import lr_scheduler
 
@@ -50,3 +52,47 @@ def make_scheduler(optimizer, train, mode: str = "min"):
 def steps_per_update(scheduler) -> bool:
     """Whether the schedule steps after every optimizer step (else after every evaluation)."""
     return scheduler is not None and not isinstance(scheduler, lr_scheduler.ReduceLROnPlateau)
+
+
+def adopt_settings(optimizer, scheduler, train, saved: dict, step: int) -> None:
+    """After a resume, apply the ``train`` settings that differ from the checkpoint's
+    (``saved``: its ``train`` section as a dict), at optimizer step ``step``.
+
+    Loading the optimizer's and schedule's states brings back the checkpoint's rate,
+    momentum, weight decay and schedule shape, so without this a resumed run would silently
+    ignore, say, a new ``--train.lr`` or a longer ``--train.max_steps`` (the cosine would
+    rise again past the old end). A rate the schedule computes (``none``, ``step``,
+    ``cosine``) is recomputed at ``step`` from the new settings; ``plateau`` takes a new
+    ``train.lr`` as its current rate. Settings that did not change are left alone, so a plain
+    resume stays bit-for-bit the uninterrupted run."""
+    def changed(key: str) -> bool:
+        return key in saved and saved[key] != getattr(train, key)
+
+    for group in optimizer.param_groups:
+        group["weight_decay"] = train.weight_decay
+        if "momentum" in group:
+            group["momentum"] = train.momentum
+    if isinstance(scheduler, lr_scheduler.ReduceLROnPlateau):
+        scheduler.factor, scheduler.patience = train.gamma, train.plateau_patience
+        if changed("lr"):
+            _set_lr(optimizer, scheduler, train.lr)
+        return
+    if not any(changed(key) for key in ("lr", "max_steps", "step_size", "gamma")):
+        return
+    lr = train.lr
+    if isinstance(scheduler, lr_scheduler.StepLR):
+        scheduler.step_size, scheduler.gamma = train.step_size, train.gamma
+        lr = train.lr * train.gamma ** (step // train.step_size)
+    elif isinstance(scheduler, lr_scheduler.CosineAnnealingLR):
+        scheduler.T_max = train.max_steps
+        lr = train.lr * (1 + math.cos(math.pi * step / train.max_steps)) / 2
+    if scheduler is not None:
+        scheduler.base_lrs = [train.lr for _ in optimizer.param_groups]
+    _set_lr(optimizer, scheduler, lr)
+
+
+def _set_lr(optimizer, scheduler, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    if scheduler is not None:
+        scheduler._last_lr = [lr for _ in optimizer.param_groups]  # what get_last_lr() reports
