@@ -71,16 +71,33 @@ def classifier(task: str, *, cell="lstm", hidden=128, steps=1500, batch=32, lr=3
     return schedule(cfg, lr, steps, eval_every, clip=5.0)
 
 
-def language_model(task: str, cell: str, *, hidden=100, layers=1, steps=8300, batch=32,
-                   seq_len=35, lr=2e-3, eval_every=830, **model) -> Config:
-    """A language model trained in windows of seq_len steps over batch streams, state carried."""
+def stream_model(task: str, cell: str, *, hidden: int, batch: int, seq_len: int,
+                 layers=1, **model) -> Config:
+    """A language model over ``batch`` streams read in windows of ``seq_len`` tokens, the
+    state carried from one window to the next; the embedding as wide as the network unless
+    ``model`` says otherwise."""
     cfg = Config()
     cfg.data.task, cfg.data.batch_size, cfg.data.seq_len = task, batch, seq_len
     m = cfg.model
     m.cell, m.hidden_size, m.num_layers, m.embedding_size = cell, hidden, layers, hidden
     for key, value in model.items():
         setattr(m, key, value)
-    return schedule(cfg, lr, steps, eval_every, clip=1.0)
+    return cfg
+
+
+def language_model(task: str, cell: str, *, lr: float, hidden=100, epochs=15,
+                   steps_per_epoch=1330, **model) -> Config:
+    """Word level, trained as Zaremba et al. (2014) and torch's word_language_model do: plain
+    SGD over 20 streams in windows of 35 words, the gradient norm clipped at 0.25, the rate
+    divided by 4 whenever an epoch does not improve validation perplexity. (Adam overfitted:
+    LSTM 100 stalled at validation perplexity 156 with training perplexity 107.)"""
+    cfg = stream_model(task, cell, hidden=hidden, batch=20, seq_len=35, **model)
+    t = cfg.train
+    t.optimizer, t.momentum, t.lr, t.clip_norm = "sgd", 0.0, lr, 0.25
+    t.schedule, t.gamma, t.plateau_patience = "plateau", 0.25, 0
+    t.max_steps, t.eval_every = epochs * steps_per_epoch, steps_per_epoch
+    cfg.run.checkpoint_every = steps_per_epoch
+    return cfg
 
 
 def seq2seq(task: str, *, attention="additive", hidden=128, steps=6000, batch=128, lr=3e-3,
@@ -127,19 +144,19 @@ RUNS = [
         seq2seq("captions", hidden=128, steps=1500, batch=64, eval_every=250, embedding_size=32),
         {"exact": 90.0}, ""),
     Run("shakespeare-char", "LSTM 512, character level, 32 streams x 100 steps",
-        language_model("shakespeare", "lstm", hidden=512, steps=2500, seq_len=100,
-                       eval_every=500, lr=2e-3, embedding_size=64),
+        schedule(stream_model("shakespeare", "lstm", hidden=512, batch=32, seq_len=100,
+                              embedding_size=64), 2e-3, 2500, 500, clip=1.0),
         {}, "", at_most={"val nll": 1.5, "minutes": 20}),
     Run("g2p-attention", "BiLSTM 128 encoder, LSTM 128 decoder, additive attention, beam 5",
         seq2seq("g2p"), {}, "Yao & Zweig 2015, encoder-decoder LSTM: PER 7.63, WER 28.61",
         at_most={"wer": 30.0, "per": 8.0}),
     Run("g2p-no-attention", "the same without attention (the decoder starts from the final "
         "states only)", seq2seq("g2p", attention="none"), {}, ""),
-    Run("ptb-elman", "Elman 100, word level, full softmax", language_model("ptb", "elman"),
+    Run("ptb-elman", "Elman 100, word level, full softmax", language_model("ptb", "elman", lr=5.0),
         {}, "Mikolov et al. 2015 (SRN, 100 units): 129", at_most={"ppl": 129.0}),
-    Run("ptb-lstm", "LSTM 100, word level, full softmax", language_model("ptb", "lstm"),
+    Run("ptb-lstm", "LSTM 100, word level, full softmax", language_model("ptb", "lstm", lr=20.0),
         {}, "Mikolov et al. 2015 (LSTM, 100 units): 115", at_most={"ppl": 115.0}),
-    Run("ptb-scrn", "SCRN 100, word level, full softmax", language_model("ptb", "scrn"),
+    Run("ptb-scrn", "SCRN 100, word level, full softmax", language_model("ptb", "scrn", lr=10.0),
         {}, "Mikolov et al. 2015 (SCRN, 100 units): 115", at_most={"ppl": 115.0}),
 ]
 
