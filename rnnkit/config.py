@@ -107,6 +107,10 @@ class ModelConfig:
                            min=0, off="0 = twice the source's length plus 10", metavar="N")
     tie_weights: bool = _opt(False, "language models: the output layer reuses the embedding "
                              "matrix (needs model.embedding_size = model.hidden_size)")
+    embedding_init: str = _opt("uniform", "language models: how the embeddings start: small "
+                               "uniform U(-0.1, 0.1) with a zero output bias (suits SGD on "
+                               "words), or torch's N(0, 1) and default bias (suits Adam on "
+                               "characters)", choices=("uniform", "normal"))
 
 
 @dataclass

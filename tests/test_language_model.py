@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
+from torch import nn
 
 from rnnkit.cells.base import state_leaves
 from rnnkit.cli import main
@@ -93,6 +94,17 @@ def test_embeddings_start_small_and_the_output_bias_at_zero():
     assert model.embed.weight.abs().max() <= 0.1
     assert model.embed.weight.std() > 0.05  # uniform on [-0.1, 0.1]: std 0.0577
     assert torch.equal(model.out.bias, torch.zeros(5000))
+
+
+def test_normal_embedding_init_keeps_torchs_defaults():
+    # the same draws as nn.Embedding and nn.Linear make, in the same order
+    torch.manual_seed(3)
+    model = LanguageModel(model_config(embedding_size=100, embedding_init="normal"), 5000)
+    torch.manual_seed(3)
+    embed = nn.Embedding(5000, 100)
+    assert torch.equal(model.embed.weight, embed.weight)
+    assert 0.95 < model.embed.weight.std() < 1.05
+    assert model.out.bias.abs().max() > 0
 
 
 def test_tied_weights_need_the_embedding_size_to_match():

