@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(flags given here override it)")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --run.out from its latest checkpoint (its "
-                       "model and data settings are kept; flags may change train/run settings, "
+                       "model and data settings and train.recurrent_lr_scale are kept; flags may "
+                       "change other train/run settings, "
                        "e.g. a larger --train.max_steps)")
     add_config_flags(train)
 

@@ -146,6 +146,11 @@ class TrainConfig:
     lr: float = _opt(1e-3, "learning rate", min=0.0, exclusive_min=True, metavar="LR")
     momentum: float = _opt(0.9, "momentum of sgd and rmsprop", min=0.0, metavar="M")
     weight_decay: float = _opt(0.0, "L2 weight decay", min=0.0, metavar="W")
+    recurrent_lr_scale: float = _opt(1.0, "the recurrent layers learn at train.lr times this, "
+                                     "the rest (embeddings, output layers) at train.lr; below "
+                                     "1 keeps a tanh Elman network from saturating under the "
+                                     "high rates of SGD language models", min=0.0,
+                                     exclusive_min=True, metavar="S")
     schedule: str = _opt("none", "learning-rate schedule",
                          choices=("none", "step", "cosine", "plateau"))
     step_size: int = _opt(1000, "steps between decays of the step schedule", min=1, metavar="N")

@@ -21,8 +21,9 @@ from .training.checkpoint import (
 )
 from .training.loop import Trainer
 
-# what a resumed run may not change: the model it trains and the data it trains on
-FIXED_ON_RESUME = ("model.", "data.")
+# what a resumed run may not change: the model it trains, the data it trains on, and how its
+# parameters are grouped in the optimizer (whose saved state has one entry per group)
+FIXED_ON_RESUME = ("model.", "data.", "train.recurrent_lr_scale")
 
 
 def resumed_config(ckpt: Checkpoint, cfg: Config, given: set[str]) -> Config:
@@ -39,7 +40,7 @@ def resumed_config(ckpt: Checkpoint, cfg: Config, given: set[str]) -> Config:
         raise ConfigError(
             f"--resume: {first} was {getattr(getattr(saved, section), key)!r} in the checkpoint "
             f"and is {getattr(getattr(merged, section), key)!r} now; a resumed run keeps its "
-            f"model and data (changed: {', '.join(changed)})")
+            f"model, data and parameter groups (changed: {', '.join(changed)})")
     return merged
 
 

@@ -100,6 +100,10 @@ def test_train_evaluate_resume_round_trip(tmp_path, capsys):
     # a resumed run may not change the model
     assert main([*argv, "--resume", "--model.hidden_size=9"]) == 2
     assert "model.hidden_size was 8 in the checkpoint" in capsys.readouterr().err
+    # nor how the optimizer groups the parameters (its saved state has one entry per group)
+    assert main([*argv, "--resume", "--train.recurrent_lr_scale=0.5"]) == 2
+    assert ("train.recurrent_lr_scale was 1.0 in the checkpoint and is 0.5 now"
+            in capsys.readouterr().err)
     assert main([*argv, "--resume", "--train.max_steps=15"]) == 0
     assert f"resumed {out} at step 10" in capsys.readouterr().out
     assert main(["evaluate", str(out), "--checkpoint=latest", "--json"]) == 0

@@ -205,3 +205,66 @@ def test_a_resume_with_a_new_rate_uses_it(tmp_path, schedule):
     assert (group["lr"], group["momentum"]) == (0.02, 0.5)
     trainer.fit()
     assert lrs(trainer)[4:] == pytest.approx([0.02, 0.02])
+
+
+def test_recurrent_lr_scale_gives_the_recurrent_layer_its_own_rate(tmp_path):
+    # plain SGD, no clipping: each weight moves by -rate * gradient, the recurrent layer's
+    # rate a tenth of the output layer's, at every step of a step schedule
+    cfg = toy_config(tmp_path, train__optimizer="sgd", train__momentum=0.0, train__lr=0.1,
+                     train__clip_norm=0.0, train__recurrent_lr_scale=0.1,
+                     train__schedule="step", train__step_size=1, train__gamma=0.5)
+    trainer = Trainer(ToyTask(cfg), cfg)
+    model = trainer.model
+    rnn, head = set(map(id, model.rnn.parameters())), set(map(id, model.head.parameters()))
+    groups = trainer.optimizer.param_groups
+    assert [set(map(id, g["params"])) for g in groups] == [head, rnn]
+    for expected_lr in (0.1, 0.05):
+        before = {k: p.detach().clone() for k, p in model.named_parameters()}
+        batch = trainer.batch(1)
+        trainer.optimizer.zero_grad()
+        trainer.forward_backward(batch)
+        grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+        trainer.optimizer.step()
+        trainer.scheduler.step()
+        for key, p in model.named_parameters():
+            rate = expected_lr * (0.1 if key.startswith("rnn.") else 1.0)
+            assert torch.allclose(p.detach(), before[key] - rate * grads[key]), key
+
+
+def test_recurrent_lr_scale_of_one_is_one_group(tmp_path):
+    cfg = toy_config(tmp_path)
+    trainer = Trainer(ToyTask(cfg), cfg)
+    (group,) = trainer.optimizer.param_groups
+    assert len(group["params"]) == len(list(trainer.model.parameters()))
+
+
+def test_a_model_without_a_recurrent_layer_refuses_a_recurrent_rate():
+    from rnnkit.config import Config, ConfigError
+    from rnnkit.training.optim import parameter_groups
+
+    train = Config().train
+    train.recurrent_lr_scale = 0.5
+    with pytest.raises(ConfigError, match=r"train.recurrent_lr_scale: this model has no "
+                                          r"recurrent layer .*expected 1, got 0.5"):
+        parameter_groups(torch.nn.Linear(2, 2), train)
+
+
+def test_a_resume_with_a_recurrent_rate_keeps_the_ratio(tmp_path):
+    # bit-for-bit through a resume, and a new train.lr applies to both groups in proportion
+    opts = dict(train__max_steps=8, train__schedule="step", train__step_size=3,
+                train__eval_every=2, train__tbptt=5, train__recurrent_lr_scale=0.25)
+    straight, _ = fit(tmp_path / "straight", **opts)
+    cfg = toy_config(tmp_path / "split", **opts)
+    cfg.train.max_steps = 4
+    Trainer(ToyTask(cfg), cfg).fit()
+    cfg.train.max_steps = 8
+    second = Trainer(ToyTask(cfg), cfg)
+    assert second.resume() == 4
+    second.fit()
+    for key, value in weights(straight.model).items():
+        assert torch.equal(value, second.model.state_dict()[key]), key
+    trainer = resumed(tmp_path / "new-rate", dict(train__optimizer="sgd", train__lr=0.1,
+                                                  train__max_steps=4,
+                                                  train__recurrent_lr_scale=0.25),
+                      {"lr": 0.02, "max_steps": 6})
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx([0.02, 0.005])

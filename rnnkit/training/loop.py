@@ -42,7 +42,13 @@ from .checkpoint import (
 )
 from .clipping import clip_gradients
 from .distributed import World, all_sum, barrier, init_world, shard
-from .optim import adopt_settings, make_optimizer, make_scheduler, steps_per_update
+from .optim import (
+    adopt_settings,
+    make_optimizer,
+    make_scheduler,
+    parameter_groups,
+    steps_per_update,
+)
 from .records import MetricsLog, plot_curves, read_records
 from .tbptt import detach_state, map_state, reset_state, spans
 
@@ -73,7 +79,7 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
-        self.optimizer = make_optimizer(self.model.parameters(), train)
+        self.optimizer = make_optimizer(parameter_groups(self.model, train), train)
         self.scheduler = make_scheduler(self.optimizer, train, task.mode)
 
         self.data = task.train_set()

@@ -8,6 +8,9 @@ Schedules: the rate of optimizer step s + 1 (s = 0, 1, ...), with lr_0 = ``train
 - ``cosine``: lr_s = lr_0 * (1 + cos(pi * s / max_steps)) / 2, down to 0 at the last step.
 - ``plateau``: lr <- gamma * lr when the validation metric has not improved for
   ``plateau_patience`` evaluations (torch's ReduceLROnPlateau, stepped after each evaluation).
+
+With ``train.recurrent_lr_scale`` = c != 1 the recurrent layers form a second parameter group
+whose rate is c times the one above at every step.
 """
 
 from __future__ import annotations
@@ -15,14 +18,40 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 from torch.optim import lr_scheduler
+
+from ..cells.base import Cell
+from ..config import ConfigError
+from ..networks import RecurrentNetwork
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 SCHEDULES = ("none", "step", "cosine", "plateau")
 
 
+def parameter_groups(model: nn.Module, train) -> list[dict]:
+    """``model``'s parameters as optimizer groups: one at ``train.lr``; with
+    ``train.recurrent_lr_scale`` != 1, the recurrent layers' (every rnnkit network or cell,
+    and torch's RNN modules) in a second group at ``train.lr * train.recurrent_lr_scale``.
+    Each group carries its ``lr_scale``, which the schedules and resumes keep."""
+    scale = train.recurrent_lr_scale
+    if scale == 1.0:
+        return [{"params": list(model.parameters()), "lr_scale": 1.0}]
+    recurrent_types = (RecurrentNetwork, Cell, nn.RNNBase, nn.RNNCellBase)
+    recurrent = {id(p): p for m in model.modules() if isinstance(m, recurrent_types)
+                 for p in m.parameters()}
+    if not recurrent:
+        raise ConfigError("train.recurrent_lr_scale: this model has no recurrent layer to "
+                          f"give its own rate; expected 1, got {scale}")
+    rest = [p for p in model.parameters() if id(p) not in recurrent]
+    groups = [{"params": rest, "lr_scale": 1.0},
+              {"params": list(recurrent.values()), "lr": train.lr * scale, "lr_scale": scale}]
+    return [g for g in groups if g["params"]]
+
+
 def make_optimizer(parameters, train) -> torch.optim.Optimizer:
-    """The optimizer ``train.optimizer`` over ``parameters`` (``train``: a TrainConfig)."""
+    """The optimizer ``train.optimizer`` over ``parameters`` (tensors, or groups from
+    :func:`parameter_groups`; ``train``: a TrainConfig)."""
     name, lr, wd = train.optimizer, train.lr, train.weight_decay
     if name == "sgd":
         return torch.optim.SGD(parameters, lr=lr, momentum=train.momentum, weight_decay=wd)
@@ -87,12 +116,17 @@ def adopt_settings(optimizer, scheduler, train, saved: dict, step: int) -> None:
         scheduler.T_max = train.max_steps
         lr = train.lr * (1 + math.cos(math.pi * step / train.max_steps)) / 2
     if scheduler is not None:
-        scheduler.base_lrs = [train.lr for _ in optimizer.param_groups]
+        scheduler.base_lrs = [train.lr * _scale(g) for g in optimizer.param_groups]
     _set_lr(optimizer, scheduler, lr)
 
 
+def _scale(group: dict) -> float:
+    return group.get("lr_scale", 1.0)  # checkpoints from before parameter groups had none
+
+
 def _set_lr(optimizer, scheduler, lr: float) -> None:
+    """Every group at ``lr`` times its own scale."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
-    if scheduler is not None:
-        scheduler._last_lr = [lr for _ in optimizer.param_groups]  # what get_last_lr() reports
+        group["lr"] = lr * _scale(group)
+    if scheduler is not None:  # what get_last_lr() reports
+        scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
