@@ -8,9 +8,11 @@ import pytest
 import torch
 from training_tasks import ToyTask, toy_config
 
+from rnnkit.config import Config, ConfigError
 from rnnkit.training import Trainer, TrainingStopped
 from rnnkit.training.checkpoint import find_checkpoint
 from rnnkit.training.clipping import clip_gradients
+from rnnkit.training.optim import parameter_groups
 from rnnkit.training.records import read_records
 
 
@@ -239,9 +241,6 @@ def test_recurrent_lr_scale_of_one_is_one_group(tmp_path):
 
 
 def test_a_model_without_a_recurrent_layer_refuses_a_recurrent_rate():
-    from rnnkit.config import Config, ConfigError
-    from rnnkit.training.optim import parameter_groups
-
     train = Config().train
     train.recurrent_lr_scale = 0.5
     with pytest.raises(ConfigError, match=r"train.recurrent_lr_scale: this model has no "
