@@ -89,6 +89,9 @@ class ModelConfig:
     word_dropout: float = _opt(0.0, "while training, replace each word by the unknown word with "
                                "this probability (text tasks), so the model learns what to do "
                                "with words it never saw", min=0.0, max=1.0, metavar="P")
+    char_filters: int = _opt(0, "tagging: character features, a CNN over each word's letters "
+                             "with this many filters, joined to the word embedding (helps "
+                             "rare and unseen words)", min=0, off="0 = none", metavar="F")
     head: str = _opt("softmax", "tagging output layer: per-step softmax, or a linear-chain CRF "
                      "scoring whole tag sequences", choices=("softmax", "crf"))
     intent: bool = _opt(False, "tagging: also predict the sentence's intent from the same encoder")

@@ -2,6 +2,9 @@
 
     e_t   = Embedding(w_t)                                   (N, T, E)
             (training: w_t -> <unk> with probability model.word_dropout)
+            with ``model.char_filters`` > 0: e_t = [Embedding(w_t) ; z_t], z_t the word's
+            character features (:mod:`rnnkit.heads.chars`, kept when w_t is dropped, as
+            for a word never seen)
     h_t   = recurrent network(dropout(e))_t                  (N, T, D*H), any rnnkit cell
     s_t   = W_o dropout(h_t) + b_o                           (N, T, K) emission scores
 
@@ -25,6 +28,7 @@ from torch import Tensor, nn
 
 from rnnkit.tasks.base import recurrent_from_config
 
+from .chars import CHAR_SPECIALS, CharFeatures
 from .pooling import Pooling, length_mask
 from .words import drop_words
 
@@ -34,12 +38,20 @@ class SequenceTagger(nn.Module):
     (+ an optional intent classifier). ``model_cfg``: an rnnkit.config.ModelConfig."""
 
     def __init__(self, model_cfg, vocab_size: int, num_tags: int, num_intents: int = 0,
-                 allowed: tuple[Tensor, Tensor] | None = None) -> None:
+                 allowed: tuple[Tensor, Tensor] | None = None, num_chars: int = 0) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab_size, model_cfg.embedding_size, padding_idx=0)
         self.drop = nn.Dropout(model_cfg.input_dropout)
         self.word_dropout = model_cfg.word_dropout
-        self.rnn = recurrent_from_config(model_cfg, model_cfg.embedding_size)
+        self.chars = None
+        inputs = model_cfg.embedding_size
+        if model_cfg.char_filters:
+            if num_chars < len(CHAR_SPECIALS):
+                raise ValueError(f"num_chars: model.char_filters={model_cfg.char_filters} needs "
+                                 f"a character vocabulary, got num_chars={num_chars}")
+            self.chars = CharFeatures(num_chars, model_cfg.char_filters)
+            inputs += model_cfg.char_filters
+        self.rnn = recurrent_from_config(model_cfg, inputs)
         self.emit = nn.Linear(self.rnn.output_size, num_tags)
         self.crf = None
         if model_cfg.head == "crf":
@@ -52,23 +64,33 @@ class SequenceTagger(nn.Module):
             self.pool = Pooling(model_cfg.pooling, self.rnn.output_size, directions)
             self.intent = nn.Linear(self.rnn.output_size, num_intents)
 
-    def encode(self, tokens: Tensor, lengths: Tensor):
-        """tokens (N, T), lengths (N,) -> emissions (N, T, K), pooled (N, F), mask (N, T)."""
+    def encode(self, tokens: Tensor, lengths: Tensor, chars: Tensor | None = None):
+        """tokens (N, T), lengths (N,), chars (N, T, L) with character features ->
+        emissions (N, T, K), pooled (N, F), mask (N, T)."""
         T = int(lengths.max())
         tokens = tokens[:, :T]
         mask = length_mask(lengths, T)
         if self.training:
             tokens = drop_words(tokens, self.word_dropout)
-        out, _ = self.rnn(self.drop(self.embed(tokens)), lengths=lengths.cpu())
+        x = self.embed(tokens)  # (N, T, E)
+        if self.chars is not None:
+            if (chars is None or chars.ndim != 3 or chars.shape[0] != tokens.shape[0]
+                    or chars.shape[1] < T):
+                got = "None" if chars is None else tuple(chars.shape)
+                raise ValueError(f"chars: this model reads character ids (N, T, L) with "
+                                 f"N={tokens.shape[0]}, T>={T}, got {got}")
+            x = torch.cat([x, self.chars(chars[:, :T])], dim=-1)  # (N, T, E + F)
+        out, _ = self.rnn(self.drop(x), lengths=lengths.cpu())
         out = self.drop(out)  # (N, T, D*H), zeros past each length
         pooled = self.pool(out, mask) if self.pool is not None else None  # (N, D*H)
         return self.emit(out), pooled, mask
 
     def forward(self, tokens: Tensor, lengths: Tensor, tags: Tensor | None = None,
-                intents: Tensor | None = None) -> dict[str, Tensor]:
+                intents: Tensor | None = None, chars: Tensor | None = None) -> dict[str, Tensor]:
         """Scores; with ``tags`` (and ``intents``) also ``loss``: the sum over sentences of
-        each sentence's tag loss (+ intent cross-entropy)."""
-        emissions, pooled, mask = self.encode(tokens, lengths)
+        each sentence's tag loss (+ intent cross-entropy). ``chars``: the words' character
+        ids (N, T, L), needed with character features."""
+        emissions, pooled, mask = self.encode(tokens, lengths, chars)
         out = {"emissions": emissions, "mask": mask}
         if self.intent is not None:
             out["intent_scores"] = self.intent(pooled)
@@ -85,10 +107,11 @@ class SequenceTagger(nn.Module):
         return out
 
     @torch.no_grad()
-    def predict(self, tokens: Tensor, lengths: Tensor) -> tuple[list[list[int]], list[int] | None]:
+    def predict(self, tokens: Tensor, lengths: Tensor, chars: Tensor | None = None
+                ) -> tuple[list[list[int]], list[int] | None]:
         """The best tag sequence of every sentence (Viterbi with a CRF, the per-step argmax
         without) and, with an intent head, each sentence's intents (a list of indices)."""
-        out = self.forward(tokens, lengths)
+        out = self.forward(tokens, lengths, chars=chars)
         emissions, mask = out["emissions"], out["mask"]
         if self.crf is not None:
             paths = self.crf.decode(emissions, mask)

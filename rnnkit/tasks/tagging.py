@@ -19,6 +19,7 @@ from torch import Tensor
 
 from rnnkit.config import ConfigError
 from rnnkit.data.text import Vocab, pad_batch, tokenize
+from rnnkit.heads.chars import CHAR_SPECIALS, spell
 from rnnkit.metrics import chunk_f1
 
 from .base import Task, in_chunks
@@ -40,7 +41,7 @@ class TaggingTask(Task):
     title = "tagging"  # how describe() names the data
     metric = "f1"
     mode = "max"
-    time_keys = ("tokens", "tags")
+    time_keys = ("tokens", "tags", "chars")
     item_name = "sent"
 
     def __init__(self, config, *, state: dict | None = None) -> None:
@@ -55,9 +56,14 @@ class TaggingTask(Task):
                      "tags": self.tag_names(),
                      "intents": Vocab.build((intent_set(s.intent) for s in train),
                                             specials=("<unk>",)).to_list()}
+            if config.model.char_filters:  # the letters of the training words
+                state["chars"] = Vocab.build((list(w) for s in train for w in s.words),
+                                             specials=CHAR_SPECIALS).to_list()
         self.words = Vocab.from_list(state["words"])
         self.tags = Vocab.from_list(state["tags"], specials=())
         self.intents = Vocab.from_list(state["intents"], specials=("<unk>",))
+        self.chars = (Vocab.from_list(state["chars"], specials=CHAR_SPECIALS)
+                      if "chars" in state else None)
         self.sets = {split: self.tensors(sentences) for split, sentences in self.splits.items()}
 
     def load(self) -> dict:
@@ -86,8 +92,11 @@ class TaggingTask(Task):
 
     def state(self) -> dict:
         """What predicting needs besides the weights: the vocabularies, as lists."""
-        return {"words": self.words.to_list(), "tags": self.tags.to_list(),
-                "intents": self.intents.to_list()}
+        state = {"words": self.words.to_list(), "tags": self.tags.to_list(),
+                 "intents": self.intents.to_list()}
+        if self.chars is not None:
+            state["chars"] = self.chars.to_list()
+        return state
 
     def tensors(self, sentences) -> dict[str, Tensor]:
         tokens, lengths = pad_batch([self.words.encode(s.words) for s in sentences])
@@ -97,7 +106,10 @@ class TaggingTask(Task):
         intents = torch.zeros(len(sentences), len(self.intents))
         for n, s in enumerate(sentences):
             intents[n, self.intents.encode(intent_set(s.intent))] = 1.0
-        return {"tokens": tokens, "tags": tags, "lengths": lengths, "intents": intents}
+        out = {"tokens": tokens, "tags": tags, "lengths": lengths, "intents": intents}
+        if self.chars is not None:
+            out["chars"] = spell([s.words for s in sentences], self.chars)  # (N, T, L)
+        return out
 
     def train_set(self):
         return self.sets["train"]
@@ -112,10 +124,13 @@ class TaggingTask(Task):
 
             allowed = bio_allowed(self.tags.to_list())
         intents = len(self.intents) if model_cfg.intent else 0
-        return SequenceTagger(model_cfg, len(self.words), len(self.tags), intents, allowed)
+        chars = len(self.chars) if self.chars is not None else 0
+        return SequenceTagger(model_cfg, len(self.words), len(self.tags), intents, allowed,
+                              num_chars=chars)
 
     def loss(self, model, chunk, state, final):
-        out = model(chunk["tokens"], chunk["lengths"], chunk["tags"], chunk["intents"])
+        out = model(chunk["tokens"], chunk["lengths"], chunk["tags"], chunk["intents"],
+                    chunk.get("chars"))
         return out["loss"], None
 
     def items(self, batch):
@@ -123,7 +138,7 @@ class TaggingTask(Task):
 
     def evaluate(self, model, split):
         def tag(rows):  # gold and predicted tag names, and the right intents, of a chunk
-            paths, intents = model.predict(rows["tokens"], rows["lengths"])
+            paths, intents = model.predict(rows["tokens"], rows["lengths"], rows.get("chars"))
             lengths = rows["lengths"].tolist()
             gold = [self.tags.decode(rows["tags"][n, :L].tolist()) for n, L in enumerate(lengths)]
             hits = 0 if intents is None else sum(  # the whole set right
@@ -145,13 +160,15 @@ class TaggingTask(Task):
 
     def predict_text(self, model, text: str) -> tuple[list[tuple[str, str]], str | None]:
         """Tag one sentence: ``[(word, slot), ...]`` and the intent (None without a head).
-        Words the training data never had map to the unknown token."""
+        Words the training data never had map to the unknown token (with character
+        features they still have their letters)."""
         words = tokenize(text)
         if not words:
             raise ValueError("text: expected at least one word, got an empty sentence")
         device = next(model.parameters()).device
         tokens = torch.tensor([self.words.encode(words)], device=device)
-        paths, intents = model.predict(tokens, torch.tensor([len(words)], device=device))
+        chars = spell([words], self.chars).to(device) if self.chars is not None else None
+        paths, intents = model.predict(tokens, torch.tensor([len(words)], device=device), chars)
         intent = ";".join(self.intents.decode(intents[0])) if intents is not None else None
         return list(zip(words, self.tags.decode(paths[0]), strict=True)), intent
 

@@ -1,0 +1,59 @@
+"""Character features of words: a small CNN over each word's letters (Ma & Hovy 2016).
+
+A word embedding learns nothing about a word seen once ("airfares", "capacities") and has
+only ``<unk>`` for a word never seen; its spelling still says much. Each word is spelled
+``<w> c_1 ... c_m </w>`` (at most ``MAX_CHARS`` letters kept), and
+
+    x_{t,j} = CharEmbedding(c_{t,j})                                 (N, T, L, C)
+    z_t     = tanh( max_j ( sum_{i=-1..1} W_i x_{t,j+i} + b ) )      (N, T, F)
+
+(a width-3 convolution with zero padding, max over the word's real positions), and ``z_t`` is
+joined to the word's embedding before the recurrent layer. Padding steps get z = 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+CHAR_SPECIALS = ("<pad>", "<unk>", "<w>", "</w>")  # ids 0..3
+MAX_CHARS = 20  # letters kept per word: the first MAX_CHARS (ATIS's longest word has 18)
+CHAR_EMBEDDING = 16
+
+
+def spell(sentences: Sequence[Sequence[str]], chars) -> Tensor:
+    """Character ids (N, T, MAX_CHARS + 2) int32 of padded sentences: row ``[n, t]`` is word
+    t of sentence n as ``<w> c_1 .. c_m </w>`` then zeros; padding words are all zeros.
+    ``chars``: an :class:`rnnkit.data.text.Vocab` with :data:`CHAR_SPECIALS` first (unknown
+    letters map to ``<unk>``)."""
+    T = max((len(words) for words in sentences), default=0)
+    out = torch.zeros(len(sentences), T, MAX_CHARS + 2, dtype=torch.int32)
+    begin, end = chars.index("<w>"), chars.index("</w>")
+    for n, words in enumerate(sentences):
+        for t, word in enumerate(words):
+            ids = [begin, *chars.encode(list(word[:MAX_CHARS])), end]
+            out[n, t, :len(ids)] = torch.tensor(ids, dtype=torch.int32)
+    return out
+
+
+class CharFeatures(nn.Module):
+    """``CharFeatures(num_chars, filters)(chars) -> (N, T, filters)`` from ids (N, T, L)."""
+
+    def __init__(self, num_chars: int, filters: int, embedding_size: int = CHAR_EMBEDDING) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(num_chars, embedding_size, padding_idx=0)
+        self.conv = nn.Conv1d(embedding_size, filters, kernel_size=3, padding=1)
+        self.filters = filters
+
+    def forward(self, chars: Tensor) -> Tensor:
+        N, T, L = chars.shape
+        out = chars.new_zeros((N, T, self.filters), dtype=self.conv.weight.dtype)
+        real = chars[..., 0] != 0  # (N, T): the words (every word starts with <w>)
+        spelled = chars[real].long()  # (M, L) only the real words go through the CNN
+        if spelled.numel():
+            h = self.conv(self.embed(spelled).transpose(1, 2))  # (M, F, L)
+            h = h.masked_fill((spelled == 0)[:, None, :], float("-inf")).amax(-1)
+            out[real] = torch.tanh(h)
+        return out
