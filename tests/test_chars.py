@@ -19,13 +19,15 @@ def letters(*words):
 def test_spell_marks_each_word_and_pads_with_zeros():
     chars = letters("ab", "c")
     ids = spell([["ab", "zq"], ["c"]], chars)
-    assert ids.shape == (2, 2, MAX_CHARS + 2) and ids.dtype == torch.int32
+    assert ids.shape == (2, 2, 4) and ids.dtype == torch.int16  # L: the longest word + 2
     w, end, unk = chars.index("<w>"), chars.index("</w>"), chars.unk_index
-    assert ids[0, 0, :5].tolist() == [w, chars.index("a"), chars.index("b"), end, 0]
+    assert ids[0, 0].tolist() == [w, chars.index("a"), chars.index("b"), end]
+    assert ids[1, 0].tolist() == [w, chars.index("c"), end, 0]
     assert ids[0, 1, :4].tolist() == [w, unk, unk, end]  # letters never seen
     assert ids[1, 1].abs().sum() == 0  # a padding word
     long = spell([["a" * (MAX_CHARS + 5)]], chars)[0, 0]
-    assert long[-1] == end and (long[1:-1] == chars.index("a")).all()  # cut to MAX_CHARS
+    assert long.shape == (MAX_CHARS + 2,) and long[-1] == end  # cut to MAX_CHARS letters
+    assert (long[1:-1] == chars.index("a")).all()
 
 
 def naive(module, chars):
@@ -93,7 +95,7 @@ def test_tagger_reads_the_letters_of_unknown_words():
     model = tagger()
     tokens = torch.tensor([[2, 1], [2, 1]])  # the same words, the second unknown (<unk> = 1)
     lengths = torch.tensor([2, 2])
-    chars = torch.zeros(2, 2, 6, dtype=torch.int32)
+    chars = torch.zeros(2, 2, 6, dtype=torch.int16)
     chars[:, 0, :3] = torch.tensor([2, 5, 3])
     chars[0, 1, :4] = torch.tensor([2, 6, 7, 3])  # the unknown word spelled differently
     chars[1, 1, :4] = torch.tensor([2, 8, 9, 3])

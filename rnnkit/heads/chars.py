@@ -24,17 +24,20 @@ CHAR_EMBEDDING = 16
 
 
 def spell(sentences: Sequence[Sequence[str]], chars) -> Tensor:
-    """Character ids (N, T, MAX_CHARS + 2) int32 of padded sentences: row ``[n, t]`` is word
-    t of sentence n as ``<w> c_1 .. c_m </w>`` then zeros; padding words are all zeros.
+    """Character ids (N, T, L) of padded sentences, int16 (int32 past 32,767 letters) to keep
+    whole splits small: row ``[n, t]`` is word t of sentence n as ``<w> c_1 .. c_m </w>`` then
+    zeros, L = the longest spelled word (at most MAX_CHARS + 2); padding words are all zeros.
     ``chars``: an :class:`rnnkit.data.text.Vocab` with :data:`CHAR_SPECIALS` first (unknown
     letters map to ``<unk>``)."""
     T = max((len(words) for words in sentences), default=0)
-    out = torch.zeros(len(sentences), T, MAX_CHARS + 2, dtype=torch.int32)
+    L = 2 + min(MAX_CHARS, max((len(w) for words in sentences for w in words), default=0))
+    dtype = torch.int16 if len(chars) <= torch.iinfo(torch.int16).max else torch.int32
+    out = torch.zeros(len(sentences), T, L, dtype=dtype)
     begin, end = chars.index("<w>"), chars.index("</w>")
     for n, words in enumerate(sentences):
         for t, word in enumerate(words):
             ids = [begin, *chars.encode(list(word[:MAX_CHARS])), end]
-            out[n, t, :len(ids)] = torch.tensor(ids, dtype=torch.int32)
+            out[n, t, :len(ids)] = torch.tensor(ids, dtype=dtype)
     return out
 
 
