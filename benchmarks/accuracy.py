@@ -133,18 +133,18 @@ def seq2seq(task: str, *, attention="additive", hidden=128, steps=6000, batch=12
 
 
 RUNS = [
-    Run("atis-bilstm-crf", "BiLSTM 128 + CRF + intent head (the `make demo` model)",
-        demo_config(), {"f1": 95.5, "intent_accuracy": 97.5},
+    Run("atis-bilstm-crf", "BiLSTM 128 + CRF + intent head, words and characters (the "
+        "`make demo` model)", demo_config(), {"f1": 95.5, "intent_accuracy": 97.5},
         "BLSTM-CRF with pretrained GloVe and character embeddings: F1 95.74"),
-    Run("atis-elman", "bidirectional Elman 128 + CRF + intent head",
+    Run("atis-elman", "bidirectional Elman 128 + CRF + intent head, words and characters",
         atis("elman"), {"f1": 94.5},
         "Elman RNN, Mesnil et al. 2015: F1 94.98"),
-    Run("atis-jordan", "bidirectional Jordan 128 + CRF + intent head",
+    Run("atis-jordan", "bidirectional Jordan 128 + CRF + intent head, words and characters",
         atis("jordan"), {"f1": 94.0},
         "Jordan RNN, Mesnil et al. 2015: F1 94.29"),
-    Run("atis-elman-forward", "forward-only Elman 128 + CRF + intent head",
+    Run("atis-elman-forward", "forward-only Elman 128 + CRF + intent head, words and characters",
         atis("elman", bidirectional=False), {}, "Elman RNN, Mesnil et al. 2015: F1 94.98"),
-    Run("atis-jordan-forward", "forward-only Jordan 128 + CRF + intent head",
+    Run("atis-jordan-forward", "forward-only Jordan 128 + CRF + intent head, words and characters",
         atis("jordan", bidirectional=False), {}, "Jordan RNN, Mesnil et al. 2015: F1 94.29"),
     Run("vowels", "BiLSTM 128, mean pooling, on 12 standardised channels",
         classifier("vowels", bidirectional=True, pooling="mean", batch=16, lr=2e-3,

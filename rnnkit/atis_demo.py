@@ -3,10 +3,11 @@
 Slot filling is the course's reason for recurrence: in "leave boston" and "arrive in boston"
 the same city needs different slots (``fromloc`` vs ``toloc``), and only the context says
 which. The demo trains the default tagger (a bidirectional LSTM with a CRF output layer and a
-joint intent head, embeddings learned from scratch) with the training engine, prints the test
-slot F1 (conlleval) and intent accuracy, and tags pairs of sentences where one city changes
-role. The run lands in ``runs/atis`` (``rnnkit predict`` reads it from there); running the
-demo again resumes that run, which has nothing left to train, and shows the results again.
+joint intent head; word embeddings learned from scratch plus character features) with the
+training engine, prints the test slot F1 (conlleval) and intent accuracy, and tags pairs of
+sentences where one city changes role. The run lands in ``runs/atis`` (``rnnkit predict``
+reads it from there); running the demo again resumes that run, which has nothing left to
+train, and shows the results again.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def demo_config(out: str = "runs/atis") -> Config:
     m = cfg.model
     m.cell, m.bidirectional, m.hidden_size, m.embedding_size = "lstm", True, 128, 100
     m.head, m.intent, m.pooling, m.input_dropout = "crf", True, "attention", 0.3
+    m.char_filters = 50  # spelling helps rare and unseen words (slots and intents)
     t = cfg.train
     t.optimizer, t.lr, t.schedule, t.clip_norm = "adam", 3e-3, "cosine", 5.0
     t.max_steps, t.eval_every = 2800, 280

@@ -130,3 +130,12 @@ def test_atis_with_char_features_trains_saves_and_predicts(tmp_path, capsys):
     assert main(["predict", "--run", str(out), "fly from zzyzx to denver"]) == 0
     words = [line.split()[0] for line in capsys.readouterr().out.split("\n") if line.strip()]
     assert words == ["fly", "from", "zzyzx", "to", "denver", "intent"]
+
+
+def test_char_features_do_not_depend_on_extra_padding():
+    torch.manual_seed(2)
+    chars = letters("boston", "to")
+    module = CharFeatures(len(chars), filters=5)
+    ids = spell([["boston", "to"]], chars)
+    wider = torch.cat([ids, torch.zeros(1, 2, 7, dtype=ids.dtype)], dim=-1)
+    assert torch.equal(module(ids), module(wider))
