@@ -57,7 +57,7 @@ class CharFeatures(nn.Module):
         spelled = chars[real].long()  # (M, L) only the real words go through the CNN
         if spelled.numel():
             # the batch's longest word sets the width (a split's may be longer): 1.6x faster,
-            # same numbers (past a word's end the convolution reads zeros either way)
+            # the same outputs (past a word's end the convolution reads zeros either way)
             spelled = spelled[:, :int((spelled != 0).sum(-1).max())]
             h = self.conv(self.embed(spelled).transpose(1, 2))  # (M, F, L')
             h = h.masked_fill((spelled == 0)[:, None, :], float("-inf")).amax(-1)
