@@ -195,7 +195,8 @@ class RunConfig:
     progress: bool = _opt(True, "show a progress bar")
     grad_flow_every: int = _opt(0, "record the gradient norm at every time step every N steps",
                                 min=0, off="0 = off", metavar="N")
-    plots: bool = _opt(True, "draw the curves as PNG files at the end")
+    plots: bool = _opt(True, "draw the curves as PNG files at the end (and write "
+                          "the task's report: confusion matrix, errors)")
 
 
 @dataclass

@@ -136,7 +136,8 @@ def run_evaluate(path, *, split: str = "test", which: str = "best", device: str 
 
 
 def _report(task, model, split: str, directory) -> list[Path]:
-    """The task's figures of ``split`` (a classifier's confusion matrix), without gradients."""
+    """The task's report files of ``split`` (a classifier's confusion matrix, a tagger's
+    errors), without gradients."""
     import torch
 
     was_training = model.training

@@ -7,6 +7,7 @@ import json
 import random
 
 import pytest
+import torch
 
 from rnnkit.cli import main
 from rnnkit.config import Config
@@ -84,10 +85,54 @@ def test_tagging_from_slots_lines_with_intents(tmp_path, capsys):
     assert main(["evaluate", str(out), "--split=val", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["f1"] == 100.0 and result["intent_accuracy"] == 100.0
+    assert (out / "errors-val.txt").read_text() == (
+        "# tagging, val: 40 sentences, 0 with wrong intents, 0 with a wrong tag\n")
     assert main(["evaluate", str(out), "--split=test"]) == 2
     assert "no test split" in capsys.readouterr().err
     assert main(["predict", "--run", str(out), "please arrive in miami"]) == 0
     assert capsys.readouterr().out.split("\n")[-3].split() == ["intent", "arrive"]
+
+
+class FixedTagger(torch.nn.Module):
+    """A stand-in model whose ``predict`` returns the given tag paths and intent lists."""
+
+    def __init__(self, paths, intents):
+        super().__init__()
+        self.device_anchor = torch.nn.Parameter(torch.zeros(1))
+        self.paths, self.intents = paths, intents
+
+    def predict(self, tokens, lengths, chars=None):
+        return self.paths[:len(lengths)], self.intents[:len(lengths)]
+
+
+def test_the_errors_file_names_every_wrong_intent_and_tag(tmp_path):
+    leave = ([("i", "O"), ("leave", "O"), ("boston", "B-from")], "depart")
+    both = ([("please", "O"), ("arrive", "O"), ("in", "O"), ("denver", "B-to")],
+            "arrive;depart")
+    unseen = ([("i", "O"), ("leave", "O"), ("zzz", "B-from")], "unseen")
+    cfg = Config()
+    cfg.data.task, cfg.model.intent = "tag", True
+    cfg.data.train_file = str(write_slots(tmp_path / "train.slots", [leave, both] * 5))
+    cfg.data.test_file = str(write_slots(tmp_path / "test.slots", [leave, both, unseen]))
+    task = make_task(cfg)
+    tag, intent = task.tags.index, task.intents.index
+    model = FixedTagger(  # right; a wrong city tag and one intent of two; a wrong intent
+        [[tag("O"), tag("O"), tag("B-from")], [tag("O")] * 3 + [tag("B-from")],
+         [tag("O"), tag("O"), tag("B-from")]],
+        [[intent("depart")], [intent("arrive")], [intent("depart")]])
+    assert task.evaluate(model, "test")["intent_accuracy"] == pytest.approx(100 / 3)
+    [path] = task.report(model, "test", tmp_path)
+    assert path == tmp_path / "errors-test.txt"
+    assert path.read_text().splitlines() == [
+        "# tagging, test: 3 sentences, 2 with wrong intents, 1 with a wrong tag",
+        "",
+        "## wrong intents: gold -> predicted | sentence",
+        "arrive;depart -> arrive | please arrive in denver",
+        "unseen -> depart | i leave zzz",  # an intent training never had keeps its name
+        "",
+        "## wrong tags: word[gold -> predicted] where they differ",
+        "please arrive in denver[B-to -> B-from]",
+    ]
 
 
 @pytest.mark.parametrize("suffix", [".tsv", ".csv"])

@@ -61,8 +61,8 @@ class Task:
         return True
 
     def report(self, model: nn.Module, split: str, directory) -> list:
-        """Write figures about ``split`` (e.g. a confusion matrix) into ``directory``; return
-        their paths. Default: none."""
+        """Write files about ``split`` (a confusion matrix, a list of errors) into
+        ``directory``; return their paths. Default: none."""
         return []
 
     def state(self) -> dict | None:

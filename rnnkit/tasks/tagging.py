@@ -14,6 +14,8 @@ checkpoint (:meth:`TaggingTask.state`), so ``rnnkit predict`` needs the checkpoi
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import Tensor
 
@@ -136,27 +138,60 @@ class TaggingTask(Task):
     def items(self, batch):
         return len(batch["lengths"])
 
-    def evaluate(self, model, split):
-        def tag(rows):  # gold and predicted tag names, and the right intents, of a chunk
+    def predictions(self, model, split):
+        """Every sentence of ``split``: gold and predicted tag names, and (with an intent head)
+        the gold and predicted intent indices as sets (None without a head)."""
+        def tag(rows):
             paths, intents = model.predict(rows["tokens"], rows["lengths"], rows.get("chars"))
             lengths = rows["lengths"].tolist()
             gold = [self.tags.decode(rows["tags"][n, :L].tolist()) for n, L in enumerate(lengths)]
-            hits = 0 if intents is None else sum(  # the whole set right
-                set(p) == {k for k, on in enumerate(g) if on}
-                for p, g in zip(intents, rows["intents"].tolist(), strict=True))
-            return gold, [self.tags.decode(p) for p in paths], hits
+            gold_intents = [set(row.nonzero().flatten().tolist()) for row in rows["intents"]]
+            pred_intents = [None] * len(lengths) if intents is None else [set(p) for p in intents]
+            return list(zip(gold, [self.tags.decode(p) for p in paths], gold_intents,
+                            pred_intents, strict=True))
 
-        data = self.sets[split]
-        parts = in_chunks(tag, data, model, size=256)
-        gold_tags = [tags for gold, _, _ in parts for tags in gold]
-        pred_tags = [tags for _, pred, _ in parts for tags in pred]
-        intent_hits = sum(hits for _, _, hits in parts)
-        scores = chunk_f1(gold_tags, pred_tags)
+        return [row for part in in_chunks(tag, self.sets[split], model, size=256) for row in part]
+
+    def evaluate(self, model, split):
+        rows = self.predictions(model, split)
+        scores = chunk_f1([gold for gold, *_ in rows], [pred for _, pred, *_ in rows])
         metrics = {"f1": scores["f1"], "precision": scores["precision"],
                    "recall": scores["recall"]}
-        if self.config.model.intent:
-            metrics["intent_accuracy"] = 100.0 * intent_hits / len(data["lengths"])
+        if self.config.model.intent:  # a sentence counts when its whole set is right
+            hits = sum(gold == pred for _, _, gold, pred in rows)
+            metrics["intent_accuracy"] = 100.0 * hits / len(rows)
         return metrics
+
+    def report(self, model, split: str, directory) -> list[Path]:
+        """``errors-<split>.txt`` in ``directory``: every sentence with a wrong intent (gold
+        and predicted) and every sentence with a wrong tag (each differing word with its gold
+        and predicted tag), for reading what the model gets wrong."""
+        rows = self.predictions(model, split)
+        sentences = self.splits[split]
+        wrong_intent = [n for n, (*_, gold, pred) in enumerate(rows) if pred is not None
+                        and gold != pred]
+        wrong_tags = [n for n, (gold, pred, *_) in enumerate(rows) if gold != pred]
+
+        def names(indices):
+            return ";".join(sorted(self.intents.decode(sorted(indices)))) or "-"
+
+        lines = [f"# {self.title}, {split}: {len(rows)} sentences, {len(wrong_intent)} with "
+                 f"wrong intents, {len(wrong_tags)} with a wrong tag"]
+        if wrong_intent:
+            lines += ["", "## wrong intents: gold -> predicted | sentence"]
+            for n in wrong_intent:  # the gold names from the file: an unseen intent shows too
+                gold = ";".join(intent_set(sentences[n].intent))
+                lines.append(f"{gold} -> {names(rows[n][3])} | {' '.join(sentences[n].words)}")
+        if wrong_tags:
+            lines += ["", "## wrong tags: word[gold -> predicted] where they differ"]
+            for n in wrong_tags:
+                gold, pred = rows[n][:2]
+                lines.append(" ".join(w if g == p else f"{w}[{g} -> {p}]"
+                                      for w, g, p in zip(sentences[n].words, gold, pred,
+                                                         strict=True)))
+        path = Path(directory) / f"errors-{split}.txt"
+        path.write_text("\n".join(lines) + "\n")
+        return [path]
 
     def predict_text(self, model, text: str) -> tuple[list[tuple[str, str]], str | None]:
         """Tag one sentence: ``[(word, slot), ...]`` and the intent (None without a head).
