@@ -122,3 +122,17 @@ def test_accuracy_quick_writes_its_section_and_keeps_the_speed_one(tmp_path):
     text = out.read_text()
     assert text.count("<!-- begin accuracy -->") == 1  # replaced, not appended
     assert "| atis-elman |" in text  # a row not re-run stays
+
+
+def test_accuracy_reports_the_spread_over_more_seeds(tmp_path):
+    accuracy = load_bench(SCRIPT.with_name("accuracy.py"))
+    vowels = next(r for r in accuracy.RUNS if r.name == "vowels")
+    vowels.seeds = (1,)
+    out = tmp_path / "RESULTS.md"
+    [row] = run(accuracy, "--quick", "--only", "vowels", "--out", str(out),
+                "--runs", str(tmp_path / "runs"))
+    assert set(row["seeds"]) == {"0", "1"} and row["seeds"]["0"] == row["test"]
+    assert (tmp_path / "runs" / "vowels-seed1").is_dir()
+    values = [test["accuracy"] for test in row["seeds"].values()]
+    assert (f"seeds 0, 1: accuracy {min(values):.2f}-{max(values):.2f} "
+            f"(mean {sum(values) / 2:.2f})") in out.read_text()
