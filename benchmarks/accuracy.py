@@ -278,7 +278,12 @@ def report(rows: list[dict], when: str, where: str) -> str:
         met = ", ".join(f"{k} {'yes' if ok else 'NO'}" for k, ok in r["met"].items()) or "-"
         lines.append(f"| {r['name']} | {r['what']} | {r['steps']} | {r['seconds']:.0f} | "
                      f"{fmt_row_scores(r)} | {target} | {met} | {r['published'] or '-'} |")
-    return "\n".join(lines) + "\n"
+    by_note: dict[str, list[str]] = {}  # rows that share a note share its line
+    for r in rows:
+        if r.get("note"):
+            by_note.setdefault(r["note"], []).append(r["name"])
+    notes = [f"- {', '.join(names)}: {note}" for note, names in by_note.items()]
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -290,6 +295,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="where the runs are trained (default: benchmarks/runs)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="smoke test: 4 steps per run")
+    parser.add_argument("--note", default="", help="a note on how these runs were made (the "
+                        "machine was shared, ...), kept with their rows")
     args = parser.parse_args(argv)
     chosen = args.only.split(",") if args.only else names
     unknown = sorted(set(chosen) - set(names))
@@ -301,7 +308,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for run in RUNS:
         if run.name in chosen:
             print(f"{run.name}: {run.what}", flush=True)
-            rows.append(run_one(run, args.runs, 4 if args.quick else None))
+            rows.append({**run_one(run, args.runs, 4 if args.quick else None),
+                         "note": args.note})
     # rows of runs not chosen this time stay as the last run left them (read now, not at the
     # start, so two runs of this script on different rows keep each other's results)
     old = {r["name"]: r for r in json.loads(saved.read_text())} if saved.exists() else {}

@@ -118,10 +118,11 @@ def test_accuracy_quick_writes_its_section_and_keeps_the_speed_one(tmp_path):
     assert "<!-- begin accuracy -->" in text and "| atis-elman |" in text
     assert (tmp_path / "ACCURACY.json").exists() and (tmp_path / "runs" / "vowels").is_dir()
     run(accuracy, "--quick", "--only", "vowels", "--out", str(out),
-        "--runs", str(tmp_path / "runs"))
+        "--runs", str(tmp_path / "runs"), "--note", "two runs shared the cores")
     text = out.read_text()
     assert text.count("<!-- begin accuracy -->") == 1  # replaced, not appended
     assert "| atis-elman |" in text  # a row not re-run stays
+    assert "\n- vowels: two runs shared the cores\n" in text and "- atis-elman:" not in text
 
 
 def test_accuracy_reports_the_spread_over_more_seeds(tmp_path):
