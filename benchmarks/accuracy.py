@@ -247,12 +247,13 @@ def fmt_row_scores(row: dict) -> str:
 
 
 def fmt_spread(seeds: dict[str, dict], metrics) -> str:
-    """The targeted metrics over all seeds: ``seeds 0, 1: f1 95.22-95.82 (mean 95.52)``."""
+    """The targeted metrics (every metric of a row without targets) over all seeds:
+    ``seeds 0, 1: f1 95.22-95.82 (mean 95.52)``."""
     if len(seeds) < 2:
         return ""
     names = ", ".join(seeds)
     parts = []
-    for metric in sorted(metrics):
+    for metric in sorted(metrics) or list(next(iter(seeds.values()))):
         values = [test[metric] for test in seeds.values() if metric in test]
         if values:
             parts.append(f"{metric} {min(values):.2f}-{max(values):.2f} "
