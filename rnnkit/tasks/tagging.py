@@ -172,16 +172,14 @@ class TaggingTask(Task):
                         and gold != pred]
         wrong_tags = [n for n, (gold, pred, *_) in enumerate(rows) if gold != pred]
 
-        def names(indices):
-            return ";".join(sorted(self.intents.decode(sorted(indices)))) or "-"
-
         lines = [f"# {self.title}, {split}: {len(rows)} sentences, {len(wrong_intent)} with "
                  f"wrong intents, {len(wrong_tags)} with a wrong tag"]
         if wrong_intent:
             lines += ["", "## wrong intents: gold -> predicted | sentence"]
             for n in wrong_intent:  # the gold names from the file: an unseen intent shows too
                 gold = ";".join(intent_set(sentences[n].intent))
-                lines.append(f"{gold} -> {names(rows[n][3])} | {' '.join(sentences[n].words)}")
+                pred = ";".join(sorted(self.intents.decode(rows[n][3])))
+                lines.append(f"{gold} -> {pred} | {' '.join(sentences[n].words)}")
         if wrong_tags:
             lines += ["", "## wrong tags: word[gold -> predicted] where they differ"]
             for n in wrong_tags:
