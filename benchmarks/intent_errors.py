@@ -87,7 +87,7 @@ def main(argv=None) -> dict:
     n = len(gold)
     for run, e in zip(args.runs, s["errors"], strict=True):
         print(f"{run}: {e} of {n} wrong ({100 * (1 - e / n):.2f}%)")
-    print(f"majority vote of {len(runs)} runs: {s['vote']} wrong "
+    print(f"majority vote of {len(runs)} run{'s' if len(runs) > 1 else ''}: {s['vote']} wrong "
           f"({100 * (1 - s['vote'] / n):.2f}%)")
     print(f"wrong in every run: {len(s['wrong_in_all'])}")
     for i in s["wrong_in_all"]:
