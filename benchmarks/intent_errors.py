@@ -26,15 +26,22 @@ import torch
 from rnnkit.run import _load_run, _saved_model
 from rnnkit.tasks import make_task
 from rnnkit.tasks.tagging import intent_set
+from rnnkit.training.checkpoint import CheckpointError
 
 
 def run_intents(run: str, split: str) -> tuple[list[str], list[frozenset], list[frozenset]]:
     """One saved run on ``split``: the sentences (as text), the gold and the predicted
     intents of each, as sets of names (so runs with different vocabularies compare)."""
-    ckpt, cfg = _load_run(run, "best")
-    task = make_task(cfg)
+    try:
+        ckpt, cfg = _load_run(run, "best")
+    except CheckpointError as e:
+        raise SystemExit(str(e)) from e
     if not cfg.model.intent:
         raise SystemExit(f"{run}: this run has no intent head (model.intent is off)")
+    task = make_task(cfg)
+    if not task.has_split(split):
+        raise SystemExit(f"--split: {run} has no {split} split (its data.{split}_file was "
+                         f"not given)")
     model = _saved_model(task, ckpt, "cpu")
     model.eval()
     with torch.no_grad():

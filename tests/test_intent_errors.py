@@ -63,3 +63,14 @@ def test_script_names_a_run_without_intents(tmp_path, capsys, script):
                         "--train.max_steps=2", *RUN, f"--run.out={out}"]) == 0
     with pytest.raises(SystemExit, match="plain: this run has no intent head"):
         script.main([str(out)])
+    with pytest.raises(SystemExit, match="no checkpoint|not found|no such"):
+        script.main([str(tmp_path / "missing")])
+
+
+def test_script_names_a_missing_split(tmp_path, capsys, script):
+    train = write_slots(tmp_path / "train.slots", tagged_sentences(60, 0))
+    out = tmp_path / "run"
+    assert rnnkit_main(["train", "--data.task=tag", f"--data.train_file={train}",
+                        "--model.intent", "--train.max_steps=2", *RUN, f"--run.out={out}"]) == 0
+    with pytest.raises(SystemExit, match="--split: .*run has no test split"):
+        script.main([str(out)])
