@@ -13,7 +13,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -30,6 +30,9 @@ class TaggedSentence:
     words: list[str]
     tags: list[str]
     intent: str | None = None
+    # where each word stands in its file: ``(file name, line number of every word)``, for
+    # messages that point at a line; None for sentences not read from a file
+    source: tuple[str, list[int]] | None = field(default=None, compare=False, repr=False)
 
 
 class DataFormatError(ValueError):
@@ -87,12 +90,15 @@ def read_conll(path, *, word_column: int = 0, tag_column: int = -1) -> list[Tagg
     sentences: list[TaggedSentence] = []
     words: list[str] = []
     tags: list[str] = []
+    numbers: list[int] = []
 
     def flush() -> None:
         if words:
-            sentences.append(TaggedSentence(list(words), list(tags)))
+            sentences.append(TaggedSentence(list(words), list(tags), None,
+                                            (name, list(numbers))))
             words.clear()
             tags.clear()
+            numbers.clear()
 
     for number, line in enumerate(lines, 1):
         if not line.strip() or line.startswith("-DOCSTART-"):
@@ -114,6 +120,7 @@ def read_conll(path, *, word_column: int = 0, tag_column: int = -1) -> list[Tagg
             )
         words.append(columns[word_column])
         tags.append(columns[tag_column])
+        numbers.append(number)
     flush()
     if not sentences:
         raise DataFormatError(f"{name}: no sentences found (empty file?)")
@@ -167,7 +174,7 @@ def read_slot_lines(path) -> list[TaggedSentence]:
                 )
             words.append(word)
             tags.append(tag)
-        sentences.append(TaggedSentence(words, tags, intent))
+        sentences.append(TaggedSentence(words, tags, intent, (name, [number] * len(words))))
     if not sentences:
         raise DataFormatError(f"{name}: no sentences found (empty file?)")
     return sentences
