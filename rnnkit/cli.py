@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from .cells import cell_names, get_cell
 from .config import ConfigParser, add_config_flags
@@ -138,8 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(g2p, translate): print what the model writes for each text (beam search), e.g. a "
         "word's phonemes. Words the model never saw map to its unknown token.",
     )
-    predict.add_argument("sentences", nargs="+", metavar="SENTENCE",
+    predict.add_argument("sentences", nargs="*", metavar="SENTENCE",
                          help='one or more sentences, each quoted: "leave boston"')
+    predict.add_argument("--input", metavar="FILE", default=None,
+                         help="tagging runs: tag every sentence of this file instead (CoNLL-U, "
+                         "CoNLL or word:tag lines, as the run's data.format and data.column "
+                         "say; its tags, if any, are replaced) and write it in the same format")
+    predict.add_argument("--output", metavar="FILE", default=None,
+                         help="with --input: write here (default: standard output)")
     predict.add_argument("--run", default="runs/atis",
                          help="the run directory of a text model (default: runs/atis, "
                          "where `make demo` trains one)")
@@ -195,8 +202,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """rnnkit's data warnings as one ``rnnkit: warning: ...`` line; others as Python shows
+    them."""
+    from .data.text import DataWarning
+
+    if issubclass(category, DataWarning):
+        print(f"rnnkit: warning: {message}", file=file or sys.stderr)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _show_warning
     if args.command == "cells":
         width = max(map(len, cell_names()))
         for name in cell_names():
@@ -230,8 +252,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "evaluate":
         return _guarded(lambda: run_evaluate_cmd(args))
     if args.command == "predict":
-        from .run import run_predict
+        from .run import run_predict, run_predict_file
 
+        if bool(args.sentences) == bool(args.input):
+            print("rnnkit predict: error: give sentences or --input FILE (one of the two)",
+                  file=sys.stderr)
+            return 2
+        if args.output and not args.input:
+            print("rnnkit predict: error: --output goes with --input FILE", file=sys.stderr)
+            return 2
+        if args.input:
+            return _guarded(lambda: run_predict_file(args.run, args.input, args.output,
+                                                     which=args.checkpoint, device=args.device))
         return _guarded(lambda: run_predict(args.run, args.sentences, which=args.checkpoint,
                                             device=args.device))
     if args.command == "generate":

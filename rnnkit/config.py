@@ -69,6 +69,13 @@ def _is_device(value: str) -> bool:
     return re.fullmatch(r"cpu|cuda(:\d+)?", value) is not None
 
 
+def _is_column(value: str) -> bool:
+    from .data.conllu_io import CONLLU_COLUMNS
+
+    return (value == "" or re.fullmatch(r"-?\d+", value) is not None
+            or value in CONLLU_COLUMNS[2:])
+
+
 # ---------------------------------------------------------------------------------------------
 # The config
 
@@ -135,10 +142,22 @@ class DataConfig:
     val_file: str = _opt("", "your own validation data", off="empty = a fixed 10% of the "
                          "training file", metavar="PATH")
     test_file: str = _opt("", "your own test data", off="empty = none", metavar="PATH")
-    format: str = _opt("auto", "the files' format: conll (token ... tag columns), slots "
-                       "(word:tag ... <=> intent lines), tsv or csv (label, text); auto = by "
-                       "the file's extension (.conll/.txt: conll, .slots, .tsv, .csv)",
-                       choices=("auto", "conll", "slots", "tsv", "csv"))
+    format: str = _opt("auto", "the files' format: conll (word ... tag columns), conllu "
+                       "(Universal Dependencies' 10 columns), slots (word:tag ... <=> intent "
+                       "lines), tsv or csv (label, text); auto = by the file's extension "
+                       "(.conllu, .conll/.txt, .slots, .tsv, .csv) and, for CoNLL files, by "
+                       "their content", choices=("auto", "conll", "conllu", "slots", "tsv", "csv"))
+    column: str = _opt("", "tagging: the column that holds the tags: a CoNLL-U field name "
+                       "(upos, xpos, deprel, ...) or a CoNLL column index (0 = the first, -1 = "
+                       "the last)", off="empty = upos for CoNLL-U, the last column for CoNLL",
+                       check=_is_column, expects="a CoNLL-U field name (lemma, upos, xpos, "
+                       "feats, head, deprel, deps, misc) or a column index like 1 or -1",
+                       metavar="NAME|N")
+    tag_scheme: str = _opt("auto", "tagging: how the tags are read: bio or bioes chunk tags "
+                           "(B-x I-x ...; scored by chunk F1 as conlleval does) or none (each "
+                           "tag on its own, e.g. part-of-speech tags; scored by accuracy); "
+                           "auto = bio/bioes when every training tag is O or a chunk tag, "
+                           "else none", choices=("auto", "bio", "bioes", "none"))
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""Evaluation metrics: conlleval's chunk F1 for tagging, accuracy, macro-F1 and the confusion
-matrix for classification.
+"""Evaluation metrics: conlleval's chunk F1 and per-tag token scores for tagging, accuracy,
+macro-F1 and the confusion matrix for classification.
 
 Every score is a percentage in [0, 100], as conlleval prints them (so a tagging run's F1 and
 its intent accuracy read on the same scale). Where a ratio has a zero denominator the score is
@@ -145,6 +145,67 @@ def chunk_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> di
             "accuracy": 100.0 * right_tags / tokens if tokens else 0.0,
             "gold_chunks": g, "pred_chunks": f, "correct_chunks": c, "tokens": tokens,
             "per_type": per_type}
+
+
+def tag_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> dict:
+    """Token-level scores of predicted tag sequences, each tag a class of its own (POS tags).
+
+    With tp_k, fp_k, fn_k the words tagged k rightly, tagged k wrongly and missed of gold
+    tag k, over all sentences:
+
+        accuracy    = 100 * (words whose tag is right) / words
+        precision_k = 100 tp_k / (tp_k + fp_k),  recall_k = 100 tp_k / (tp_k + fn_k),
+        F1_k        = 2 P_k R_k / (P_k + R_k),   macro_f1 = mean_k F1_k
+
+    Args:
+        gold, pred: one list of tags per sentence; ``pred[n]`` as long as ``gold[n]``.
+
+    Returns:
+        ``{"accuracy", "macro_f1", "tokens", "per_tag"}``; ``per_tag`` maps every tag in gold
+        or pred (sorted) to ``{"precision", "recall", "f1", "support"}`` (support: the gold
+        count).
+    """
+    if isinstance(gold, (str, bytes)) or isinstance(pred, (str, bytes)):
+        raise TypeError("gold, pred: expected lists of tag sequences (one per sentence), "
+                        "got a str")
+    if len(gold) != len(pred):
+        raise ValueError(f"gold, pred: expected as many predicted sentences as gold ones, got "
+                         f"{len(gold)} gold and {len(pred)} predicted")
+    flat_gold: list = []
+    flat_pred: list = []
+    for n, (g, p) in enumerate(zip(gold, pred, strict=True)):
+        if isinstance(g, str) or isinstance(p, str):
+            raise TypeError(f"gold[{n}], pred[{n}]: expected a list of tags, got a str")
+        if len(g) != len(p):
+            raise ValueError(f"pred[{n}]: expected {len(g)} tags (as gold[{n}]), got {len(p)}")
+        flat_gold += g
+        flat_pred += p
+    gold_flat, pred_flat = _pair(flat_gold, flat_pred)
+    tp, fp, fn = Counter(), Counter(), Counter()
+    for g, p in zip(gold_flat, pred_flat, strict=True):
+        if g == p:
+            tp[g] += 1
+        else:
+            fp[p] += 1
+            fn[g] += 1
+    per_tag = {}
+    for tag in sorted(set(gold_flat) | set(pred_flat)):
+        p, r, f = _prf(tp[tag], tp[tag] + fp[tag], tp[tag] + fn[tag])
+        per_tag[tag] = {"precision": p, "recall": r, "f1": f, "support": tp[tag] + fn[tag]}
+    return {"accuracy": 100.0 * sum(tp.values()) / len(gold_flat),
+            "macro_f1": sum(v["f1"] for v in per_tag.values()) / len(per_tag),
+            "tokens": len(gold_flat), "per_tag": per_tag}
+
+
+def per_tag_table(per_tag: dict, heading: str = "tag") -> list[str]:
+    """A per-tag score table as text lines: ``heading precision recall f1 support``, one row a
+    tag (as :func:`tag_scores` and :func:`chunk_f1`'s ``per_type`` give them)."""
+    width = max([len(heading)] + [len(str(t)) for t in per_tag])
+    lines = [f"{heading:<{width}}  precision  recall      f1  support"]
+    for tag, s in per_tag.items():
+        lines.append(f"{tag:<{width}}  {s['precision']:9.2f}  {s['recall']:6.2f}  "
+                     f"{s['f1']:6.2f}  {s['support']:7d}")
+    return lines
 
 
 def _labels(values, name: str) -> list:

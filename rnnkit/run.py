@@ -99,6 +99,8 @@ def run_train(cfg: Config, *, resume: bool = False, given: set[str] = frozenset(
         figures = []
         if summary["test"]:
             say("test: " + _format(summary["test"]))
+            for line in _tables(task, summary["test"]):
+                say(line)
             if cfg.run.plots:
                 figures = _report(task, trainer.model, "test", out)
         else:
@@ -130,6 +132,8 @@ def run_evaluate(path, *, split: str = "test", which: str = "best", device: str 
                              "split": split, **metrics}))
     else:
         print_fn(f"{ckpt.directory} (step {ckpt.step}), {split}: {_format(metrics)}")
+        for line in _tables(task, metrics):
+            print_fn(line)
         for path in figures:
             print_fn(f"wrote {path}")
     return metrics
@@ -218,9 +222,43 @@ def run_predict(path, sentences: list[str], *, which: str = "best", device: str 
     return results
 
 
+def run_predict_file(path, input_path: str, output: str | None = None, *, which: str = "best",
+                     device: str = "cpu", print_fn: Callable[[str], object] = print) -> int:
+    """Tagging runs: tag every sentence of ``input_path`` and write it, in its own format with
+    the predicted tags, to ``output`` (atomically) or standard output. Returns the number of
+    sentences."""
+    import io
+    import sys
+
+    from .data.corpus import write_atomic
+
+    task, model = load_for_prediction(path, which, device)
+    if not hasattr(task, "predict_file"):
+        raise CheckpointError(f"{path}: --input needs a tagging run (data.task=tag or atis), "
+                              f"got data.task={task.config.data.task!r}")
+    if output is None:
+        return task.predict_file(model, input_path, sys.stdout)
+    buffer = io.StringIO()
+    count = task.predict_file(model, input_path, buffer)
+    write_atomic(Path(output), buffer.getvalue())
+    print_fn(f"tagged {count} sentences of {input_path} -> {output}")
+    return count
+
+
 def _format(metrics: dict) -> str:
+    """The scalar metrics on one line (tables such as ``per_tag`` are printed apart)."""
     return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                     for k, v in metrics.items())
+                     for k, v in metrics.items() if not isinstance(v, dict))
+
+
+def _tables(task, metrics: dict) -> list[str]:
+    """A tagger's per-tag table (per chunk type for chunk tags) as lines, else none."""
+    from .metrics import per_tag_table
+
+    if not isinstance(metrics.get("per_tag"), dict) or not metrics["per_tag"]:
+        return []
+    heading = "tag" if getattr(task, "scheme", "none") == "none" else "chunk type"
+    return [""] + per_tag_table(metrics["per_tag"], heading)
 
 
 __all__ = ["run_train", "run_evaluate", "resumed_config", "config_to_dict"]

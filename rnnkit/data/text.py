@@ -39,6 +39,11 @@ class DataFormatError(ValueError):
     """A data file is not in the expected format; the message is ``<file>:<line>: <what>``."""
 
 
+class DataWarning(UserWarning):
+    """Data that can be read but deserves a look (e.g. test tags never seen in training); the
+    command line prints it as one ``rnnkit: warning: ...`` line."""
+
+
 def _lines(path) -> tuple[str, list[str]]:
     """The file's name (as the user gave it) and its lines, without line ends."""
     if not isinstance(path, (str, os.PathLike)):
@@ -68,7 +73,8 @@ def _needed_columns(column: int) -> int:
     return column + 1 if column >= 0 else -column
 
 
-def read_conll(path, *, word_column: int = 0, tag_column: int = -1) -> list[TaggedSentence]:
+def read_conll(path, *, word_column: int = 0, tag_column: int = -1,
+               tags_optional: bool = False) -> list[TaggedSentence]:
     """Read a CoNLL-style file: one token per line, whitespace-separated columns, a blank line
     between sentences (e.g. CoNLL-2003 ``EU NNP B-NP B-ORG``).
 
@@ -76,7 +82,8 @@ def read_conll(path, *, word_column: int = 0, tag_column: int = -1) -> list[Tagg
     default reads the first column as the word and the last as the tag). Lines starting with
     ``-DOCSTART-`` end the current sentence and are skipped. A line starting with ``#`` where a
     sentence would begin is a comment (CoNLL-U's ``# text = ...``) and is skipped; inside a
-    sentence it is a token (the word ``#``).
+    sentence it is a token (the word ``#``). ``tags_optional`` (a file to predict on): a line of
+    one column is a word without a tag (its tag reads ``_``).
 
     Raises:
         DataFormatError: a line has fewer columns than the two columns need (``<file>:<line>``),
@@ -107,6 +114,11 @@ def read_conll(path, *, word_column: int = 0, tag_column: int = -1) -> list[Tagg
         if line.startswith("#") and not words:
             continue
         columns = line.split()
+        if tags_optional and len(columns) == 1:
+            words.append(columns[0])
+            tags.append("_")
+            numbers.append(number)
+            continue
         if len(columns) < need:
             raise DataFormatError(
                 f"{name}:{number}: expected at least {need} whitespace-separated columns "

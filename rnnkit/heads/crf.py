@@ -15,7 +15,7 @@ the forward algorithm computes in log space:
 
 Viterbi decoding is the same recursion with max for logsumexp, and back-pointers. Transitions
 that a tagging scheme forbids (BIO: ``I-x`` only after ``B-x`` or ``I-x``) can be fixed to a
-score of -10^4 (:func:`bio_allowed`), so neither training nor decoding ever uses them.
+score of -10^4 (:func:`scheme_allowed`), so neither training nor decoding ever uses them.
 """
 
 from __future__ import annotations
@@ -29,15 +29,38 @@ FORBIDDEN = -1e4  # the score of a forbidden transition: exp(-1e4) is 0 in any f
 def bio_allowed(tags: list[str]) -> tuple[Tensor, Tensor]:
     """``(transitions (K, K), starts (K,))`` bool masks of what BIO allows: ``I-x`` may follow
     only ``B-x`` or ``I-x`` and may not start a sentence; everything else is allowed."""
+    return scheme_allowed(tags, "bio")
+
+
+def scheme_allowed(tags: list[str], scheme: str) -> tuple[Tensor, Tensor] | None:
+    """The transitions a tag scheme allows, as ``(transitions (K, K), starts (K,))`` bool
+    masks, ``transitions[i, j]``: may tag j follow tag i; None for ``none`` (every tag may
+    follow every tag).
+
+    - ``bio``: ``I-x`` only after ``B-x`` or ``I-x``, never first.
+    - ``bioes``: ``I-x`` and ``E-x`` only after ``B-x`` or ``I-x``, never first; after ``B-x``
+      or ``I-x`` only ``I-x`` or ``E-x`` (a chunk that began must end with ``E-x``).
+    """
+    if scheme == "none":
+        return None
+    if scheme not in ("bio", "bioes"):
+        raise ValueError(f"scheme: expected bio, bioes or none, got {scheme!r}")
     K = len(tags)
     transitions = torch.ones(K, K, dtype=torch.bool)
     starts = torch.ones(K, dtype=torch.bool)
+    inside = ("I-", "E-") if scheme == "bioes" else ("I-",)
     for j, tag in enumerate(tags):
-        if tag.startswith("I-"):
+        if tag.startswith(inside):
             kind = tag[2:]
             starts[j] = False
             for i, prev in enumerate(tags):
                 transitions[i, j] = prev in (f"B-{kind}", f"I-{kind}")
+    if scheme == "bioes":  # an open chunk (after B-x or I-x) must go on as I-x or end as E-x
+        for i, prev in enumerate(tags):
+            if prev.startswith(("B-", "I-")):
+                kind = prev[2:]
+                for j, tag in enumerate(tags):
+                    transitions[i, j] &= tag in (f"I-{kind}", f"E-{kind}")
     return transitions, starts
 
 

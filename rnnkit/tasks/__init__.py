@@ -14,10 +14,10 @@ from .classify import (
 from .language import LanguageModelTask, PtbTask, ShakespeareTask
 from .seq2seq import G2pTask, Seq2SeqTask, TranslateTask
 from .synthetic import AddingTask, CopyTask
-from .tagging import AtisTask, TaggingTask
+from .tagging import AtisTask, TaggingTask, TurkishPosTask
 
 TASKS: dict[str, type[Task]] = {t.name: t for t in (
-    AddingTask, CopyTask, AtisTask, TaggingTask, ClassificationTask, SmsSpamTask,
+    AddingTask, CopyTask, AtisTask, TaggingTask, TurkishPosTask, ClassificationTask, SmsSpamTask,
     MovieReviewsTask, VowelsTask, FashionMnistTask, LanguageModelTask, PtbTask,
     ShakespeareTask, G2pTask, TranslateTask, CaptionsTask)}
 
@@ -34,7 +34,7 @@ def make_task(config) -> Task:
     return TASKS[name](config)
 
 
-__all__ = ["Task", "AddingTask", "CopyTask", "AtisTask", "TaggingTask", "ClassificationTask",
+__all__ = ["Task", "AddingTask", "CopyTask", "AtisTask", "TaggingTask", "TurkishPosTask", "ClassificationTask",
            "SmsSpamTask", "MovieReviewsTask", "VowelsTask", "FashionMnistTask",
            "LanguageModelTask", "PtbTask", "ShakespeareTask", "Seq2SeqTask", "G2pTask",
            "TranslateTask", "CaptionsTask", "TASKS",

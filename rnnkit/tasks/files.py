@@ -15,7 +15,7 @@ from rnnkit.config import ConfigError
 from rnnkit.data.splits import split_off
 
 # the formats a task reads, by the suffix auto picks them from
-SUFFIXES = {".conll": "conll", ".txt": "conll", ".bio": "conll", ".iob": "conll",
+SUFFIXES = {".conllu": "conllu", ".conll": "conll", ".txt": "conll", ".bio": "conll", ".iob": "conll",
             ".slots": "slots", ".tsv": "tsv", ".csv": "csv"}
 
 
@@ -53,3 +53,41 @@ def read_splits(data_cfg, task: str, read: Callable[[str], list]) -> dict[str, l
     if data_cfg.test_file:
         splits["test"] = read(data_cfg.test_file)
     return splits
+
+
+def tagged_format(path: str, fmt: str) -> str:
+    """The format of a tagged file: ``fmt``, or with ``auto`` CoNLL-U when the content is
+    CoNLL-U (10 tab-separated columns that start with a token id, whatever the file's name),
+    else by the suffix (conll or slots)."""
+    from rnnkit.data.conllu_io import looks_like_conllu
+
+    if fmt == "auto" and looks_like_conllu(path):
+        return "conllu"
+    return file_format(path, fmt, ("conll", "conllu", "slots"))
+
+
+def read_tagged(path: str, data_cfg, *, allow_empty: bool = False) -> list:
+    """Tagged sentences from ``path`` as ``data.format`` and ``data.column`` say: CoNLL-U
+    (``column`` a field name, default upos), CoNLL (``column`` an index, default the last) or
+    ATIS-style slot lines (no column). ``allow_empty``: a file to predict on may have no tags
+    (CoNLL-U ``_``, or a CoNLL file with the words alone)."""
+    from rnnkit.data.conllu_io import read_conllu
+    from rnnkit.data.text import read_conll, read_slot_lines
+
+    fmt, column = tagged_format(path, data_cfg.format), data_cfg.column
+    if fmt == "conllu":
+        if column.lstrip("-").isdigit():
+            raise ConfigError(f"data.column: {path} is CoNLL-U, whose columns have names; "
+                              f"expected one of lemma, upos, xpos, feats, head, deprel, deps, "
+                              f"misc, got {column!r}")
+        return read_conllu(path, column=column or "upos", allow_empty=allow_empty)
+    if fmt == "slots":
+        if column:
+            raise ConfigError(f"data.column: {path} has word:tag slot lines, which have no "
+                              f"columns; leave data.column empty, got {column!r}")
+        return read_slot_lines(path)
+    if column and not column.lstrip("-").isdigit():
+        raise ConfigError(f"data.column: {path} is a CoNLL file, whose columns are numbered; "
+                          f"expected an index like 1 or -1 (a field name such as {column!r} "
+                          f"needs a CoNLL-U file)")
+    return read_conll(path, tag_column=int(column or -1), tags_optional=allow_empty)

@@ -14,18 +14,19 @@ checkpoint (:meth:`TaggingTask.state`), so ``rnnkit predict`` needs the checkpoi
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from rnnkit.config import ConfigError
-from rnnkit.data.text import Vocab, pad_batch, tokenize
+from rnnkit.data.text import DataWarning, Vocab, pad_batch, tokenize
 from rnnkit.heads.chars import CHAR_SPECIALS, spell
-from rnnkit.metrics import chunk_f1
+from rnnkit.metrics import chunk_f1, tag_scores
 
 from .base import Task, in_chunks
-from .files import file_format, read_splits
+from .files import read_splits, read_tagged, tagged_format
 
 
 def intent_set(label: str | None) -> list[str]:
@@ -36,12 +37,14 @@ def intent_set(label: str | None) -> list[str]:
 
 class TaggingTask(Task):
     """Tag every word (softmax or CRF head), optionally classify the intent. As ``tag``, it
-    reads your own files (``data.train_file`` ...: CoNLL columns or ``word:tag ... <=> intent``
-    lines); :class:`AtisTask` reads ATIS."""
+    reads your own files (``data.train_file`` ...: CoNLL columns, CoNLL-U, or ``word:tag ...
+    <=> intent`` lines) with any tag set: chunk tags (``data.tag_scheme`` bio or bioes, scored
+    by chunk F1) or plain classes such as part-of-speech tags (``none``, scored by accuracy);
+    :class:`AtisTask` reads ATIS."""
 
     name = "tag"
     title = "tagging"  # how describe() names the data
-    metric = "f1"
+    metric = "f1"  # "accuracy" for a tag set without chunks (set per run in __init__)
     mode = "max"
     time_keys = ("tokens", "tags", "chars")
     item_name = "sent"
@@ -52,15 +55,22 @@ class TaggingTask(Task):
             raise ConfigError("train.tbptt: a tagging task trains on whole sentences; use "
                              "train.tbptt=0")
         self.splits = {} if state is not None else self.load()
+        self.scheme_note = ""
         if state is None:
             train = self.splits["train"]
+            scheme = self.choose_scheme()
             state = {"words": Vocab.build(s.words for s in train).to_list(),
-                     "tags": self.tag_names(),
+                     "tags": self.tag_names(scheme),
                      "intents": Vocab.build((intent_set(s.intent) for s in train),
-                                            specials=("<unk>",)).to_list()}
+                                            specials=("<unk>",)).to_list(),
+                     "scheme": scheme}
             if config.model.char_filters:  # the letters of the training words
                 state["chars"] = Vocab.build((list(w) for s in train for w in s.words),
                                              specials=CHAR_SPECIALS).to_list()
+            self.unseen = self.warn_unseen_tags()
+        # a checkpoint from before tag schemes had BIO tags (the only set then read)
+        self.scheme = state.get("scheme", "bio")
+        self.metric = "accuracy" if self.scheme == "none" else "f1"
         self.words = Vocab.from_list(state["words"])
         self.tags = Vocab.from_list(state["tags"], specials=())
         self.intents = Vocab.from_list(state["intents"], specials=("<unk>",))
@@ -69,24 +79,61 @@ class TaggingTask(Task):
         self.sets = {split: self.tensors(sentences) for split, sentences in self.splits.items()}
 
     def load(self) -> dict:
-        from rnnkit.data.text import read_conll, read_slot_lines
-
         data = self.config.data
-
-        def read(path):
-            fmt = file_format(path, data.format, ("conll", "slots"))
-            return read_conll(path) if fmt == "conll" else read_slot_lines(path)
-
-        splits = read_splits(data, self.name, read)
+        splits = read_splits(data, self.name, lambda path: read_tagged(path, data))
         if self.config.model.intent and not any(s.intent for s in splits["train"]):
             raise ConfigError(f"model.intent: {data.train_file} has no intents (they come with "
                              f"the slots format's `<=> intent`); set model.intent=false")
         return splits
 
-    def tag_names(self) -> list[str]:
-        """The tag set: a schema, not something learned, so every tag of every split ("O"
-        first, then sorted)."""
+    def choose_scheme(self) -> str:
+        """``data.tag_scheme``, or with ``auto`` the scheme of the training tags (noted in
+        :meth:`describe`); a forced chunk scheme must fit every tag of every split."""
+        from rnnkit.data.schemes import check_scheme, detect_scheme
+
+        scheme = self.config.data.tag_scheme
+        if scheme == "auto":
+            scheme, why = detect_scheme(t for s in self.splits["train"] for t in s.tags)
+            self.scheme_note = f" (data.tag_scheme=auto: {why})"
+        for split, sentences in self.splits.items():
+            check_scheme(sentences, scheme, f"the {split} split")
+        return scheme
+
+    def warn_unseen_tags(self) -> dict[str, int]:
+        """Warn about validation and test tags that training never has (the model cannot
+        learn them: each such word counts as an error) with their counts; returns the counts
+        per split."""
+        import warnings
+
+        seen = {t for s in self.splits["train"] for t in s.tags}
+        counts = {}
+        for split, sentences in self.splits.items():
+            unseen = Counter(t for s in sentences for t in s.tags if t not in seen)
+            if not unseen:
+                continue
+            counts[split] = sum(unseen.values())
+            words = sum(len(s.words) for s in sentences)
+            names = ", ".join(f"{t} ({n})" for t, n in unseen.most_common(5))
+            warnings.warn(DataWarning(
+                f"{self.split_file(split)}: {counts[split]} of {words} words carry "
+                f"{len(unseen)} tag{'s' if len(unseen) > 1 else ''} never seen in training: "
+                f"{names}{', ...' if len(unseen) > 5 else ''}; they count as errors"),
+                stacklevel=2)
+        return counts
+
+    def split_file(self, split: str) -> str:
+        """The file a split came from, for messages."""
+        sentences = self.splits.get(split) or []
+        if sentences and sentences[0].source:
+            return sentences[0].source[0]
+        return f"the {split} split"
+
+    def tag_names(self, scheme: str = "bio") -> list[str]:
+        """The tag set: a schema, not something learned, so every tag of every split, sorted;
+        with a chunk scheme "O" first."""
         tags = {t for sentences in self.splits.values() for s in sentences for t in s.tags}
+        if scheme == "none":
+            return sorted(tags)
         return ["O"] + sorted(tags - {"O"})
 
     def has_split(self, split: str) -> bool:
@@ -95,7 +142,7 @@ class TaggingTask(Task):
     def state(self) -> dict:
         """What predicting needs besides the weights: the vocabularies, as lists."""
         state = {"words": self.words.to_list(), "tags": self.tags.to_list(),
-                 "intents": self.intents.to_list()}
+                 "intents": self.intents.to_list(), "scheme": self.scheme}
         if self.chars is not None:
             state["chars"] = self.chars.to_list()
         return state
@@ -121,10 +168,10 @@ class TaggingTask(Task):
 
         model_cfg = self.config.model
         allowed = None
-        if model_cfg.head == "crf":
-            from rnnkit.heads.crf import bio_allowed
+        if model_cfg.head == "crf":  # the scheme's constraints; none without chunks
+            from rnnkit.heads.crf import scheme_allowed
 
-            allowed = bio_allowed(self.tags.to_list())
+            allowed = scheme_allowed(self.tags.to_list(), self.scheme)
         intents = len(self.intents) if model_cfg.intent else 0
         chars = len(self.chars) if self.chars is not None else 0
         return SequenceTagger(model_cfg, len(self.words), len(self.tags), intents, allowed,
@@ -153,13 +200,25 @@ class TaggingTask(Task):
         return [row for part in in_chunks(tag, self.sets[split], model, size=256) for row in part]
 
     def evaluate(self, model, split):
+        """Chunk schemes: conlleval's chunk precision, recall and F1, and token accuracy; no
+        scheme: token accuracy and macro-F1 over tags. Both: ``per_tag``, a score table (per
+        chunk type, or per tag), and with an intent head the intent accuracy."""
         rows = self.predictions(model, split)
-        scores = chunk_f1([gold for gold, *_ in rows], [pred for _, pred, *_ in rows])
-        metrics = {"f1": scores["f1"], "precision": scores["precision"],
-                   "recall": scores["recall"]}
+        gold, pred = [g for g, *_ in rows], [p for _, p, *_ in rows]
+        if self.scheme == "none":
+            scores = tag_scores(gold, pred)
+            metrics = {"accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"]}
+            per_tag = scores["per_tag"]
+        else:
+            scores = chunk_f1(gold, pred)
+            metrics = {"f1": scores["f1"], "precision": scores["precision"],
+                       "recall": scores["recall"], "accuracy": scores["accuracy"]}
+            per_tag = {kind: {k: v[k] for k in ("precision", "recall", "f1", "support")}
+                       for kind, v in scores["per_type"].items()}
         if self.config.model.intent:  # a sentence counts when its whole set is right
             hits = sum(gold == pred for _, _, gold, pred in rows)
             metrics["intent_accuracy"] = 100.0 * hits / len(rows)
+        metrics["per_tag"] = per_tag
         return metrics
 
     def report(self, model, split: str, directory) -> list[Path]:
@@ -198,17 +257,65 @@ class TaggingTask(Task):
         words = tokenize(text)
         if not words:
             raise ValueError("text: expected at least one word, got an empty sentence")
+        (tags,), (intent,) = self.tag_words(model, [words])
+        return list(zip(words, tags, strict=True)), intent
+
+    def tag_words(self, model, sentences: list[list[str]], size: int = 256):
+        """Tags of tokenized sentences, 256 at a time: ``(tags per sentence, intents)``, an
+        intent a ``;``-joined string (None without an intent head)."""
         device = next(model.parameters()).device
-        tokens = torch.tensor([self.words.encode(words)], device=device)
-        chars = spell([words], self.chars).to(device) if self.chars is not None else None
-        paths, intents = model.predict(tokens, torch.tensor([len(words)], device=device), chars)
-        intent = ";".join(self.intents.decode(intents[0])) if intents is not None else None
-        return list(zip(words, self.tags.decode(paths[0]), strict=True)), intent
+        all_tags, all_intents = [], []
+        for start in range(0, len(sentences), size):
+            part = sentences[start:start + size]
+            tokens, lengths = pad_batch([self.words.encode(w) for w in part])
+            chars = spell(part, self.chars).to(device) if self.chars is not None else None
+            with torch.no_grad():
+                paths, intents = model.predict(tokens.to(device), lengths.to(device), chars)
+            all_tags += [self.tags.decode(p) for p in paths]
+            all_intents += ([None] * len(part) if intents is None else
+                            [";".join(self.intents.decode(i)) for i in intents])
+        return all_tags, all_intents
+
+    def predict_file(self, model, path: str, out) -> int:
+        """Tag every sentence of ``path`` and write the file to the stream ``out`` in its own
+        format with the predicted tags: CoNLL-U with ``data.column`` filled in (comments,
+        multiword tokens, other columns kept), a CoNLL file with its tag column replaced (or
+        added to a file of words alone), slot lines as ``word:tag ... <=> intent``. Returns
+        the number of sentences."""
+        from rnnkit.data.conllu_io import write_conllu
+        from rnnkit.data.text import _lines
+
+        data = self.config.data
+        fmt = tagged_format(path, data.format)
+        sentences = read_tagged(path, data, allow_empty=True)
+        tags, intents = self.tag_words(model, [s.words for s in sentences])
+        if fmt == "conllu":
+            return write_conllu(path, tags, data.column or "upos", out)
+        if fmt == "slots":
+            for s, predicted, intent in zip(sentences, tags, intents, strict=True):
+                out.write(" ".join(f"{w}:{t}" for w, t in zip(s.words, predicted, strict=True))
+                          + (f" <=> {intent}" if intent is not None else "") + "\n")
+            return len(sentences)
+        _, lines = _lines(path)
+        column = int(data.column or -1)
+        for s, predicted in zip(sentences, tags, strict=True):
+            for number, tag in zip(s.source[1], predicted, strict=True):
+                line = lines[number - 1]
+                sep = "\t" if "\t" in line else " "
+                columns = line.split("\t") if sep == "\t" else line.split()
+                if len(columns) == 1:
+                    columns.append(tag)
+                else:
+                    columns[column] = tag
+                lines[number - 1] = sep.join(columns)
+        out.write("\n".join(lines) + "\n")
+        return len(sentences)
 
     def describe(self):
         sizes = ", ".join(f"{len(sentences)} {split}" for split, sentences in self.splits.items())
         return (f"{self.title}: {sizes} sentences; {len(self.words)} words, "
-                f"{len(self.tags)} tags, {len(self.intents)} intents")
+                f"{len(self.tags)} tags, tag scheme {self.scheme}{self.scheme_note}, "
+                f"{len(self.intents)} intents")
 
 
 class AtisTask(TaggingTask):
@@ -222,8 +329,25 @@ class AtisTask(TaggingTask):
 
         return load_atis(val_size=500, seed=0)
 
-    def tag_names(self) -> list[str]:
+    def tag_names(self, scheme: str = "bio") -> list[str]:
         """ATIS's official 130 tags (some occur in validation or test only)."""
         from rnnkit.data.atis import atis_labels
 
         return atis_labels()["slots"]
+
+
+class TurkishPosTask(TaggingTask):
+    """Part-of-speech tagging on the Turkish Web Treebank: 3,881 train / 485 val / 485 test
+    sentences, the package's split; UPOS tags, or XPOS with ``data.column=xpos``."""
+
+    name = "turkish_pos"
+    title = "Turkish Web Treebank POS tagging"
+
+    def load(self) -> dict:
+        from rnnkit.data.turkish import load_twt
+
+        column = self.config.data.column or "upos"
+        if column not in ("upos", "xpos"):
+            raise ConfigError(f"data.column: the Turkish Web Treebank is tagged in upos and "
+                              f"xpos, got {column!r}")
+        return load_twt(column)

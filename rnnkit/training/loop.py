@@ -286,8 +286,10 @@ class Trainer:
                     self.bad_evals = 0 if improved else self.bad_evals + 1
                     if self.scheduler is not None and not steps_per_update(self.scheduler):
                         self.scheduler.step(value)
-                    if self.log is not None:
-                        self.log.write({"step": step, "kind": "eval", **metrics})
+                    if self.log is not None:  # the scalars; tables go to the test record
+                        self.log.write({"step": step, "kind": "eval",
+                                        **{k: v for k, v in metrics.items()
+                                           if not isinstance(v, dict)}})
                     for cb in self.callbacks:
                         _call(cb, "on_eval", self, step, metrics)
                     stopped_early = bool(train.patience) and self.bad_evals >= train.patience
