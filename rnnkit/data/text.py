@@ -73,13 +73,21 @@ def _needed_columns(column: int) -> int:
     return column + 1 if column >= 0 else -column
 
 
+def _shown(line: str, limit: int = 80) -> str:
+    """A line for a message: quoted, and cut after ``limit`` characters."""
+    text = line.strip()
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text):,} chars)"
+
+
 def read_conll(path, *, word_column: int = 0, tag_column: int = -1,
                tags_optional: bool = False) -> list[TaggedSentence]:
     """Read a CoNLL-style file: one token per line, whitespace-separated columns, a blank line
     between sentences (e.g. CoNLL-2003 ``EU NNP B-NP B-ORG``).
 
     ``word_column`` and ``tag_column`` pick the columns (negative counts from the end, so the
-    default reads the first column as the word and the last as the tag). Lines starting with
+    default reads the first column as the word and the last as the tag). Every token line has
+    as many columns as the file's first one: a line with more or fewer is broken (a word with
+    a space in it, a missing tag, two lines run together) and stops the reading at its line. Lines starting with
     ``-DOCSTART-`` end the current sentence and are skipped. A line starting with ``#`` where a
     sentence would begin is a comment (CoNLL-U's ``# text = ...``) and is skipped; inside a
     sentence it is a token (the word ``#``). ``tags_optional`` (a file to predict on): a line of
@@ -98,6 +106,7 @@ def read_conll(path, *, word_column: int = 0, tag_column: int = -1,
     words: list[str] = []
     tags: list[str] = []
     numbers: list[int] = []
+    width: tuple[int, int] | None = None  # (the columns of the first token line, its number)
 
     def flush() -> None:
         if words:
@@ -125,6 +134,13 @@ def read_conll(path, *, word_column: int = 0, tag_column: int = -1,
                 f"(word_column={word_column}, tag_column={tag_column}), got {len(columns)}: "
                 f"{line.strip()!r}"
             )
+        if width is None:
+            width = (len(columns), number)
+        elif len(columns) != width[0]:
+            raise DataFormatError(
+                f"{name}:{number}: expected {width[0]} whitespace-separated columns, as on "
+                f"every token line since line {width[1]}, got {len(columns)}: "
+                f"{_shown(line)}")
         if word_column % len(columns) == tag_column % len(columns):
             raise DataFormatError(
                 f"{name}:{number}: word_column={word_column} and tag_column={tag_column} are "
