@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from rnnkit.atis_demo import demo_config
-from rnnkit.config import Config
+from rnnkit.config import Config, load_config
 from rnnkit.run import run_train
 from rnnkit.tasks import TASKS
 
@@ -59,13 +59,12 @@ def atis(cell: str, **model) -> Config:
 
 
 def pos(cell: str, head: str) -> Config:
-    """Part-of-speech tagging on the Turkish Web Treebank (UPOS): the demo's tagger (words and
-    characters, bidirectional, 128 units) without the intent head, with ``cell`` and
+    """Part-of-speech tagging on the Turkish Web Treebank (UPOS) as
+    ``examples/turkish_pos.toml`` (the README's command) trains it, with ``cell`` and
     ``head``."""
-    cfg = demo_config()
-    cfg.data.task = "turkish_pos"
-    cfg.model.cell, cfg.model.head, cfg.model.intent = cell, head, False
-    return schedule(cfg, 3e-3, 2400, 240, clip=5.0)
+    cfg = load_config(HERE.parent / "examples" / "turkish_pos.toml")
+    cfg.model.cell, cfg.model.head = cell, head
+    return cfg
 
 
 _TWT = ("no published bi-LSTM tagger on this treebank that we could find (its paper, "

@@ -86,3 +86,23 @@ def test_the_atis_demo_trains_scores_and_contrasts_then_resumes(tmp_path):
 def test_demo_flags_of_the_adding_demo_are_refused_for_atis(capsys):
     assert main(["demo", "--cells", "all"]) == 2
     assert "rnnkit demo adding --cells" in capsys.readouterr().err
+
+
+def test_chunk_f1_agrees_with_seqeval_on_atis_test_predictions(atis_run):
+    """conlleval's chunk scores, as seqeval computes them (its default mode is conlleval's),
+    on a short run's ATIS test predictions (softmax head: some I- tags start chunks)."""
+    from seqeval.metrics import f1_score, precision_score, recall_score
+
+    from rnnkit.metrics import chunk_f1
+    from rnnkit.run import _load_run, _saved_model
+
+    ckpt, cfg = _load_run(atis_run, "best")
+    task = make_task(cfg)
+    rows = task.predictions(_saved_model(task, ckpt, "cpu"), "test")
+    gold, pred = [g for g, *_ in rows], [p for _, p, *_ in rows]
+    assert gold != pred  # errors to score
+    ours = chunk_f1(gold, pred)
+    assert 60 < ours["f1"] < 100
+    assert abs(ours["f1"] - 100 * f1_score(gold, pred)) < 0.01
+    assert abs(ours["precision"] - 100 * precision_score(gold, pred)) < 0.01
+    assert abs(ours["recall"] - 100 * recall_score(gold, pred)) < 0.01

@@ -87,11 +87,12 @@ def read_conll(path, *, word_column: int = 0, tag_column: int = -1,
     ``word_column`` and ``tag_column`` pick the columns (negative counts from the end, so the
     default reads the first column as the word and the last as the tag). Every token line has
     as many columns as the file's first one: a line with more or fewer is broken (a word with
-    a space in it, a missing tag, two lines run together) and stops the reading at its line. Lines starting with
-    ``-DOCSTART-`` end the current sentence and are skipped. A line starting with ``#`` where a
-    sentence would begin is a comment (CoNLL-U's ``# text = ...``) and is skipped; inside a
-    sentence it is a token (the word ``#``). ``tags_optional`` (a file to predict on): a line of
-    one column is a word without a tag (its tag reads ``_``).
+    a space in it, a missing tag, two lines run together) and stops the reading at its line.
+    Lines starting with ``-DOCSTART-`` end the current sentence and are skipped. A line
+    starting with ``#`` where a sentence would begin is a comment (CoNLL-U's ``# text =
+    ...``) and is skipped; inside a sentence it is a token (the word ``#``).
+    ``tags_optional`` (a file to predict on): a line of one column is a word without a tag
+    (its tag reads ``_``).
 
     Raises:
         DataFormatError: a line has fewer columns than the two columns need (``<file>:<line>``),

@@ -34,8 +34,8 @@ def make_task(config) -> Task:
     return TASKS[name](config)
 
 
-__all__ = ["Task", "AddingTask", "CopyTask", "AtisTask", "TaggingTask", "TurkishPosTask", "ClassificationTask",
-           "SmsSpamTask", "MovieReviewsTask", "VowelsTask", "FashionMnistTask",
-           "LanguageModelTask", "PtbTask", "ShakespeareTask", "Seq2SeqTask", "G2pTask",
-           "TranslateTask", "CaptionsTask", "TASKS",
+__all__ = ["Task", "AddingTask", "CopyTask", "AtisTask", "TaggingTask", "TurkishPosTask",
+           "ClassificationTask", "SmsSpamTask", "MovieReviewsTask", "VowelsTask",
+           "FashionMnistTask", "LanguageModelTask", "PtbTask", "ShakespeareTask",
+           "Seq2SeqTask", "G2pTask", "TranslateTask", "CaptionsTask", "TASKS",
            "task_names", "make_task"]

@@ -15,8 +15,8 @@ from rnnkit.config import ConfigError
 from rnnkit.data.splits import split_off
 
 # the formats a task reads, by the suffix auto picks them from
-SUFFIXES = {".conllu": "conllu", ".conll": "conll", ".txt": "conll", ".bio": "conll", ".iob": "conll",
-            ".slots": "slots", ".tsv": "tsv", ".csv": "csv"}
+SUFFIXES = {".conllu": "conllu", ".conll": "conll", ".txt": "conll", ".bio": "conll",
+            ".iob": "conll", ".slots": "slots", ".tsv": "tsv", ".csv": "csv"}
 
 
 def file_format(path: str, fmt: str, allowed: tuple[str, ...]) -> str:

@@ -314,8 +314,8 @@ class TaggingTask(Task):
     def describe(self):
         sizes = ", ".join(f"{len(sentences)} {split}" for split, sentences in self.splits.items())
         return (f"{self.title}: {sizes} sentences; {len(self.words)} words, "
-                f"{len(self.tags)} tags, tag scheme {self.scheme}{self.scheme_note}, "
-                f"{len(self.intents)} intents")
+                f"{len(self.tags)} tags, tag scheme {self.scheme}{self.scheme_note}"
+                + (f", {len(self.intents)} intents" if self.config.model.intent else ""))
 
 
 class AtisTask(TaggingTask):
