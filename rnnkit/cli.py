@@ -352,6 +352,13 @@ def _guarded(fn) -> int:
     except (CheckpointError, TrainingStopped, DataFormatError, FileNotFoundError) as e:
         print(f"rnnkit: error: {e}", file=sys.stderr)
         return 1
+    except (IsADirectoryError, NotADirectoryError, PermissionError) as e:
+        # a path that is a directory, or one we may not read or write: name it, no traceback
+        # (an OSError from the system names the path in filename2 for a rename's target)
+        path = e.filename2 or e.filename
+        print(f"rnnkit: error: {path}: {e.strerror}" if path and e.strerror else
+              f"rnnkit: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("rnnkit: interrupted; the last checkpoint is intact (resume with --resume)",
               file=sys.stderr)

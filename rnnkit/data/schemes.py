@@ -47,21 +47,29 @@ def detect_scheme(tags: Iterable[str]) -> tuple[str, str]:
     return "bioes", "the training tags are O and B-/I-/E-/S- chunk tags"
 
 
-def check_scheme(sentences: Iterable[TaggedSentence], scheme: str, source: str) -> None:
-    """Refuse a tag that a forced chunk scheme cannot read, at its file and line.
+def check_scheme(sentences: Iterable[TaggedSentence], scheme: str, source: str, *,
+                 auto: bool = False) -> None:
+    """Refuse a tag that a chunk scheme cannot read, at its file and line. ``auto``: the scheme
+    was chosen from the training tags (and this tag comes from another split).
 
     Raises:
         DataFormatError: ``<file>:<line>: tag 'ADJ' is not a bio tag ...``.
     """
     if scheme == "none":
         return
+    form = "O, B-type or I-type" if scheme == "bio" else "O, B-type, I-type, E-type or S-type"
     for s in sentences:
         for i, tag in enumerate(s.tags):
-            if not fits(tag, scheme):
-                where = f"{s.source[0]}:{s.source[1][i]}" if s.source else source
-                form = "O, B-type or I-type" if scheme == "bio" else \
-                    "O, B-type, I-type, E-type or S-type"
+            if fits(tag, scheme):
+                continue
+            where = f"{s.source[0]}:{s.source[1][i]}" if s.source else source
+            if auto:
                 raise DataFormatError(
-                    f"{where}: data.tag_scheme={scheme} expects {form} tags, got {tag!r} "
-                    f"(word {s.words[i]!r}); use data.tag_scheme=none or auto for a tag set "
-                    f"without chunks")
+                    f"{where}: data.tag_scheme=auto chose {scheme} from the training tags, "
+                    f"which expects {form} tags, but this file has {tag!r} (word "
+                    f"{s.words[i]!r}); set data.tag_scheme=none to read every tag as a class "
+                    f"of its own")
+            raise DataFormatError(
+                f"{where}: data.tag_scheme={scheme} expects {form} tags, got {tag!r} "
+                f"(word {s.words[i]!r}); use data.tag_scheme=none or auto for a tag set "
+                f"without chunks")

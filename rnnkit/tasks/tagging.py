@@ -96,7 +96,8 @@ class TaggingTask(Task):
             scheme, why = detect_scheme(t for s in self.splits["train"] for t in s.tags)
             self.scheme_note = f" (data.tag_scheme=auto: {why})"
         for split, sentences in self.splits.items():
-            check_scheme(sentences, scheme, f"the {split} split")
+            check_scheme(sentences, scheme, f"the {split} split",
+                         auto=self.config.data.tag_scheme == "auto")
         return scheme
 
     def warn_unseen_tags(self) -> dict[str, int]:

@@ -95,8 +95,8 @@ class Trainer:
                                   f"({next(iter(self.data.values())).shape[1]} tokens), got "
                                   f"{data.seq_len}")
         elif self.n < data.batch_size:
-            raise ConfigError(f"data.batch_size: expected at most the {self.n} training samples "
-                              f"(data.train_size), got {data.batch_size}")
+            raise ConfigError(f"data.batch_size: expected at most the {self.n} samples of the "
+                              f"training split, got {data.batch_size}")
         self._perm_epoch, self._perm = None, None
 
         self.step = 0
