@@ -50,7 +50,9 @@ def run_atis_demo(cfg: Config | None = None, *, print_fn: Callable[[str], object
     cfg = cfg or demo_config()
     cfg.run.progress = progress
     resume = Path(cfg.run.out).exists() and find_checkpoint(cfg.run.out) is not None
-    summary = run_train(cfg, resume=resume, print_fn=print_fn)
+    # the 80-odd slot types' table would push the tags off the screen: `rnnkit evaluate`
+    # prints it (and metrics.jsonl keeps it)
+    summary = run_train(cfg, resume=resume, print_fn=print_fn, tables=False)
     test = summary["test"]
     print_fn("")
     print_fn(f"ATIS test set (893 utterances): slot F1 {test['f1']:.2f} (conlleval, exact "
@@ -63,5 +65,6 @@ def run_atis_demo(cfg: Config | None = None, *, print_fn: Callable[[str], object
             tagged, intent = task.predict_text(model, text)
             print_fn("  " + " ".join(f"{w}/{t}" if t != "O" else w for w, t in tagged))
     print_fn(f'\nTag your own: rnnkit predict "i want to leave from boston and arrive in '
-             f'denver" (reads {cfg.run.out})')
+             f'denver" (reads {cfg.run.out}); scores per slot type: rnnkit evaluate '
+             f'{cfg.run.out}')
     return summary

@@ -79,6 +79,35 @@ def bio_chunks(tags: Sequence[str], *, where: str = "tags") -> list[tuple[str, i
     return chunks
 
 
+def _check_sentences(gold, pred) -> None:
+    """Refuse tag sequences that cannot be scored: a str for a list, as many predicted sentences
+    as gold ones, each as long as its gold one."""
+    if isinstance(gold, (str, bytes)) or isinstance(pred, (str, bytes)):
+        raise TypeError("gold, pred: expected lists of tag sequences (one per sentence), "
+                        "got a str")
+    if len(gold) != len(pred):
+        raise ValueError(f"gold, pred: expected as many predicted sentences as gold ones, got "
+                         f"{len(gold)} gold and {len(pred)} predicted")
+    for n, (g, p) in enumerate(zip(gold, pred, strict=True)):
+        if isinstance(g, str) or isinstance(p, str):
+            raise TypeError(f"gold[{n}], pred[{n}]: expected a list of tags, got a str")
+        if len(g) != len(p):
+            raise ValueError(f"pred[{n}]: expected {len(g)} tags (as gold[{n}]), got {len(p)}")
+
+
+def _counts(gold: list, pred: list) -> tuple[Counter, Counter, Counter]:
+    """Per label k of flat label lists: true positives (gold k, predicted k), false positives
+    (predicted k, gold another) and false negatives (gold k, predicted another)."""
+    tp, fp, fn = Counter(), Counter(), Counter()
+    for g, p in zip(gold, pred, strict=True):
+        if g == p:
+            tp[g] += 1
+        else:
+            fp[p] += 1
+            fn[g] += 1
+    return tp, fp, fn
+
+
 def _prf(correct: int, found: int, gold: int) -> tuple[float, float, float]:
     """Precision, recall, F1 in percent: P = 100 c/found, R = 100 c/gold, F1 = 2PR/(P+R)."""
     p = 100.0 * correct / found if found else 0.0
@@ -108,12 +137,7 @@ def chunk_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> di
         "correct_chunks"}``, with ``support`` = ``gold_chunks``, the number of gold chunks of
         that type (the count conlleval prints after each type is ``pred_chunks``).
     """
-    if isinstance(gold, (str, bytes)) or isinstance(pred, (str, bytes)):
-        raise TypeError("gold, pred: expected lists of tag sequences (one per sentence), "
-                        "got a str")
-    if len(gold) != len(pred):
-        raise ValueError(f"gold, pred: expected as many predicted sentences as gold ones, got "
-                         f"{len(gold)} gold and {len(pred)} predicted")
+    _check_sentences(gold, pred)
     if len(gold) == 0:
         raise ValueError("gold: expected at least one sentence, got none")
     gold_by_type: Counter[str] = Counter()
@@ -121,10 +145,6 @@ def chunk_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> di
     correct_by_type: Counter[str] = Counter()
     tokens = right_tags = 0
     for n, (g, p) in enumerate(zip(gold, pred, strict=True)):
-        if isinstance(g, str) or isinstance(p, str):
-            raise TypeError(f"gold[{n}], pred[{n}]: expected a list of tags, got a str")
-        if len(g) != len(p):
-            raise ValueError(f"pred[{n}]: expected {len(g)} tags (as gold[{n}]), got {len(p)}")
         gc = bio_chunks(g, where=f"gold[{n}]")
         pc = bio_chunks(p, where=f"pred[{n}]")
         gold_by_type.update(t for t, _, _ in gc)
@@ -165,29 +185,9 @@ def tag_scores(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> 
         or pred (sorted) to ``{"precision", "recall", "f1", "support"}`` (support: the gold
         count).
     """
-    if isinstance(gold, (str, bytes)) or isinstance(pred, (str, bytes)):
-        raise TypeError("gold, pred: expected lists of tag sequences (one per sentence), "
-                        "got a str")
-    if len(gold) != len(pred):
-        raise ValueError(f"gold, pred: expected as many predicted sentences as gold ones, got "
-                         f"{len(gold)} gold and {len(pred)} predicted")
-    flat_gold: list = []
-    flat_pred: list = []
-    for n, (g, p) in enumerate(zip(gold, pred, strict=True)):
-        if isinstance(g, str) or isinstance(p, str):
-            raise TypeError(f"gold[{n}], pred[{n}]: expected a list of tags, got a str")
-        if len(g) != len(p):
-            raise ValueError(f"pred[{n}]: expected {len(g)} tags (as gold[{n}]), got {len(p)}")
-        flat_gold += g
-        flat_pred += p
-    gold_flat, pred_flat = _pair(flat_gold, flat_pred)
-    tp, fp, fn = Counter(), Counter(), Counter()
-    for g, p in zip(gold_flat, pred_flat, strict=True):
-        if g == p:
-            tp[g] += 1
-        else:
-            fp[p] += 1
-            fn[g] += 1
+    _check_sentences(gold, pred)
+    gold_flat, pred_flat = _pair([t for g in gold for t in g], [t for p in pred for t in p])
+    tp, fp, fn = _counts(gold_flat, pred_flat)
     per_tag = {}
     for tag in sorted(set(gold_flat) | set(pred_flat)):
         p, r, f = _prf(tp[tag], tp[tag] + fp[tag], tp[tag] + fn[tag])
@@ -261,13 +261,7 @@ def macro_f1(gold_labels, pred_labels, labels=None) -> float:
         classes = _labels(labels, "labels")
         if not classes:
             raise ValueError("labels: expected at least one label, got none")
-    tp, fp, fn = Counter(), Counter(), Counter()
-    for g, p in zip(gold, pred, strict=True):
-        if g == p:
-            tp[g] += 1
-        else:
-            fp[p] += 1
-            fn[g] += 1
+    tp, fp, fn = _counts(gold, pred)
     scores = [100.0 * 2 * tp[k] / d if (d := 2 * tp[k] + fp[k] + fn[k]) else 0.0
               for k in classes]
     return sum(scores) / len(scores)

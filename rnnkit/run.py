@@ -53,8 +53,11 @@ def _by_section(dotted: set[str]) -> dict[str, list[str]]:
 
 
 def run_train(cfg: Config, *, resume: bool = False, given: set[str] = frozenset(),
-              callbacks=(), print_fn: Callable[[str], object] = print) -> dict:
+              callbacks=(), print_fn: Callable[[str], object] = print,
+              tables: bool = True) -> dict:
     """Train as ``cfg`` says; with ``resume``, continue the latest checkpoint in ``run.out``.
+    ``tables``: print a tagger's per-tag table after the test scores (it is in the test
+    record of ``metrics.jsonl`` either way).
 
     A new run refuses a ``run.out`` that already holds a checkpoint (pass ``resume`` or choose
     another directory), so no run overwrites another's work.
@@ -99,7 +102,7 @@ def run_train(cfg: Config, *, resume: bool = False, given: set[str] = frozenset(
         figures = []
         if summary["test"]:
             say("test: " + _format(summary["test"]))
-            for line in _tables(task, summary["test"]):
+            for line in _tables(task, summary["test"]) if tables else ():
                 say(line)
             if cfg.run.plots:
                 figures = _report(task, trainer.model, "test", out)
