@@ -106,3 +106,20 @@ def test_chunk_f1_agrees_with_seqeval_on_atis_test_predictions(atis_run):
     assert abs(ours["f1"] - 100 * f1_score(gold, pred)) < 0.01
     assert abs(ours["precision"] - 100 * precision_score(gold, pred)) < 0.01
     assert abs(ours["recall"] - 100 * recall_score(gold, pred)) < 0.01
+
+
+def test_predict_input_rewrites_slot_lines(atis_run, tmp_path, capsys):
+    """A file of ATIS-style lines comes back in its own format: every word with its predicted
+    slot, and the predicted intent (the model has an intent head)."""
+    source = tmp_path / "two.slots"
+    source.write_text("i:O leave:O boston:O <=> atis_flight\n\nflights:O to:O denver:O\n")
+    out = tmp_path / "tagged.slots"
+    assert main(["predict", "--run", str(atis_run), "--input", str(source),
+                 "--output", str(out)]) == 0
+    assert "tagged 2 sentences" in capsys.readouterr().out
+    lines = out.read_text().splitlines()
+    assert len(lines) == 2
+    words = [[token.rpartition(":")[0] for token in line.split(" <=> ")[0].split()]
+             for line in lines]
+    assert words == [["i", "leave", "boston"], ["flights", "to", "denver"]]
+    assert all(" <=> atis_" in line for line in lines)
