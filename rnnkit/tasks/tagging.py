@@ -116,7 +116,8 @@ class TaggingTask(Task):
             words = sum(len(s.words) for s in sentences)
             names = ", ".join(f"{t} ({n})" for t, n in unseen.most_common(5))
             warnings.warn(DataWarning(
-                f"{self.split_file(split)}: {counts[split]} of {words} words carry "
+                f"the {split} split ({self.split_file(split)}): {counts[split]} of {words} "
+                f"words carry "
                 f"{len(unseen)} tag{'s' if len(unseen) > 1 else ''} never seen in training: "
                 f"{names}{', ...' if len(unseen) > 5 else ''}; they count as errors"),
                 stacklevel=2)
