@@ -67,3 +67,23 @@ def check_state_leaf(name: str, leaf, expected: tuple, ref: Tensor) -> None:
         raise ValueError(f"{name}: expected dtype {ref.dtype} (the input's), got {leaf.dtype}")
     if leaf.device != ref.device:
         raise ValueError(f"{name}: expected device {ref.device} (the input's), got {leaf.device}")
+
+
+def device_problem(text: str) -> str | None:
+    """Why ``text`` names no device to run on here, or None: ``cpu``, or ``cuda`` /
+    ``cuda:N`` on a machine whose torch sees CUDA with more than N devices."""
+    import re
+
+    match = re.fullmatch(r"cpu|cuda(?::(\d+))?", text)
+    if match is None:
+        return f"expected cpu, cuda or cuda:N (N a GPU index), got {text!r}"
+    if text == "cpu":
+        return None
+    if not torch.cuda.is_available():
+        return f"got {text!r}, but this machine has no CUDA device (torch.cuda.is_available() " \
+               f"is False); use cpu"
+    count = torch.cuda.device_count()
+    if match.group(1) is not None and int(match.group(1)) >= count:
+        return f"got {text!r}, but this machine has {count} CUDA device" \
+               f"{'s' if count > 1 else ''} (cuda:0 to cuda:{count - 1})"
+    return None

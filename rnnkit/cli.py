@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 import warnings
 
 from .cells import cell_names, get_cell
@@ -57,6 +59,27 @@ def _non_negative(kind):
     return _number(kind, 0, False, "non-negative")
 
 
+def _device(text: str) -> str:
+    """An argparse type: a device this machine has (checked when the command line is parsed,
+    before any model or data is loaded)."""
+    from ._checks import device_problem
+
+    problem = device_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def _check_device(name: str, value: str) -> None:
+    """A config's device, as :func:`_device` checks a flag's."""
+    from ._checks import device_problem
+    from .errors import ConfigError
+
+    problem = device_problem(value)
+    if problem:
+        raise ConfigError(f"{name}: {problem}")
+
+
 def _add_checkpoint_choice(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", choices=("best", "latest"), default="best",
                         help="which checkpoint of the run (default: best)")
@@ -67,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rnnkit",
         description="Recurrent networks from the course notes as fast, exact PyTorch modules.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (anywhere on the command line; "
+                        "or set RNNKIT_DEBUG=1); without it an error is one 'rnnkit: error:' line")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     demo = sub.add_parser(
@@ -127,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=("val", "test"), default="test",
                           help="the split to score (default: test)")
     _add_checkpoint_choice(evaluate)
-    evaluate.add_argument("--device", default=None,
+    evaluate.add_argument("--device", default=None, type=_device,
                           help="run on this device instead of the run's train.device")
     evaluate.add_argument("--json", action="store_true", help="print one JSON line")
 
@@ -151,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the run directory of a text model (default: runs/atis, "
                          "where `make demo` trains one)")
     _add_checkpoint_choice(predict)
-    predict.add_argument("--device", default="cpu", help="device to run on (default: cpu)")
+    predict.add_argument("--device", default="cpu", type=_device,
+                         help="device to run on (default: cpu)")
 
     generate = sub.add_parser(
         "generate", help="write text with a saved language model",
@@ -177,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, default=None,
                           help="random seed, for the same text again (default: random)")
     _add_checkpoint_choice(generate)
-    generate.add_argument("--device", default="cpu", help="device to run on (default: cpu)")
+    generate.add_argument("--device", default="cpu", type=_device,
+                          help="device to run on (default: cpu)")
 
     data = sub.add_parser(
         "data", help="fetch a dataset that is not installed with rnnkit",
@@ -217,8 +245,52 @@ _python_show_warning = warnings.showwarning
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``rnnkit`` command; returns its exit code. Every failure a user can cause ends
+    in one ``rnnkit: error: ...`` line (see :func:`_report`); ``--debug`` anywhere on the
+    command line, or ``RNNKIT_DEBUG=1``, adds the traceback."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("RNNKIT_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     args = build_parser().parse_args(argv)
     warnings.showwarning = _show_warning
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print("rnnkit: interrupted; the last checkpoint is intact (resume with --resume)",
+              file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 (the one boundary: every error becomes a line)
+        if debug:
+            traceback.print_exc()
+        return _report(e, debug)
+
+
+def _report(e: Exception, debug: bool) -> int:
+    """Print ``e`` as one ``rnnkit: error:`` line; the exit code: 2 for a bad configuration,
+    1 for anything else.
+
+    - rnnkit's own errors (:mod:`rnnkit.errors`) and the ValueErrors/TypeErrors its API
+      raises for bad arguments name the culprit already: their message as it is.
+    - OS errors name the path and the system's reason (no such file, is a directory,
+      permission denied, no space left on device, read-only file system).
+    - Anything else is a bug of ours: its type and message, and how to see the traceback.
+    """
+    from .errors import ConfigError, RnnkitError
+
+    if isinstance(e, (RnnkitError, ValueError, TypeError)):
+        message = str(e)
+    elif isinstance(e, OSError):
+        path = e.filename2 or e.filename  # a rename names its target second
+        message = f"{path}: {e.strerror}" if path and e.strerror else str(e)
+    else:
+        message = f"{type(e).__name__}: {e}"
+        if not debug:
+            message += " (an rnnkit bug: rerun with --debug for the traceback, and report it)"
+    print(f"rnnkit: error: {message}", file=sys.stderr)
+    return 2 if isinstance(e, ConfigError) else 1
+
+
+def _dispatch(args) -> int:
     if args.command == "cells":
         width = max(map(len, cell_names()))
         for name in cell_names():
@@ -231,11 +303,11 @@ def main(argv: list[str] | None = None) -> int:
         adding = [f"--{k.replace('_', '-')}" for k in ("cells", "lengths", "hidden_size",
                                                        "seconds") if getattr(args, k) is not None]
         if adding:
-            print(f"rnnkit demo: error: {', '.join(adding)} belong to the adding-problem demo: "
+            print(f"rnnkit: error: {', '.join(adding)} belong to the adding-problem demo: "
                   f"rnnkit demo adding {' '.join(adding)} ...", file=sys.stderr)
             return 2
-
-        return _guarded(lambda: run_atis_demo(demo_config(args.out)))
+        run_atis_demo(demo_config(args.out))
+        return 0
     if args.command == "demo":
         from .demo import run_demo  # imported here: training code is not needed for --help
 
@@ -248,28 +320,33 @@ def main(argv: list[str] | None = None) -> int:
                  lengths=tuple(args.lengths or (50, 150)), **kwargs)
         return 0
     if args.command == "train":
-        return _train(args)
+        _train(args)
+        return 0
     if args.command == "evaluate":
-        return _guarded(lambda: run_evaluate_cmd(args))
+        run_evaluate_cmd(args)
+        return 0
     if args.command == "predict":
         from .run import run_predict, run_predict_file
 
         if bool(args.sentences) == bool(args.input):
-            print("rnnkit predict: error: give sentences or --input FILE (one of the two)",
+            print("rnnkit: error: predict: give sentences or --input FILE (one of the two)",
                   file=sys.stderr)
             return 2
         if args.output and not args.input:
-            print("rnnkit predict: error: --output goes with --input FILE", file=sys.stderr)
+            print("rnnkit: error: predict: --output goes with --input FILE", file=sys.stderr)
             return 2
         if args.input:
-            return _guarded(lambda: run_predict_file(args.run, args.input, args.output,
-                                                     which=args.checkpoint, device=args.device))
-        return _guarded(lambda: run_predict(args.run, args.sentences, which=args.checkpoint,
-                                            device=args.device))
+            run_predict_file(args.run, args.input, args.output, which=args.checkpoint,
+                             device=args.device)
+        else:
+            run_predict(args.run, args.sentences, which=args.checkpoint, device=args.device)
+        return 0
     if args.command == "generate":
-        return _guarded(lambda: _generate(args))
+        _generate(args)
+        return 0
     if args.command == "data":
-        return _guarded(lambda: _fetch(args))
+        _fetch(args)
+        return 0
     if args.command == "diagnose":
         from .diagnose import main_diagnose
 
@@ -277,18 +354,17 @@ def main(argv: list[str] | None = None) -> int:
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse rejects others
 
 
-def _train(args) -> int:
+def _train(args) -> None:
     from .config import config_from_args, given_flags, load_config
     from .run import run_train
 
-    def go():
-        base = load_config(args.config) if args.config else None
-        cfg = config_from_args(args, base)
-        # what the user set now (a file given with --resume counts): a resumed run applies it
-        given = set(given_flags(args)) | (_file_keys(args.config) if args.config else set())
-        run_train(cfg, resume=args.resume, given=given)
-
-    return _guarded(go)
+    base = load_config(args.config) if args.config else None
+    cfg = config_from_args(args, base)
+    # what the user set now (a file given with --resume counts): a resumed run applies it
+    given = set(given_flags(args)) | (_file_keys(args.config) if args.config else set())
+    if "train.device" in given:
+        _check_device("train.device", cfg.train.device)
+    run_train(cfg, resume=args.resume, given=given)
 
 
 def _generate(args) -> None:
@@ -333,37 +409,6 @@ def run_evaluate_cmd(args) -> None:
 
     run_evaluate(args.run, split=args.split, which=args.checkpoint, device=args.device,
                  as_json=args.json)
-
-
-def _guarded(fn) -> int:
-    """Run ``fn``; a user's mistake (bad config, bad checkpoint or data file, missing data, a
-    stopped run) is printed as one line on stderr with exit code 1 (2 for a bad config), not
-    as a traceback."""
-    from .config import ConfigError
-    from .data.text import DataFormatError
-    from .training.checkpoint import CheckpointError
-    from .training.loop import TrainingStopped
-
-    try:
-        fn()
-    except ConfigError as e:
-        print(f"rnnkit: error: {e}", file=sys.stderr)
-        return 2
-    except (CheckpointError, TrainingStopped, DataFormatError, FileNotFoundError) as e:
-        print(f"rnnkit: error: {e}", file=sys.stderr)
-        return 1
-    except (IsADirectoryError, NotADirectoryError, PermissionError) as e:
-        # a path that is a directory, or one we may not read or write: name it, no traceback
-        # (an OSError from the system names the path in filename2 for a rename's target)
-        path = e.filename2 or e.filename
-        print(f"rnnkit: error: {path}: {e.strerror}" if path and e.strerror else
-              f"rnnkit: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("rnnkit: interrupted; the last checkpoint is intact (resume with --resume)",
-              file=sys.stderr)
-        return 130
-    return 0
 
 
 if __name__ == "__main__":

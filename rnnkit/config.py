@@ -43,9 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
-
-class ConfigError(ValueError):
-    """A configuration value, key or file a user gave is wrong; the message is one line."""
+from .errors import ConfigError  # noqa: F401  (also importable from here, its old home)
 
 
 def _opt(default: Any, help: str, **meta: Any) -> Any:
@@ -723,6 +721,14 @@ class ConfigParser(argparse.ArgumentParser):
             return render()
         finally:
             self.usage = None
+
+    def error(self, message: str):  # noqa: D102 (argparse's)
+        """The usage, then one ``rnnkit: error:`` line (as every other error the command line
+        reports) naming the subcommand whose arguments were wrong; exit status 2."""
+        self.print_usage(sys.stderr)
+        root, _, sub = self.prog.partition(" ")
+        where = f" (see '{self.prog} --help')" if sub else ""
+        self.exit(2, f"{root}: error: {message}{where}\n")
 
     def parse_known_args(self, args=None, namespace=None):  # noqa: D102 (argparse's)
         namespace, extras = super().parse_known_args(args, namespace)

@@ -321,9 +321,9 @@ def main_diagnose(args: argparse.Namespace) -> int:
                      hidden_size=args.hidden_size, every=args.every, seed=args.seed,
                      lr=args.lr, progress=not args.no_progress)
     except ValueError as e:
-        print(f"rnnkit diagnose: error: {e}", file=sys.stderr)
+        print(f"rnnkit: error: diagnose: {e}", file=sys.stderr)
         return 2
     except OSError as e:
-        print(f"rnnkit diagnose: error: cannot write to {out!r}: {e}", file=sys.stderr)
+        print(f"rnnkit: error: diagnose: cannot write to {out!r}: {e}", file=sys.stderr)
         return 1
     return 0

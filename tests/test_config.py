@@ -245,8 +245,8 @@ def test_unknown_flag_suggests_the_closest(argv, message, capsys):
 
 def test_unknown_flag_in_a_subcommand(capsys):
     err = fails(with_subcommand(), ["train", "--model.cel=gru"], capsys)
-    assert ("rnnkit train: error: unrecognized argument --model.cel "
-            "(did you mean --model.cell?)") in err
+    assert ("rnnkit: error: unrecognized argument --model.cel "
+            "(did you mean --model.cell?) (see 'rnnkit train --help')") in err
     args = with_subcommand().parse_args(["train", "--model.cell=gru", "--config", "a.toml"])
     assert args.command == "train" and args.config == "a.toml"
     assert config_from_args(args).model.cell == "gru"

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from rnnkit.errors import DataFormatError, DataWarning  # noqa: F401 (importable here too)
+
 PAD = "<pad>"
 UNK = "<unk>"
 
@@ -33,15 +35,6 @@ class TaggedSentence:
     # where each word stands in its file: ``(file name, line number of every word)``, for
     # messages that point at a line; None for sentences not read from a file
     source: tuple[str, list[int]] | None = field(default=None, compare=False, repr=False)
-
-
-class DataFormatError(ValueError):
-    """A data file is not in the expected format; the message is ``<file>:<line>: <what>``."""
-
-
-class DataWarning(UserWarning):
-    """Data that can be read but deserves a look (e.g. test tags never seen in training); the
-    command line prints it as one ``rnnkit: warning: ...`` line."""
 
 
 def _lines(path) -> tuple[str, list[str]]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from rnnkit.config import ConfigError
+from rnnkit.errors import ConfigError
 from rnnkit.tasks.base import recurrent_from_config
 
 

@@ -33,8 +33,8 @@ class CaptionsTask(Seq2SeqTask):
     kind = "images"
 
     def __init__(self, config, *, state: dict | None = None) -> None:
-        from rnnkit.config import ConfigError
         from rnnkit.data.scenes import scene_splits
+        from rnnkit.errors import ConfigError
 
         Task.__init__(self, config)  # not Seq2SeqTask's: images, not source tokens
         if config.train.tbptt:

@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from rnnkit.config import ConfigError
 from rnnkit.data.splits import split_off
 from rnnkit.data.text import Vocab, pad_batch, tokenize
+from rnnkit.errors import ConfigError
 from rnnkit.metrics import accuracy, confusion_matrix, macro_f1, plot_confusion_matrix
 
 from .base import Task, in_chunks

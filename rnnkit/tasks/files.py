@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from rnnkit.config import ConfigError
 from rnnkit.data.splits import split_off
+from rnnkit.errors import ConfigError
 
 # the formats a task reads, by the suffix auto picks them from
 SUFFIXES = {".conllu": "conllu", ".conll": "conll", ".txt": "conll", ".bio": "conll",

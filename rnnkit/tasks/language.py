@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rnnkit.config import ConfigError
 from rnnkit.data.text import UNK, Vocab
+from rnnkit.errors import ConfigError
 
 from .base import Task
 

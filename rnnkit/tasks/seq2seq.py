@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rnnkit.config import ConfigError
 from rnnkit.data.text import Vocab, pad_batch
+from rnnkit.errors import ConfigError
 from rnnkit.heads.decoder import BOS_INDEX, EOS_INDEX, SPECIALS
 
 from .base import Task, in_chunks

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from rnnkit.config import ConfigError
-from rnnkit.data.text import DataWarning, Vocab, pad_batch, tokenize
+from rnnkit.data.text import Vocab, pad_batch, tokenize
+from rnnkit.errors import ConfigError, DataWarning
 from rnnkit.heads.chars import CHAR_SPECIALS, spell
 from rnnkit.metrics import chunk_f1, tag_scores
 

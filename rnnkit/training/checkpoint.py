@@ -55,6 +55,7 @@ from safetensors.torch import save as safetensors_save
 from torch import Tensor, nn
 
 from .._checks import check_positive_int
+from ..errors import CheckpointError  # noqa: F401 (importable here too)
 
 FORMAT, VERSION = "rnnkit-checkpoint", 1
 MODEL_FILE, TENSORS_FILE, STATE_FILE = "model.safetensors", "state.safetensors", "state.json"
@@ -65,10 +66,6 @@ _PARTIAL = re.compile(r"(step-\d{8,}|latest|best)\.tmp-.*")
 # Markers of the JSON encoding of the trainer state: a dict with exactly one of these keys.
 _TENSOR, _TUPLE, _ITEMS, _FLOAT = "__tensor__", "__tuple__", "__items__", "__float__"
 _MARKERS = (_TENSOR, _TUPLE, _ITEMS, _FLOAT)
-
-
-class CheckpointError(Exception):
-    """A checkpoint cannot be found or read; the message names the file and what is wrong."""
 
 
 @dataclass

@@ -30,7 +30,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..config import ConfigError
+from ..errors import (
+    ConfigError,
+    TrainingStopped,  # noqa: E402,F401  (its old home)
+)
 from .checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -51,10 +54,6 @@ from .optim import (
 )
 from .records import MetricsLog, plot_curves, read_records
 from .tbptt import detach_state, map_state, reset_state, spans
-
-
-class TrainingStopped(RuntimeError):
-    """Training cannot go on (a non-finite loss or gradient); nothing was saved after it."""
 
 
 class Trainer:

@@ -22,7 +22,7 @@ from torch import nn
 from torch.optim import lr_scheduler
 
 from ..cells.base import Cell
-from ..config import ConfigError
+from ..errors import ConfigError
 from ..networks import RecurrentNetwork
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
