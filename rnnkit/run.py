@@ -79,7 +79,11 @@ def run_train(cfg: Config, *, resume: bool = False, given: set[str] = frozenset(
         from .training.diagnostics import GradientFlowPlots
 
         callbacks.append(GradientFlowPlots(cfg.run.grad_flow_every))
-    task = make_task(cfg)
+    # a resumed run reads its data with the maps it was trained with (a reordered training
+    # file must not reattach its embeddings to other words)
+    task = make_task(cfg, _saved_task_state(ckpt)) if ckpt is not None else make_task(cfg)
+    if ckpt is not None:
+        _warn_changed_files(ckpt, cfg)
     trainer = Trainer(task, cfg, callbacks=callbacks)
     say = print_fn if trainer.is_main else (lambda _text: None)
     if ckpt is not None:
@@ -120,7 +124,8 @@ def run_evaluate(path, *, split: str = "test", which: str = "best", device: str 
     ckpt, cfg = _load_run(path, which)
     if device is not None:
         cfg.train.device = device
-    task = make_task(cfg)
+    _warn_changed_files(ckpt, cfg)
+    task = make_task(cfg, _saved_task_state(ckpt))
     model = _saved_model(task, ckpt, cfg.train.device)
     import torch
 
@@ -164,7 +169,7 @@ def load_for_prediction(path, which: str = "best", device: str = "cpu", kind: st
     from .tasks import TASKS
 
     task_cls = TASKS.get(cfg.data.task)
-    state = ckpt.trainer_state.get("task") if isinstance(ckpt.trainer_state, dict) else None
+    state = _saved_task_state(ckpt)
     serves = task_cls is not None and getattr(task_cls, "kind", "text") == kind and (
         kind != "text" or hasattr(task_cls, "predict_text"))
     if not serves or state is None:
@@ -184,6 +189,24 @@ def _load_run(path, which: str) -> tuple[Checkpoint, Config]:
         which = "latest"
     ckpt = load_checkpoint(path, which=which)
     return ckpt, config_from_dict(ckpt.config, source=f"{ckpt.directory}/state.json")
+
+
+def _saved_task_state(ckpt: Checkpoint) -> dict | None:
+    """What the run's task saved (vocabularies, tag and label sets, statistics), or None."""
+    ts = ckpt.trainer_state
+    return ts.get("task") if isinstance(ts, dict) else None
+
+
+def _warn_changed_files(ckpt: Checkpoint, cfg: Config) -> None:
+    """A DataWarning for each data file that differs from the one the run was trained on."""
+    import warnings
+
+    from .errors import DataWarning
+    from .tasks.files import changed_files, file_fingerprints
+
+    ts = ckpt.trainer_state if isinstance(ckpt.trainer_state, dict) else {}
+    for line in changed_files(ts.get("data_files") or {}, file_fingerprints(cfg.data)):
+        warnings.warn(DataWarning(line), stacklevel=3)
 
 
 def _saved_model(task, ckpt: Checkpoint, device):

@@ -26,12 +26,16 @@ def task_names() -> list[str]:
     return sorted(TASKS)
 
 
-def make_task(config) -> Task:
-    """The task ``config.data.task``, built from the whole config."""
+def make_task(config, state: dict | None = None) -> Task:
+    """The task ``config.data.task``, built from the whole config; with ``state`` (what a run
+    saved: :meth:`Task.state`), its data read but its vocabularies, tag and label sets taken
+    from that state, so a saved model reads the inputs it was trained on."""
     name = config.data.task
     if name not in TASKS:
         raise ValueError(f"data.task: expected one of {', '.join(task_names())}, got {name!r}")
-    return TASKS[name](config)
+    if state is None:
+        return TASKS[name](config)
+    return TASKS[name](config, state=state, data=True)
 
 
 __all__ = ["Task", "AddingTask", "CopyTask", "AtisTask", "TaggingTask", "TurkishPosTask",

@@ -33,8 +33,13 @@ class Task:
     # state is carried from one batch to the next (detached), as a language model trains.
     stream: bool = False
 
-    def __init__(self, config) -> None:
+    def __init__(self, config, *, state: dict | None = None, data: bool | None = None) -> None:
+        """``state``: what :meth:`state` saved with a run (vocabularies, tag and label sets,
+        normalisation statistics); None builds it from the training data. ``data``: whether to
+        read the data files; default: only when there is no saved state (predicting needs the
+        state alone; evaluating and resuming need both, and take the maps from the state)."""
         self.config = config  # the whole rnnkit.config.Config
+        self.with_data = state is None if data is None else data
 
     def train_set(self) -> dict[str, Tensor]:
         raise NotImplementedError

@@ -32,16 +32,17 @@ class CaptionsTask(Seq2SeqTask):
     item_name = "img"
     kind = "images"
 
-    def __init__(self, config, *, state: dict | None = None) -> None:
+    def __init__(self, config, *, state: dict | None = None, data: bool | None = None) -> None:
         from rnnkit.data.scenes import scene_splits
         from rnnkit.errors import ConfigError
 
-        Task.__init__(self, config)  # not Seq2SeqTask's: images, not source tokens
+        # not Seq2SeqTask's: images, not source tokens
+        Task.__init__(self, config, state=state, data=data)
         if config.train.tbptt:
             raise ConfigError("train.tbptt: captioning trains on whole captions; use "
                               "train.tbptt=0")
 
-        self.splits = {} if state is not None else scene_splits()
+        self.splits = scene_splits() if self.with_data else {}
         if state is None:
             state = {"target": Vocab.build(self.splits["train"][1], specials=SPECIALS).to_list()}
         self.target = Vocab.from_list(state["target"], specials=SPECIALS)

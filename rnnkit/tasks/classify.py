@@ -49,12 +49,12 @@ class ClassificationTask(Task):
     time_keys = ("x",)
     kind = "text"  # or "series"
 
-    def __init__(self, config, *, state: dict | None = None) -> None:
-        super().__init__(config)
+    def __init__(self, config, *, state: dict | None = None, data: bool | None = None) -> None:
+        super().__init__(config, state=state, data=data)
         if config.train.tbptt:
             raise ConfigError(f"train.tbptt: a classifier reads whole sequences ({self.name}); "
                              f"use train.tbptt=0")
-        self.splits = {} if state is not None else self.load()
+        self.splits = self.load() if self.with_data else {}
         self.state_ = state if state is not None else self.build_state()
         self.labels = list(self.state_["labels"])
         self.words = Vocab.from_list(self.state_["words"]) if self.kind == "text" else None
@@ -110,6 +110,11 @@ class ClassificationTask(Task):
     def tensors(self, items: list) -> dict[str, Tensor]:
         x, lengths = self.encode([x for x, _ in items])
         index = {label: i for i, label in enumerate(self.labels)}
+        unknown = sorted({label for _, label in items if label not in index})
+        if unknown:  # a saved run's label set, and data changed since it was trained
+            raise ConfigError(f"data: label {unknown[0]!r} is not one of the {len(index)} "
+                              f"labels this run was trained with ({', '.join(self.labels[:8])}"
+                              f"{', ...' if len(self.labels) > 8 else ''})")
         return {"x": x, "lengths": lengths,
                 "labels": torch.tensor([index[label] for _, label in items])}
 

@@ -55,6 +55,45 @@ def read_splits(data_cfg, task: str, read: Callable[[str], list]) -> dict[str, l
     return splits
 
 
+FILE_KEYS = ("train_file", "val_file", "test_file")
+
+
+def file_fingerprints(data_cfg) -> dict[str, dict]:
+    """``{"data.train_file": {"path", "size", "sha256"}, ...}`` of the data files the config
+    names (each read once, in 1 MiB blocks), saved with a run so that a later command can tell
+    whether the files changed since."""
+    import hashlib
+
+    prints = {}
+    for key in FILE_KEYS:
+        path = getattr(data_cfg, key, "")
+        if not path or not Path(path).is_file():
+            continue
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+        prints[f"data.{key}"] = {"path": path, "size": Path(path).stat().st_size,
+                                 "sha256": digest.hexdigest()}
+    return prints
+
+
+def changed_files(saved: dict, now: dict) -> list[str]:
+    """One line for each data file that differs from the one a run was trained on (saved and
+    now: :func:`file_fingerprints`)."""
+    lines = []
+    for key, was in saved.items():
+        cur = now.get(key)
+        if cur is None:
+            lines.append(f"{key}: {was['path']} is gone or unreadable since this run was trained")
+        elif cur["sha256"] != was["sha256"]:
+            size = (f"{was['size']:,} -> {cur['size']:,} bytes" if cur["size"] != was["size"]
+                    else f"the same {cur['size']:,} bytes, other content")
+            lines.append(f"{key}: {cur['path']} changed since this run was trained ({size}); "
+                         f"the vocabularies and tag/label sets saved with the run are used")
+    return lines
+
+
 def tagged_format(path: str, fmt: str) -> str:
     """The format of a tagged file: ``fmt``, or with ``auto`` CoNLL-U when the content is
     CoNLL-U (10 tab-separated columns that start with a token id, whatever the file's name),

@@ -43,14 +43,14 @@ class LanguageModelTask(Task):
 
     fixed_level: str | None = None  # a corpus that comes at one level only
 
-    def __init__(self, config, *, state: dict | None = None) -> None:
-        super().__init__(config)
+    def __init__(self, config, *, state: dict | None = None, data: bool | None = None) -> None:
+        super().__init__(config, state=state, data=data)
         if config.train.tbptt:
             raise ConfigError("train.tbptt: a language model is already trained in windows of "
                               "data.seq_len steps with the state carried across; use "
                               "train.tbptt=0 and set data.seq_len")
         self.level = self.fixed_level or config.data.level  # "word" or "char"
-        self.splits = {} if state is not None else self.load()
+        self.splits = self.load() if self.with_data else {}
         if state is None:
             state = {"tokens": Vocab.build([self.splits["train"]], specials=(UNK,)).to_list()}
         self.vocab = Vocab.from_list(state["tokens"], specials=(UNK,))

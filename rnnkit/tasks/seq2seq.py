@@ -44,12 +44,12 @@ class Seq2SeqTask(Task):
     time_keys = ("source", "inputs", "targets")
     item_name = "pair"
 
-    def __init__(self, config, *, state: dict | None = None) -> None:
-        super().__init__(config)
+    def __init__(self, config, *, state: dict | None = None, data: bool | None = None) -> None:
+        super().__init__(config, state=state, data=data)
         if config.train.tbptt:
             raise ConfigError("train.tbptt: a sequence-to-sequence task trains on whole pairs; "
                               "use train.tbptt=0")
-        self.splits = {} if state is not None else self.load()
+        self.splits = self.load() if self.with_data else {}
         if state is None:
             train = self.splits["train"]
             state = {"source": Vocab.build(src for src, _ in train).to_list(),

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.data.text import Vocab, pad_batch, tokenize
-from rnnkit.errors import ConfigError, DataWarning
+from rnnkit.errors import ConfigError, DataFormatError, DataWarning
 from rnnkit.heads.chars import CHAR_SPECIALS, spell
 from rnnkit.metrics import chunk_f1, tag_scores
 
@@ -49,12 +49,12 @@ class TaggingTask(Task):
     time_keys = ("tokens", "tags", "chars")
     item_name = "sent"
 
-    def __init__(self, config, *, state: dict | None = None) -> None:
-        super().__init__(config)
+    def __init__(self, config, *, state: dict | None = None, data: bool | None = None) -> None:
+        super().__init__(config, state=state, data=data)
         if config.train.tbptt:
             raise ConfigError("train.tbptt: a tagging task trains on whole sentences; use "
                              "train.tbptt=0")
-        self.splits = {} if state is not None else self.load()
+        self.splits = self.load() if self.with_data else {}
         self.scheme_note = ""
         if state is None:
             train = self.splits["train"]
@@ -67,6 +67,7 @@ class TaggingTask(Task):
             if config.model.char_filters:  # the letters of the training words
                 state["chars"] = Vocab.build((list(w) for s in train for w in s.words),
                                              specials=CHAR_SPECIALS).to_list()
+        if self.splits:
             self.unseen = self.warn_unseen_tags()
         # a checkpoint from before tag schemes had BIO tags (the only set then read)
         self.scheme = state.get("scheme", "bio")
@@ -76,7 +77,23 @@ class TaggingTask(Task):
         self.intents = Vocab.from_list(state["intents"], specials=("<unk>",))
         self.chars = (Vocab.from_list(state["chars"], specials=CHAR_SPECIALS)
                       if "chars" in state else None)
+        self.check_tags()
         self.sets = {split: self.tensors(sentences) for split, sentences in self.splits.items()}
+
+    def check_tags(self) -> None:
+        """Every tag of the data is in the tag set (a saved run's: the files may have changed
+        since it was trained), else a DataFormatError at the tag's file and line."""
+        known = set(self.tags.to_list())
+        for split, sentences in self.splits.items():
+            for s in sentences:
+                for i, tag in enumerate(s.tags):
+                    if tag not in known:
+                        where = f"{s.source[0]}:{s.source[1][i]}" if s.source else \
+                            f"the {split} split"
+                        raise DataFormatError(
+                            f"{where}: tag {tag!r} (word {s.words[i]!r}) is not one of the "
+                            f"{len(known)} tags this run was trained with; a saved model can "
+                            f"only tag with its own tag set")
 
     def load(self) -> dict:
         data = self.config.data

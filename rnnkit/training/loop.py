@@ -108,6 +108,10 @@ class Trainer:
         self.ckdir = self.out_dir / "checkpoints"
         self.log = MetricsLog(self.out_dir / "metrics.jsonl") if self.is_main else None
         self.callbacks = list(callbacks)
+        # the data files this run trains on (size, hash): a resumed run keeps the first ones
+        from rnnkit.tasks.files import file_fingerprints
+
+        self.data_files = file_fingerprints(config.data)
 
     @property
     def is_main(self) -> bool:
@@ -330,7 +334,7 @@ class Trainer:
                  "step": self.step, "best": self.best, "best_step": self.best_step,
                  "bad_evals": self.bad_evals, "clip_counts": dict(self.clip_counts),
                  "carry": self.carry, "world_size": self.world.size,
-                 "task": self.task.state()}
+                 "task": self.task.state(), "data_files": self.data_files}
         if self.device.type == "cuda":
             state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -363,6 +367,7 @@ class Trainer:
                 torch.cuda.set_rng_state(ts["rng"]["cuda"], self.device)
             self.step, self.best, self.best_step = ts["step"], ts["best"], ts["best_step"]
             self.bad_evals, self.clip_counts = ts["bad_evals"], dict(ts["clip_counts"])
+            self.data_files = ts.get("data_files", self.data_files)  # older runs lack them
             carry = ts["carry"]
             adopt_settings(self.optimizer, self.scheduler, self.config.train,
                            dict(ckpt.config.get("train") or {}), self.step)
