@@ -30,10 +30,15 @@ class TrainingStopped(RnnkitError, RuntimeError):
     """Training cannot go on (a non-finite loss or gradient); nothing was saved after it."""
 
 
+class Terminated(KeyboardInterrupt):
+    """The process was sent SIGTERM; raised in the main thread so that training writes a last
+    checkpoint and stops, as on Ctrl-C."""
+
+
 class DataWarning(UserWarning):
     """Data that can be read but deserves a look (e.g. test tags never seen in training); the
     command line prints it as one ``rnnkit: warning: ...`` line."""
 
 
 __all__ = ["RnnkitError", "ConfigError", "DataFormatError", "CheckpointError",
-           "TrainingStopped", "DataWarning"]
+           "TrainingStopped", "Terminated", "DataWarning"]

@@ -6,6 +6,7 @@ A run directory (``run.out``) holds ``checkpoints/`` (see :mod:`rnnkit.training.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -91,6 +92,36 @@ def run_train(cfg: Config, *, resume: bool = False, given: set[str] = frozenset(
         say(f"resumed {out} at step {trainer.step}")
     elif trainer.log is not None:
         trainer.log.truncate_after(0)  # a run killed before its first checkpoint left these
+    with _sigterm_interrupts():
+        return _fit(trainer, task, cfg, out, say, tables)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM raises :class:`rnnkit.errors.Terminated` (a KeyboardInterrupt) in the main
+    thread while training, so a terminated run saves its last completed step as Ctrl-C does;
+    the previous handler comes back after."""
+    import signal
+    import threading
+
+    from .errors import Terminated
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated(f"signal {signum} (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _fit(trainer, task, cfg: Config, out: Path, say, tables: bool) -> dict:
+    """Train, test and report: the second half of :func:`run_train`."""
     params = sum(p.numel() for p in trainer.model.parameters())
     say(f"{task.describe()}")
     say(f"model: {trainer.describe_model().split(': ', 1)[1]}, {params:,} parameters; "
@@ -149,14 +180,25 @@ def run_evaluate(path, *, split: str = "test", which: str = "best", device: str 
 
 def _report(task, model, split: str, directory) -> list[Path]:
     """The task's report files of ``split`` (a classifier's confusion matrix, a tagger's
-    errors), without gradients."""
+    errors), without gradients. A directory that cannot be written (read-only, full) costs
+    the files, not the scores: one warning says which."""
+    import warnings
+
     import torch
+
+    from .errors import DataWarning
 
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             return task.report(model, split, directory)
+    except OSError as e:
+        path = e.filename2 or e.filename or directory
+        warnings.warn(DataWarning(f"could not write the {split} report into {directory} "
+                                  f"({path}: {e.strerror or e}); the scores above stand"),
+                      stacklevel=2)
+        return []
     finally:
         model.train(was_training)
 

@@ -104,6 +104,12 @@ class Trainer:
         self.bad_evals = 0
         self.clip_counts = {"norm": 0, "value": 0, "steps": 0}  # fired; steps clipped
         self.carry = None  # a stream task's state, carried from batch to batch
+        self.saved_step = -1  # the step of the last checkpoint written
+        self.pending_eval = False  # resumed from a checkpoint written before its validation
+        # where the last completed step left the RNG and the carried state: a step cut short
+        # has moved both on, and a checkpoint written after a crash must not see that
+        self._at_step: tuple | None = None
+        self._updating = False  # inside the optimizer's update: the weights are half-written
         self.out_dir = Path(config.run.out)
         self.ckdir = self.out_dir / "checkpoints"
         self.log = MetricsLog(self.out_dir / "metrics.jsonl") if self.is_main else None
@@ -182,6 +188,7 @@ class Trainer:
         started = time.perf_counter()
         for cb in self.callbacks:
             _call(cb, "on_step_begin", self, step)
+        self._at_step = (torch.get_rng_state(), self.carry)
         batch = self.batch(step)
         self.optimizer.zero_grad(set_to_none=True)
         loss, items = self.forward_backward(batch)
@@ -195,10 +202,12 @@ class Trainer:
         self.clip_counts["value"] += clip.by_value
         self.clip_counts["steps"] += clip.by_norm or clip.by_value
         lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
+        self._updating = True
         self.optimizer.step()
         if steps_per_update(self.scheduler):
             self.scheduler.step()
         self.step = step
+        self._updating, self._at_step = False, None
         record = {"step": step, "kind": "train", "loss": loss,
                   "lr": lr, "grad_norm": clip.norm,
                   "clipped": clip.by_norm or clip.by_value,
@@ -238,10 +247,36 @@ class Trainer:
         if best is not None:
             load_model_weights(self.model, load_checkpoint(best))
         metrics = self.evaluate("test")
-        if self.log is not None:
+        if self.log is not None and not any(  # a resumed finished run has its record already
+                r.get("kind") == "test" and r.get("step") == self.step
+                for r in (read_records(self.log.path) if self.log.path.exists() else [])):
             self.log.write({"step": self.step, "kind": "test",
                             "checkpoint": best.name if best else None, **metrics})
         return metrics
+
+    def _validate(self, step: int) -> tuple[bool, bool, float]:
+        """Validation after step ``step``: the metric, the best so far, early stopping, the
+        plateau schedule, the ``eval`` record; returns ``(best, stop early, metric)``."""
+        train = self.config.train
+        metrics = self.evaluate("val")
+        value = metrics[self.task.metric]
+        improved = self._improved(value)
+        # a tie moves "best" to the later, longer-trained weights (a small validation split
+        # saturates, e.g. at 100% accuracy, and would otherwise freeze the best checkpoint at
+        # the first step that reached it), but it is no improvement for early stopping
+        best = improved or value == self.best
+        if best:
+            self.best, self.best_step = value, step
+        self.bad_evals = 0 if improved else self.bad_evals + 1
+        if self.scheduler is not None and not steps_per_update(self.scheduler):
+            self.scheduler.step(value)
+        if self.log is not None:  # the scalars; tables go to the test record
+            self.log.write({"step": step, "kind": "eval",
+                            **{k: v for k, v in metrics.items() if not isinstance(v, dict)}})
+        for cb in self.callbacks:
+            _call(cb, "on_eval", self, step, metrics)
+        self.pending_eval = False
+        return best, bool(train.patience) and self.bad_evals >= train.patience, value
 
     def _improved(self, value: float) -> bool:
         if self.best is None:
@@ -264,7 +299,10 @@ class Trainer:
         smoothed, last_metric, stopped_early = None, None, False
         self.model.train()
         try:
-            while self.step < train.max_steps:
+            if self.pending_eval:  # resumed from a checkpoint whose validation never ended
+                best, stopped_early, last_metric = self._validate(self.step)
+                self.save(best=best)
+            while self.step < train.max_steps and not stopped_early:
                 step = self.step + 1
                 record = self.train_step(step)
                 smoothed = record["loss"] if smoothed is None else \
@@ -275,27 +313,12 @@ class Trainer:
                 save = run.checkpoint_every and step % run.checkpoint_every == 0
                 best = False
                 if step % train.eval_every == 0 or step == train.max_steps:
-                    metrics = self.evaluate("val")
-                    value = metrics[self.task.metric]
-                    last_metric = value
-                    improved = self._improved(value)
-                    # a tie moves "best" to the later, longer-trained weights (a small
-                    # validation split saturates, e.g. at 100% accuracy, and would otherwise
-                    # freeze the best checkpoint at the first step that reached it), but it
-                    # is no improvement for early stopping
-                    best = improved or value == self.best
-                    if best:
-                        self.best, self.best_step = value, step
-                    self.bad_evals = 0 if improved else self.bad_evals + 1
-                    if self.scheduler is not None and not steps_per_update(self.scheduler):
-                        self.scheduler.step(value)
-                    if self.log is not None:  # the scalars; tables go to the test record
-                        self.log.write({"step": step, "kind": "eval",
-                                        **{k: v for k, v in metrics.items()
-                                           if not isinstance(v, dict)}})
-                    for cb in self.callbacks:
-                        _call(cb, "on_eval", self, step, metrics)
-                    stopped_early = bool(train.patience) and self.bad_evals >= train.patience
+                    self.pending_eval = True  # until _validate ends: a crash save says so
+                    if save or step == train.max_steps:
+                        # first: a crash in validation loses no training (the checkpoint
+                        # says its validation is pending; a resume runs it)
+                        self.save(pending_eval=True)
+                    best, stopped_early, last_metric = self._validate(step)
                 if save or best or stopped_early or step == train.max_steps:
                     self.save(best=best)
                 bar.update(1)
@@ -306,6 +329,12 @@ class Trainer:
                 bar.set_postfix(postfix, refresh=False)
                 if stopped_early:
                     break
+        except BaseException as e:
+            # a NaN stops without saving (nothing after it is worth keeping); any other
+            # exception, Ctrl-C or SIGTERM keeps the training done so far
+            if not isinstance(e, TrainingStopped):
+                self.save_after_crash(e)
+            raise
         finally:
             bar.close()
         for cb in self.callbacks:
@@ -327,27 +356,65 @@ class Trainer:
 
     # ---- checkpoints ---------------------------------------------------------------------
 
-    def trainer_state(self) -> dict:
+    def save_after_crash(self, error: BaseException) -> Path | None:
+        """Write a checkpoint of the last completed step when training is cut short (an
+        exception, Ctrl-C, SIGTERM) and say on stderr where it is and how to continue; nothing
+        when that step is saved already or the weights were caught mid-update."""
+        if not self.is_main or self.step == 0:
+            return None
+        what = "interrupted" if isinstance(error, KeyboardInterrupt) else \
+            f"stopped by {type(error).__name__}"
+        resume = f"rnnkit train --resume --run.out={self.out_dir}"
+        if self._updating:
+            last = find_checkpoint(self.ckdir) if self.ckdir.exists() else None
+            print(f"rnnkit: training {what} while the weights were being updated; the last "
+                  f"checkpoint ({last or 'none'}) is kept; continue with: {resume}",
+                  file=sys.stderr)
+            return None
+        if self.saved_step == self.step:
+            path = self.ckdir / f"step-{self.step:08d}"
+        else:
+            rng, carry = self._at_step if self._at_step is not None else (None, self.carry)
+            try:
+                path = self.save(rng=rng, carry=carry, pending_eval=self.pending_eval)
+            except Exception as e:  # noqa: BLE001 (the disk may be what failed)
+                print(f"rnnkit: training {what} at step {self.step}, and its checkpoint could "
+                      f"not be written ({e}); the last one written is kept", file=sys.stderr)
+                return None
+        print(f"rnnkit: training {what} after step {self.step}; saved {path}; continue with: "
+              f"{resume}", file=sys.stderr)
+        return path
+
+    def trainer_state(self, rng: torch.Tensor | None = None, carry=None) -> dict:
+        """Everything a resumed run needs besides the weights; ``rng``/``carry``: those of
+        the last completed step, when a step was cut short."""
         state = {"optimizer": self.optimizer.state_dict(),
                  "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
-                 "rng": {"torch": torch.get_rng_state()},
+                 "rng": {"torch": torch.get_rng_state() if rng is None else rng},
                  "step": self.step, "best": self.best, "best_step": self.best_step,
                  "bad_evals": self.bad_evals, "clip_counts": dict(self.clip_counts),
-                 "carry": self.carry, "world_size": self.world.size,
+                 "carry": self.carry if rng is None else carry,
+                 "world_size": self.world.size,
                  "task": self.task.state(), "data_files": self.data_files}
         if self.device.type == "cuda":
             state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
         return state
 
-    def save(self, best: bool = False) -> Path | None:
-        """A checkpoint of this step (rank 0 only); ``best`` also points ``best`` at it."""
+    def save(self, best: bool = False, *, rng: torch.Tensor | None = None, carry=None,
+             pending_eval: bool = False) -> Path | None:
+        """A checkpoint of this step (rank 0 only); ``best`` also points ``best`` at it;
+        ``pending_eval``: written before this step's validation, which a resume then runs.
+        Saving a step again (after its validation) replaces the first one."""
         if not self.is_main:
             return None
         from rnnkit.config import config_to_dict
 
-        return save_checkpoint(self.ckdir, self.step, self.model.state_dict(),
-                               self.trainer_state(), config_to_dict(self.config),
-                               keep=self.config.run.keep, best=best)
+        state = {**self.trainer_state(rng, carry), "pending_eval": pending_eval}
+        path = save_checkpoint(self.ckdir, self.step, self.model.state_dict(), state,
+                               config_to_dict(self.config), keep=self.config.run.keep,
+                               best=best)
+        self.saved_step = self.step
+        return path
 
     def resume(self, source=None) -> int:
         """Continue from a checkpoint: a loaded ``Checkpoint``, or the latest one in the
@@ -366,6 +433,8 @@ class Trainer:
             if "cuda" in ts["rng"] and self.device.type == "cuda":
                 torch.cuda.set_rng_state(ts["rng"]["cuda"], self.device)
             self.step, self.best, self.best_step = ts["step"], ts["best"], ts["best_step"]
+            self.saved_step = self.step
+            self.pending_eval = bool(ts.get("pending_eval", False))
             self.bad_evals, self.clip_counts = ts["bad_evals"], dict(ts["clip_counts"])
             self.data_files = ts.get("data_files", self.data_files)  # older runs lack them
             carry = ts["carry"]
