@@ -279,7 +279,7 @@ def test_conll_line_with_a_wrong_number_of_columns(tmp_path, capsys):
     train.write_text("the DET\ncat NOUN\nsleeps VERB\n\na DET\ncat NOUN extra\nruns VERB\n")
     code, err = train_fails(tmp_path, capsys, f"--data.train_file={train}")
     assert code == 1
-    one_error(err, "train.conll:6:", "expected 2 whitespace-separated columns")
+    one_error(err, "train.conll:6:", "expected 2 space-separated columns")
 
 
 def test_empty_training_file(tmp_path, capsys):

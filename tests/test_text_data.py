@@ -69,7 +69,7 @@ def test_read_conll_too_few_columns_names_file_and_line(tmp_path):
     path = write(tmp_path, "three.conll", "EU NNP B-ORG\nrejects O\n")
     with pytest.raises(DataFormatError, match=r"three\.conll:2: expected at least 3"):
         read_conll(path, tag_column=2)
-    with pytest.raises(DataFormatError, match=r"three\.conll:2: expected 3 whitespace-separated "
+    with pytest.raises(DataFormatError, match=r"three\.conll:2: expected 3 space-separated "
                        r"columns, as on every token line since line 1, got 2: 'rejects O'"):
         read_conll(path, word_column=1, tag_column=-1)
     path = write(tmp_path, "two.conll", "EU B-ORG\nrejects O\n")

@@ -72,24 +72,41 @@ def _shown(line: str, limit: int = 80) -> str:
     return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text):,} chars)"
 
 
+# the most columns a tab-separated token line may have: word, tag and feature columns between
+# (tagger output); a line with more is not such a file but a broken one (lines run together)
+MAX_COLUMNS = 64
+_CONLLU_ID = re.compile(r"\d+(?:-\d+|\.\d+)?")
+
+
 def read_conll(path, *, word_column: int = 0, tag_column: int = -1,
                tags_optional: bool = False) -> list[TaggedSentence]:
-    """Read a CoNLL-style file: one token per line, whitespace-separated columns, a blank line
-    between sentences (e.g. CoNLL-2003 ``EU NNP B-NP B-ORG``).
+    """Read a CoNLL-style file: one token per line, its columns separated by tabs or spaces, a
+    blank line between sentences (e.g. CoNLL-2003 ``EU NNP B-NP B-ORG``).
 
     ``word_column`` and ``tag_column`` pick the columns (negative counts from the end, so the
-    default reads the first column as the word and the last as the tag). Every token line has
-    as many columns as the file's first one: a line with more or fewer is broken (a word with
-    a space in it, a missing tag, two lines run together) and stops the reading at its line.
-    Lines starting with ``-DOCSTART-`` end the current sentence and are skipped. A line
-    starting with ``#`` where a sentence would begin is a comment (CoNLL-U's ``# text =
-    ...``) and is skipped; inside a sentence it is a token (the word ``#``).
-    ``tags_optional`` (a file to predict on): a line of one column is a word without a tag
-    (its tag reads ``_``).
+    default reads the first column as the word and the last as the tag). How a line splits
+    into columns, and what makes a line broken, depends on the file's first token line:
+
+    - **tab-separated** (the first token line has a tab): every token line is split on tabs
+      only, so a word may contain a space or be one (``New York``, U+3000). The number of
+      columns may change from line to line (tagger output puts a varying number of feature
+      columns between the word and the tag), between 2 and ``MAX_COLUMNS`` (64); a line
+      without a tab, with more columns, or with an empty word or tag is broken.
+    - **space-separated** (no tab on the first token line): lines split on runs of ASCII
+      spaces (never inside a word such as U+3000), and every token line has as many columns
+      as the first: a line with more or fewer is broken (a word with a space in it, a missing
+      tag, two lines run together).
+
+    A broken line stops the reading at its line. Lines starting with ``-DOCSTART-`` end the
+    current sentence and are skipped. A line starting with ``#`` where a sentence would begin
+    is a comment (CoNLL-U's ``# text = ...``) and is skipped; inside a sentence it is a token
+    (the word ``#``). ``tags_optional`` (a file to predict on): a line of one column is a word
+    without a tag (its tag reads ``_``). A CoNLL-U file (10 tab-separated columns starting with
+    a token id) is refused: read it with ``data.format=conllu``.
 
     Raises:
-        DataFormatError: a line has fewer columns than the two columns need (``<file>:<line>``),
-            or the file has no sentence at all.
+        DataFormatError: a broken line (``<file>:<line>``, what was expected and the line), a
+            CoNLL-U file, or no sentence in the file.
     """
     for arg, value in (("word_column", word_column), ("tag_column", tag_column)):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -100,7 +117,7 @@ def read_conll(path, *, word_column: int = 0, tag_column: int = -1,
     words: list[str] = []
     tags: list[str] = []
     numbers: list[int] = []
-    width: tuple[int, int] | None = None  # (the columns of the first token line, its number)
+    first: tuple[bool, int, int] | None = None  # (tab-separated, columns, line) of line one
 
     def flush() -> None:
         if words:
@@ -110,43 +127,63 @@ def read_conll(path, *, word_column: int = 0, tag_column: int = -1,
             tags.clear()
             numbers.clear()
 
+    def broken(number: int, what: str, line: str) -> DataFormatError:
+        return DataFormatError(f"{name}:{number}: {what}: {_shown(line)}")
+
     for number, line in enumerate(lines, 1):
-        if not line.strip() or line.startswith("-DOCSTART-"):
+        if not line.strip(" \t") or line.startswith("-DOCSTART-"):
             flush()
             continue
         if line.startswith("#") and not words:
             continue
-        columns = line.split()
+        if first is None:
+            fields = line.split("\t")
+            if word_column == 0 and len(fields) == 10 and _CONLLU_ID.fullmatch(fields[0]):
+                raise broken(number, "this is a CoNLL-U file (10 tab-separated columns, the "
+                             "first a token id), not CoNLL columns; read it with "
+                             "data.format=conllu (or auto)", line)
+        tabbed = first[0] if first is not None else "\t" in line
+        if tabbed:
+            if "\t" not in line and not (tags_optional and first is None):
+                raise broken(number, f"expected tab-separated columns, as on every token line "
+                             f"since line {first[2]}, got a line without a tab", line)
+            columns = line.split("\t")
+        else:
+            columns = _SPACES.split(line.strip(" \t"))
         if tags_optional and len(columns) == 1:
             words.append(columns[0])
             tags.append("_")
             numbers.append(number)
             continue
+        separated = "tab-separated" if tabbed else "space-separated"
         if len(columns) < need:
-            raise DataFormatError(
-                f"{name}:{number}: expected at least {need} whitespace-separated columns "
-                f"(word_column={word_column}, tag_column={tag_column}), got {len(columns)}: "
-                f"{line.strip()!r}"
-            )
-        if width is None:
-            width = (len(columns), number)
-        elif len(columns) != width[0]:
-            raise DataFormatError(
-                f"{name}:{number}: expected {width[0]} whitespace-separated columns, as on "
-                f"every token line since line {width[1]}, got {len(columns)}: "
-                f"{_shown(line)}")
+            raise broken(number, f"expected at least {need} {separated} columns (word_column="
+                         f"{word_column}, tag_column={tag_column}), got {len(columns)}", line)
+        if first is None:
+            first = (tabbed, len(columns), number)
+        elif tabbed and len(columns) > MAX_COLUMNS:
+            raise broken(number, f"expected at most {MAX_COLUMNS} tab-separated columns (word, "
+                         f"features, tag), got {len(columns):,}", line)
+        elif not tabbed and len(columns) != first[1]:
+            raise broken(number, f"expected {first[1]} {separated} columns, as on every token "
+                         f"line since line {first[2]}, got {len(columns)}", line)
         if word_column % len(columns) == tag_column % len(columns):
-            raise DataFormatError(
-                f"{name}:{number}: word_column={word_column} and tag_column={tag_column} are "
-                f"the same column on this line of {len(columns)} columns: {line.strip()!r}"
-            )
-        words.append(columns[word_column])
-        tags.append(columns[tag_column])
+            raise broken(number, f"word_column={word_column} and tag_column={tag_column} are "
+                         f"the same column on this line of {len(columns)} columns", line)
+        word, tag = columns[word_column], columns[tag_column]
+        if not word or not tag.strip():
+            raise broken(number, f"expected a word and a tag, got an empty "
+                         f"{'word' if not word else 'tag'}", line)
+        words.append(word)
+        tags.append(tag.strip(" "))
         numbers.append(number)
     flush()
     if not sentences:
         raise DataFormatError(f"{name}: no sentences found (empty file?)")
     return sentences
+
+
+_SPACES = re.compile(r"[ \t]+")
 
 
 def read_slot_lines(path) -> list[TaggedSentence]:
