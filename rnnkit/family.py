@@ -159,6 +159,20 @@ class SCRN(_Named):
     cell_name = "scrn"
 
 
+def _check_steps(dt: torch.Tensor, valid: torch.Tensor | None) -> None:
+    """Every Δt positive and finite, as the constant ``dt`` must be (a zero step freezes the
+    state, a negative one runs it backwards, a NaN poisons it), at the steps that count."""
+    if not dt.is_floating_point():
+        raise TypeError(f"dt: expected a floating-point tensor of time steps, got {dt.dtype}")
+    bad = ~(torch.isfinite(dt) & (dt > 0))
+    if valid is not None and valid.shape == bad.shape:
+        bad &= valid
+    if bool(bad.any()):
+        where = tuple(int(i) for i in bad.nonzero()[0])
+        raise ValueError(f"dt: expected positive, finite time steps (as the constant dt), got "
+                         f"{dt[where].item()!r} at index {where} ({int(bad.sum())} such steps)")
+
+
 class CTRNN(_Named):
     """Continuous-time RNN (Beer 1995), integrated by Euler steps of Δt with learned time
     constants τ. Options: ``dt`` (a constant, default 1.0; or ``None`` to give Δt per step and per
@@ -201,11 +215,25 @@ class CTRNN(_Named):
                                  f"got {type(dt).__name__}")
             return super().forward(input, hx, lengths=lengths)
         if isinstance(dt, PackedSequence):
+            _check_steps(dt.data, None)
             side = dt._replace(data=dt.data.unsqueeze(-1))  # (sum of lengths, 1)
         elif isinstance(dt, torch.Tensor):
+            _check_steps(dt, self._valid_steps(dt, lengths))
             side = dt.unsqueeze(-1)
         else:
             raise TypeError("dt: expected Δt per step as a tensor laid out like the input "
                             "without its feature dimension (this CTRNN was built with "
                             f"dt=None), got {type(dt).__name__}")
         return self._run(input, hx, lengths, side)
+
+    def _valid_steps(self, dt: torch.Tensor, lengths) -> torch.Tensor | None:
+        """A bool mask of the steps ``lengths`` keeps (padding past a sequence's end may hold
+        any Δt, e.g. 0); None: every step counts."""
+        if lengths is None or dt.dim() != 2:
+            return None
+        lengths = torch.as_tensor(lengths, device=dt.device).reshape(-1, 1)  # (N, 1)
+        T = dt.shape[1] if self.batch_first else dt.shape[0]
+        if lengths.shape[0] != (dt.shape[0] if self.batch_first else dt.shape[1]):
+            return None  # the shape check that follows names the mismatch
+        mask = torch.arange(T, device=dt.device).unsqueeze(0) < lengths  # (N, T)
+        return mask if self.batch_first else mask.T

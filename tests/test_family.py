@@ -145,3 +145,20 @@ def test_fused_kernel_is_the_default_where_torch_has_none_and_can_be_switched_of
     net.fused = False
     assert not net.fused and not any(layer.fused for layer in layers)
     assert not rnnkit.SCRN(I, H, fused=False).fused
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.5, float("nan"), float("inf")])
+def test_ctrnn_per_step_dt_must_be_positive_and_finite(bad):
+    """The per-step Δt is checked as the constant dt is; padding past a length is not."""
+    net = rnnkit.CTRNN(2, 4, dt=None, batch_first=True)
+    x, dt = torch.randn(3, 5, 2), torch.full((3, 5), 0.1)
+    dt[2, 3] = bad
+    with pytest.raises(ValueError, match=r"dt: expected positive, finite time steps .* at "
+                       r"index \(2, 3\)"):
+        net(x, dt=dt)
+    padded = torch.full((3, 5), 0.1)
+    padded[1, 4] = bad  # past the second sequence's length: never used
+    out, _ = net(x, dt=padded, lengths=[5, 4, 5])
+    assert torch.isfinite(out).all()
+    with pytest.raises(TypeError, match="dt: expected a floating-point tensor"):
+        net(x, dt=torch.ones(3, 5, dtype=torch.long))
