@@ -218,6 +218,9 @@ class CTRNN(_Named):
             _check_steps(dt.data, None)
             side = dt._replace(data=dt.data.unsqueeze(-1))  # (sum of lengths, 1)
         elif isinstance(dt, torch.Tensor):
+            if isinstance(input, torch.Tensor) and tuple(dt.shape) != tuple(input.shape[:-1]):
+                raise ValueError(f"dt: expected shape {tuple(input.shape[:-1])} (the input's "
+                                 f"without its feature dimension), got {tuple(dt.shape)}")
             _check_steps(dt, self._valid_steps(dt, lengths))
             side = dt.unsqueeze(-1)
         else:

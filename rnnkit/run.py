@@ -64,6 +64,9 @@ def run_train(cfg: Config, *, resume: bool = False, given: set[str] = frozenset(
     another directory), so no run overwrites another's work.
     """
     out = Path(cfg.run.out)
+    if out.exists() and not out.is_dir():  # before any data is read
+        raise ConfigError(f"run.out: {out} is a file; expected a directory for the run (or a "
+                          f"path that does not exist yet)")
     existing = find_checkpoint(out) if out.exists() else None
     ckpt = None
     if resume:
@@ -267,6 +270,10 @@ def run_predict(path, sentences: list[str], *, which: str = "best", device: str 
     from .tasks.seq2seq import Seq2SeqTask
 
     task, model = load_for_prediction(path, which, device)
+    for n, text in enumerate(sentences, 1):  # all checked before any is printed
+        if not text.strip():
+            raise ValueError(f"SENTENCE {n} of {len(sentences)}: expected at least one word, "
+                             f"got {text!r}")
     results = []
     for text in sentences:
         if isinstance(task, Seq2SeqTask):

@@ -25,6 +25,17 @@ PAD = "<pad>"
 UNK = "<unk>"
 
 
+class Sourced(tuple):
+    """A tuple that remembers where it was read: ``source`` = (file name, line number). Equal
+    to the plain tuple of its items (``Sourced(("pos", "good"), ("a.tsv", 3)) == ("pos",
+    "good")``), for messages that point at a line."""
+
+    def __new__(cls, items, source: tuple[str, int] | None = None):
+        obj = super().__new__(cls, items)
+        obj.source = source
+        return obj
+
+
 @dataclass
 class TaggedSentence:
     """One sentence: its words, one tag per word, and (ATIS) the intent of the whole sentence."""
@@ -278,7 +289,7 @@ def read_labelled_text(path, *, delimiter: str | None = None) -> list[tuple[str,
         if len(fields) < 2:
             raise DataFormatError(
                 f"{name}:{number}: expected label{delimiter!r}text, found no {shown} "
-                "(pass delimiter= to read another format)"
+                "(for another format: data.format, or delimiter= in Python)"
             )
         label, text = fields[0].strip(), fields[1].strip()
         if first and label.lower() == "label" and text.lower() == "text":
@@ -287,7 +298,7 @@ def read_labelled_text(path, *, delimiter: str | None = None) -> list[tuple[str,
             raise DataFormatError(f"{name}:{number}: empty label before the {shown}")
         if not text:
             raise DataFormatError(f"{name}:{number}: empty text after the {shown}")
-        examples.append((label, text))
+        examples.append(Sourced((label, text), (name, number)))
     if not examples:
         raise DataFormatError(f"{name}: no examples found (empty file?)")
     return examples

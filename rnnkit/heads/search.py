@@ -175,7 +175,9 @@ def next_token(
                          f"{tuple(log_probs.shape)}")
     if temperature == 0 or top_k == 1:
         return log_probs.argmax(-1)
-    logits = log_probs / temperature  # (B, V)
+    # the row's best score subtracted first: a tiny temperature sends the others to -inf
+    # instead of overflowing every score (the draw is then the argmax, as at temperature 0)
+    logits = (log_probs - log_probs.max(-1, keepdim=True).values) / temperature  # (B, V)
     if top_k is not None and top_k < logits.shape[1]:
         keep = logits.topk(top_k, dim=-1).indices  # (B, k)
         masked = torch.full_like(logits, -math.inf)

@@ -20,14 +20,15 @@ training data, and a test split out of the data where it has none.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from rnnkit.data.splits import split_off
-from rnnkit.data.text import Vocab, pad_batch, tokenize
-from rnnkit.errors import ConfigError
+from rnnkit.data.text import Sourced, Vocab, pad_batch, tokenize
+from rnnkit.errors import ConfigError, DataFormatError
 from rnnkit.metrics import accuracy, confusion_matrix, macro_f1, plot_confusion_matrix
 
 from .base import Task, in_chunks
@@ -58,7 +59,8 @@ class ClassificationTask(Task):
         self.state_ = state if state is not None else self.build_state()
         self.labels = list(self.state_["labels"])
         self.words = Vocab.from_list(self.state_["words"]) if self.kind == "text" else None
-        self.sets = {split: self.tensors(items) for split, items in self.splits.items()}
+        self.warn_unseen_labels()
+        self.sets = {split: self.tensors(items, split) for split, items in self.splits.items()}
 
     # ---- data ------------------------------------------------------------------------------
 
@@ -71,7 +73,8 @@ class ClassificationTask(Task):
         def read(path):
             fmt = file_format(path, data.format, ("tsv", "csv"))
             pairs = read_labelled_text(path, delimiter="," if fmt == "csv" else "\t")
-            return [(text, label) for label, text in pairs]
+            return [Sourced((text, label), pair.source) for pair in pairs
+                    for label, text in [pair]]
 
         return read_splits(data, self.name, read)
 
@@ -107,14 +110,42 @@ class ClassificationTask(Task):
             padded[n, :len(x)] = (x - mean) / std
         return padded, lengths
 
-    def tensors(self, items: list) -> dict[str, Tensor]:
+    def split_file(self, split: str) -> str:
+        """The file a split was read from (``data.<split>_file``; validation may be cut from
+        the training file), for messages."""
+        data = self.config.data
+        key = {"train": "train_file", "val": "val_file", "test": "test_file"}.get(split, "")
+        path = getattr(data, key, "") or (data.train_file if split == "val" else "")
+        return f"the {split} split ({path})" if path else f"the {split} split"
+
+    def warn_unseen_labels(self) -> None:
+        """A warning for each validation or test split with labels training never has (the
+        model cannot learn them: each such example counts as an error)."""
+        import warnings
+
+        from rnnkit.errors import DataWarning
+
+        seen = {label for _, label in self.splits.get("train", [])}
+        for split, items in self.splits.items():
+            unseen = Counter(label for _, label in items if label not in seen)
+            if split != "train" and unseen:
+                names = ", ".join(f"{label} ({n})" for label, n in unseen.most_common(5))
+                warnings.warn(DataWarning(
+                    f"{self.split_file(split)}: {sum(unseen.values())} of {len(items)} "
+                    f"examples have labels never seen in training: {names}; they count as "
+                    f"errors"), stacklevel=2)
+
+    def tensors(self, items: list, split: str = "train") -> dict[str, Tensor]:
         x, lengths = self.encode([x for x, _ in items])
         index = {label: i for i, label in enumerate(self.labels)}
-        unknown = sorted({label for _, label in items if label not in index})
+        unknown = [item for item in items if item[1] not in index]
         if unknown:  # a saved run's label set, and data changed since it was trained
-            raise ConfigError(f"data: label {unknown[0]!r} is not one of the {len(index)} "
-                              f"labels this run was trained with ({', '.join(self.labels[:8])}"
-                              f"{', ...' if len(self.labels) > 8 else ''})")
+            source = getattr(unknown[0], "source", None)
+            where = f"{source[0]}:{source[1]}" if source else self.split_file(split)
+            raise DataFormatError(
+                f"{where}: label {unknown[0][1]!r} is not one of the "
+                f"{len(index)} labels this run was trained with ({', '.join(self.labels[:8])}"
+                f"{', ...' if len(self.labels) > 8 else ''})")
         return {"x": x, "lengths": lengths,
                 "labels": torch.tensor([index[label] for _, label in items])}
 

@@ -22,6 +22,10 @@ SUFFIXES = {".conllu": "conllu", ".conll": "conll", ".txt": "conll", ".bio": "co
 def file_format(path: str, fmt: str, allowed: tuple[str, ...]) -> str:
     """The format of ``path``: ``fmt`` unless it is ``auto``, then by the suffix; one of
     ``allowed`` (the ones the task reads), else a ValueError naming data.format."""
+    if Path(path).is_dir():  # before guessing a format from its name
+        raise IsADirectoryError(f"{path}: is a directory, expected a file")
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no such file")
     if fmt == "auto":
         fmt = SUFFIXES.get(Path(path).suffix.lower(), "")
         if not fmt:
@@ -100,7 +104,7 @@ def tagged_format(path: str, fmt: str) -> str:
     else by the suffix (conll or slots)."""
     from rnnkit.data.conllu_io import looks_like_conllu
 
-    if fmt == "auto" and looks_like_conllu(path):
+    if fmt == "auto" and Path(path).is_file() and looks_like_conllu(path):
         return "conllu"
     return file_format(path, fmt, ("conll", "conllu", "slots"))
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rnnkit.data.text import UNK, Vocab
-from rnnkit.errors import ConfigError
+from rnnkit.errors import ConfigError, DataFormatError
 
 from .base import Task
 
@@ -70,6 +70,11 @@ class LanguageModelTask(Task):
             if data.test_file:
                 raise ConfigError("data.test_file: give data.val_file too, or neither (then "
                                   "the file's last 10% is held out)")
+            if len(train) < 20:  # 90/5/5% needs 20 tokens for each part to get one
+                raise DataFormatError(
+                    f"{data.train_file}: {len(train)} {self.level} tokens, too short to hold "
+                    f"out 5% for validation and 5% for testing (at least 20 needed); give a "
+                    f"longer text, or data.val_file")
             return split_text(train)
         splits = {"train": train, "valid": read_text_file(data.val_file, self.level)}
         if data.test_file:

@@ -491,6 +491,9 @@ def _shape(t: Tensor) -> str:
 def _nothing_found(path: Path, which: str) -> str:
     if not path.exists():
         return f"no checkpoint found in {path}: it does not exist"
+    if path.is_file():
+        return (f"no checkpoint found in {path}: it is a file; expected a run directory "
+                f"(--run.out of `rnnkit train`), its checkpoints/ or one step-N directory")
     ckdir = _checkpoints_dir(path)
     expected = (ckdir if ckdir is not None else path / "checkpoints") / which
     if which == "best":
