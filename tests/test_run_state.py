@@ -4,6 +4,9 @@ with the run, never rebuild them from today's files, and say when a data file ha
 import json
 import random
 
+import torch
+from safetensors.torch import load_file
+
 from rnnkit.cli import main
 from rnnkit.training.checkpoint import load_checkpoint
 
@@ -62,8 +65,13 @@ def test_evaluate_after_the_training_file_is_reordered_gives_the_same_scores(tmp
     assert "train.conll changed since this run was trained (the same" in warnings[0]
 
 
-def test_resume_after_the_training_file_is_reordered_keeps_the_vocabulary(tmp_path, capsys):
-    out, train_file = train(tmp_path, "--train.max_steps=3")
+def test_resume_after_the_training_file_is_reordered_trains_the_same(tmp_path, capsys):
+    """Straight to step 6, or to step 3, the training file reordered, resumed to 6: the same
+    vocabulary, the same validation split and batches, the same weights, bit for bit."""
+    (tmp_path / "straight").mkdir()
+    (tmp_path / "split").mkdir()
+    straight, _ = train(tmp_path / "straight")
+    out, train_file = train(tmp_path / "split", "--train.max_steps=3")
     words = saved_words(out)
     blocks = train_file.read_text().strip().split("\n\n")
     write(train_file, blocks[::-1])
@@ -73,6 +81,21 @@ def test_resume_after_the_training_file_is_reordered_keeps_the_vocabulary(tmp_pa
     assert "data.train_file" in err and "changed since this run was trained" in err
     assert load_checkpoint(out).step == 6
     assert saved_words(out) == words  # the embeddings stay with their words
+    a, b = load_checkpoint(straight), load_checkpoint(out)
+    assert a.step == b.step == 6
+    ours = load_file(b.directory / "model.safetensors")
+    for key, value in load_file(a.directory / "model.safetensors").items():
+        assert torch.equal(value, ours[key]), key
+
+
+def test_evaluate_val_after_reordering_gives_the_same_scores(tmp_path, capsys):
+    out, train_file = train(tmp_path)
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--split=val", "--json"]) == 0
+    before = json.loads(capsys.readouterr().out)
+    write(train_file, train_file.read_text().strip().split("\n\n")[::-1])
+    assert main(["evaluate", str(out), "--split=val", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == before
 
 
 def test_evaluate_refuses_a_tag_the_run_never_had(tmp_path, capsys):

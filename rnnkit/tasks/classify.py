@@ -40,6 +40,12 @@ def held_out(items: list, fraction: float) -> tuple[list, list]:
     return split_off(items, max(1, round(fraction * len(items))), seed=0)
 
 
+def _example_key(item) -> str:
+    """A labelled text's content as text."""
+    text, label = item
+    return f"{label}\x1e{text}"
+
+
 class ClassificationTask(Task):
     """Classify whole sequences. Subclasses give :meth:`load` (``{"train", "val"[, "test"]}``
     lists of ``(x, label)``, x a str text or a (T, C) float tensor) and ``kind``."""
@@ -60,6 +66,12 @@ class ClassificationTask(Task):
         self.labels = list(self.state_["labels"])
         self.words = Vocab.from_list(self.state_["words"]) if self.kind == "text" else None
         self.warn_unseen_labels()
+        self.order = None  # your own files: the saved order of the examples (tasks/order.py)
+        if self.name == "classify" and self.splits:
+            from .order import restore_order, saved_order
+
+            restore_order(self.splits, self.state_.get("order"), _example_key)
+            self.order = saved_order(self.splits, _example_key)
         self.sets = {split: self.tensors(items, split) for split, items in self.splits.items()}
 
     # ---- data ------------------------------------------------------------------------------
@@ -94,7 +106,7 @@ class ClassificationTask(Task):
         return state
 
     def state(self) -> dict:
-        return self.state_
+        return self.state_ if self.order is None else {**self.state_, "order": self.order}
 
     def encode(self, xs: list) -> tuple[Tensor, Tensor]:
         """Inputs -> padded (N, T) token ids or (N, T, C) standardised features, lengths (N,)."""

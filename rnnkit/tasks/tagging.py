@@ -35,6 +35,11 @@ def intent_set(label: str | None) -> list[str]:
     return sorted(set(label.split(";"))) if label else ["none"]
 
 
+def _sentence_key(s) -> str:
+    """A tagged sentence's content as text: its words, tags and intent."""
+    return "\x1f".join(s.words) + "\x1e" + "\x1f".join(s.tags) + "\x1e" + (s.intent or "")
+
+
 class TaggingTask(Task):
     """Tag every word (softmax or CRF head), optionally classify the intent. As ``tag``, it
     reads your own files (``data.train_file`` ...: CoNLL columns, CoNLL-U, or ``word:tag ...
@@ -78,6 +83,12 @@ class TaggingTask(Task):
         self.chars = (Vocab.from_list(state["chars"], specials=CHAR_SPECIALS)
                       if "chars" in state else None)
         self.check_tags()
+        self.order = None  # your own files: the saved order of the examples (tasks/order.py)
+        if self.name == "tag" and self.splits:
+            from .order import restore_order, saved_order
+
+            restore_order(self.splits, state.get("order"), _sentence_key)
+            self.order = saved_order(self.splits, _sentence_key)
         self.sets = {split: self.tensors(sentences) for split, sentences in self.splits.items()}
 
     def check_tags(self) -> None:
@@ -162,6 +173,8 @@ class TaggingTask(Task):
         """What predicting needs besides the weights: the vocabularies, as lists."""
         state = {"words": self.words.to_list(), "tags": self.tags.to_list(),
                  "intents": self.intents.to_list(), "scheme": self.scheme}
+        if self.order is not None:
+            state["order"] = self.order
         if self.chars is not None:
             state["chars"] = self.chars.to_list()
         return state
