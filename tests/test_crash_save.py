@@ -150,3 +150,34 @@ def test_evaluate_on_a_run_it_cannot_write_prints_the_scores_and_warns(tmp_path,
     captured = capsys.readouterr()
     assert "test: accuracy" in captured.out
     assert "rnnkit: warning: could not write the test report" in captured.err
+
+
+def test_a_full_disk_is_one_error_line_naming_the_path(tmp_path, capsys, monkeypatch):
+    """The disk fills up at the second checkpoint: one error line with the path and the
+    system's reason; the first checkpoint is left as it was."""
+    import errno
+
+    from rnnkit.training import loop
+
+    real = loop.save_checkpoint
+    calls = []
+
+    def fill_up(ckdir, step, *args, **kwargs):
+        calls.append(step)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(ckdir))
+        return real(ckdir, step, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "save_checkpoint", fill_up)
+    cfg = tag_config(tmp_path, max_steps=6)
+    argv = ["train", "--data.task=tag", f"--data.train_file={cfg.data.train_file}",
+            "--data.batch_size=4", "--model.hidden_size=8", "--model.embedding_size=8",
+            "--train.max_steps=6", "--train.eval_every=100", "--run.checkpoint_every=2",
+            "--run.progress=false", "--run.plots=false", f"--run.out={cfg.run.out}"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("rnnkit: error:")]
+    assert lines == [f"rnnkit: error: {cfg.run.out}/checkpoints: No space left on device"]
+    assert "could not be written" in err  # the crash save tried, and said so
+    assert load_checkpoint(cfg.run.out).step == 2
