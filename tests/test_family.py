@@ -129,7 +129,9 @@ def test_ctrnn_packed_dt():
 @pytest.mark.parametrize("dt_at_build, dt_at_call, error, message", [
     (1.0, torch.ones(N, T), ValueError, "dt: expected None, since this CTRNN has a constant"),
     (None, None, TypeError, "dt: expected Δt per step as a tensor"),
-    (None, torch.ones(N, T + 1), ValueError, f"dt: expected shape ({N}, {T}, 1), got"),
+    (None, torch.ones(N, T + 1), ValueError,
+     f"dt: expected shape ({N}, {T}) (the input's without its feature dimension), got "
+     f"({N}, {T + 1})"),
     (None, torch.ones(N, T, dtype=torch.float64), ValueError, "dt: expected dtype torch.float32"),
 ])
 def test_ctrnn_dt_errors(dt_at_build, dt_at_call, error, message):
