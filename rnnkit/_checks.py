@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .errors import ShapeError
+
 
 def check_positive_int(name: str, value, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
@@ -61,8 +63,8 @@ def check_state_leaf(name: str, leaf, expected: tuple, ref: Tensor) -> None:
     """A state tensor must have exactly the expected shape, and ``ref``'s dtype and device."""
     if not isinstance(leaf, Tensor):
         raise TypeError(f"{name}: expected a tensor, got {type(leaf).__name__}")
-    if tuple(leaf.shape) != tuple(expected):
-        raise ValueError(f"{name}: expected shape {tuple(expected)}, got {tuple(leaf.shape)}")
+    if tuple(leaf.shape) != tuple(expected):  # a RuntimeError too, as torch raises for hx
+        raise ShapeError(f"{name}: expected shape {tuple(expected)}, got {tuple(leaf.shape)}")
     if leaf.dtype != ref.dtype:
         raise ValueError(f"{name}: expected dtype {ref.dtype} (the input's), got {leaf.dtype}")
     if leaf.device != ref.device:

@@ -35,10 +35,17 @@ class Terminated(KeyboardInterrupt):
     checkpoint and stops, as on Ctrl-C."""
 
 
+class ShapeError(ValueError, RuntimeError):
+    """A tensor given to a network has the wrong shape (input features, a state ``hx``) or no
+    time step. ``torch.nn``'s RNNs raise RuntimeError for these; rnnkit's message names the
+    argument and both shapes, and the error is a ValueError and a RuntimeError at once, so
+    ``except RuntimeError:`` written for torch still catches it."""
+
+
 class DataWarning(UserWarning):
     """Data that can be read but deserves a look (e.g. test tags never seen in training); the
     command line prints it as one ``rnnkit: warning: ...`` line."""
 
 
 __all__ = ["RnnkitError", "ConfigError", "DataFormatError", "CheckpointError",
-           "TrainingStopped", "Terminated", "DataWarning"]
+           "TrainingStopped", "Terminated", "ShapeError", "DataWarning"]

@@ -13,6 +13,13 @@ from torch.nn.utils.rnn import PackedSequence
 from .networks import RecurrentNetwork
 
 
+def _no_projection(proj_size) -> None:
+    """torch.nn.RNN and GRU take ``proj_size`` only to refuse it (a ValueError, as torch)."""
+    if proj_size != 0:
+        raise ValueError(f"proj_size: {proj_size!r} given, but the proj_size argument is only "
+                         f"supported for LSTM, not RNN or GRU (as in torch.nn)")
+
+
 class RNN(RecurrentNetwork):
     """Elman network with ``torch.nn.RNN``'s signature, shapes and state dict.
 
@@ -29,7 +36,8 @@ class RNN(RecurrentNetwork):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
                  dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None,
-                 *, native: bool = True, fused: bool = True):
+                 *, native: bool = True, fused: bool = True, proj_size: int = 0):
+        _no_projection(proj_size)
         super().__init__("elman", input_size, hidden_size, num_layers, bias, batch_first,
                          dropout, bidirectional, native=native, fused=fused, device=device,
                          dtype=dtype, nonlinearity=nonlinearity)
@@ -89,6 +97,10 @@ class GRU(_Named):
     """
 
     cell_name = "gru"
+
+    def __init__(self, *args, proj_size: int = 0, **kwargs):
+        _no_projection(proj_size)
+        super().__init__(*args, **kwargs)
 
 
 class IRNN(_Named):

@@ -26,6 +26,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from ._checks import check_lengths, check_positive_int, check_state_leaf
 from .cells import cell_names, get_cell
 from .cells.base import state_from_leaves, state_leaves
+from .errors import ShapeError
 from .layers import Bidirectional, Recurrent, Stacked
 
 # Native modes whose rnnkit fused kernel trains faster than torch's own on the CPU: torch's CPU
@@ -235,7 +236,7 @@ class RecurrentNetwork(nn.Module):
                                  f"carries its own lengths, got {lengths!r}")
             x, N = input.data, int(input.batch_sizes[0])
             if x.dim() != 2 or x.shape[1] != self.input_size:
-                raise ValueError(f"{name}: expected PackedSequence data of shape "
+                raise ShapeError(f"{name}: expected PackedSequence data of shape "
                                  f"(sum of lengths, input_size={self.input_size}), "
                                  f"got {tuple(x.shape)}")
         elif isinstance(input, Tensor):
@@ -248,11 +249,11 @@ class RecurrentNetwork(nn.Module):
                 x = input.unsqueeze(1)
             else:
                 x = input.transpose(0, 1) if self.batch_first else input  # (T, N, I)
-            if x.shape[0] == 0:
-                raise ValueError(f"{name}: expected input with at least one time step (T >= 1), "
+            if x.shape[0] == 0:  # ShapeError: a RuntimeError too, as torch raises here
+                raise ShapeError(f"{name}: expected input with at least one time step (T >= 1), "
                                  f"got shape {tuple(input.shape)}")
             if x.shape[2] != self.input_size:
-                raise ValueError(f"{name}: expected input features (last dim) = input_size "
+                raise ShapeError(f"{name}: expected input features (last dim) = input_size "
                                  f"{self.input_size}, got {x.shape[2]} in shape "
                                  f"{tuple(input.shape)}")
             N = x.shape[1]

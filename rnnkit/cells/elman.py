@@ -59,7 +59,8 @@ class ElmanCell(Cell):
         check_positive_int("hidden_size", hidden_size)
         if not isinstance(nonlinearity, str) or nonlinearity not in _ACTIVATIONS:
             raise ValueError(
-                f"nonlinearity: expected one of {sorted(_ACTIVATIONS)}, got {nonlinearity!r}"
+                f"nonlinearity: Unknown nonlinearity {nonlinearity!r}; expected "
+                f"one of {sorted(_ACTIVATIONS)}"
             )
         kw = {"device": device, "dtype": dtype}
         self.input_size = input_size
