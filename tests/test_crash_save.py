@@ -181,3 +181,26 @@ def test_a_full_disk_is_one_error_line_naming_the_path(tmp_path, capsys, monkeyp
     assert lines == [f"rnnkit: error: {cfg.run.out}/checkpoints: No space left on device"]
     assert "could not be written" in err  # the crash save tried, and said so
     assert load_checkpoint(cfg.run.out).step == 2
+
+
+def test_a_validation_cut_short_after_its_record_is_logged_once(tmp_path):
+    """Killed after the eval record of step 4 but before the checkpoint after it: the resumed
+    run validates step 4 again and the log has that record once."""
+    cfg = toy_config(tmp_path, train__max_steps=8, train__eval_every=4, run__checkpoint_every=4)
+
+    class KillAfterRecord:
+        def on_eval(self, trainer, step, metrics):
+            if step == 4:
+                raise SystemExit("killed")  # not saved by the crash save: like SIGKILL
+
+    trainer = Trainer(NoisyTask(cfg), cfg, callbacks=[KillAfterRecord()])
+    trainer.save_after_crash = lambda error: None  # SIGKILL gives no chance to save
+    with pytest.raises(SystemExit):
+        trainer.fit()
+    assert load_checkpoint(cfg.run.out).trainer_state["pending_eval"]
+    again = Trainer(NoisyTask(cfg), cfg)
+    assert again.resume() == 4
+    again.fit()
+    steps = [r["step"] for r in read_records(tmp_path / "run" / "metrics.jsonl")
+             if r["kind"] == "eval"]
+    assert steps == [4, 8]

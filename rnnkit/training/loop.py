@@ -444,8 +444,8 @@ class Trainer:
             raise CheckpointError(f"{ckpt.directory}: the training state does not fit this run "
                                   f"({type(e).__name__}: {e})") from None
         self.carry = map_state(lambda t: t.to(self.device), carry)
-        if self.log is not None:
-            self.log.truncate_after(self.step)
+        if self.log is not None:  # a validation still pending is logged again when it runs
+            self.log.truncate_after(self.step, redo=("eval",) if self.pending_eval else ())
         return self.step
 
 

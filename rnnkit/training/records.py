@@ -24,12 +24,14 @@ class MetricsLog:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
-    def truncate_after(self, step: int) -> None:
-        """Drop the records after ``step``: a resumed run re-does those steps and writes them
+    def truncate_after(self, step: int, redo: tuple[str, ...] = ()) -> None:
+        """Drop the records after ``step``, and those of kinds ``redo`` at ``step`` itself (a
+        validation the resumed run runs again): a resumed run re-does them and writes them
         again. Rewritten through a temporary file, so a crash here loses nothing."""
         if not self.path.exists():
             return
-        kept = [line for line in read_records(self.path) if line.get("step", 0) <= step]
+        kept = [line for line in read_records(self.path) if line.get("step", 0) < step
+                or (line.get("step", 0) == step and line.get("kind") not in redo)]
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r) + "\n" for r in kept)
