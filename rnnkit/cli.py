@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """rnnkit's data warnings as one ``rnnkit: warning: ...`` line; others as Python shows
     them."""
-    from .data.text import DataWarning
+    from .errors import DataWarning
 
     if issubclass(category, DataWarning):
         print(f"rnnkit: warning: {message}", file=file or sys.stderr)
@@ -275,13 +275,12 @@ def _report(e: Exception, debug: bool) -> int:
       permission denied, no space left on device, read-only file system).
     - Anything else is a bug of ours: its type and message, and how to see the traceback.
     """
-    from .errors import ConfigError, RnnkitError
+    from .errors import ConfigError, RnnkitError, os_error_text
 
     if isinstance(e, (RnnkitError, ValueError, TypeError)):
         message = str(e)
     elif isinstance(e, OSError):
-        path = e.filename2 or e.filename  # a rename names its target second
-        message = f"{path}: {e.strerror}" if path and e.strerror else str(e)
+        message = os_error_text(e)
     else:
         message = f"{type(e).__name__}: {e}"
         if not debug:

@@ -47,5 +47,12 @@ class DataWarning(UserWarning):
     command line prints it as one ``rnnkit: warning: ...`` line."""
 
 
+def os_error_text(e: OSError) -> str:
+    """An OS error as ``<path>: <the system's reason>`` (a rename names its target second),
+    or its own message when it names no path."""
+    path = e.filename2 or e.filename
+    return f"{path}: {e.strerror}" if path and e.strerror else str(e)
+
+
 __all__ = ["RnnkitError", "ConfigError", "DataFormatError", "CheckpointError",
-           "TrainingStopped", "Terminated", "ShapeError", "DataWarning"]
+           "TrainingStopped", "Terminated", "ShapeError", "DataWarning", "os_error_text"]

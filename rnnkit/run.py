@@ -85,9 +85,7 @@ def run_train(cfg: Config, *, resume: bool = False, given: set[str] = frozenset(
         callbacks.append(GradientFlowPlots(cfg.run.grad_flow_every))
     # a resumed run reads its data with the maps it was trained with (a reordered training
     # file must not reattach its embeddings to other words)
-    task = make_task(cfg, _saved_task_state(ckpt)) if ckpt is not None else make_task(cfg)
-    if ckpt is not None:
-        _warn_changed_files(ckpt, cfg)
+    task = _task_of_run(ckpt, cfg) if ckpt is not None else make_task(cfg)
     trainer = Trainer(task, cfg, callbacks=callbacks)
     say = print_fn if trainer.is_main else (lambda _text: None)
     if ckpt is not None:
@@ -158,8 +156,7 @@ def run_evaluate(path, *, split: str = "test", which: str = "best", device: str 
     ckpt, cfg = _load_run(path, which)
     if device is not None:
         cfg.train.device = device
-    _warn_changed_files(ckpt, cfg)
-    task = make_task(cfg, _saved_task_state(ckpt))
+    task = _task_of_run(ckpt, cfg)
     model = _saved_model(task, ckpt, cfg.train.device)
     import torch
 
@@ -189,7 +186,7 @@ def _report(task, model, split: str, directory) -> list[Path]:
 
     import torch
 
-    from .errors import DataWarning
+    from .errors import DataWarning, os_error_text
 
     was_training = model.training
     model.eval()
@@ -197,9 +194,8 @@ def _report(task, model, split: str, directory) -> list[Path]:
         with torch.no_grad():
             return task.report(model, split, directory)
     except OSError as e:
-        path = e.filename2 or e.filename or directory
         warnings.warn(DataWarning(f"could not write the {split} report into {directory} "
-                                  f"({path}: {e.strerror or e}); the scores above stand"),
+                                  f"({os_error_text(e)}); the scores above stand"),
                       stacklevel=2)
         return []
     finally:
@@ -242,8 +238,9 @@ def _saved_task_state(ckpt: Checkpoint) -> dict | None:
     return ts.get("task") if isinstance(ts, dict) else None
 
 
-def _warn_changed_files(ckpt: Checkpoint, cfg: Config) -> None:
-    """A DataWarning for each data file that differs from the one the run was trained on."""
+def _task_of_run(ckpt: Checkpoint, cfg: Config):
+    """The task of a saved run with its data read (to evaluate or resume it): the maps it was
+    trained with, and a DataWarning for each data file that differs from the one it saw."""
     import warnings
 
     from .errors import DataWarning
@@ -252,6 +249,7 @@ def _warn_changed_files(ckpt: Checkpoint, cfg: Config) -> None:
     ts = ckpt.trainer_state if isinstance(ckpt.trainer_state, dict) else {}
     for line in changed_files(ts.get("data_files") or {}, file_fingerprints(cfg.data)):
         warnings.warn(DataWarning(line), stacklevel=3)
+    return make_task(cfg, _saved_task_state(ckpt))
 
 
 def _saved_model(task, ckpt: Checkpoint, device):

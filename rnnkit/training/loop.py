@@ -30,10 +30,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..errors import (
-    ConfigError,
-    TrainingStopped,  # noqa: E402,F401  (its old home)
-)
+from ..errors import ConfigError, TrainingStopped
 from .checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -114,10 +111,9 @@ class Trainer:
         self.ckdir = self.out_dir / "checkpoints"
         self.log = MetricsLog(self.out_dir / "metrics.jsonl") if self.is_main else None
         self.callbacks = list(callbacks)
-        # the data files this run trains on (size, hash): a resumed run keeps the first ones
-        from rnnkit.tasks.files import file_fingerprints
-
-        self.data_files = file_fingerprints(config.data)
+        # the data files this run trains on (size, hash), measured when training starts; a
+        # resumed run keeps the ones its first start measured
+        self.data_files: dict | None = None
 
     @property
     def is_main(self) -> bool:
@@ -292,6 +288,10 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             if self.ckdir.exists():
                 clean_partial(self.ckdir)  # an interrupted save's leftovers
+        if self.data_files is None:  # a new run (or one resumed from before they were kept)
+            from rnnkit.tasks.files import file_fingerprints
+
+            self.data_files = file_fingerprints(self.config.data)
         for cb in self.callbacks:
             _call(cb, "on_train_begin", self)
         bar = tqdm(total=train.max_steps, initial=self.step, file=sys.stderr, dynamic_ncols=True,
@@ -436,7 +436,7 @@ class Trainer:
             self.saved_step = self.step
             self.pending_eval = bool(ts.get("pending_eval", False))
             self.bad_evals, self.clip_counts = ts["bad_evals"], dict(ts["clip_counts"])
-            self.data_files = ts.get("data_files", self.data_files)  # older runs lack them
+            self.data_files = ts.get("data_files")  # older runs lack them: measured anew
             carry = ts["carry"]
             adopt_settings(self.optimizer, self.scheduler, self.config.train,
                            dict(ckpt.config.get("train") or {}), self.step)
