@@ -75,6 +75,34 @@ class Task:
         (vocabularies); saved in every checkpoint. None: nothing."""
         return None
 
+    def split_file(self, split: str) -> str:
+        """``the <split> split (<file>)`` for messages: the file a split was read from
+        (``data.<split>_file``; the validation split may be cut from the training file)."""
+        data = self.config.data
+        path = getattr(data, f"{split}_file", "") or (data.train_file if split == "val" else "")
+        return f"the {split} split ({path})" if path else f"the {split} split"
+
+    def warn_unseen(self, labels: dict[str, list], unit: str, what: str) -> None:
+        """One DataWarning for each validation or test split whose ``labels`` (a list per
+        split, one label per ``unit``: per word, per example) include some the training split
+        never has: the model cannot learn them, so each such ``unit`` counts as an error."""
+        import warnings
+        from collections import Counter
+
+        from rnnkit.errors import DataWarning
+
+        seen = set(labels.get("train", ()))
+        for split, values in labels.items():
+            unseen = Counter(v for v in values if v not in seen)
+            if split == "train" or not unseen:
+                continue
+            names = ", ".join(f"{v} ({n})" for v, n in unseen.most_common(5))
+            warnings.warn(DataWarning(
+                f"{self.split_file(split)}: {sum(unseen.values())} of {len(values)} {unit}s "
+                f"have {len(unseen)} {what}{'s' if len(unseen) > 1 else ''} never seen in "
+                f"training: {names}{', ...' if len(unseen) > 5 else ''}; they count as errors"),
+                stacklevel=3)
+
     def describe(self) -> str:
         """One line for the start of a run: the task and its baseline, if it has one."""
         return self.name

@@ -20,7 +20,6 @@ training data, and a test split out of the data where it has none.
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import torch
@@ -65,13 +64,13 @@ class ClassificationTask(Task):
         self.state_ = state if state is not None else self.build_state()
         self.labels = list(self.state_["labels"])
         self.words = Vocab.from_list(self.state_["words"]) if self.kind == "text" else None
-        self.warn_unseen_labels()
+        self.warn_unseen({split: [label for _, label in items]
+                          for split, items in self.splits.items()}, "example", "label")
         self.order = None  # your own files: the saved order of the examples (tasks/order.py)
         if self.name == "classify" and self.splits:
-            from .order import restore_order, saved_order
+            from .order import keep_order
 
-            restore_order(self.splits, self.state_.get("order"), _example_key)
-            self.order = saved_order(self.splits, _example_key)
+            self.order = keep_order(self.splits, self.state_.get("order"), _example_key)
         self.sets = {split: self.tensors(items, split) for split, items in self.splits.items()}
 
     # ---- data ------------------------------------------------------------------------------
@@ -121,31 +120,6 @@ class ClassificationTask(Task):
         for n, x in enumerate(xs):
             padded[n, :len(x)] = (x - mean) / std
         return padded, lengths
-
-    def split_file(self, split: str) -> str:
-        """The file a split was read from (``data.<split>_file``; validation may be cut from
-        the training file), for messages."""
-        data = self.config.data
-        key = {"train": "train_file", "val": "val_file", "test": "test_file"}.get(split, "")
-        path = getattr(data, key, "") or (data.train_file if split == "val" else "")
-        return f"the {split} split ({path})" if path else f"the {split} split"
-
-    def warn_unseen_labels(self) -> None:
-        """A warning for each validation or test split with labels training never has (the
-        model cannot learn them: each such example counts as an error)."""
-        import warnings
-
-        from rnnkit.errors import DataWarning
-
-        seen = {label for _, label in self.splits.get("train", [])}
-        for split, items in self.splits.items():
-            unseen = Counter(label for _, label in items if label not in seen)
-            if split != "train" and unseen:
-                names = ", ".join(f"{label} ({n})" for label, n in unseen.most_common(5))
-                warnings.warn(DataWarning(
-                    f"{self.split_file(split)}: {sum(unseen.values())} of {len(items)} "
-                    f"examples have labels never seen in training: {names}; they count as "
-                    f"errors"), stacklevel=2)
 
     def tensors(self, items: list, split: str = "train") -> dict[str, Tensor]:
         x, lengths = self.encode([x for x, _ in items])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from itertools import chain
 
 SPLITS = ("train", "val")
 
@@ -21,32 +22,20 @@ def example_keys(items: Sequence, key: Callable[[object], str]) -> list[str]:
     return [hashlib.sha1(key(item).encode()).hexdigest()[:12] for item in items]
 
 
-def saved_order(splits: dict, key: Callable[[object], str]) -> dict[str, list[str]]:
-    """``{"train": [keys], "val": [keys]}`` of the splits as they are now, to save with a run."""
-    return {split: example_keys(splits[split], key) for split in SPLITS if split in splits}
-
-
-def restore_order(splits: dict, order: dict | None, key: Callable[[object], str]) -> bool:
-    """Put the training and validation examples back in the run's saved ``order`` (in place)
-    when the current splits hold exactly the same examples; returns whether they were moved.
-    Nothing changes when there is no saved order or the examples differ."""
-    if not order or any(split not in splits for split in order):
-        return False
+def keep_order(splits: dict, order: dict | None, key: Callable[[object], str]) -> dict:
+    """Put the training and validation examples of ``splits`` back in a run's saved ``order``
+    (in place) when they are exactly the same examples, in any order; returns the order to
+    save with the run, ``{"train": [keys], "val": [keys]}``. With no saved order, or other
+    examples, the splits stay as they are."""
+    now = {split: example_keys(splits[split], key) for split in SPLITS if split in splits}
+    same = order and set(order) == set(now) and \
+        sorted(chain.from_iterable(order.values())) == sorted(chain.from_iterable(now.values()))
+    if not same:
+        return now
     pool: dict[str, list] = {}
-    for split in order:
-        for k, item in zip(example_keys(splits[split], key), splits[split], strict=True):
+    for split, keys in now.items():
+        for k, item in zip(keys, splits[split], strict=True):
             pool.setdefault(k, []).append(item)
-    if sorted(pool) != sorted(set(k for keys in order.values() for k in keys)) or \
-            sum(map(len, pool.values())) != sum(map(len, order.values())):
-        return False
-    restored = {}
     for split, keys in order.items():
-        items = []
-        for k in keys:
-            if not pool.get(k):
-                return False  # a duplicate more in the saved order than in the files
-            items.append(pool[k].pop())
-        restored[split] = items
-    moved = any(restored[s] != splits[s] for s in order)
-    splits.update(restored)
-    return moved
+        splits[split] = [pool[k].pop() for k in keys]
+    return {split: list(keys) for split, keys in order.items()}

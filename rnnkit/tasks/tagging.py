@@ -14,14 +14,13 @@ checkpoint (:meth:`TaggingTask.state`), so ``rnnkit predict`` needs the checkpoi
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from rnnkit.data.text import Vocab, pad_batch, tokenize
-from rnnkit.errors import ConfigError, DataFormatError, DataWarning
+from rnnkit.errors import ConfigError, DataFormatError
 from rnnkit.heads.chars import CHAR_SPECIALS, spell
 from rnnkit.metrics import chunk_f1, tag_scores
 
@@ -61,6 +60,7 @@ class TaggingTask(Task):
                              "train.tbptt=0")
         self.splits = self.load() if self.with_data else {}
         self.scheme_note = ""
+        saved = state is not None  # a run's maps: today's files may hold tags they lack
         if state is None:
             train = self.splits["train"]
             scheme = self.choose_scheme()
@@ -72,8 +72,8 @@ class TaggingTask(Task):
             if config.model.char_filters:  # the letters of the training words
                 state["chars"] = Vocab.build((list(w) for s in train for w in s.words),
                                              specials=CHAR_SPECIALS).to_list()
-        if self.splits:
-            self.unseen = self.warn_unseen_tags()
+        self.warn_unseen({split: [t for s in sentences for t in s.tags]
+                          for split, sentences in self.splits.items()}, "word", "tag")
         # a checkpoint from before tag schemes had BIO tags (the only set then read)
         self.scheme = state.get("scheme", "bio")
         self.metric = "accuracy" if self.scheme == "none" else "f1"
@@ -82,13 +82,13 @@ class TaggingTask(Task):
         self.intents = Vocab.from_list(state["intents"], specials=("<unk>",))
         self.chars = (Vocab.from_list(state["chars"], specials=CHAR_SPECIALS)
                       if "chars" in state else None)
-        self.check_tags()
+        if saved:
+            self.check_tags()
         self.order = None  # your own files: the saved order of the examples (tasks/order.py)
         if self.name == "tag" and self.splits:
-            from .order import restore_order, saved_order
+            from .order import keep_order
 
-            restore_order(self.splits, state.get("order"), _sentence_key)
-            self.order = saved_order(self.splits, _sentence_key)
+            self.order = keep_order(self.splits, state.get("order"), _sentence_key)
         self.sets = {split: self.tensors(sentences) for split, sentences in self.splits.items()}
 
     def check_tags(self) -> None:
@@ -128,35 +128,13 @@ class TaggingTask(Task):
                          auto=self.config.data.tag_scheme == "auto")
         return scheme
 
-    def warn_unseen_tags(self) -> dict[str, int]:
-        """Warn about validation and test tags that training never has (the model cannot
-        learn them: each such word counts as an error) with their counts; returns the counts
-        per split."""
-        import warnings
-
-        seen = {t for s in self.splits["train"] for t in s.tags}
-        counts = {}
-        for split, sentences in self.splits.items():
-            unseen = Counter(t for s in sentences for t in s.tags if t not in seen)
-            if not unseen:
-                continue
-            counts[split] = sum(unseen.values())
-            words = sum(len(s.words) for s in sentences)
-            names = ", ".join(f"{t} ({n})" for t, n in unseen.most_common(5))
-            warnings.warn(DataWarning(
-                f"the {split} split ({self.split_file(split)}): {counts[split]} of {words} "
-                f"words carry "
-                f"{len(unseen)} tag{'s' if len(unseen) > 1 else ''} never seen in training: "
-                f"{names}{', ...' if len(unseen) > 5 else ''}; they count as errors"),
-                stacklevel=2)
-        return counts
-
     def split_file(self, split: str) -> str:
-        """The file a split came from, for messages."""
+        """As :meth:`Task.split_file`, or the file its sentences came from (built-in data)."""
         sentences = self.splits.get(split) or []
-        if sentences and sentences[0].source:
-            return sentences[0].source[0]
-        return f"the {split} split"
+        name = super().split_file(split)
+        if name.endswith(" split") and sentences and sentences[0].source:
+            return f"{name} ({sentences[0].source[0]})"
+        return name
 
     def tag_names(self, scheme: str = "bio") -> list[str]:
         """The tag set: a schema, not something learned, so every tag of every split, sorted;
