@@ -74,9 +74,9 @@ def check_state_leaf(name: str, leaf, expected: tuple, ref: Tensor) -> None:
 def device_problem(text: str) -> str | None:
     """Why ``text`` names no device to run on here, or None: ``cpu``, or ``cuda`` /
     ``cuda:N`` on a machine whose torch sees CUDA with more than N devices."""
-    import re
+    from .config import DEVICE
 
-    match = re.fullmatch(r"cpu|cuda(?::(\d+))?", text)
+    match = DEVICE.fullmatch(text)
     if match is None:
         return f"expected cpu, cuda or cuda:N (N a GPU index), got {text!r}"
     if text == "cpu":

@@ -63,15 +63,17 @@ def _task_names() -> list[str]:
     return task_names()
 
 
+DEVICE = re.compile(r"cpu|cuda(?::(\d+))?")  # the devices a run names (its form only)
+
+
 def _is_device(value: str) -> bool:
-    return re.fullmatch(r"cpu|cuda(:\d+)?", value) is not None
+    return DEVICE.fullmatch(value) is not None
 
 
 def _is_column(value: str) -> bool:
-    from .data.conllu_io import CONLLU_COLUMNS
+    from .data.conllu_io import TAG_COLUMNS
 
-    return (value == "" or re.fullmatch(r"-?\d+", value) is not None
-            or value in CONLLU_COLUMNS[2:])
+    return value == "" or re.fullmatch(r"-?\d+", value) is not None or value in TAG_COLUMNS
 
 
 # ---------------------------------------------------------------------------------------------

@@ -246,9 +246,9 @@ class CTRNN(_Named):
         any Δt, e.g. 0); None: every step counts."""
         if lengths is None or dt.dim() != 2:
             return None
-        lengths = torch.as_tensor(lengths, device=dt.device).reshape(-1, 1)  # (N, 1)
-        T = dt.shape[1] if self.batch_first else dt.shape[0]
-        if lengths.shape[0] != (dt.shape[0] if self.batch_first else dt.shape[1]):
-            return None  # the shape check that follows names the mismatch
-        mask = torch.arange(T, device=dt.device).unsqueeze(0) < lengths  # (N, T)
-        return mask if self.batch_first else mask.T
+        from ._checks import check_lengths
+        from .kernels._common import valid_mask
+
+        T, N = (dt.shape[1], dt.shape[0]) if self.batch_first else dt.shape
+        valid = valid_mask(check_lengths(lengths, T, N), T, dt.device)  # (T, N) or None
+        return valid.T if valid is not None and self.batch_first else valid

@@ -228,9 +228,14 @@ def looks_like_conllu(path) -> bool:
         line = line.removesuffix("\r")
         if not line.strip() or line.startswith("#"):
             continue
-        fields = line.split("\t")
-        return len(fields) == len(CONLLU_COLUMNS) and _parse_id(fields[0]) is not None
+        return is_token_line(line)
     return False
+
+
+def is_token_line(line: str) -> bool:
+    """Whether ``line`` is a CoNLL-U token line: 10 tab-separated fields, the first an ID."""
+    fields = line.split("\t")
+    return len(fields) == len(CONLLU_COLUMNS) and _parse_id(fields[0]) is not None
 
 
 def _check_tag(n: int, i: int, tag) -> None:

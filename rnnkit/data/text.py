@@ -86,7 +86,13 @@ def _shown(line: str, limit: int = 80) -> str:
 # the most columns a tab-separated token line may have: word, tag and feature columns between
 # (tagger output); a line with more is not such a file but a broken one (lines run together)
 MAX_COLUMNS = 64
-_CONLLU_ID = re.compile(r"\d+(?:-\d+|\.\d+)?")
+_SPACES = re.compile(r"[ \t]+")
+
+
+def split_columns(line: str, tabbed: bool) -> list[str]:
+    """A CoNLL token line's columns: on tabs only in a tab-separated file (a word may contain
+    or be a space), else on runs of ASCII spaces (never at U+3000 inside a word)."""
+    return line.split("\t") if tabbed else _SPACES.split(line.strip(" \t"))
 
 
 def read_conll(path, *, word_column: int = 0, tag_column: int = -1,
@@ -147,20 +153,18 @@ def read_conll(path, *, word_column: int = 0, tag_column: int = -1,
             continue
         if line.startswith("#") and not words:
             continue
-        if first is None:
-            fields = line.split("\t")
-            if word_column == 0 and len(fields) == 10 and _CONLLU_ID.fullmatch(fields[0]):
+        if first is None and word_column == 0:
+            from .conllu_io import is_token_line  # here: conllu_io reads with this module
+
+            if is_token_line(line):
                 raise broken(number, "this is a CoNLL-U file (10 tab-separated columns, the "
                              "first a token id), not CoNLL columns; read it with "
                              "data.format=conllu (or auto)", line)
         tabbed = first[0] if first is not None else "\t" in line
-        if tabbed:
-            if "\t" not in line and not (tags_optional and first is None):
-                raise broken(number, f"expected tab-separated columns, as on every token line "
-                             f"since line {first[2]}, got a line without a tab", line)
-            columns = line.split("\t")
-        else:
-            columns = _SPACES.split(line.strip(" \t"))
+        if tabbed and "\t" not in line and not (tags_optional and first is None):
+            raise broken(number, f"expected tab-separated columns, as on every token line "
+                         f"since line {first[2]}, got a line without a tab", line)
+        columns = split_columns(line, tabbed)
         if tags_optional and len(columns) == 1:
             words.append(columns[0])
             tags.append("_")
@@ -193,8 +197,6 @@ def read_conll(path, *, word_column: int = 0, tag_column: int = -1,
         raise DataFormatError(f"{name}: no sentences found (empty file?)")
     return sentences
 
-
-_SPACES = re.compile(r"[ \t]+")
 
 
 def read_slot_lines(path) -> list[TaggedSentence]:

@@ -114,15 +114,14 @@ def read_tagged(path: str, data_cfg, *, allow_empty: bool = False) -> list:
     (``column`` a field name, default upos), CoNLL (``column`` an index, default the last) or
     ATIS-style slot lines (no column). ``allow_empty``: a file to predict on may have no tags
     (CoNLL-U ``_``, or a CoNLL file with the words alone)."""
-    from rnnkit.data.conllu_io import read_conllu
+    from rnnkit.data.conllu_io import TAG_COLUMNS, read_conllu
     from rnnkit.data.text import read_conll, read_slot_lines
 
     fmt, column = tagged_format(path, data_cfg.format), data_cfg.column
     if fmt == "conllu":
         if column.lstrip("-").isdigit():
             raise ConfigError(f"data.column: {path} is CoNLL-U, whose columns have names; "
-                              f"expected one of lemma, upos, xpos, feats, head, deprel, deps, "
-                              f"misc, got {column!r}")
+                              f"expected one of {', '.join(TAG_COLUMNS)}, got {column!r}")
         return read_conllu(path, column=column or "upos", allow_empty=allow_empty)
     if fmt == "slots":
         if column:

@@ -293,7 +293,7 @@ class TaggingTask(Task):
         added to a file of words alone), slot lines as ``word:tag ... <=> intent``. Returns
         the number of sentences."""
         from rnnkit.data.conllu_io import write_conllu
-        from rnnkit.data.text import _lines
+        from rnnkit.data.text import _lines, split_columns
 
         data = self.config.data
         fmt = tagged_format(path, data.format)
@@ -312,7 +312,7 @@ class TaggingTask(Task):
             for number, tag in zip(s.source[1], predicted, strict=True):
                 line = lines[number - 1]
                 sep = "\t" if "\t" in line else " "
-                columns = line.split("\t") if sep == "\t" else line.split()
+                columns = split_columns(line, sep == "\t")
                 if len(columns) == 1:
                     columns.append(tag)
                 else:
