@@ -50,8 +50,10 @@ def check_lengths(lengths, T: int, N: int) -> Tensor:
 
 
 def check_dtype(name: str, value: Tensor, module: torch.nn.Module) -> None:
-    """``value`` must have the dtype of ``module``'s parameters (if it has any)."""
-    p = next(module.parameters(), None)
+    """``value`` must have the dtype of ``module``'s parameters (if it has any; a cell's
+    weights, borrowed from its network or its own)."""
+    weights = getattr(module, "named_weights", None)
+    p = next((w for _, w in weights()), None) if weights else next(module.parameters(), None)
     if p is not None and value.dtype != p.dtype:
         raise ValueError(
             f"{name}: expected dtype {p.dtype} (the parameters'), got {value.dtype}; "

@@ -105,7 +105,7 @@ def surface_weight(model: LastStepRegressor) -> tuple[str, nn.Parameter, tuple[i
             col = min(i, param.shape[1] - 1)
             return name, param, (row, col), f"{name}[{row}, {col}]"
     # any other cell: its first matrix that is not the input projection
-    for name, param in cell.named_parameters():
+    for name, param in cell.named_weights():
         if param.dim() == 2 and name != "weight_ih":
             row, col = min(i, param.shape[0] - 1), min(i, param.shape[1] - 1)
             return name, param, (row, col), f"{name}[{row}, {col}]"

@@ -13,7 +13,8 @@ otherwise, or with ``native=False``, each layer runs rnnkit's fused kernel for i
 
 from __future__ import annotations
 
-import functools
+import contextlib
+import math
 import numbers
 import os
 import sys
@@ -25,7 +26,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from ._checks import check_lengths, check_positive_int, check_state_leaf
 from .cells import cell_names, get_cell
-from .cells.base import state_from_leaves, state_leaves
+from .cells.base import bind, state_from_leaves, state_leaves
 from .errors import ShapeError
 from .layers import Bidirectional, Recurrent, Stacked
 
@@ -121,26 +122,32 @@ class RecurrentNetwork(nn.Module):
         self.fused = fused
         self.output_size = size  # D * H_out, the features of `output`
 
-        # torch's flat names: key `weight_ih` of layer l, direction d -> `weight_ih_l{l}[_reverse]`
-        prefixes = {id(m): name for name, m in self.named_modules()}
-        self._flat_names: dict[str, str] = {}
-        for l, d, c in self._cells():
-            for key in c.state_dict(keep_vars=True):
-                flat = f"{key.replace('.', '_')}_l{l}{'_reverse' if d else ''}"
-                self._flat_names[f"{prefixes[id(c)]}.{key}"] = flat
-        self._own_names = {flat: own for own, flat in self._flat_names.items()}
-        self.register_state_dict_post_hook(_to_flat_names)
-        self.register_load_state_dict_pre_hook(_from_flat_names)
-        self.register_load_state_dict_post_hook(_flat_missing_keys)
+        # The network owns every cell's parameters under torch's flat names (`weight_ih` of
+        # layer l, direction d -> `weight_ih_l{l}[_reverse]`), registered here in torch's order:
+        # real attributes, so state_dict(), weight_norm, spectral_norm, parametrizations and
+        # assignment see them exactly as on torch.nn.LSTM. Each cell reads its own back from
+        # here (Cell.lend_to); forward binds their current values once per call (_bound).
+        self._all_weights: list[list[str]] = [
+            c.lend_to(self, f"_l{l}{'_reverse' if d else ''}") for l, d, c in self._cells()
+        ]
+        self._weight_shapes = {name: getattr(self, name).shape for name in self._flat_weights_names}
 
     # ---- structure --------------------------------------------------------------------------
 
-    def _cells(self):
-        """``(layer, direction, cell)`` in torch's order: layer-major, forward before reverse."""
-        for l, layer in enumerate(self.stack.layers):
-            directions = [layer.fwd, layer.bwd] if isinstance(layer, Bidirectional) else [layer]
-            for d, rec in enumerate(directions):
-                yield l, d, rec.cell
+    def _cells(self) -> list:
+        """``(layer, direction, cell)`` in torch's order: layer-major, forward before reverse.
+        Cached (walking the modules costs ~10 us a call), and re-walked when ``stack`` is another
+        module, as in a DataParallel replica."""
+        stack = self._modules["stack"]
+        cached = self.__dict__.get("_cells_cache")
+        if cached is None or cached[0] is not stack:
+            cells = []
+            for l, layer in enumerate(stack.layers):
+                directions = [layer.fwd, layer.bwd] if isinstance(layer, Bidirectional) \
+                    else [layer]
+                cells += [(l, d, rec.cell) for d, rec in enumerate(directions)]
+            cached = self.__dict__["_cells_cache"] = (stack, cells)
+        return cached[1]
 
     @property
     def fused(self) -> bool:
@@ -156,26 +163,67 @@ class RecurrentNetwork(nn.Module):
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
 
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            own = self.__dict__.get("_own_names", {}).get(name)
-            if own is None:
-                raise
-            return functools.reduce(getattr, own.split("."), self)
-
     @property
     def _flat_weights_names(self) -> list[str]:
-        return list(self._own_names)
+        return [name for names in self._all_weights for name in names]
+
+    @property
+    def _flat_weights(self) -> list[Tensor]:
+        return [getattr(self, name) for name in self._flat_weights_names]
 
     @property
     def all_weights(self) -> list[list[nn.Parameter]]:
         """Parameters per layer and direction, in torch's order (as ``torch.nn.LSTM``)."""
-        return [list(c.parameters()) for _, _, c in self._cells()]
+        return [[getattr(self, name) for name in names] for names in self._all_weights]
 
     def flatten_parameters(self) -> None:
         """No-op, for drop-in compatibility with ``torch.nn.LSTM``."""
+
+    def reset_parameters(self) -> None:
+        """Re-initialise every parameter: each cell's as at construction (torch's
+        U(-1/sqrt(H), 1/sqrt(H)) and the cell's own rules: forget bias, IRNN identity, ...),
+        then, as torch.nn's RNNs do, U(-1/sqrt(H), 1/sqrt(H)) for the parameters a
+        reparametrized or replaced weight is computed from (weight_norm's g and v, a
+        parametrization's ``original``, a weight drop's raw weight)."""
+        plain, weights = set(), {}
+        for _, _, c in self._cells():
+            bound = {}
+            for own, flat in c.borrowed_names().items():
+                p = self._parameters.get(flat)
+                if p is not None:
+                    plain.add(id(p))
+                # a computed weight: the cell's rules write into scratch, which nothing reads
+                bound[own] = p if p is not None else torch.empty(self._weight_shapes[flat])
+            weights[c] = bound
+        with bind(weights):
+            for c in weights:
+                c.reset_parameters()
+        k = 1.0 / math.sqrt(self.hidden_size)
+        with torch.no_grad():
+            for p in self.parameters():
+                if id(p) not in plain:
+                    nn.init.uniform_(p, -k, k)
+
+    @contextlib.contextmanager
+    def _bound(self):
+        """Fix every cell's weights to the network's current values for one forward: each
+        attribute read once (a parametrization computed once, as torch.nn's RNNs do), its shape
+        checked against the cell's."""
+        params, shapes, weights = self._parameters, self._weight_shapes, {}
+        for _, _, c in self._cells():
+            current = {}
+            for own, flat in c.__dict__["_borrowed"].items():
+                w = params.get(flat)
+                if w is None:  # computed (a parametrization, weight_norm's hook) or assigned
+                    w = getattr(self, flat)
+                if not isinstance(w, Tensor) or w.shape != shapes[flat]:
+                    got = tuple(w.shape) if isinstance(w, Tensor) else type(w).__name__
+                    raise ShapeError(f"{flat}: expected a tensor of shape "
+                                     f"{tuple(shapes[flat])}, got {got}")
+                current[own] = w
+            weights[c] = current
+        with bind(weights):
+            yield
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -199,7 +247,11 @@ class RecurrentNetwork(nn.Module):
     def _run(self, input, hx, lengths, side):
         """forward, plus ``side``: a per-step input laid out like ``input`` with ``side_size``
         features (a PackedSequence for a PackedSequence input), appended to every layer's."""
-        first_cell = next(self._cells())[2]
+        with self._bound():
+            return self._run_bound(input, hx, lengths, side)
+
+    def _run_bound(self, input, hx, lengths, side):
+        first_cell = self._cells()[0][2]
         x, N, unbatched, lengths = self._check_input(input, lengths)
         leaves = self._check_hx(hx, N, unbatched, x, first_cell.state_size)
         side = self._check_side(side, input, x)
@@ -375,28 +427,6 @@ def _repack(out: Tensor, lengths: Tensor, like: PackedSequence) -> PackedSequenc
         lengths = lengths.index_select(0, like.sorted_indices.cpu())
     data = pack_padded_sequence(out, lengths, enforce_sorted=True).data
     return PackedSequence(data, like.batch_sizes, like.sorted_indices, like.unsorted_indices)
-
-
-def _to_flat_names(module: RecurrentNetwork, state_dict, prefix: str, local_metadata) -> None:
-    for own, flat in module._flat_names.items():
-        if prefix + own in state_dict:
-            state_dict[prefix + flat] = state_dict.pop(prefix + own)
-
-
-def _from_flat_names(module: RecurrentNetwork, state_dict, prefix: str, *args) -> None:
-    for flat, own in module._own_names.items():
-        if prefix + flat in state_dict:
-            state_dict[prefix + own] = state_dict.pop(prefix + flat)
-
-
-def _flat_missing_keys(module: RecurrentNetwork, incompatible_keys) -> None:
-    """Report missing parameters by torch's names (``bias_hh_l1``), as torch.nn does."""
-    keys = incompatible_keys.missing_keys
-    for i, key in enumerate(keys):
-        for own, flat in module._flat_names.items():
-            if key == own or key.endswith("." + own):
-                keys[i] = key[: len(key) - len(own)] + flat
-                break
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep

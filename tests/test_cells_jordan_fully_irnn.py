@@ -163,8 +163,8 @@ def test_network_layer0_forward_equals_naive_loop(name, opts, bias, lengths):
                                   native=False, dtype=F64, **opts)
     randomise(net)
     cell0 = net.stack.layers[0].fwd.cell
-    p = {k: getattr(net, f"{k}_l0") for k, _ in cell0.named_parameters()}
-    assert all(p[k] is v for k, v in cell0.named_parameters())
+    p = {k: getattr(net, f"{k}_l0") for k, _ in cell0.named_weights()}
+    assert p and all(p[k] is v for k, v in cell0.named_weights())
     caught = []
     net.stack.layers[0].fwd.register_forward_hook(lambda m, args, out: caught.append(out[0]))
 

@@ -169,7 +169,7 @@ def test_gradcheck_stacked_bidirectional_padded_network(name, opts):
     # a random initial state: the network's gradient w.r.t. hx is checked too, and no cell sits
     # at a degenerate point (IRNN's zero biases, 0.001-scale input weights and a zero state put
     # ReLU pre-activations within gradcheck's eps of the kink)
-    sizes = state_leaves(next(net._cells())[2].state_size)
+    sizes = state_leaves(net._cells()[0][2].state_size)
     hx = [randn(4, 3, s, seed=2 + i).requires_grad_() for i, s in enumerate(sizes)]
 
     def run(call, xs, *hx):
@@ -184,7 +184,7 @@ def test_network_of_any_cell_has_torch_shapes(name, opts):
     """Every cell becomes a deep bidirectional torch.nn.LSTM-style network by its name."""
     net = rnnkit.RecurrentNetwork(name, I, H, num_layers=3, bidirectional=True,
                                   batch_first=True, **opts)
-    cell = next(net._cells())[2]
+    cell = net._cells()[0][2]
     out, finals = net(torch.randn(N, T, I), lengths=LENGTHS)
     assert out.shape == (N, T, 2 * cell.output_size)
     finals = finals if isinstance(finals, tuple) else (finals,)

@@ -15,11 +15,20 @@ The step is split in two so the loop can hoist the input projection out of the t
 
 ``forward(x, state)`` is ``step(precompute(x), state)``: the streaming step API, with the same
 weights as the sequence layer.
+
+Weights. A standalone cell owns its parameters. Inside a network the network owns them, under
+torch's flat names (``weight_hh_l0``), and the cell *borrows* them (:meth:`Cell.lend_to`): it reads
+``self.weight_hh`` from the network, so whatever the network holds there (a parameter, a
+``weight_norm`` or parametrization's computed tensor, a tensor a user assigned) is what the cell
+computes with. :func:`bind` fixes a cell's weights to given tensors for a block (one forward,
+or the recomputation of a double backward): every read inside sees them.
 """
 
 from __future__ import annotations
 
 import math
+import threading
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +36,11 @@ from torch import Tensor, nn
 from .._checks import check_dtype, check_state_leaf
 
 State = Tensor | tuple
+
+# Per thread, {id(cell): {name: tensor}}: the weights bind() fixed. Per thread, so that two
+# threads running one network each see their own (and a backward in the autograd engine's
+# thread binds its own).
+_BOUND = threading.local()
 
 
 class Cell(nn.Module):
@@ -37,6 +51,49 @@ class Cell(nn.Module):
     hidden_size: int
     output_size: int
     state_size: int | tuple
+
+    def __getattr__(self, name: str):
+        # Only reached for names not in __dict__: parameters, buffers, submodules, borrowed.
+        bound = getattr(_BOUND, "cells", None)
+        if bound:
+            weights = bound.get(id(self))
+            if weights is not None and name in weights:
+                return weights[name]
+        d = self.__dict__
+        borrowed = d.get("_borrowed")
+        if borrowed is not None and name in borrowed and name not in d["_parameters"]:
+            return getattr(d["_owner"], borrowed[name])
+        return super().__getattr__(name)
+
+    def lend_to(self, owner: nn.Module, suffix: str) -> list[str]:
+        """Move this cell's parameters to ``owner`` as ``name + suffix`` (``weight_hh`` ->
+        ``weight_hh_l0``) and read them from there from now on. Returns the owner's names, in
+        registration order (= torch's order, = ``reset_parameters``' order)."""
+        borrowed = {}
+        for name, p in list(self._parameters.items()):
+            if p is None:  # bias=False: stays the cell's own None
+                continue
+            owner.register_parameter(name + suffix, p)
+            del self._parameters[name]
+            borrowed[name] = name + suffix
+        self.__dict__["_borrowed"] = borrowed  # not through nn.Module: no submodule, no cycle
+        self.__dict__["_owner"] = owner
+        return list(borrowed.values())
+
+    def named_weights(self):
+        """Yield ``(name, tensor)`` for every weight this cell computes with, in registration
+        order: its own parameters, or the current values of those it borrows from its network
+        (read lazily: a parametrization is computed only for the names taken)."""
+        borrowed = self.__dict__.get("_borrowed")
+        if borrowed is None:
+            yield from self.named_parameters(recurse=False)
+            return
+        for name in borrowed:
+            yield name, getattr(self, name)
+
+    def borrowed_names(self) -> dict[str, str]:
+        """``{cell name: owner's name}`` of the borrowed weights (empty for a standalone cell)."""
+        return dict(self.__dict__.get("_borrowed") or {})
 
     def precompute(self, xs: Tensor) -> Tensor:
         """Input-only part of the step for any number of steps: ``(..., I) -> (..., G)``."""
@@ -70,7 +127,7 @@ class Cell(nn.Module):
     ) -> State:
         """The zero state: tensors of shape ``(batch_size, size)`` shaped like ``state_size``."""
         if dtype is None or device is None:
-            p = next(self.parameters(), None)
+            p = next((w for _, w in self.named_weights()), None)
             if p is not None:
                 device = p.device if device is None else device
                 dtype = p.dtype if dtype is None else dtype
@@ -82,10 +139,13 @@ class Cell(nn.Module):
 
     def reset_parameters(self) -> None:
         """torch's RNN initialisation: every parameter U(-1/sqrt(H), 1/sqrt(H)), in registration
-        order, so a seeded rnnkit network starts from the same numbers as its torch.nn twin."""
+        order, so a seeded rnnkit network starts from the same numbers as its torch.nn twin.
+        (A weight its network computes, by a reparametrization, is not a parameter: the network
+        re-initialises what it is computed from; see ``RecurrentNetwork.reset_parameters``.)"""
         k = 1.0 / math.sqrt(self.hidden_size)
-        for p in self.parameters():
-            nn.init.uniform_(p, -k, k)
+        for _, p in self.named_weights():
+            if isinstance(p, nn.Parameter):
+                nn.init.uniform_(p, -k, k)
 
     def native_mode(self) -> str | None:
         """Name of the ``torch._VF`` kernel that computes exactly this cell over a sequence
@@ -97,6 +157,33 @@ class Cell(nn.Module):
         ``weight_ih, weight_hh[, bias_ih, bias_hh][, weight_hr]``."""
         names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
         return [w for w in (getattr(self, n, None) for n in names) if w is not None]
+
+
+@contextmanager
+def bind(weights: dict):
+    """Within the block, every read of ``cell.<name>`` returns ``weights[cell][name]`` (in this
+    thread): ``weights`` maps cells to ``{name: tensor}``. Nested binds restore the outer one."""
+    bound = getattr(_BOUND, "cells", None)
+    if bound is None:
+        bound = _BOUND.cells = {}
+    saved = {id(c): bound.get(id(c)) for c in weights}
+    bound.update({id(c): w for c, w in weights.items()})
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                bound.pop(key, None)
+            else:
+                bound[key] = old
+
+
+def bound_weight(cell: Cell, name: str):
+    """The tensor :func:`bind` fixed for ``cell.<name>`` in this thread, or None (for a
+    property such as SCRN's ``alpha``, which ``__getattr__`` never sees)."""
+    bound = getattr(_BOUND, "cells", None)
+    weights = bound.get(id(cell)) if bound else None
+    return None if weights is None else weights.get(name)
 
 
 def check_state(state, size, batch_size: int, ref: Tensor, name: str = "state") -> None:

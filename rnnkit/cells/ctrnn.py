@@ -120,10 +120,10 @@ class CTRNNCell(Cell):
         ``log_tau`` = log(tau_init)."""
         k = 1.0 / math.sqrt(self.hidden_size)
         with torch.no_grad():
-            for name, p in self.named_parameters():
+            for name, p in self.named_weights():
                 if name == "log_tau":
                     p.fill_(math.log(self.tau_init))
-                else:
+                elif isinstance(p, nn.Parameter):  # (see Cell.reset_parameters)
                     nn.init.uniform_(p, -k, k)
 
     def precompute(self, xs: Tensor) -> Tensor:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_positive_int
-from .base import Cell
+from .base import Cell, bound_weight
 
 
 class SCRNState(NamedTuple):
@@ -120,8 +120,8 @@ class SCRNCell(Cell):
     def reset_parameters(self) -> None:
         """Weights and bias U(-1/sqrt(H), 1/sqrt(H)); ``alpha_logit`` = logit(alpha)."""
         k = 1.0 / math.sqrt(self.hidden_size)
-        for name, p in self.named_parameters():
-            if name != "alpha_logit":
+        for name, p in self.named_weights():
+            if name != "alpha_logit" and isinstance(p, nn.Parameter):  # (see Cell's)
                 nn.init.uniform_(p, -k, k)
         if self.alpha_logit is not None:
             a = self.alpha_init
@@ -130,6 +130,9 @@ class SCRNCell(Cell):
     @property
     def alpha(self) -> float | Tensor:
         """The context's retention: the fixed float, or sigmoid(alpha_logit) (S) if learned."""
+        bound = bound_weight(self, "alpha")  # a kernel's double backward binds it
+        if bound is not None:
+            return bound
         return self.alpha_init if self.alpha_logit is None else torch.sigmoid(self.alpha_logit)
 
     def precompute(self, xs: Tensor) -> Tensor:
