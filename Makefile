@@ -46,6 +46,7 @@ test: venv data
 bench: venv
 	$(PIP) install --quiet -e '.[bench]'
 	OMP_NUM_THREADS=2 $(PY) benchmarks/bench.py
+	OMP_NUM_THREADS=2 $(PY) benchmarks/double_backward.py
 
 # Train the reference models and write their test scores into benchmarks/RESULTS.md.
 bench-accuracy: venv data

@@ -40,17 +40,35 @@ def scan(
     """
     state, lengths = check_sequence(cell, xs, state, lengths)
     T = xs.shape[0]
+    valid = None
+    if lengths is not None:
+        valid = torch.arange(T, device=xs.device).unsqueeze(1) < lengths.to(xs.device)  # (T, N)
+    return scan_steps(cell, cell.precompute(xs), state, reverse=reverse, valid=valid)
+
+
+def scan_steps(
+    cell: Cell,
+    us: Tensor,
+    state: State,
+    *,
+    reverse: bool = False,
+    valid: Tensor | None = None,
+) -> tuple[Tensor, State]:
+    """:func:`scan`'s time loop over precomputed inputs ``us = cell.precompute(xs)``
+    ``(T, N, G)``, from ``state``, with ``valid`` a ``(T, N)`` bool mask of the steps inside each
+    sequence (None: all). Differentiable to any order: the fused kernels' double backward
+    differentiates it (:func:`rnnkit.kernels._common.differentiable_backward`)."""
+    T = us.shape[0]
     # T views (N, G) of one (T, N, G) projection. unbind, not us[t]: each us[t]'s backward would
     # write its slice into a zero-filled (T, N, G) gradient, O(T^2) memory traffic over the loop.
-    us = cell.precompute(xs).unbind(0)
+    us = us.unbind(0)
     steps = range(T - 1, -1, -1) if reverse else range(T)
     ys: list[Tensor | None] = [None] * T
-    if lengths is None:
+    if valid is None:
         for t in steps:
             ys[t], state = cell.step(us[t], state)
         return torch.stack(ys), state
 
-    valid = torch.arange(T, device=xs.device).unsqueeze(1) < lengths.to(xs.device)  # (T, N)
     all_valid = valid.all(dim=1).tolist()  # steps where no sequence has ended need no mask
     for t in steps:
         y, new = cell.step(us[t], state)

@@ -137,3 +137,14 @@ def test_accuracy_reports_the_spread_over_more_seeds(tmp_path):
     values = [test["accuracy"] for test in row["seeds"].values()]
     assert (f"seeds 0, 1: accuracy {min(values):.2f}-{max(values):.2f} "
             f"(mean {sum(values) / 2:.2f})") in out.read_text()
+
+
+def test_double_backward_bench_quick_writes_its_section(tmp_path):
+    bench = load_bench(SCRIPT.with_name("double_backward.py"))
+    out = tmp_path / "RESULTS.md"
+    out.write_text("<!-- begin speed -->\nkept\n<!-- end speed -->\n")
+    run(bench, "--quick", "--out", str(out))
+    text = out.read_text()
+    assert "kept" in text and "<!-- begin double-backward -->" in text
+    for name in ("torch.nn.GRU", "rnnkit.GRU", "rnnkit.RecurrentNetwork('clockwork')"):
+        assert f"| {name} |" in text

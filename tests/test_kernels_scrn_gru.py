@@ -95,11 +95,12 @@ def test_gru_gradcheck():
     def rand(*shape):
         return (torch.rand(*shape, dtype=torch.float64, generator=g) * 2 - 1).requires_grad_()
 
-    us, h0, w_hh, b_hh = rand(4, 3, 3 * Hg), rand(3, Hg), rand(3 * Hg, Hg), rand(3 * Hg)
+    xs, h0 = rand(4, 3, 2), rand(3, Hg)
+    w_ih, w_hh, b_ih, b_hh = rand(3 * Hg, 2), rand(3 * Hg, Hg), rand(3 * Hg), rand(3 * Hg)
     for reverse in (False, True):
-        def f(us, h0, w_hh, b_hh, reverse=reverse):
-            return GRUSequence.apply(us, h0, w_hh, b_hh, reverse, _valid())
-        assert torch.autograd.gradcheck(f, (us, h0, w_hh, b_hh))
+        def f(xs, h0, w_ih, w_hh, b_ih, b_hh, reverse=reverse):
+            return GRUSequence.apply(xs, h0, w_ih, w_hh, b_ih, b_hh, reverse, _valid())
+        assert torch.autograd.gradcheck(f, (xs, h0, w_ih, w_hh, b_ih, b_hh))
 
 
 @pytest.mark.parametrize("cls", [SCRNCell, GRUCell], ids=["scrn", "gru"])

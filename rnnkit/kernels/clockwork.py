@@ -58,7 +58,9 @@ inactive units' :math:`e` passes straight through). :math:`A_t \phi'(h_t)` and
 
 (round has zero derivative and :math:`t \to t + 1` is the identity, so the counter's gradient
 passes straight through). Forward saves the carried-state slot buffer ``(T + 1, N, H)`` (and the
-activity mask where a step is not fast); double backward is not supported.
+activity mask where a step is not fast) and its inputs. A backward that autograd records
+(``create_graph=True``) differentiates the forward recomputed through ``cell.step`` instead
+(:func:`~rnnkit.kernels._common.differentiable_backward`).
 """
 
 from __future__ import annotations
@@ -67,10 +69,21 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from ..cells.clockwork import ClockworkCell, ClockworkState
-from ._common import befores, check_sequence, outputs, partial_steps, recording, steps, valid_mask
+from ._common import (
+    befores,
+    check_sequence,
+    differentiable_backward,
+    outputs,
+    partial_steps,
+    recompute,
+    recording,
+    save_args,
+    saved_args,
+    steps,
+    valid_mask,
+)
 
 __all__ = ["ClockworkSequence", "clockwork_sequence"]
 
@@ -207,30 +220,40 @@ def _phi_prime(h: Tensor, activation: str) -> Tensor:
     return torch.ones_like(h)
 
 
+def _reference(us, h0, t0, w_hh, b_hh, mask, unit_periods, periods, activation, reverse, valid,
+               cell):
+    """The forward through ``cell.step`` with these weights: differentiable to any order."""
+    weights = {"weight_hh": w_hh, "bias_hh": b_hh, "mask": mask, "unit_periods": unit_periods}
+    return recompute(cell, weights, us, ClockworkState(h0, t0), reverse, valid)
+
+
 class ClockworkSequence(torch.autograd.Function):
     """``apply(us, h0, t0, weight_hh, bias_hh, mask, unit_periods, periods, activation,
-    reverse, valid)`` -> ``(ys, h_T, t_T)``.
+    reverse, valid[, cell])`` -> ``(ys, h_T, t_T)``.
 
     ``us`` is ``cell.precompute(xs)`` ``(T, N, H)``; ``bias_hh`` may be None; ``mask`` and
     ``unit_periods`` are the cell's buffers, ``periods`` its tuple; ``valid`` a ``(T, N)`` bool
-    mask of the valid steps or None. Prefer :func:`clockwork_sequence`, which checks its
-    arguments.
+    mask of the valid steps or None; ``cell`` is needed only by a double backward. Prefer
+    :func:`clockwork_sequence`, which checks its arguments.
     """
 
     @staticmethod
     def forward(ctx, us, h0, t0, w_hh, b_hh, mask, unit_periods, periods, activation, reverse,
-                valid):
+                valid, cell=None):
         ys, h_t, t_t, xs_, plan = _forward(us, h0, t0, w_hh, b_hh, mask, unit_periods,
                                            periods, activation, reverse, valid)
-        ctx.config = (activation, reverse, plan)
-        ctx.save_for_backward(w_hh, mask, valid, xs_)
+        ctx.plan = plan
+        save_args(ctx, (us, h0, t0, w_hh, b_hh, mask, unit_periods, periods, activation,
+                        reverse, valid, cell), xs_)
         return ys, h_t, t_t
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, gy, gh_t, gt_t):
-        w_hh, mask, valid, xs_ = ctx.saved_tensors
-        activation, reverse, plan = ctx.config
+        args, (xs_,) = saved_args(ctx)
+        if torch.is_grad_enabled():  # create_graph=True
+            return differentiable_backward(ctx, (gy, gh_t, gt_t), args, _reference)
+        _, _, _, w_hh, _, mask, _, _, activation, reverse, valid, _ = args
+        plan = ctx.plan
         need = ctx.needs_input_grad
         T, N, H = gy.shape
         st = steps(T, reverse)
@@ -291,7 +314,7 @@ class ClockworkSequence(torch.autograd.Function):
         g_b = dz2.sum(0) if need[4] else None
         return (dz if need[0] else None, e if need[1] else None,
                 gt_t.clone() if need[2] else None, g_w, g_b,
-                None, None, None, None, None, None)
+                None, None, None, None, None, None, None)
 
 
 def clockwork_sequence(
@@ -317,7 +340,7 @@ def clockwork_sequence(
     args = (us, h0, t0, cell.weight_hh, cell.bias_hh, cell.mask, cell.unit_periods,
             cell.periods, cell.activation, bool(reverse), valid)
     if recording(*args[:5]):
-        ys, h_t, t_t = ClockworkSequence.apply(*args)
+        ys, h_t, t_t = ClockworkSequence.apply(*args, cell)
     else:
         with torch.no_grad():  # inference: nothing to save
             ys, h_t, t_t, _, _ = _forward(*args)

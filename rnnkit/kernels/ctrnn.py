@@ -58,17 +58,30 @@ With a constant :math:`a`, :math:`\sum_{t,n} D \odot (W p_{t-1})` is read off :m
 \sum_t D_t p_{t-1}^\top` (:math:`\sum_j W_{ij} G_{ij}`, and :math:`\bar W_{hh} = \mathrm{diag}(a)
 G`), so :math:`z` is not needed; with ``dt_input`` the loop keeps :math:`z_t - h_{t-1}`.
 Forward saves the slot buffers of :math:`h` and :math:`\phi(h)` (``(T + 1, N, H)`` each, one for
-the identity) and, with ``dt_input``, :math:`z - h_{t-1}`. Double backward is not supported.
+the identity), with ``dt_input`` :math:`z - h_{t-1}`, and its inputs. A backward that autograd
+records (``create_graph=True``) differentiates the forward recomputed through ``cell.step``
+instead (:func:`~rnnkit.kernels._common.differentiable_backward`).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from ..cells.ctrnn import CTRNNCell
-from ._common import befores, check_sequence, outputs, partial_steps, recording, steps, valid_mask
+from ._common import (
+    befores,
+    check_sequence,
+    differentiable_backward,
+    outputs,
+    partial_steps,
+    recompute,
+    recording,
+    save_args,
+    saved_args,
+    steps,
+    valid_mask,
+)
 
 __all__ = ["CTRNNSequence", "ctrnn_sequence"]
 
@@ -168,30 +181,38 @@ def _forward(us, h0, w_hh, log_tau, dt, dt_input, activation, reverse, valid):
     return ys, h_t, (xs_, ys_, zs, partial)
 
 
+def _reference(us, h0, w_hh, log_tau, dt, dt_input, activation, reverse, valid, cell):
+    """The forward through ``cell.step`` with these weights (``dt`` is the cell's):
+    differentiable to any order."""
+    return recompute(cell, {"weight_hh": w_hh, "log_tau": log_tau}, us, h0, reverse, valid)
+
+
 class CTRNNSequence(torch.autograd.Function):
-    """``apply(us, h0, weight_hh, log_tau, dt, dt_input, activation, reverse, valid)`` ->
-    ``(ys, h_T)``.
+    """``apply(us, h0, weight_hh, log_tau, dt, dt_input, activation, reverse, valid[, cell])``
+    -> ``(ys, h_T)``.
 
     ``us`` is ``cell.precompute(xs)`` ``(T, N, H)``, or ``(T, N, H + 1)`` with ``dt_input``
-    (then ``dt`` is ignored); ``valid`` a ``(T, N)`` bool mask of the valid steps or None.
-    Prefer :func:`ctrnn_sequence`, which checks its arguments.
+    (then ``dt`` is ignored); ``valid`` a ``(T, N)`` bool mask of the valid steps or None;
+    ``cell`` is needed only by a double backward. Prefer :func:`ctrnn_sequence`, which checks
+    its arguments.
     """
 
     @staticmethod
-    def forward(ctx, us, h0, w_hh, log_tau, dt, dt_input, activation, reverse, valid):
+    def forward(ctx, us, h0, w_hh, log_tau, dt, dt_input, activation, reverse, valid,
+                cell=None):
         ys, h_t, (xs_, ys_, zs, ctx.partial) = _forward(
             us, h0, w_hh, log_tau, dt, dt_input, activation, reverse, valid)
-        ctx.config = (dt, dt_input, activation, reverse)
-        ctx.save_for_backward(us, w_hh, log_tau, valid, xs_,
-                              None if ys_ is xs_ else ys_, zs)
+        save_args(ctx, (us, h0, w_hh, log_tau, dt, dt_input, activation, reverse, valid, cell),
+                  xs_, None if ys_ is xs_ else ys_, zs)
         return ys, h_t
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, gy, gh_t):
+        args, (xs_, ys_, zs) = saved_args(ctx)
+        if torch.is_grad_enabled():  # create_graph=True
+            return differentiable_backward(ctx, (gy, gh_t), args, _reference)
         gy = gy.contiguous()  # (batch_first hands in a transposed gradient; views below)
-        us, w_hh, log_tau, valid, xs_, ys_, zs = ctx.saved_tensors
-        dt, dt_input, activation, reverse = ctx.config
+        us, _, w_hh, log_tau, dt, dt_input, activation, reverse, valid, _ = args
         need = ctx.needs_input_grad
         T, N, H = gy.shape
         st = steps(T, reverse)
@@ -291,7 +312,7 @@ class CTRNNSequence(torch.autograd.Function):
                                  out=g_us[:, :, H:])
             if not need[0]:
                 g_us = None
-        return (g_us, g_h0 if need[1] else None, g_w, g_tau, None, None, None, None, None)
+        return (g_us, g_h0 if need[1] else None, g_w, g_tau, None, None, None, None, None, None)
 
 
 def ctrnn_sequence(
@@ -316,7 +337,7 @@ def ctrnn_sequence(
     args = (us, h0, cell.weight_hh, cell.log_tau, cell.dt, cell.dt_input, cell.activation,
             bool(reverse), valid)
     if recording(*args[:4]):
-        return CTRNNSequence.apply(*args)
+        return CTRNNSequence.apply(*args, cell)
     with torch.no_grad():  # inference: nothing to save
         ys, h_t, _ = _forward(*args)
     return ys, h_t

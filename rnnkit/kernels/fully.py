@@ -54,24 +54,29 @@ coefficients :math:`m_t \phi_y'` (softmax: :math:`m_t \tilde y_t`), :math:`m_t \
     \quad \bar W_{hy} = \textstyle\sum_t \delta z_t \tilde h_t^\top, \quad
     \bar b_{hy} = \textstyle\sum_{t,n} \delta z_t,
 
-and :math:`\bar h_0, \bar y_0` are the :math:`\delta m` left after the loop. Forward saves only
-the slot buffer; double backward is not supported.
+and :math:`\bar h_0, \bar y_0` are the :math:`\delta m` left after the loop. Forward saves the
+slot buffer and its inputs. A backward that autograd records (``create_graph=True``)
+differentiates the forward recomputed through ``cell.step`` instead
+(:func:`~rnnkit.kernels._common.differentiable_backward`).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from ..cells.fully import FullyRecurrentCell, FullyState
 from ._common import (
     Product,
     befores,
     check_sequence,
+    differentiable_backward,
     outputs,
     partial_steps,
+    recompute,
     recording,
+    save_args,
+    saved_args,
     steps,
     valid_mask,
 )
@@ -160,28 +165,37 @@ def _forward(us, h0, y0, w_mh, w_hy, w_my, b_hy, act_h, act_y, reverse, valid):
     return ys, h_t, y_t, ss
 
 
+def _reference(us, h0, y0, w_mh, w_hy, w_my, b_hy, act_h, act_y, reverse, valid, cell):
+    """The forward through ``cell.step`` with these weights: differentiable to any order."""
+    weights = {"weight_mh": w_mh, "weight_hy": w_hy, "weight_my": w_my, "bias_hy": b_hy}
+    return recompute(cell, weights, us, FullyState(h0, y0), reverse, valid)
+
+
 class FullySequence(torch.autograd.Function):
     """``apply(us, h0, y0, weight_mh, weight_hy, weight_my, bias_hy, activation,
-    output_activation, reverse, valid)`` -> ``(ys, h_T, y_T)``.
+    output_activation, reverse, valid[, cell])`` -> ``(ys, h_T, y_T)``.
 
     ``us`` is ``cell.precompute(xs)`` ``(T, N, H)``; ``bias_hy`` may be None; the activations
-    are the cell's names; ``valid`` is a ``(T, N)`` bool mask of the valid steps or None. Prefer
-    :func:`fully_sequence`, which checks its arguments.
+    are the cell's names; ``valid`` is a ``(T, N)`` bool mask of the valid steps or None;
+    ``cell`` is needed only by a double backward. Prefer :func:`fully_sequence`, which checks
+    its arguments.
     """
 
     @staticmethod
-    def forward(ctx, us, h0, y0, w_mh, w_hy, w_my, b_hy, act_h, act_y, reverse, valid):
+    def forward(ctx, us, h0, y0, w_mh, w_hy, w_my, b_hy, act_h, act_y, reverse, valid,
+                cell=None):
         ys, h_t, y_t, ss = _forward(us, h0, y0, w_mh, w_hy, w_my, b_hy, act_h, act_y, reverse,
                                     valid)
-        ctx.config = (act_h, act_y, reverse)
-        ctx.save_for_backward(w_mh, w_hy, w_my, valid, ss)
+        save_args(ctx, (us, h0, y0, w_mh, w_hy, w_my, b_hy, act_h, act_y, reverse, valid,
+                        cell), ss)
         return ys, h_t, y_t
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, gy, gh_t, gy_t):
-        w_mh, w_hy, w_my, valid, ss = ctx.saved_tensors
-        act_h, act_y, reverse = ctx.config
+        args, (ss,) = saved_args(ctx)
+        if torch.is_grad_enabled():  # create_graph=True
+            return differentiable_backward(ctx, (gy, gh_t, gy_t), args, _reference)
+        _, _, _, w_mh, w_hy, w_my, _, act_h, act_y, reverse, valid, _ = args
         need = ctx.needs_input_grad
         T1, N, S = ss.shape
         T, H = T1 - 1, w_mh.shape[0]
@@ -235,7 +249,7 @@ class FullySequence(torch.autograd.Function):
         g_b_hy = dz.sum((0, 1)) if need[6] else None
         return (da if need[0] else None, dm[:, :H] if need[1] else None,
                 dm[:, H:] if need[2] else None, g_w_mh, g_w_hy, g_w_my, g_b_hy,
-                None, None, None, None)
+                None, None, None, None, None)
 
 
 def fully_sequence(
@@ -260,7 +274,7 @@ def fully_sequence(
     args = (us, h0, y0, cell.weight_mh, cell.weight_hy, cell.weight_my, cell.bias_hy,
             cell.activation, cell.output_activation, bool(reverse), valid)
     if recording(*args[:7]):
-        ys, h_t, y_t = FullySequence.apply(*args)
+        ys, h_t, y_t = FullySequence.apply(*args, cell)
     else:
         with torch.no_grad():  # inference: nothing to save
             ys, h_t, y_t, _ = _forward(*args)

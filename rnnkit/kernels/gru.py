@@ -3,9 +3,9 @@ r"""Fused GRU sequence kernel: one forward loop, hand-derived BPTT backward.
 :func:`gru_sequence` computes exactly what ``rnnkit.scan(cell, xs, h0, reverse=...,
 lengths=...)`` computes for a :class:`~rnnkit.cells.GRUCell` (so ``torch.nn.GRUCell``, gate
 order r, z, n, the reset gate applied after :math:`W_{hn} h + b_{hn}`; with or without biases),
-as one :class:`torch.autograd.Function` over the precomputed input projection
-:math:`u_t = [u^r_t ; u^z_t ; u^n_t] = W_{ih} x_t + b_{ih}` (``cell.precompute``, left to
-autograd).
+as one :class:`torch.autograd.Function`. The input projection
+:math:`u_t = [u^r_t ; u^z_t ; u^n_t] = W_{ih} x_t + b_{ih}` is one matmul over all steps inside
+it, and its gradients three outside the loop (below).
 
 Forward (step :math:`t` in the order the scan visits them; :math:`m_t \in \{0, 1\}^N` marks the
 sequences still running, all ones without ``lengths``)
@@ -43,33 +43,43 @@ an ``addcmul`` giving :math:`[\delta a^z_t, \delta a^n_t, c_t]`, a ``mul`` givin
 carry at a padded step). They write into one ``(T, N, 5H)`` buffer laid out
 :math:`[\delta g^n, \delta a^r, \delta a^z, \delta a^n, c]`, so that each group, the matmul's
 operand :math:`[\delta g^n ; \delta a^r ; \delta a^z]` (against :math:`W_{hh}`'s rows taken
-n, r, z) and :math:`\bar u = [\delta a^r ; \delta a^z ; \delta a^n]` (returned as a view, no
-copy) are contiguous windows of a row. Then, over all :math:`T N` rows at once,
+n, r, z) and :math:`\bar u = [\delta a^r ; \delta a^z ; \delta a^n]` (read in place by the
+input projection's gradients) are contiguous windows of a row. Then, over all :math:`T N` rows
+at once,
 
 .. math::
     \bar u_t = [\delta a^r_t ; \delta a^z_t ; \delta a^n_t], \quad
     \bar W_{hh} = \textstyle\sum_t [\delta a^r_t ; \delta a^z_t ; \delta g^n_t] h_{t-1}^\top,
     \quad \bar b_{hh} = \textstyle\sum_{t,n} [\delta a^r_t ; \delta a^z_t ; \delta g^n_t],
 
-and :math:`\bar h_0` is the :math:`\delta h` left after the loop. Forward saves the buffer of
-:math:`r, z, g^n` ``(T, N, 3H)``, :math:`n` ``(T, N, H)`` and the carried states
-``(T + 1, N, H)``; double backward is not supported.
+and :math:`\bar h_0` is the :math:`\delta h` left after the loop; the input projection's are
+:math:`\bar X = \bar U W_{ih}`, :math:`\bar W_{ih} = \bar U^\top X`,
+:math:`\bar b_{ih} = \sum_{t,n} \bar u_t`. Forward saves the buffer of :math:`r, z, g^n`
+``(T, N, 3H)``, :math:`n` ``(T, N, H)`` and the carried states ``(T + 1, N, H)``, and its inputs
+(:math:`x`, which the projection's gradient needs anyway; not :math:`u`). A backward that
+autograd records (``create_graph=True``) differentiates the forward recomputed through
+``cell.precompute`` and ``cell.step`` instead
+(:func:`~rnnkit.kernels._common.differentiable_backward`).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
+from ..cells.base import bind
 from ..cells.gru import GRUCell
 from ._common import (
     Product,
     befores,
     check_sequence,
+    differentiable_backward,
     outputs,
     partial_steps,
+    recompute,
     recording,
+    save_args,
+    saved_args,
     steps,
     valid_mask,
 )
@@ -77,8 +87,9 @@ from ._common import (
 __all__ = ["GRUSequence", "gru_sequence"]
 
 
-def _forward(us, h0, w_hh, b_hh, reverse, valid):
+def _forward(xs, h0, w_ih, w_hh, b_ih, b_hh, reverse, valid):
     """The forward pass without autograd. Returns ``(ys, h_T, saved)``."""
+    us = torch.nn.functional.linear(xs, w_ih, b_ih)  # (T, N, 3H): every step's u_t at once
     T, N, H3 = us.shape
     H = H3 // 3
     st = steps(T, reverse)
@@ -114,26 +125,36 @@ def _forward(us, h0, w_hh, b_hh, reverse, valid):
     return ys, hs[st.last].clone(), (gs, ns, hs)
 
 
-class GRUSequence(torch.autograd.Function):
-    """``apply(us, h0, weight_hh, bias_hh, reverse, valid)`` -> ``(ys, h_T)``.
+def _reference(xs, h0, w_ih, w_hh, b_ih, b_hh, reverse, valid, cell):
+    """The forward through ``cell.precompute`` and ``cell.step`` with these weights:
+    differentiable to any order."""
+    weights = {"weight_ih": w_ih, "weight_hh": w_hh, "bias_ih": b_ih, "bias_hh": b_hh}
+    with bind({cell: weights}):
+        us = cell.precompute(xs)
+    return recompute(cell, weights, us, h0, reverse, valid)
 
-    ``us`` is ``cell.precompute(xs)`` ``(T, N, 3H)``; ``bias_hh`` may be None; ``valid`` is a
-    ``(T, N)`` bool mask of the valid steps or None. Prefer :func:`gru_sequence`, which checks
-    its arguments.
+
+class GRUSequence(torch.autograd.Function):
+    """``apply(xs, h0, weight_ih, weight_hh, bias_ih, bias_hh, reverse, valid[, cell])`` ->
+    ``(ys, h_T)``.
+
+    ``xs`` ``(T, N, I)``; the biases may be None; ``valid`` is a ``(T, N)`` bool mask of the
+    valid steps or None; ``cell`` (the GRUCell) is needed only by a double backward. Prefer
+    :func:`gru_sequence`, which checks its arguments.
     """
 
     @staticmethod
-    def forward(ctx, us, h0, w_hh, b_hh, reverse, valid):
-        ys, h_t, (gs, ns, hs) = _forward(us, h0, w_hh, b_hh, reverse, valid)
-        ctx.reverse = reverse
-        ctx.save_for_backward(w_hh, valid, gs, ns, hs)
+    def forward(ctx, xs, h0, w_ih, w_hh, b_ih, b_hh, reverse, valid, cell=None):
+        ys, h_t, (gs, ns, hs) = _forward(xs, h0, w_ih, w_hh, b_ih, b_hh, reverse, valid)
+        save_args(ctx, (xs, h0, w_ih, w_hh, b_ih, b_hh, reverse, valid, cell), gs, ns, hs)
         return ys, h_t
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, gy, gh_t):
-        w_hh, valid, gs, ns, hs = ctx.saved_tensors
-        reverse = ctx.reverse
+        args, (gs, ns, hs) = saved_args(ctx)
+        if torch.is_grad_enabled():  # create_graph=True
+            return differentiable_backward(ctx, (gy, gh_t), args, _reference)
+        xs, _, w_ih, w_hh, _, _, reverse, valid, _ = args
         need = ctx.needs_input_grad
         T, N, H3 = gs.shape
         H = H3 // 3
@@ -175,17 +196,21 @@ class GRUSequence(torch.autograd.Function):
             if partial[t]:
                 dh_next.addcmul_(dh, nmf[t])
             dh = dh_next
-        g_us = d2[:, :, H : 4 * H] if need[0] else None
+        g_us = d2.view(T * N, 5 * H)[:, H : 4 * H]  # (T N, 3H), a strided window of d
+        g_xs = (g_us @ w_ih).view(xs.shape) if need[0] else None
+        g_w_ih = g_us.t() @ xs.reshape(T * N, xs.shape[2]) if need[2] else None
+        g_b_ih = g_us.sum(0) if need[4] else None
         g_w_hh = g_b_hh = None
-        if need[2]:
+        if need[3]:
             hp = h_prev.reshape(T * N, H)
             g_w_hh = gs.new_empty(H3, H)
             torch.mm(dg[:, :, H:].reshape(T * N, 2 * H).t(), hp, out=g_w_hh[: 2 * H])
             torch.mm(dg[:, :, :H].reshape(T * N, H).t(), hp, out=g_w_hh[2 * H :])
-        if need[3]:
+        if need[5]:
             g_b = dg.sum((0, 1))
             g_b_hh = torch.cat([g_b[H:], g_b[:H]])
-        return g_us, dh if need[1] else None, g_w_hh, g_b_hh, None, None
+        return (g_xs, dh if need[1] else None, g_w_ih, g_w_hh, g_b_ih, g_b_hh, None, None,
+                None)
 
 
 def gru_sequence(
@@ -205,10 +230,10 @@ def gru_sequence(
         raise TypeError(f"cell: expected a GRUCell, got {type(cell).__name__}")
     h0, lengths = check_sequence(cell, xs, state, lengths)
     valid = valid_mask(lengths, xs.shape[0], xs.device)
-    us = cell.precompute(xs)
-    args = (us, h0, cell.weight_hh, cell.bias_hh, bool(reverse), valid)
-    if recording(*args[:4]):
-        return GRUSequence.apply(*args)
+    args = (xs, h0, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, bool(reverse),
+            valid)
+    if recording(*args[:6]):
+        return GRUSequence.apply(*args, cell)
     with torch.no_grad():  # inference: nothing to save
         ys, h, _ = _forward(*args)
     return ys, h

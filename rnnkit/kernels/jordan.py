@@ -54,23 +54,28 @@ padded step). Then, over all :math:`T N` rows at once,
 
 and :math:`\bar y_0` is the :math:`\delta y` left after the loop (at padded steps every
 :math:`\delta z, \delta a` is zero). Forward saves the hidden buffer ``(T, N, H)`` and the state
-buffer ``(T + 1, N, O)``; double backward is not supported.
+buffer ``(T + 1, N, O)``, and its inputs. A backward that autograd records (``create_graph=True``)
+differentiates the forward recomputed through ``cell.step`` instead
+(:func:`~rnnkit.kernels._common.differentiable_backward`).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from ..cells.jordan import JordanCell
 from ._common import (
     Product,
     befores,
     check_sequence,
+    differentiable_backward,
     outputs,
     partial_steps,
+    recompute,
     recording,
+    save_args,
+    saved_args,
     steps,
     valid_mask,
 )
@@ -189,29 +194,37 @@ def _forward(us, y0, w_yh, b_yh, w_hy, b_hy, act_h, act_y, reverse, valid):
     return ys, final_value(ss[st.last], act_y), (hs, ss)
 
 
+def _reference(us, y0, w_yh, b_yh, w_hy, b_hy, act_h, act_y, reverse, valid, cell):
+    """The forward through ``cell.step`` with these weights: differentiable to any order."""
+    weights = {"weight_yh": w_yh, "bias_yh": b_yh, "weight_hy": w_hy, "bias_hy": b_hy}
+    return recompute(cell, weights, us, y0, reverse, valid)
+
+
 class JordanSequence(torch.autograd.Function):
     """``apply(us, y0, weight_yh, bias_yh, weight_hy, bias_hy, activation, output_activation,
-    reverse, valid)`` -> ``(ys, y_T)``.
+    reverse, valid[, cell])`` -> ``(ys, y_T)``.
 
     ``us`` is ``cell.precompute(xs)`` ``(T, N, H)``; the biases may be None; the activations are
-    the cell's names; ``valid`` is a ``(T, N)`` bool mask of the valid steps or None. Prefer
-    :func:`jordan_sequence`, which checks its arguments.
+    the cell's names; ``valid`` is a ``(T, N)`` bool mask of the valid steps or None; ``cell``
+    is needed only by a double backward. Prefer :func:`jordan_sequence`, which checks its
+    arguments.
     """
 
     @staticmethod
-    def forward(ctx, us, y0, w_yh, b_yh, w_hy, b_hy, act_h, act_y, reverse, valid):
+    def forward(ctx, us, y0, w_yh, b_yh, w_hy, b_hy, act_h, act_y, reverse, valid, cell=None):
         ys, y_t, (hs, ss) = _forward(us, y0, w_yh, b_yh, w_hy, b_hy, act_h, act_y, reverse,
                                      valid)
-        ctx.config = (act_h, act_y, reverse)
-        ctx.save_for_backward(w_yh, w_hy, valid, hs, ss)
+        save_args(ctx, (us, y0, w_yh, b_yh, w_hy, b_hy, act_h, act_y, reverse, valid, cell),
+                  hs, ss)
         return ys, y_t
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, gy, gy_t):
+        args, (hs, ss) = saved_args(ctx)
+        if torch.is_grad_enabled():  # create_graph=True
+            return differentiable_backward(ctx, (gy, gy_t), args, _reference)
         gy = gy.contiguous()  # (batch_first hands in a transposed gradient; views below)
-        w_yh, w_hy, valid, hs, ss = ctx.saved_tensors
-        act_h, act_y, reverse = ctx.config
+        _, _, w_yh, _, w_hy, _, act_h, act_y, reverse, valid, _ = args
         need = ctx.needs_input_grad
         T, N, H = hs.shape
         O = ss.shape[2]
@@ -251,7 +264,7 @@ class JordanSequence(torch.autograd.Function):
         g_w_hy = dz2.t() @ h.reshape(T * N, H) if need[4] else None
         g_b_hy = dz2.sum(0) if need[5] else None
         return (da if need[0] else None, dy if need[1] else None, g_w_yh, g_b_yh, g_w_hy,
-                g_b_hy, None, None, None, None)
+                g_b_hy, None, None, None, None, None)
 
 
 def jordan_sequence(
@@ -276,7 +289,7 @@ def jordan_sequence(
     args = (us, y0, cell.weight_yh, cell.bias_yh, cell.weight_hy, cell.bias_hy,
             cell.activation, cell.output_activation, bool(reverse), valid)
     if recording(*args[:6]):
-        return JordanSequence.apply(*args)
+        return JordanSequence.apply(*args, cell)
     with torch.no_grad():  # inference: nothing to save
         ys, y_t, _ = _forward(*args)
     return ys, y_t

@@ -61,17 +61,28 @@ costs a handful of ops. The parameter gradients are then single matmuls / reduct
 :math:`\tilde c_t`). Forward saves the gate activations ``(T, N, 4H)``, the carried states
 ``(T+1, N, H)`` and ``(T+1, N, R)`` (their slices are :math:`c_{t-1}, c_t, h_{t-1}`),
 :math:`\tanh \tilde c_t` ``(T, N, H)`` if :math:`\phi` is tanh and :math:`\tilde r_t` if there is a
-projection. Double backward is not supported.
+projection, and its inputs. A backward that autograd records (``create_graph=True``)
+differentiates the forward recomputed through ``cell.precompute`` and ``cell.step`` instead
+(:func:`~rnnkit.kernels._common.differentiable_backward`).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
+from ..cells.base import bind
 from ..cells.lstm import LSTMCell, LSTMState
-from ._common import Product, check_sequence, recording, valid_mask
+from ._common import (
+    Product,
+    check_sequence,
+    differentiable_backward,
+    recompute,
+    recording,
+    save_args,
+    saved_args,
+    valid_mask,
+)
 
 __all__ = ["LSTMSequence", "lstm_sequence"]
 
@@ -173,30 +184,49 @@ def _forward(xs, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, peephole, tanh_g,
     return ys, hs[last].clone(), cs[last].clone(), saved
 
 
+_PEEPHOLE_NAMES = {"diagonal": "weight_peephole", "full": "weight_ch"}
+
+
+def _reference(xs, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, peephole, tanh_g, tanh_phi,
+               reverse, valid, cell):
+    """The forward through ``cell.precompute`` and ``cell.step`` with these weights:
+    differentiable to any order."""
+    weights = {"weight_ih": w_ih, "weight_hh": w_hh, "bias_ih": b_ih, "bias_hh": b_hh,
+               "weight_hr": w_hr}
+    if peephole is not None:
+        weights[_PEEPHOLE_NAMES[peephole]] = w_peep
+    with bind({cell: weights}):
+        us = cell.precompute(xs)
+    return recompute(cell, weights, us, LSTMState(h0, c0), reverse, valid)
+
+
 class LSTMSequence(torch.autograd.Function):
     """``apply(xs, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, weight_peep,
-    peephole, tanh_candidate, tanh_cell, reverse, valid)`` -> ``(ys, h_T, c_T)``.
+    peephole, tanh_candidate, tanh_cell, reverse, valid[, cell])`` -> ``(ys, h_T, c_T)``.
 
     ``weight_peep`` is ``weight_peephole`` (3H) or ``weight_ch`` (3H, H) or None, as
     ``peephole`` is ``"diagonal"``, ``"full"`` or None; ``valid`` is a ``(T, N)`` bool mask of
-    the valid steps or None. Prefer :func:`lstm_sequence`, which checks its arguments.
+    the valid steps or None; ``cell`` is needed only by a double backward. Prefer
+    :func:`lstm_sequence`, which checks its arguments.
     """
 
     @staticmethod
     def forward(ctx, xs, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, peephole, tanh_g,
-                tanh_phi, reverse, valid):
+                tanh_phi, reverse, valid, cell=None):
         ys, h_t, c_t, (gates, hs, cs, ks, rs) = _forward(
             xs, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, peephole, tanh_g, tanh_phi,
             reverse, valid)
-        ctx.config = (peephole, tanh_g, tanh_phi, reverse)
-        ctx.save_for_backward(xs, w_ih, w_hh, w_hr, w_peep, valid, gates, hs, cs, ks, rs)
+        save_args(ctx, (xs, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, peephole, tanh_g,
+                        tanh_phi, reverse, valid, cell), gates, hs, cs, ks, rs)
         return ys, h_t, c_t
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, gy, gh_t, gc_t):
-        xs, w_ih, w_hh, w_hr, w_peep, valid, gates, hs, cs, ks, rs = ctx.saved_tensors
-        peephole, tanh_g, tanh_phi, reverse = ctx.config
+        args, (gates, hs, cs, ks, rs) = saved_args(ctx)
+        if torch.is_grad_enabled():  # create_graph=True
+            return differentiable_backward(ctx, (gy, gh_t, gc_t), args, _reference)
+        xs, _, _, w_ih, w_hh, _, _, w_hr, w_peep, peephole, tanh_g, tanh_phi, reverse, valid, _ \
+            = args
         need = ctx.needs_input_grad
         T, N, H4 = gates.shape
         H = H4 // 4
@@ -296,7 +326,7 @@ class LSTMSequence(torch.autograd.Function):
                     dz2[:, 3 * H :].t() @ c_new.reshape(T * N, H),
                 ])
         return (g_xs, dh if need[1] else None, dc if need[2] else None, g_w_ih, g_w_hh,
-                g_b_ih, g_b_hh, g_w_hr, g_peep, None, None, None, None, None)
+                g_b_ih, g_b_hh, g_w_hr, g_peep, None, None, None, None, None, None)
 
 
 def lstm_sequence(
@@ -327,7 +357,7 @@ def lstm_sequence(
             cell.weight_hr, w_peep, peephole, cell.candidate_activation == "tanh",
             cell.cell_activation == "tanh", bool(reverse), valid)
     if recording(*args[:9]):
-        return LSTMSequence.apply(*args)
+        return LSTMSequence.apply(*args, cell)
     with torch.no_grad():  # inference: nothing to save
         ys, h_t, c_t, _ = _forward(*args)
     return ys, h_t, c_t

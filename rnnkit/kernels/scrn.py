@@ -51,24 +51,28 @@ which at a step where every sequence runs is the single op
     \ (\text{a learned } \alpha),
 
 the sums as single matmuls / reductions over all :math:`T N` rows; :math:`\bar h_0, \bar s_0` are
-the :math:`\delta h, \delta s` left after the loops. Forward saves only the slot buffer; double
-backward is not supported.
+the :math:`\delta h, \delta s` left after the loops. Forward saves the slot buffer and its
+inputs. A backward that autograd records (``create_graph=True``) differentiates the forward
+recomputed through ``cell.step`` instead (:func:`~rnnkit.kernels._common.differentiable_backward`).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from ..cells.scrn import SCRNCell, SCRNState
 from ._common import (
     Product,
     befores,
     check_sequence,
+    differentiable_backward,
     outputs,
     partial_steps,
+    recompute,
     recording,
+    save_args,
+    saved_args,
     steps,
     valid_mask,
 )
@@ -119,30 +123,37 @@ def _forward(us, h0, s0, alpha, w_P, w_R, reverse, valid):
     return ys, hs[st.last].clone(), cs[st.last].clone(), ss
 
 
+def _reference(us, h0, s0, alpha, w_P, w_R, reverse, valid, cell):
+    """The forward through ``cell.step`` with these weights: differentiable to any order."""
+    weights = {"weight_P": w_P, "weight_R": w_R}
+    if isinstance(alpha, Tensor):
+        weights["alpha"] = alpha  # (the cell's `alpha` property reads it from bind)
+    return recompute(cell, weights, us, SCRNState(h0, s0), reverse, valid)
+
+
 class SCRNSequence(torch.autograd.Function):
-    """``apply(us, h0, s0, alpha, weight_P, weight_R, reverse, valid)`` -> ``(ys, h_T, s_T)``.
+    """``apply(us, h0, s0, alpha, weight_P, weight_R, reverse, valid[, cell])`` ->
+    ``(ys, h_T, s_T)``.
 
     ``us`` is ``cell.precompute(xs)`` ``(T, N, S + H)``; ``alpha`` the fixed float or the
     learned ``(S,)`` tensor ``cell.alpha``; ``valid`` a ``(T, N)`` bool mask of the valid steps
-    or None. Prefer :func:`scrn_sequence`, which checks its arguments.
+    or None; ``cell`` is needed only by a double backward. Prefer :func:`scrn_sequence`, which
+    checks its arguments.
     """
 
     @staticmethod
-    def forward(ctx, us, h0, s0, alpha, w_P, w_R, reverse, valid):
+    def forward(ctx, us, h0, s0, alpha, w_P, w_R, reverse, valid, cell=None):
         ys, h_t, s_t, ss = _forward(us, h0, s0, alpha, w_P, w_R, reverse, valid)
-        learned = isinstance(alpha, Tensor)
-        ctx.config = (reverse, None if learned else alpha)
-        ctx.save_for_backward(w_P, w_R, alpha if learned else None, valid, ss)
+        save_args(ctx, (us, h0, s0, alpha, w_P, w_R, reverse, valid, cell), ss)
         return ys, h_t, s_t
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, gy, gh_t, gs_t):
-        w_P, w_R, alpha_t, valid, ss = ctx.saved_tensors
-        reverse, alpha = ctx.config
-        learned = alpha_t is not None
-        if learned:
-            alpha = alpha_t
+        args, (ss,) = saved_args(ctx)
+        if torch.is_grad_enabled():  # create_graph=True
+            return differentiable_backward(ctx, (gy, gh_t, gs_t), args, _reference)
+        _, _, _, alpha, w_P, w_R, reverse, valid, _ = args
+        learned = isinstance(alpha, Tensor)
         need = ctx.needs_input_grad
         T, N, _ = ss.shape
         T -= 1
@@ -200,7 +211,7 @@ class SCRNSequence(torch.autograd.Function):
         g_P = da2.t() @ outputs(ss, reverse)[:, :, H:].reshape(T * N, S) if need[4] else None
         g_R = da2.t() @ befores(ss, reverse)[:, :, :H].reshape(T * N, H) if need[5] else None
         return (du if need[0] else None, dh if need[1] else None, g_s0, g_alpha, g_P, g_R,
-                None, None)
+                None, None, None)
 
 
 def scrn_sequence(
@@ -223,7 +234,7 @@ def scrn_sequence(
     us = cell.precompute(xs)
     args = (us, h0, s0, cell.alpha, cell.weight_P, cell.weight_R, bool(reverse), valid)
     if recording(us, h0, s0, cell.alpha_logit, cell.weight_P, cell.weight_R):
-        ys, h, s = SCRNSequence.apply(*args)
+        ys, h, s = SCRNSequence.apply(*args, cell)
     else:
         with torch.no_grad():  # inference: nothing to save
             ys, h, s, _ = _forward(*args)
