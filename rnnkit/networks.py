@@ -63,8 +63,11 @@ class RecurrentNetwork(nn.Module):
       (Elman, GRU) and a tuple for more (LSTM's ``(h, c)``); ``D = 2`` if bidirectional.
     - output ``(T, N, D*H_out)``, or a ``PackedSequence`` for a ``PackedSequence`` input.
 
-    ``state_dict()`` uses torch's flat names (``weight_ih_l0``, ``bias_hh_l1_reverse``, ...) for
-    every cell's parameters, and the same names read the parameters as attributes.
+    The network owns every cell's parameters under torch's flat names (``weight_ih_l0``,
+    ``bias_hh_l1_reverse``, ``weight_peephole_l0``, ...), in torch's order: ``state_dict()``,
+    ``named_parameters()``, ``weight_norm``, ``spectral_norm``, parametrizations, assignment and
+    ``torch.func.functional_call`` see them as on ``torch.nn.LSTM``, and the cells compute with
+    whatever the network holds there at each forward. Second-order gradients work on every path.
     """
 
     def __init__(

@@ -141,3 +141,22 @@ def test_packed_onednn_products_equal_scan_in_float32(name, opts, monkeypatch):
     torch.testing.assert_close(ya, yb, rtol=1e-4, atol=1e-5)
     for a, b in zip(ga, gb, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_gru_path_follows_recording_not_the_mode(monkeypatch):
+    """As the README says: a GRU that records for backward on the CPU runs the fused kernel in
+    train and eval mode alike; without gradients it runs torch's kernel."""
+    calls = []
+    native = rnnkit.RecurrentNetwork._forward_native
+    monkeypatch.setattr(rnnkit.RecurrentNetwork, "_forward_native",
+                        lambda self, *a: calls.append(1) or native(self, *a))
+    net, x = rnnkit.GRU(3, 4), torch.randn(6, 2, 3)
+    for training in (True, False):
+        net.train(training)
+        assert any("GRUSequence" in n for n in _graph_names(net(x)[0])) and not calls
+        with torch.no_grad():
+            net(x)
+        with torch.inference_mode():
+            net(x)
+        assert len(calls) == 2
+        calls.clear()
