@@ -1,5 +1,6 @@
-"""What the per-kernel test files share: sizes, random cells and states, and the check that a
-fused kernel equals ``rnnkit.scan`` (values, final states and every gradient)."""
+"""What the per-kernel test files share: sizes, random cells and states, the check that a
+fused kernel equals ``rnnkit.scan`` (values, final states and every gradient), and the names of
+the autograd nodes behind a tensor (which kernel ran)."""
 
 import torch
 
@@ -111,3 +112,16 @@ def check_default_state_inference_and_partial_grads(cell, weight):
     state = make_state(cell, requires_grad=False)
     ys, fin = fused(cell, x0, state)
     assert ys.grad_fn is None and all(t.grad_fn is None for t in leaves(fin))
+
+
+def graph_names(t) -> set[str]:
+    """Names of the autograd nodes behind ``t`` (``GRUSequenceBackward``: the fused kernel ran)."""
+    seen, stack, names = set(), [t.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(n for n, _ in node.next_functions)
+    return names

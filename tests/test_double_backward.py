@@ -10,6 +10,7 @@ with torch's numbers.
 
 import pytest
 import torch
+from kernel_checks import graph_names
 from torch import nn
 from torch.autograd import gradcheck, gradgradcheck
 
@@ -67,18 +68,6 @@ def runs(name, path) -> bool:
 CASES = [(n, p) for n in CELLS for p in PATHS if runs(n, p)]
 
 
-def _graph_names(t):
-    names, stack, seen = set(), [t.grad_fn], set()
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        names.add(type(fn).__name__)
-        stack.extend(f for f, _ in fn.next_functions)
-    return names
-
-
 def inputs(net, seed=1):
     gen = torch.Generator().manual_seed(seed)
     first = net._cells()[0][2]
@@ -113,7 +102,7 @@ def test_gradgradcheck(name, path):
     params = [p.detach().clone().requires_grad_() for p in net.parameters()]
     f = as_function(net, len(diff), fixed)
     if path == "fused":  # the fused kernel really is what runs
-        assert any(n.endswith("SequenceBackward") for n in _graph_names(f(x, *diff, *params)[0]))
+        assert any(n.endswith("SequenceBackward") for n in graph_names(f(x, *diff, *params)[0]))
     args = (x, *diff, *params)
     assert gradcheck(f, args, fast_mode=True)
     assert gradgradcheck(f, args, fast_mode=True)
