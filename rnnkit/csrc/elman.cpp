@@ -1,0 +1,138 @@
+// rnnkit::elman_sequence and its backward on the CPU: the Elman recurrence as one op.
+//
+// Forward (step t in the order the direction visits them; m_t marks the sequences still running):
+//   a_t = W_ih x_t + b_ih + b_hh + W_hh h_{t-1},  h~_t = phi(a_t)  (tanh or relu)
+//   h_t = m_t h~_t + (1 - m_t) h_{t-1},  y_t = m_t h~_t
+// The input projection of all steps is one GEMM before the loop; a step is one GEMM (addmm into
+// the next slot) and one parallel pointwise pass (phi, and the carry at a padded step).
+//
+// Backward, going back over the steps from dh = dL/dh_T:
+//   da_t = m_t (dy_t + dh_t) phi'(h~_t)     (tanh: 1 - h~^2, relu: [h~ > 0])
+//   dh_{t-1} = (1 - m_t) dh_t + W_hh^T da_t
+// then over all T N rows at once: dX = dA W_ih, dW_ih = dA^T X, dW_hh = sum_t da_t h_{t-1}^T,
+// db_ih = db_hh = sum da_t.
+#include <torch/library.h>
+
+#include "recurrence.h"
+
+namespace rnnkit {
+namespace {
+
+template <typename scalar_t>
+inline scalar_t phi(scalar_t a, bool relu) {
+  return relu ? (a > 0 ? a : scalar_t(0)) : std::tanh(a);
+}
+
+template <typename scalar_t>
+inline scalar_t phi_prime(scalar_t h, bool relu) {  // from the output h~ = phi(a)
+  return relu ? (h > 0 ? scalar_t(1) : scalar_t(0)) : scalar_t(1) - h * h;
+}
+
+// Returns (ys (T, N, H), h_T (N, H), hs (T + 1, N, H): the slots, saved for backward).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> elman_sequence(
+    const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+    const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
+    const std::optional<at::Tensor>& valid, bool relu, bool reverse) {
+  const int64_t T = x.size(0), N = x.size(1), H = w_hh.size(0);
+  Steps st{T, reverse};
+  Mask mask(valid, T, N);
+  // u_t + b_ih + b_hh for every step: one GEMM, written straight into the after-slots
+  at::Tensor hs = at::empty({T + 1, N, H}, x.options());
+  at::Tensor bias;
+  if (b_ih.has_value()) bias = b_hh.has_value() ? *b_ih + *b_hh : *b_ih;
+  at::Tensor after = hs.narrow(0, st.off_out(), T);  // (T, N, H), contiguous
+  at::Tensor after2 = after.view({T * N, H});
+  at::Tensor x2 = x.reshape({T * N, x.size(2)});
+  if (bias.defined()) {
+    at::addmm_out(after2, bias, x2, w_ih.t());
+  } else {
+    at::mm_out(after2, x2, w_ih.t());
+  }
+  hs.select(0, st.first()).copy_(h0);
+  at::Tensor w_t = w_hh.t();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "elman_sequence", [&] {
+    scalar_t* base = hs.data_ptr<scalar_t>();
+    for (int64_t i = 0; i < T; ++i) {
+      const int64_t t = st.forward_step(i);
+      at::Tensor h_in = hs.select(0, t + st.off_in());
+      at::Tensor h_out = hs.select(0, t + st.off_out());
+      h_out.addmm_(h_in, w_t);  // a_t = (u_t + b) + h_{t-1} W_hh^T
+      scalar_t* out = base + (t + st.off_out()) * N * H;
+      const scalar_t* in = base + (t + st.off_in()) * N * H;
+      const bool padded = mask.any_padded(t);
+      for_rows(N, H, [&](int64_t n) {
+        scalar_t* o = out + n * H;
+        if (padded && !mask.counts(t, n, N)) {  // the state is carried
+          std::copy(in + n * H, in + (n + 1) * H, o);
+          return;
+        }
+        for (int64_t j = 0; j < H; ++j) o[j] = phi(o[j], relu);
+      });
+    }
+  });
+  at::Tensor ys = after.clone();
+  if (valid.has_value()) ys.mul_(valid->unsqueeze(2));
+  return {ys, hs.select(0, st.last()).clone(), hs};
+}
+
+// Returns (dx, dh0, dw_ih, dw_hh, db): db is the gradient of b_ih and of b_hh alike.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> elman_sequence_backward(
+    const at::Tensor& grad_ys, const at::Tensor& grad_h_T, const at::Tensor& x,
+    const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& hs,
+    const std::optional<at::Tensor>& valid, bool relu, bool reverse) {
+  const int64_t T = x.size(0), N = x.size(1), H = w_hh.size(0);
+  Steps st{T, reverse};
+  Mask mask(valid, T, N);
+  at::Tensor gy = grad_ys.contiguous();
+  at::Tensor hs_c = hs.contiguous();
+  at::Tensor da = at::empty({T, N, H}, x.options());
+  at::Tensor dh = grad_h_T.contiguous().clone();
+  at::Tensor dh_next = at::empty_like(dh);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "elman_sequence_backward", [&] {
+    const scalar_t* hbase = hs_c.data_ptr<scalar_t>();
+    const scalar_t* gbase = gy.data_ptr<scalar_t>();
+    scalar_t* dabase = da.data_ptr<scalar_t>();
+    for (int64_t i = 0; i < T; ++i) {
+      const int64_t t = st.backward_step(i);
+      const scalar_t* h_new = hbase + (t + st.off_out()) * N * H;
+      const scalar_t* g = gbase + t * N * H;
+      const scalar_t* d = dh.data_ptr<scalar_t>();
+      scalar_t* a = dabase + t * N * H;
+      const bool padded = mask.any_padded(t);
+      for_rows(N, H, [&](int64_t n) {
+        scalar_t* ar = a + n * H;
+        if (padded && !mask.counts(t, n, N)) {
+          std::fill(ar, ar + H, scalar_t(0));
+          return;
+        }
+        const scalar_t *hr = h_new + n * H, *gr = g + n * H, *dr = d + n * H;
+        for (int64_t j = 0; j < H; ++j) ar[j] = (gr[j] + dr[j]) * phi_prime(hr[j], relu);
+      });
+      at::mm_out(dh_next, da.select(0, t), w_hh);  // W_hh^T da_t, as rows
+      if (padded) {  // a padded sequence carries its dh past the step
+        scalar_t* nx = dh_next.data_ptr<scalar_t>();
+        for (int64_t n = 0; n < N; ++n) {
+          if (mask.counts(t, n, N)) continue;
+          for (int64_t j = 0; j < H; ++j) nx[n * H + j] += d[n * H + j];
+        }
+      }
+      std::swap(dh, dh_next);
+    }
+  });
+  at::Tensor da2 = da.view({T * N, H});
+  at::Tensor before = hs_c.narrow(0, st.off_in(), T).reshape({T * N, H});
+  at::Tensor dx = at::mm(da2, w_ih).view({T, N, x.size(2)});
+  at::Tensor dw_ih = at::mm(da2.t(), x.reshape({T * N, x.size(2)}));
+  at::Tensor dw_hh = at::mm(da2.t(), before);
+  at::Tensor db = da2.sum(0);
+  return {dx, dh, dw_ih, dw_hh, db};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
+  m.impl("elman_sequence", &elman_sequence);
+  m.impl("elman_sequence_backward", &elman_sequence_backward);
+}
+
+}  // namespace rnnkit

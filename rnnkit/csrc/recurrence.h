@@ -1,0 +1,60 @@
+// The time loop every compiled rnnkit op shares: step order and slots, padding masks, the per-row
+// parallel pointwise pass. A cell supplies only its pointwise step (see elman.h).
+//
+// Slots. A direction keeps its carried state in one (T + 1, N, S) buffer `ss`: a forward pass
+// reads slot t and writes slot t + 1 at step t; a reverse pass reads slot t + 1 and writes slot
+// t. So ss[t + off_in] is the state before step t and ss[t + off_out] the state after it, for
+// either direction (the same layout as rnnkit/kernels/_common.py).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <optional>
+
+namespace rnnkit {
+
+struct Steps {
+  int64_t T;
+  bool reverse;
+  int64_t off_in() const { return reverse ? 1 : 0; }
+  int64_t off_out() const { return reverse ? 0 : 1; }
+  int64_t first() const { return reverse ? T : 0; }  // the slot of the initial state
+  int64_t last() const { return reverse ? 0 : T; }   // the slot of the final state
+  int64_t forward_step(int64_t i) const { return reverse ? T - 1 - i : i; }
+  int64_t backward_step(int64_t i) const { return reverse ? i : T - 1 - i; }
+};
+
+// The padding mask, read as bytes: valid[t * N + n] != 0 where step t of sequence n counts;
+// `partial[t]` says whether any sequence is padded at t (only then does a step look at it).
+struct Mask {
+  const bool* valid = nullptr;
+  std::vector<char> partial;
+
+  Mask(const std::optional<at::Tensor>& v, int64_t T, int64_t N) : partial(T, 0) {
+    if (!v.has_value()) return;
+    TORCH_CHECK(v->scalar_type() == at::kBool && v->dim() == 2 && v->size(0) == T &&
+                    v->size(1) == N && v->is_contiguous(),
+                "valid: expected a contiguous (T, N) bool tensor");
+    valid = v->data_ptr<bool>();
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t n = 0; n < N; ++n)
+        if (!valid[t * N + n]) partial[t] = 1;
+  }
+  bool any_padded(int64_t t) const { return valid != nullptr && partial[t]; }
+  bool counts(int64_t t, int64_t n, int64_t N) const {
+    return valid == nullptr || valid[t * N + n];
+  }
+};
+
+// f(n) for every row n of a batch, in parallel chunks of about `work` elements each.
+template <typename F>
+inline void for_rows(int64_t N, int64_t width, const F& f) {
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, width));
+  at::parallel_for(0, N, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) f(n);
+  });
+}
+
+}  // namespace rnnkit

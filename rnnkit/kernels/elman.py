@@ -1,0 +1,32 @@
+"""Elman sequences through the registered op ``torch.ops.rnnkit.elman_sequence``
+(:mod:`rnnkit.ops.elman`: the compiled C++ loop where it built, a pure-torch one with the same
+schema elsewhere; equations and backward in ``rnnkit/csrc/elman.cpp``)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from ..cells.elman import ElmanCell
+from ._common import check_sequence, valid_mask
+
+__all__ = ["elman_sequence"]
+
+
+def elman_sequence(
+    cell: ElmanCell,
+    xs: Tensor,
+    state: Tensor | None = None,
+    *,
+    reverse: bool = False,
+    lengths: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Run ``cell`` over ``xs`` ``(T, N, I)`` from ``state`` ``(N, H)`` (zeros if None) as one
+    op. Returns ``(ys (T, N, H), h_T)``, exactly ``rnnkit.scan(cell, xs, state, ...)``."""
+    if not isinstance(cell, ElmanCell):
+        raise TypeError(f"cell: expected an ElmanCell, got {type(cell).__name__}")
+    from ..ops import elman as op  # (loads the compiled ops on first use)
+
+    h0, lengths = check_sequence(cell, xs, state, lengths)
+    valid = valid_mask(lengths, xs.shape[0], xs.device)
+    return op.elman_sequence(xs, h0, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh,
+                             valid, cell.nonlinearity == "relu", bool(reverse))

@@ -1,0 +1,29 @@
+"""rnnkit's registered ops: ``torch.ops.rnnkit.<cell>_sequence`` and their backward ops.
+
+Each op is defined here (schema), with a fake implementation for shapes (so ``torch.compile``
+and ``torch.export`` trace through it) and its hand-derived backward registered as its autograd
+(the backward itself an op). The CPU implementation is the compiled C++ loop
+(``rnnkit/csrc``, see :mod:`rnnkit.ops.build`) where it built, else a pure-torch one with the
+same schema, so every op exists on every machine. ``compiled()`` says which one runs.
+
+So far: ``elman_sequence``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+LIB = torch.library.Library("rnnkit", "DEF")  # noqa: TOR901 (kept alive for the process)
+
+from . import build, elman  # noqa: E402  (they define their ops in LIB)
+
+_COMPILED = build.load()
+elman.register(_COMPILED)
+
+
+def compiled() -> bool:
+    """Whether the ops run rnnkit's compiled CPU implementation (else the pure-torch one)."""
+    return _COMPILED
+
+
+__all__ = ["LIB", "build", "compiled", "elman"]
