@@ -36,6 +36,10 @@ from .layers import Bidirectional, Recurrent, Stacked
 # CPU runs the fused kernel (same numbers to float rounding); inference and CUDA (cuDNN) stay
 # native. torch's LSTM (oneDNN) and Elman kernels are the faster ones, so they always stay.
 _FUSED_TRAINS_FASTER = frozenset({"gru"})
+# Native modes whose cells rnnkit also computes as a registered op (torch.ops.rnnkit): under
+# torch.compile or torch.export, where torch's own RNN kernels break the graph (Dynamo refuses
+# them), those networks run the op instead, with the same numbers.
+_REGISTERED_OPS = frozenset({"rnn_tanh", "rnn_relu"})
 
 
 class RecurrentNetwork(nn.Module):
@@ -262,6 +266,8 @@ class RecurrentNetwork(nn.Module):
         mode = first_cell.native_mode() if self.native and side is None else None
         if mode in _FUSED_TRAINS_FASTER and self._training_on_cpu(x):
             mode = None  # rnnkit's fused kernel (see _FUSED_TRAINS_FASTER)
+        if mode in _REGISTERED_OPS and torch.compiler.is_compiling():
+            mode = None  # torch.compile/export cannot trace torch's RNN kernels; rnnkit's ops
         x = input if isinstance(input, PackedSequence) else x
         if mode is not None:
             out, leaves = self._forward_native(mode, x, leaves, lengths, first_cell.state_size)

@@ -1,5 +1,6 @@
 """The registered ops (``torch.ops.rnnkit``): opcheck, gradients, both implementations (the
-compiled C++ loop and the pure-torch one with the same schema), the build's fallback."""
+compiled C++ loop and the pure-torch one with the same schema), the build's fallback, and the
+PyTorch stack (torch.compile with fullgraph, torch.export with dynamic dimensions)."""
 
 import os
 import subprocess
@@ -140,3 +141,48 @@ def test_compiled_is_what_this_machine_built():
         pytest.skip("RNNKIT_KERNELS=python")
     assert ops.compiled(), ops.build.status()
 
+
+# ---- the PyTorch stack: torch.compile(fullgraph=True) and torch.export ----------------------
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "op"])
+def test_rnn_compiles_fullgraph_with_torchs_numbers(native):
+    """torch.nn.RNN cannot be compiled with fullgraph=True (Dynamo refuses its kernel);
+    rnnkit.RNN can: under compile it runs the registered op. Forward, backward, lengths, and no
+    recompilation for a new length or batch size."""
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    net = rnnkit.RNN(I, H, num_layers=2, bidirectional=True, nonlinearity="relu", native=native)
+    compiled = torch.compile(net, fullgraph=True, dynamic=True)
+    x = torch.randn(T, N, I, requires_grad=True)
+    lengths = torch.tensor([5, 2, 4])
+    for kw in ({}, {"lengths": lengths}):
+        out, h = compiled(x, **kw)
+        (gx,) = torch.autograd.grad(out.sum() + h.sum(), x)
+        want, h_want = net(x, **kw)
+        (gx_want,) = torch.autograd.grad(want.sum() + h_want.sum(), x)
+        torch.testing.assert_close(out, want)
+        torch.testing.assert_close(h, h_want)
+        torch.testing.assert_close(gx, gx_want)
+    graphs = counters["stats"]["unique_graphs"]
+    for shape in [(9, 3, I), (4, 7, I)]:  # (requires_grad as before: a change would recompile)
+        xx = torch.randn(*shape, requires_grad=True)
+        torch.testing.assert_close(compiled(xx)[0], net(xx)[0])
+    assert counters["stats"]["unique_graphs"] == graphs  # no recompilation
+
+
+def test_rnn_exports_with_dynamic_time_and_batch():
+    """torch.export of torch.nn.RNN fails with a dynamic T; rnnkit.RNN's program, exported once,
+    runs any length and batch size with eager's numbers."""
+    from torch.export import Dim
+
+    torch.manual_seed(0)
+    net = rnnkit.RNN(I, H, num_layers=2, bidirectional=True).eval()
+    program = torch.export.export(
+        net, (torch.randn(T, N, I),),
+        dynamic_shapes={"input": {0: Dim("T", min=2, max=4096), 1: Dim("N", min=2, max=1024)}})
+    assert any("rnnkit.elman_sequence" in str(node.target) for node in program.graph.nodes)
+    for shape in [(T, N, I), (9, 5, I), (2, 7, I)]:
+        x = torch.randn(*shape)
+        torch.testing.assert_close(program.module()(x)[0], net(x)[0])

@@ -26,8 +26,11 @@ __all__ = [
 
 
 def valid_mask(lengths: Tensor | None, T: int, device) -> Tensor | None:
-    """``(T, N)`` bool, True at the steps inside each sequence; None if every sequence is full."""
-    if lengths is None or int(lengths.min()) == T:
+    """``(T, N)`` bool, True at the steps inside each sequence; None if every sequence is full
+    (always a mask under torch.compile/export, where the lengths are data, not constants)."""
+    if lengths is None:
+        return None
+    if not torch.compiler.is_compiling() and int(lengths.min()) == T:
         return None
     return (torch.arange(T).unsqueeze(1) < lengths).to(device)
 
