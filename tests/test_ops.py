@@ -12,73 +12,84 @@ from torch.autograd import gradcheck, gradgradcheck
 
 import rnnkit
 from rnnkit import ops
-from rnnkit.ops import elman
+from rnnkit.ops import elman, gru
 
 F64 = torch.float64
 T, N, I, H = 5, 3, 4, 6
 VALID = torch.arange(T).unsqueeze(1) < torch.tensor([5, 2, 4])  # (T, N), one full sequence
 
+# op -> (gates G, its module, the flag combinations after `valid`)
+OPS = {
+    "elman_sequence": (1, elman, [(relu, rev) for relu in (False, True) for rev in (False, True)]),
+    "gru_sequence": (3, gru, [(False,), (True,)]),
+}
+CASES = [(name, flags, masked) for name, (_, _, all_flags) in OPS.items()
+         for flags in all_flags for masked in (False, True)]
+IDS = [f"{n.split('_')[0]}-{'-'.join(map(str, f))}-{'masked' if m else 'full'}"
+       for n, f, m in CASES]
 
-def elman_args(bias=True, seed=0):
+
+def op_args(name, bias=True, seed=0):
+    """x, h0, w_ih, w_hh, b_ih, b_hh for op ``name`` (float64, requiring grad)."""
+    G = OPS[name][0]
     g = torch.Generator().manual_seed(seed)
 
     def rand(*shape, scale=1.0):
         return (scale * torch.randn(*shape, dtype=F64, generator=g)).requires_grad_()
 
-    b = (rand(H), rand(H)) if bias else (None, None)
-    return rand(T, N, I), rand(N, H), rand(H, I), rand(H, H, scale=0.5), *b
+    b = (rand(G * H), rand(G * H)) if bias else (None, None)
+    return rand(T, N, I), rand(N, H), rand(G * H, I), rand(G * H, H, scale=0.5), *b
 
 
-CASES = [(relu, rev, masked) for relu in (False, True) for rev in (False, True)
-         for masked in (False, True)]
-IDS = [f"{'relu' if r else 'tanh'}-{'rev' if v else 'fwd'}-{'masked' if m else 'full'}"
-       for r, v, m in CASES]
+def op(name):
+    return getattr(torch.ops.rnnkit, name)
 
 
-@pytest.mark.parametrize("relu, reverse, masked", CASES, ids=IDS)
-def test_elman_op_equals_its_reference_and_passes_opcheck(relu, reverse, masked):
+@pytest.mark.parametrize("name, flags, masked", CASES, ids=IDS)
+def test_op_equals_its_reference_and_passes_opcheck(name, flags, masked):
     valid = VALID if masked else None
     for bias in (True, False):
-        args = elman_args(bias)
-        got = torch.ops.rnnkit.elman_sequence(*args, valid, relu, reverse)
-        want = elman.reference(*args, valid, relu, reverse)
-        for a, b in zip(got, want, strict=True):
+        args = op_args(name, bias)
+        got = op(name)(*args, valid, *flags)
+        want = OPS[name][1].reference(*args, valid, *flags)
+        for a, b in zip(got[:2], want, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-        torch.library.opcheck(torch.ops.rnnkit.elman_sequence.default,
-                              (*args, valid, relu, reverse))
+        torch.library.opcheck(op(name).default, (*args, valid, *flags))
 
 
-@pytest.mark.parametrize("relu, reverse, masked", CASES, ids=IDS)
-def test_elman_op_gradcheck_and_gradgradcheck(relu, reverse, masked):
+@pytest.mark.parametrize("name, flags, masked", CASES, ids=IDS)
+def test_op_gradcheck_and_gradgradcheck(name, flags, masked):
     valid = VALID if masked else None
-    args = elman_args()
+    args = op_args(name)
 
     def f(*a):
-        return torch.ops.rnnkit.elman_sequence(*a, valid, relu, reverse)[:2]
+        return op(name)(*a, valid, *flags)[:2]
 
     assert gradcheck(f, args)
     assert gradgradcheck(f, args)
 
 
-def test_both_implementations_agree():
+@pytest.mark.parametrize("name", list(OPS))
+def test_both_implementations_agree(name):
     """The compiled op and the pure-torch one (called directly) give the same forward, saved
-    slots and backward: the fallback computes what the compiled op does."""
-    args = elman_args()
+    buffers and backward: the fallback computes what the compiled op does."""
+    module = OPS[name][1]
+    args = op_args(name)
     with torch.no_grad():
-        for relu, reverse, masked in CASES:
-            valid = VALID if masked else None
-            fwd = torch.ops.rnnkit.elman_sequence(*args, valid, relu, reverse)
-            py = elman._python_forward(*args, valid, relu, reverse)
-            for a, b in zip(fwd, py, strict=True):
-                torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-            g = torch.Generator().manual_seed(1)
-            gy = torch.randn(T, N, H, dtype=F64, generator=g)
-            gh = torch.randn(N, H, dtype=F64, generator=g)
-            x, _, w_ih, w_hh, *_ = args
-            bwd_args = (gy, gh, x, w_ih, w_hh, fwd[2], valid, relu, reverse)
-            for a, b in zip(torch.ops.rnnkit.elman_sequence_backward(*bwd_args),
-                            elman._python_backward(*bwd_args), strict=True):
-                torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+        for flags in OPS[name][2]:
+            for valid in (None, VALID):
+                fwd = op(name)(*args, valid, *flags)
+                py = module._python_forward(*args, valid, *flags)
+                for a, b in zip(fwd, py, strict=True):
+                    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+                g = torch.Generator().manual_seed(1)
+                gy = torch.randn(T, N, H, dtype=F64, generator=g)
+                gh = torch.randn(N, H, dtype=F64, generator=g)
+                x, _, w_ih, w_hh, *_ = args
+                bwd_args = (gy, gh, x, w_ih, w_hh, *fwd[2:], valid, *flags)
+                for a, b in zip(op(name + "_backward")(*bwd_args),
+                                module._python_backward(*bwd_args), strict=True):
+                    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_networks_run_the_op_where_they_do_not_run_torchs_kernel():
@@ -145,15 +156,21 @@ def test_compiled_is_what_this_machine_built():
 # ---- the PyTorch stack: torch.compile(fullgraph=True) and torch.export ----------------------
 
 
+NETS = {"rnn": lambda **kw: rnnkit.RNN(I, H, num_layers=2, bidirectional=True,
+                                        nonlinearity="relu", **kw),
+        "gru": lambda **kw: rnnkit.GRU(I, H, num_layers=2, bidirectional=True, **kw)}
+
+
 @pytest.mark.parametrize("native", [True, False], ids=["native", "op"])
-def test_rnn_compiles_fullgraph_with_torchs_numbers(native):
-    """torch.nn.RNN cannot be compiled with fullgraph=True (Dynamo refuses its kernel);
-    rnnkit.RNN can: under compile it runs the registered op. Forward, backward, lengths, and no
-    recompilation for a new length or batch size."""
+@pytest.mark.parametrize("kind", list(NETS))
+def test_compiles_fullgraph_with_torchs_numbers(kind, native):
+    """torch.nn.RNN/GRU cannot be compiled with fullgraph=True (Dynamo refuses their kernels);
+    rnnkit.RNN/GRU can: under compile they run the registered ops. Forward, backward, lengths,
+    and no recompilation for a new length or batch size."""
     from torch._dynamo.utils import counters
 
     torch.manual_seed(0)
-    net = rnnkit.RNN(I, H, num_layers=2, bidirectional=True, nonlinearity="relu", native=native)
+    net = NETS[kind](native=native)
     compiled = torch.compile(net, fullgraph=True, dynamic=True)
     x = torch.randn(T, N, I, requires_grad=True)
     lengths = torch.tensor([5, 2, 4])
@@ -172,17 +189,18 @@ def test_rnn_compiles_fullgraph_with_torchs_numbers(native):
     assert counters["stats"]["unique_graphs"] == graphs  # no recompilation
 
 
-def test_rnn_exports_with_dynamic_time_and_batch():
-    """torch.export of torch.nn.RNN fails with a dynamic T; rnnkit.RNN's program, exported once,
+@pytest.mark.parametrize("kind", list(NETS))
+def test_exports_with_dynamic_time_and_batch(kind):
+    """torch.export of torch.nn.RNN/GRU fails with a dynamic T; rnnkit's program, exported once,
     runs any length and batch size with eager's numbers."""
     from torch.export import Dim
 
     torch.manual_seed(0)
-    net = rnnkit.RNN(I, H, num_layers=2, bidirectional=True).eval()
+    net = NETS[kind]().eval()
     program = torch.export.export(
         net, (torch.randn(T, N, I),),
         dynamic_shapes={"input": {0: Dim("T", min=2, max=4096), 1: Dim("N", min=2, max=1024)}})
-    assert any("rnnkit.elman_sequence" in str(node.target) for node in program.graph.nodes)
+    assert any(str(node.target).startswith("rnnkit.") for node in program.graph.nodes)
     for shape in [(T, N, I), (9, 5, I), (2, 7, I)]:
         x = torch.randn(*shape)
         torch.testing.assert_close(program.module()(x)[0], net(x)[0])

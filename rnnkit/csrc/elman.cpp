@@ -75,8 +75,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> elman_sequence(
   return {ys, hs.select(0, st.last()).clone(), hs};
 }
 
-// Returns (dx, dh0, dw_ih, dw_hh, db): db is the gradient of b_ih and of b_hh alike.
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> elman_sequence_backward(
+// Returns (dx, dh0, dw_ih, dw_hh, db_ih, db_hh): the two bias gradients are equal.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+elman_sequence_backward(
     const at::Tensor& grad_ys, const at::Tensor& grad_h_T, const at::Tensor& x,
     const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& hs,
     const std::optional<at::Tensor>& valid, bool relu, bool reverse) {
@@ -125,7 +126,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> elman_seq
   at::Tensor dw_ih = at::mm(da2.t(), x.reshape({T * N, x.size(2)}));
   at::Tensor dw_hh = at::mm(da2.t(), before);
   at::Tensor db = da2.sum(0);
-  return {dx, dh, dw_ih, dw_hh, db};
+  return {dx, dh, dw_ih, dw_hh, db, db.clone()};
 }
 
 }  // namespace

@@ -155,62 +155,68 @@ class GRUSequence(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph=True
             return differentiable_backward(ctx, (gy, gh_t), args, _reference)
         xs, _, w_ih, w_hh, _, _, reverse, valid, _ = args
-        need = ctx.needs_input_grad
-        T, N, H3 = gs.shape
-        H = H3 // 3
-        st = steps(T, reverse)
-        partial = partial_steps(valid, T)
-        r, z, gn = gs[:, :, :H], gs[:, :, H : 2 * H], gs[:, :, 2 * H :]
-        h_prev = befores(hs, reverse)
-        # Coefficients, for all steps at once: [da^z, da^n, c] = e * ce, [dg^n, da^r] = da^n * cn.
-        ce = torch.empty(T, N, 3, H, dtype=gs.dtype, device=gs.device)
-        one_z = 1 - z
-        torch.mul(h_prev - ns, torch.addcmul(z, z, z, value=-1), out=ce[:, :, 0])
-        torch.addcmul(one_z, one_z, ns * ns, value=-1, out=ce[:, :, 1])  # (1 - z)(1 - n^2)
-        ce[:, :, 2].copy_(z)
-        if valid is not None:
-            mf = valid.unsqueeze(2).to(gs.dtype)  # (T, N, 1)
-            nmf = 1 - mf
-            ce.mul_(mf.unsqueeze(3))
-        cn = torch.empty(T, N, 2, H, dtype=gs.dtype, device=gs.device)
-        cn[:, :, 0].copy_(r)
-        torch.mul(gn, torch.addcmul(r, r, r, value=-1), out=cn[:, :, 1])
-        # d = [dg^n, da^r, da^z, da^n, c]: so [dg^n, da^r] (0:2), [da^z, da^n, c] (2:5),
-        # [dg^n, da^r, da^z] (0:3, the matmul with W_hh's rows taken n, r, z) and the gradient
-        # of us, [da^r, da^z, da^n] (1:4), are all contiguous windows. Writing y's part first
-        # touches the whole fresh buffer in one op (cheaper than page by page in the loop).
-        d = gs.new_empty(T, N, 5, H)
-        de, dn = d[:, :, 2:], d[:, :, :2]
-        torch.mul(gy.unsqueeze(2), ce, out=de)
-        d2 = d.view(T, N, 5 * H)
-        dg, c = d2[:, :, : 3 * H], d2[:, :, 4 * H :]
-        w_nrz = torch.cat([w_hh[2 * H :], w_hh[: 2 * H]])
-        de_sl, ce_sl, dn_sl, cn_sl = de.unbind(0), ce.unbind(0), dn.unbind(0), cn.unbind(0)
-        c_sl, dg_sl = c.unbind(0), dg.unbind(0)
-        rec = Product(w_nrz.t(), N)
-        dh = gh_t
-        for t in st.back:
-            det = torch.addcmul(de_sl[t], dh.unsqueeze(1), ce_sl[t], out=de_sl[t])
-            torch.mul(det[:, 1:2], cn_sl[t], out=dn_sl[t])
-            dh_next = rec.add(c_sl[t], dg_sl[t])
-            if partial[t]:
-                dh_next.addcmul_(dh, nmf[t])
-            dh = dh_next
-        g_us = d2.view(T * N, 5 * H)[:, H : 4 * H]  # (T N, 3H), a strided window of d
-        g_xs = (g_us @ w_ih).view(xs.shape) if need[0] else None
-        g_w_ih = g_us.t() @ xs.reshape(T * N, xs.shape[2]) if need[2] else None
-        g_b_ih = g_us.sum(0) if need[4] else None
-        g_w_hh = g_b_hh = None
-        if need[3]:
-            hp = h_prev.reshape(T * N, H)
-            g_w_hh = gs.new_empty(H3, H)
-            torch.mm(dg[:, :, H:].reshape(T * N, 2 * H).t(), hp, out=g_w_hh[: 2 * H])
-            torch.mm(dg[:, :, :H].reshape(T * N, H).t(), hp, out=g_w_hh[2 * H :])
-        if need[5]:
-            g_b = dg.sum((0, 1))
-            g_b_hh = torch.cat([g_b[H:], g_b[:H]])
-        return (g_xs, dh if need[1] else None, g_w_ih, g_w_hh, g_b_ih, g_b_hh, None, None,
-                None)
+        grads = _backward(gy, gh_t, xs, w_ih, w_hh, gs, ns, hs, valid, reverse,
+                          ctx.needs_input_grad)
+        return (*grads, None, None, None)
+
+
+def _backward(gy, gh_t, xs, w_ih, w_hh, gs, ns, hs, valid, reverse, need=(True,) * 6):
+    """The backward pass (module docstring) without autograd: the gradients of ``xs, h0, w_ih,
+    w_hh, b_ih, b_hh`` (None where ``need`` says no)."""
+    T, N, H3 = gs.shape
+    H = H3 // 3
+    st = steps(T, reverse)
+    partial = partial_steps(valid, T)
+    r, z, gn = gs[:, :, :H], gs[:, :, H : 2 * H], gs[:, :, 2 * H :]
+    h_prev = befores(hs, reverse)
+    # Coefficients, for all steps at once: [da^z, da^n, c] = e * ce, [dg^n, da^r] = da^n * cn.
+    ce = torch.empty(T, N, 3, H, dtype=gs.dtype, device=gs.device)
+    one_z = 1 - z
+    torch.mul(h_prev - ns, torch.addcmul(z, z, z, value=-1), out=ce[:, :, 0])
+    torch.addcmul(one_z, one_z, ns * ns, value=-1, out=ce[:, :, 1])  # (1 - z)(1 - n^2)
+    ce[:, :, 2].copy_(z)
+    if valid is not None:
+        mf = valid.unsqueeze(2).to(gs.dtype)  # (T, N, 1)
+        nmf = 1 - mf
+        ce.mul_(mf.unsqueeze(3))
+    cn = torch.empty(T, N, 2, H, dtype=gs.dtype, device=gs.device)
+    cn[:, :, 0].copy_(r)
+    torch.mul(gn, torch.addcmul(r, r, r, value=-1), out=cn[:, :, 1])
+    # d = [dg^n, da^r, da^z, da^n, c]: so [dg^n, da^r] (0:2), [da^z, da^n, c] (2:5),
+    # [dg^n, da^r, da^z] (0:3, the matmul with W_hh's rows taken n, r, z) and the gradient
+    # of us, [da^r, da^z, da^n] (1:4), are all contiguous windows. Writing y's part first
+    # touches the whole fresh buffer in one op (cheaper than page by page in the loop).
+    d = gs.new_empty(T, N, 5, H)
+    de, dn = d[:, :, 2:], d[:, :, :2]
+    torch.mul(gy.unsqueeze(2), ce, out=de)
+    d2 = d.view(T, N, 5 * H)
+    dg, c = d2[:, :, : 3 * H], d2[:, :, 4 * H :]
+    w_nrz = torch.cat([w_hh[2 * H :], w_hh[: 2 * H]])
+    de_sl, ce_sl, dn_sl, cn_sl = de.unbind(0), ce.unbind(0), dn.unbind(0), cn.unbind(0)
+    c_sl, dg_sl = c.unbind(0), dg.unbind(0)
+    rec = Product(w_nrz.t(), N)
+    dh = gh_t
+    for t in st.back:
+        det = torch.addcmul(de_sl[t], dh.unsqueeze(1), ce_sl[t], out=de_sl[t])
+        torch.mul(det[:, 1:2], cn_sl[t], out=dn_sl[t])
+        dh_next = rec.add(c_sl[t], dg_sl[t])
+        if partial[t]:
+            dh_next.addcmul_(dh, nmf[t])
+        dh = dh_next
+    g_us = d2.view(T * N, 5 * H)[:, H : 4 * H]  # (T N, 3H), a strided window of d
+    g_xs = (g_us @ w_ih).view(xs.shape) if need[0] else None
+    g_w_ih = g_us.t() @ xs.reshape(T * N, xs.shape[2]) if need[2] else None
+    g_b_ih = g_us.sum(0) if need[4] else None
+    g_w_hh = g_b_hh = None
+    if need[3]:
+        hp = h_prev.reshape(T * N, H)
+        g_w_hh = gs.new_empty(H3, H)
+        torch.mm(dg[:, :, H:].reshape(T * N, 2 * H).t(), hp, out=g_w_hh[: 2 * H])
+        torch.mm(dg[:, :, :H].reshape(T * N, H).t(), hp, out=g_w_hh[2 * H :])
+    if need[5]:
+        g_b = dg.sum((0, 1))
+        g_b_hh = torch.cat([g_b[H:], g_b[:H]])
+    return g_xs, dh if need[1] else None, g_w_ih, g_w_hh, g_b_ih, g_b_hh
 
 
 def gru_sequence(
@@ -232,6 +238,10 @@ def gru_sequence(
     valid = valid_mask(lengths, xs.shape[0], xs.device)
     args = (xs, h0, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, bool(reverse),
             valid)
+    if torch.compiler.is_compiling():  # the registered op, which compile and export trace
+        from ..ops import gru as op
+
+        return op.gru_sequence(*args[:6], valid, bool(reverse))
     if recording(*args[:6]):
         return GRUSequence.apply(*args, cell)
     with torch.no_grad():  # inference: nothing to save

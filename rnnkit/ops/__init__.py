@@ -6,7 +6,7 @@ and ``torch.export`` trace through it) and its hand-derived backward registered 
 (``rnnkit/csrc``, see :mod:`rnnkit.ops.build`) where it built, else a pure-torch one with the
 same schema, so every op exists on every machine. ``compiled()`` says which one runs.
 
-So far: ``elman_sequence``.
+So far: ``elman_sequence``, ``gru_sequence``.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import torch
 
 LIB = torch.library.Library("rnnkit", "DEF")  # noqa: TOR901 (kept alive for the process)
 
-from . import build, elman  # noqa: E402  (they define their ops in LIB)
+from . import build, elman, gru  # noqa: E402  (they define their ops in LIB)
 
 _COMPILED = build.load()
 elman.register(_COMPILED)
+gru.register(_COMPILED)
 
 
 def compiled() -> bool:
@@ -26,4 +27,4 @@ def compiled() -> bool:
     return _COMPILED
 
 
-__all__ = ["LIB", "build", "compiled", "elman"]
+__all__ = ["LIB", "build", "compiled", "elman", "gru"]

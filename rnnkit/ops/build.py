@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
-SOURCES = ["elman.cpp"]
+SOURCES = ["elman.cpp", "gru.cpp"]
 NAME = "rnnkit_ops"
 
 _state: dict = {}  # "loaded": bool, "error": str

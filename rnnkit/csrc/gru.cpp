@@ -1,0 +1,162 @@
+// rnnkit::gru_sequence and its backward on the CPU (torch.nn.GRU's cell: gate order r, z, n,
+// the reset gate applied after W_hn h + b_hn).
+//
+// Forward (m_t marks the sequences still running):
+//   u_t = W_ih x_t + b_ih (one GEMM for all steps),  g_t = W_hh h_{t-1} + b_hh (a GEMM a step)
+//   r = s(u^r + g^r),  z = s(u^z + g^z),  n = tanh(u^n + r g^n),  h~ = n + z (h_{t-1} - n)
+//   h_t = m_t h~ + (1 - m_t) h_{t-1},  y_t = m_t h~
+// Saved for backward: gs = [r, z, g^n] (T, N, 3H), ns = n (T, N, H), the slots hs (T+1, N, H).
+//
+// Backward, going back over the steps with e = m_t (dy_t + dh_t):
+//   da^n = e (1 - z)(1 - n^2),  da^z = e (h_{t-1} - n) z (1 - z),
+//   da^r = da^n g^n r (1 - r),  dg^n = da^n r
+//   dh_{t-1} = (1 - m_t) dh_t + e z + W_hh^T [da^r ; da^z ; dg^n]
+// then over all T N rows: dU = [da^r, da^z, da^n], dX = dU W_ih, dW_ih = dU^T X,
+// db_ih = sum dU, dW_hh = sum_t [da^r; da^z; dg^n] h_{t-1}^T, db_hh = sum [da^r; da^z; dg^n].
+#include <torch/library.h>
+
+#include <cmath>
+
+#include "recurrence.h"
+
+namespace rnnkit {
+namespace {
+
+template <typename scalar_t>
+inline scalar_t sigmoid(scalar_t v) {
+  return scalar_t(1) / (scalar_t(1) + std::exp(-v));
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_sequence(
+    const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+    const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
+    const std::optional<at::Tensor>& valid, bool reverse) {
+  const int64_t T = x.size(0), N = x.size(1), H = w_hh.size(1), H3 = 3 * H;
+  Steps st{T, reverse};
+  Mask mask(valid, T, N);
+  at::Tensor x2 = x.reshape({T * N, x.size(2)});
+  at::Tensor us = b_ih.has_value() ? at::addmm(*b_ih, x2, w_ih.t()) : at::mm(x2, w_ih.t());
+  us = us.view({T, N, H3});
+  // gs[t] = [b_hr, b_hz, b_hn] before the step's addmm_ adds h_{t-1} W_hh^T
+  at::Tensor gs = at::empty({T, N, H3}, x.options());
+  if (b_hh.has_value()) {
+    gs.copy_(b_hh->view({1, 1, H3}).expand({T, N, H3}));
+  } else {
+    gs.zero_();
+  }
+  at::Tensor ns = at::empty({T, N, H}, x.options());
+  at::Tensor hs = at::empty({T + 1, N, H}, x.options());
+  hs.select(0, st.first()).copy_(h0);
+  at::Tensor w_t = w_hh.t();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_sequence", [&] {
+    scalar_t* hb = hs.data_ptr<scalar_t>();
+    scalar_t* gb = gs.data_ptr<scalar_t>();
+    scalar_t* nb = ns.data_ptr<scalar_t>();
+    const scalar_t* ub = us.data_ptr<scalar_t>();
+    for (int64_t i = 0; i < T; ++i) {
+      const int64_t t = st.forward_step(i);
+      gs.select(0, t).addmm_(hs.select(0, t + st.off_in()), w_t);
+      const scalar_t* h_in = hb + (t + st.off_in()) * N * H;
+      scalar_t* h_out = hb + (t + st.off_out()) * N * H;
+      const bool padded = mask.any_padded(t);
+      for_rows(N, H3, [&](int64_t n) {
+        scalar_t* g = gb + (t * N + n) * H3;
+        const scalar_t* u = ub + (t * N + n) * H3;
+        scalar_t* nr = nb + (t * N + n) * H;
+        const scalar_t* hi = h_in + n * H;
+        scalar_t* ho = h_out + n * H;
+        const bool counts = !padded || mask.counts(t, n, N);
+        for (int64_t j = 0; j < H; ++j) {
+          const scalar_t r = sigmoid(u[j] + g[j]);
+          const scalar_t z = sigmoid(u[H + j] + g[H + j]);
+          const scalar_t nn = std::tanh(u[2 * H + j] + r * g[2 * H + j]);
+          g[j] = r;
+          g[H + j] = z;
+          nr[j] = nn;
+          ho[j] = counts ? nn + z * (hi[j] - nn) : hi[j];
+        }
+      });
+    }
+  });
+  at::Tensor ys = hs.narrow(0, st.off_out(), T).clone();
+  if (valid.has_value()) ys.mul_(valid->unsqueeze(2));
+  return {ys, hs.select(0, st.last()).clone(), hs, gs, ns};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+gru_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T, const at::Tensor& x,
+                      const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& hs,
+                      const at::Tensor& gs, const at::Tensor& ns,
+                      const std::optional<at::Tensor>& valid, bool reverse) {
+  const int64_t T = x.size(0), N = x.size(1), H = w_hh.size(1), H3 = 3 * H;
+  Steps st{T, reverse};
+  Mask mask(valid, T, N);
+  at::Tensor gy = grad_ys.contiguous(), hs_c = hs.contiguous(), gs_c = gs.contiguous(),
+             ns_c = ns.contiguous();
+  at::Tensor dG = at::empty({T, N, H3}, x.options());  // [da^r, da^z, dg^n]
+  at::Tensor dU = at::empty({T, N, H3}, x.options());  // [da^r, da^z, da^n]
+  at::Tensor dh = grad_h_T.contiguous().clone();
+  at::Tensor dh_next = at::empty_like(dh);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_sequence_backward", [&] {
+    const scalar_t* hb = hs_c.data_ptr<scalar_t>();
+    const scalar_t* gb = gs_c.data_ptr<scalar_t>();
+    const scalar_t* nb = ns_c.data_ptr<scalar_t>();
+    const scalar_t* yb = gy.data_ptr<scalar_t>();
+    scalar_t* dgb = dG.data_ptr<scalar_t>();
+    scalar_t* dub = dU.data_ptr<scalar_t>();
+    for (int64_t i = 0; i < T; ++i) {
+      const int64_t t = st.backward_step(i);
+      const scalar_t* h_prev = hb + (t + st.off_in()) * N * H;
+      const scalar_t* d = dh.data_ptr<scalar_t>();
+      scalar_t* dn = dh_next.data_ptr<scalar_t>();
+      const bool padded = mask.any_padded(t);
+      for_rows(N, H3, [&](int64_t n) {
+        const int64_t row = t * N + n;
+        scalar_t* dg = dgb + row * H3;
+        scalar_t* du = dub + row * H3;
+        const scalar_t* dr = d + n * H;
+        scalar_t* dnr = dn + n * H;
+        if (padded && !mask.counts(t, n, N)) {  // carried: no gradient through the cell
+          std::fill(dg, dg + H3, scalar_t(0));
+          std::fill(du, du + H3, scalar_t(0));
+          std::copy(dr, dr + H, dnr);
+          return;
+        }
+        const scalar_t* g = gb + row * H3;
+        const scalar_t* nr = nb + row * H;
+        const scalar_t* hp = h_prev + n * H;
+        const scalar_t* y = yb + row * H;
+        for (int64_t j = 0; j < H; ++j) {
+          const scalar_t r = g[j], z = g[H + j], gn = g[2 * H + j], nn = nr[j];
+          const scalar_t e = y[j] + dr[j];
+          const scalar_t da_n = e * (1 - z) * (1 - nn * nn);
+          const scalar_t da_z = e * (hp[j] - nn) * z * (1 - z);
+          const scalar_t da_r = da_n * gn * r * (1 - r);
+          dg[j] = da_r;
+          dg[H + j] = da_z;
+          dg[2 * H + j] = da_n * r;
+          du[j] = da_r;
+          du[H + j] = da_z;
+          du[2 * H + j] = da_n;
+          dnr[j] = e * z;
+        }
+      });
+      dh_next.addmm_(dG.select(0, t), w_hh);  // + W_hh^T [da^r ; da^z ; dg^n], as rows
+      std::swap(dh, dh_next);
+    }
+  });
+  at::Tensor dU2 = dU.view({T * N, H3}), dG2 = dG.view({T * N, H3});
+  at::Tensor before = hs_c.narrow(0, st.off_in(), T).reshape({T * N, H});
+  at::Tensor x2 = x.reshape({T * N, x.size(2)});
+  return {at::mm(dU2, w_ih).view(x.sizes()), dh, at::mm(dU2.t(), x2), at::mm(dG2.t(), before),
+          dU2.sum(0), dG2.sum(0)};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
+  m.impl("gru_sequence", &gru_sequence);
+  m.impl("gru_sequence_backward", &gru_sequence_backward);
+}
+
+}  // namespace rnnkit
