@@ -204,3 +204,20 @@ def test_exports_with_dynamic_time_and_batch(kind):
     for shape in [(T, N, I), (9, 5, I), (2, 7, I)]:
         x = torch.randn(*shape)
         torch.testing.assert_close(program.module()(x)[0], net(x)[0])
+
+
+def test_the_pure_torch_kernels_stay_tested():
+    """With RNNKIT_KERNELS=python the networks run today's pure-torch kernels (the fallback where
+    no compiler is): their equivalence, gradient and double-backward tests pass there too."""
+    if os.environ.get("RNNKIT_KERNELS") == "python":
+        pytest.skip("already running on the pure-torch kernels")
+    here = os.path.dirname(__file__)
+    files = ["test_kernels_scrn_gru.py", "test_double_backward.py", "test_fused_networks.py",
+             "test_ops.py"]
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+         *(os.path.join(here, f) for f in files), "-k", "gru or elman or GRU or RNN"],
+        capture_output=True, text=True, env={**os.environ, "RNNKIT_KERNELS": "python"},
+        timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert " passed" in r.stdout.splitlines()[-1]

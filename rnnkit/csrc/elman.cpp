@@ -49,14 +49,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> elman_sequence(
     at::mm_out(after2, x2, w_ih.t());
   }
   hs.select(0, st.first()).copy_(h0);
-  at::Tensor w_t = w_hh.t();
+  const Product rec(w_hh, N);  // h_{t-1} W_hh^T
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "elman_sequence", [&] {
     scalar_t* base = hs.data_ptr<scalar_t>();
     for (int64_t i = 0; i < T; ++i) {
       const int64_t t = st.forward_step(i);
       at::Tensor h_in = hs.select(0, t + st.off_in());
       at::Tensor h_out = hs.select(0, t + st.off_out());
-      h_out.addmm_(h_in, w_t);  // a_t = (u_t + b) + h_{t-1} W_hh^T
+      rec.add_(h_out, h_in);  // a_t = (u_t + b) + h_{t-1} W_hh^T
       scalar_t* out = base + (t + st.off_out()) * N * H;
       const scalar_t* in = base + (t + st.off_in()) * N * H;
       const bool padded = mask.any_padded(t);
@@ -66,7 +66,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> elman_sequence(
           std::copy(in + n * H, in + (n + 1) * H, o);
           return;
         }
-        for (int64_t j = 0; j < H; ++j) o[j] = phi(o[j], relu);
+        using V = Vec<scalar_t>;
+        int64_t j = 0;
+        for (; j + V::size() <= H; j += V::size()) {
+          const V a = V::loadu(o + j);
+          (relu ? at::vec::maximum(a, V(scalar_t(0))) : a.tanh()).store(o + j);
+        }
+        for (; j < H; ++j) o[j] = phi(o[j], relu);
       });
     }
   });
@@ -89,6 +95,7 @@ elman_sequence_backward(
   at::Tensor da = at::empty({T, N, H}, x.options());
   at::Tensor dh = grad_h_T.contiguous().clone();
   at::Tensor dh_next = at::empty_like(dh);
+  const Product rec(w_hh.t(), N);  // da_t W_hh
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "elman_sequence_backward", [&] {
     const scalar_t* hbase = hs_c.data_ptr<scalar_t>();
     const scalar_t* gbase = gy.data_ptr<scalar_t>();
@@ -109,7 +116,8 @@ elman_sequence_backward(
         const scalar_t *hr = h_new + n * H, *gr = g + n * H, *dr = d + n * H;
         for (int64_t j = 0; j < H; ++j) ar[j] = (gr[j] + dr[j]) * phi_prime(hr[j], relu);
       });
-      at::mm_out(dh_next, da.select(0, t), w_hh);  // W_hh^T da_t, as rows
+      dh_next.zero_();
+      rec.add_(dh_next, da.select(0, t));  // W_hh^T da_t, as rows
       if (padded) {  // a padded sequence carries its dh past the step
         scalar_t* nx = dh_next.data_ptr<scalar_t>();
         for (int64_t n = 0; n < N; ++n) {

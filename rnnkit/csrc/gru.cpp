@@ -47,7 +47,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_seque
   at::Tensor ns = at::empty({T, N, H}, x.options());
   at::Tensor hs = at::empty({T + 1, N, H}, x.options());
   hs.select(0, st.first()).copy_(h0);
-  at::Tensor w_t = w_hh.t();
+  const Product rec(w_hh, N);  // h_{t-1} W_hh^T
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_sequence", [&] {
     scalar_t* hb = hs.data_ptr<scalar_t>();
     scalar_t* gb = gs.data_ptr<scalar_t>();
@@ -55,7 +55,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_seque
     const scalar_t* ub = us.data_ptr<scalar_t>();
     for (int64_t i = 0; i < T; ++i) {
       const int64_t t = st.forward_step(i);
-      gs.select(0, t).addmm_(hs.select(0, t + st.off_in()), w_t);
+      at::Tensor g_t = gs.select(0, t);
+      rec.add_(g_t, hs.select(0, t + st.off_in()));
       const scalar_t* h_in = hb + (t + st.off_in()) * N * H;
       scalar_t* h_out = hb + (t + st.off_out()) * N * H;
       const bool padded = mask.any_padded(t);
@@ -66,7 +67,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_seque
         const scalar_t* hi = h_in + n * H;
         scalar_t* ho = h_out + n * H;
         const bool counts = !padded || mask.counts(t, n, N);
-        for (int64_t j = 0; j < H; ++j) {
+        using V = Vec<scalar_t>;
+        int64_t j = 0;
+        for (; j + V::size() <= H; j += V::size()) {  // the same math, a vector at a time
+          const V r = vsigmoid(V::loadu(u + j) + V::loadu(g + j));
+          const V z = vsigmoid(V::loadu(u + H + j) + V::loadu(g + H + j));
+          const V nn = (V::loadu(u + 2 * H + j) + r * V::loadu(g + 2 * H + j)).tanh();
+          r.store(g + j);
+          z.store(g + H + j);
+          nn.store(nr + j);
+          const V h = V::loadu(hi + j);
+          (counts ? nn + z * (h - nn) : h).store(ho + j);
+        }
+        for (; j < H; ++j) {
           const scalar_t r = sigmoid(u[j] + g[j]);
           const scalar_t z = sigmoid(u[H + j] + g[H + j]);
           const scalar_t nn = std::tanh(u[2 * H + j] + r * g[2 * H + j]);
@@ -97,6 +110,7 @@ gru_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T, con
   at::Tensor dU = at::empty({T, N, H3}, x.options());  // [da^r, da^z, da^n]
   at::Tensor dh = grad_h_T.contiguous().clone();
   at::Tensor dh_next = at::empty_like(dh);
+  const Product rec(w_hh.t(), N);  // [da^r ; da^z ; dg^n] W_hh
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_sequence_backward", [&] {
     const scalar_t* hb = hs_c.data_ptr<scalar_t>();
     const scalar_t* gb = gs_c.data_ptr<scalar_t>();
@@ -126,7 +140,25 @@ gru_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T, con
         const scalar_t* nr = nb + row * H;
         const scalar_t* hp = h_prev + n * H;
         const scalar_t* y = yb + row * H;
-        for (int64_t j = 0; j < H; ++j) {
+        using V = Vec<scalar_t>;
+        const V one(scalar_t(1));
+        int64_t j = 0;
+        for (; j + V::size() <= H; j += V::size()) {  // the same math, a vector at a time
+          const V r = V::loadu(g + j), z = V::loadu(g + H + j), gn = V::loadu(g + 2 * H + j);
+          const V nn = V::loadu(nr + j);
+          const V e = V::loadu(y + j) + V::loadu(dr + j);
+          const V da_n = e * (one - z) * (one - nn * nn);
+          const V da_z = e * (V::loadu(hp + j) - nn) * z * (one - z);
+          const V da_r = da_n * gn * r * (one - r);
+          da_r.store(dg + j);
+          da_z.store(dg + H + j);
+          (da_n * r).store(dg + 2 * H + j);
+          da_r.store(du + j);
+          da_z.store(du + H + j);
+          da_n.store(du + 2 * H + j);
+          (e * z).store(dnr + j);
+        }
+        for (; j < H; ++j) {
           const scalar_t r = g[j], z = g[H + j], gn = g[2 * H + j], nn = nr[j];
           const scalar_t e = y[j] + dr[j];
           const scalar_t da_n = e * (1 - z) * (1 - nn * nn);
@@ -141,7 +173,7 @@ gru_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T, con
           dnr[j] = e * z;
         }
       });
-      dh_next.addmm_(dG.select(0, t), w_hh);  // + W_hh^T [da^r ; da^z ; dg^n], as rows
+      rec.add_(dh_next, dG.select(0, t));  // + W_hh^T [da^r ; da^z ; dg^n], as rows
       std::swap(dh, dh_next);
     }
   });

@@ -238,10 +238,12 @@ def gru_sequence(
     valid = valid_mask(lengths, xs.shape[0], xs.device)
     args = (xs, h0, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, bool(reverse),
             valid)
-    if torch.compiler.is_compiling():  # the registered op, which compile and export trace
-        from ..ops import gru as op
+    from .. import ops  # (loaded on first use)
 
-        return op.gru_sequence(*args[:6], valid, bool(reverse))
+    if ops.compiled() or torch.compiler.is_compiling():
+        # the registered op: compiled it trains faster than the loops below (RESULTS), and
+        # torch.compile and torch.export trace it
+        return ops.gru.gru_sequence(*args[:6], valid, bool(reverse))
     if recording(*args[:6]):
         return GRUSequence.apply(*args, cell)
     with torch.no_grad():  # inference: nothing to save

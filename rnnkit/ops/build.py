@@ -44,6 +44,25 @@ def wanted() -> bool:
     return choice != "python"
 
 
+# The vector ISA ATen itself picked on this CPU -> the flags that make at::vec::Vectorized use it
+# (its exp/tanh are the Sleef functions libtorch_cpu exports). The build is local, so the CPU
+# that compiles is the CPU that runs.
+_VECTOR_FLAGS = {
+    "AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma",
+               "-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512"],
+    "AVX2": ["-mavx2", "-mfma", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"],
+}
+
+
+def vector_flags() -> list[str]:
+    """Compiler flags for ATen's vector ISA on this CPU (none: the portable scalar code)."""
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except Exception:  # noqa: BLE001 (an old or unusual build of torch: stay portable)
+        return []
+    return _VECTOR_FLAGS.get(capability, [])
+
+
 def _ninja_on_path() -> None:
     """cpp_extension runs ``ninja`` from PATH; the pip package puts it beside the venv's python,
     which is not on PATH when a venv is used without activating it."""
@@ -75,7 +94,7 @@ def load(verbose: bool = False) -> bool:
                   file=sys.stderr, flush=True)
         cpp_extension.load(
             name=NAME, sources=[str(CSRC / s) for s in SOURCES], build_directory=str(out),
-            extra_cflags=["-O3"], is_python_module=False, verbose=verbose)
+            extra_cflags=["-O3", *vector_flags()], is_python_module=False, verbose=verbose)
     except Exception as e:  # no compiler, no ninja, a compile error: fall back, say so once
         _state["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e) else ''}"
         msg = (f"rnnkit: the compiled kernels could not be built ({_state['error']}); running "
