@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -32,8 +33,17 @@ _state: dict = {}  # "loaded": bool, "error": str
 
 
 def build_dir() -> Path:
-    default = Path.home() / ".cache" / "rnnkit" / torch.__version__.replace("+", "-")
-    return Path(os.environ.get("RNNKIT_BUILD_DIR", default))
+    """``RNNKIT_BUILD_DIR``, else ``~/.cache/rnnkit/<torch version>``, else (a home that cannot
+    be written) the same under the system's temporary directory."""
+    if "RNNKIT_BUILD_DIR" in os.environ:
+        return Path(os.environ["RNNKIT_BUILD_DIR"])
+    version = torch.__version__.replace("+", "-")
+    default = Path.home() / ".cache" / "rnnkit" / version
+    try:
+        default.mkdir(parents=True, exist_ok=True)
+        return default
+    except OSError:
+        return Path(tempfile.gettempdir()) / f"rnnkit-{os.getuid()}" / version
 
 
 def wanted() -> bool:
