@@ -34,8 +34,12 @@ from .layers import Bidirectional, Recurrent, Stacked
 # GRU has no fused backward (autograd over its cell), and rnnkit's GRU kernel measured a
 # 1.3-1.4x faster train step (benchmarks/RESULTS.md). So a GRU that records for backward on the
 # CPU runs the fused kernel (same numbers to float rounding); inference and CUDA (cuDNN) stay
-# native. torch's LSTM (oneDNN) and Elman kernels are the faster ones, so they always stay.
+# native. torch's LSTM (oneDNN) kernel is the faster one, so it always stays.
 _FUSED_TRAINS_FASTER = frozenset({"gru"})
+# The same for modes whose *compiled* op trains faster (only where rnnkit.ops built: their
+# pure-torch fallback is slower than torch's kernel): the Elman op measured 0.6-0.8x
+# torch.nn.RNN's train step (benchmarks/RESULTS.md).
+_OP_TRAINS_FASTER = frozenset({"rnn_tanh", "rnn_relu"})
 # Native modes whose cells rnnkit also computes as a registered op (torch.ops.rnnkit): under
 # torch.compile or torch.export, where torch's own RNN kernels break the graph (Dynamo refuses
 # them), those networks run the op instead, with the same numbers.
@@ -266,6 +270,8 @@ class RecurrentNetwork(nn.Module):
         mode = first_cell.native_mode() if self.native and side is None else None
         if mode in _FUSED_TRAINS_FASTER and self._training_on_cpu(x):
             mode = None  # rnnkit's fused kernel (see _FUSED_TRAINS_FASTER)
+        elif mode in _OP_TRAINS_FASTER and self._training_on_cpu(x) and _ops_compiled():
+            mode = None  # rnnkit's compiled op (see _OP_TRAINS_FASTER)
         if mode in _REGISTERED_OPS and torch.compiler.is_compiling():
             mode = None  # torch.compile/export cannot trace torch's RNN kernels; rnnkit's ops
         x = input if isinstance(input, PackedSequence) else x
@@ -427,6 +433,13 @@ class RecurrentNetwork(nn.Module):
         ref = x.data if isinstance(x, PackedSequence) else x
         L = self.num_directions * self.num_layers
         return [ref.new_zeros(L, N, size) for size in state_leaves(state_size)]
+
+
+def _ops_compiled() -> bool:
+    """Whether rnnkit's compiled ops loaded (importing rnnkit.ops loads them, once)."""
+    from . import ops
+
+    return ops.compiled()
 
 
 def _repack(out: Tensor, lengths: Tensor, like: PackedSequence) -> PackedSequence:
