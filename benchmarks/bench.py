@@ -364,9 +364,10 @@ def report(rows: list[dict], repeats: int, seconds: float | None = None) -> str:
         "near the 1.2 target with care. torch's profiler memory events were tried first and "
         "left allocations out. On CUDA it is the rise of torch's allocator peak over the step.",
         "- `rnnkit.RecurrentNetwork('<cell>')` rows are every registered cell with its defaults "
-        "(`native=True, fused=True`): Elman, IRNN and LSTM run torch's own kernels, and so does "
-        "the GRU's inference; a GRU's train step runs rnnkit's compiled op "
-        "(`torch.ops.rnnkit.gru_sequence`, a C++ loop) where it built; every other cell "
+        "(`native=True, fused=True`): the LSTM runs torch's own kernel, and so do the Elman, "
+        "IRNN and GRU networks' inference; their train steps run rnnkit's compiled ops "
+        "(`torch.ops.rnnkit.elman_sequence`, `gru_sequence`: C++ loops) where they built; every "
+        "other cell "
         "rnnkit's fused kernel (`rnnkit.kernels`: one autograd Function per layer and "
         "direction, hand-derived BPTT backward).",
         "- vs torchrecurrent = torchrecurrent's time / rnnkit's, train / inference, on the rnnkit "

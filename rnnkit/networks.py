@@ -37,7 +37,7 @@ from .layers import Bidirectional, Recurrent, Stacked
 # native. torch's LSTM (oneDNN) kernel is the faster one, so it always stays.
 _FUSED_TRAINS_FASTER = frozenset({"gru"})
 # The same for modes whose *compiled* op trains faster (only where rnnkit.ops built: their
-# pure-torch fallback is slower than torch's kernel): the Elman op measured 0.6-0.8x
+# pure-torch fallback is slower than torch's kernel): the Elman op measured 0.5-0.8x
 # torch.nn.RNN's train step (benchmarks/RESULTS.md).
 _OP_TRAINS_FASTER = frozenset({"rnn_tanh", "rnn_relu"})
 # Native modes whose cells rnnkit also computes as a registered op (torch.ops.rnnkit): under
