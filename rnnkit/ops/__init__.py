@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-LIB = torch.library.Library("rnnkit", "DEF")  # noqa: TOR901 (kept alive for the process)
+LIB = torch.library.Library("rnnkit", "DEF")  # kept alive for the whole process
 
 from . import build, elman, gru  # noqa: E402  (they define their ops in LIB)
 
