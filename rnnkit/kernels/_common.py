@@ -20,8 +20,8 @@ from ..functional import check_sequence, scan_steps
 
 __all__ = [
     "PACK_MIN_NUMEL", "Product", "Steps", "befores", "check_sequence", "differentiable_backward",
-    "outputs", "partial_steps", "recompute", "recording", "save_args", "saved_args", "steps",
-    "valid_mask",
+    "differentiate", "outputs", "partial_steps", "recompute", "recording", "save_args",
+    "saved_args", "steps", "valid_mask",
 ]
 
 
@@ -116,18 +116,25 @@ def differentiable_backward(ctx, grads: tuple, args: tuple, reference) -> tuple:
         raise RuntimeError("a fused kernel's Function was applied without its cell, so its "
                            "backward cannot be differentiated again (create_graph=True); call "
                            "the kernel's *_sequence(cell, ...) function instead")
-    need = ctx.needs_input_grad
-    wrt = [i for i, n in enumerate(need) if n]
+    wrt = [i for i, n in enumerate(ctx.needs_input_grad) if n]
+    return tuple(differentiate(reference, args, wrt, grads))
+
+
+def differentiate(reference, args: tuple, wrt: list[int], grads: tuple) -> list:
+    """The vector-Jacobian product of ``reference(*args)`` with ``grads`` (one per output),
+    with respect to ``args[i]`` for ``i`` in ``wrt``, recorded (``create_graph=True``) so it can
+    be differentiated again. Returns a list as long as ``args``: None where not asked or
+    unused. (The backward of a fused kernel or a registered op when autograd records it.)"""
     with torch.enable_grad():
         outs = reference(*args)
     pairs = [(o, g) for o, g in zip(outs, grads, strict=True)
              if o.requires_grad and g is not None]
     got = torch.autograd.grad([o for o, _ in pairs], [args[i] for i in wrt],
                               [g for _, g in pairs], create_graph=True, allow_unused=True)
-    result = [None] * len(need)
+    result = [None] * len(args)
     for i, g in zip(wrt, got, strict=True):
         result[i] = g
-    return tuple(result)
+    return result
 
 
 # Packed oneDNN matmuls for the per-step recurrent products. Measured on the 2-core AVX-512 CPU

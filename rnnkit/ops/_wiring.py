@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import torch
 
+from ..kernels._common import differentiate
 from . import LIB
 
 INPUTS = "Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? valid"
@@ -69,14 +70,9 @@ def register(name: str, *, fake_saved: Callable, reference: Callable,
         inputs = (x, h0, w_ih, w_hh, b_ih, b_hh)
         if torch.is_grad_enabled():  # create_graph=True: differentiate the reference instead
             wrt = [i for i, t in enumerate(inputs) if t is not None and t.requires_grad]
-            with torch.enable_grad():
-                ys, h_t = reference(*inputs, valid, *ctx.flags)
-            got = torch.autograd.grad((ys, h_t), [inputs[i] for i in wrt], (grad_ys, grad_h_t),
-                                      create_graph=True, allow_unused=True)
-            grads = [None] * 6
-            for i, g in zip(wrt, got, strict=True):
-                grads[i] = g
-            return (*grads, *tail)
+            grads = differentiate(reference, (*inputs, valid, *ctx.flags), wrt,
+                                  (grad_ys, grad_h_t))
+            return (*grads[:6], *tail)
         op = getattr(torch.ops.rnnkit, f"{name}_backward")
         grads = op(grad_ys, grad_h_t, x, w_ih, w_hh, *saved, valid, *ctx.flags)
         grads = [g if t is not None else None for g, t in zip(grads, inputs, strict=True)]

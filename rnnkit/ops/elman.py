@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..kernels._common import befores, outputs, steps
 from . import _wiring
 
 _wiring.define("elman_sequence", "bool relu, bool reverse", ["hs"])
@@ -28,17 +29,17 @@ def _slots(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu: bool, reverse: bool):
     if b_hh is not None:
         u = u + b_hh
     phi = torch.relu if relu else torch.tanh
+    st = steps(T, reverse)
     slots: list = [None] * (T + 1)
-    first, off_in, off_out = (T, 1, 0) if reverse else (0, 0, 1)
-    slots[first] = h0
-    for t in (range(T - 1, -1, -1) if reverse else range(T)):
-        h_in = slots[t + off_in]
+    slots[st.first] = h0
+    for t in st.order:
+        h_in = slots[t + st.off_in]
         h = phi(torch.addmm(u[t], h_in, w_hh.t()))
         if valid is not None:
             h = torch.where(valid[t].unsqueeze(1), h, h_in)
-        slots[t + off_out] = h
+        slots[t + st.off_out] = h
     hs = torch.stack(slots)
-    ys = hs[:-1] if reverse else hs[1:]
+    ys = outputs(hs, reverse)
     if valid is not None:
         ys = ys * valid.unsqueeze(2)
     return ys, hs
@@ -47,24 +48,22 @@ def _slots(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu: bool, reverse: bool):
 def reference(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu: bool, reverse: bool):
     """``(ys, h_T)`` in differentiable torch ops (what a recorded backward differentiates)."""
     ys, hs = _slots(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu, reverse)
-    return ys, hs[0 if reverse else x.shape[0]]
+    return ys, hs[steps(x.shape[0], reverse).last]
 
 
 def _python_forward(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu, reverse):
     with torch.no_grad():
         ys, hs = _slots(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu, reverse)
     # new tensors: an op's outputs may not alias one another
-    return ys.clone(), hs[0 if reverse else x.shape[0]].clone(), hs
+    return ys.clone(), hs[steps(x.shape[0], reverse).last].clone(), hs
 
 
 def _python_backward(grad_ys, grad_h_t, x, w_ih, w_hh, hs, valid, relu, reverse):
     T, N, _ = x.shape
-    st_in = 1 if reverse else 0
-    steps = range(T) if reverse else range(T - 1, -1, -1)
-    h_new_all = hs[:-1] if reverse else hs[1:]
+    h_new_all = outputs(hs, reverse)
     da = x.new_zeros(T, N, w_hh.shape[0])
     dh = grad_h_t.clone()
-    for t in steps:
+    for t in steps(T, reverse).back:
         h = h_new_all[t]
         d = (1 - h * h) if not relu else (h > 0).to(h.dtype)
         a = (grad_ys[t] + dh) * d
@@ -76,7 +75,7 @@ def _python_backward(grad_ys, grad_h_t, x, w_ih, w_hh, hs, valid, relu, reverse)
             dh_next = dh_next + dh * (~valid[t]).unsqueeze(1)
         dh = dh_next
     da2 = da.reshape(T * N, -1)
-    before = hs[st_in:st_in + T].reshape(T * N, -1)
+    before = befores(hs, reverse).reshape(T * N, -1)
     db = da2.sum(0)
     return (da2 @ w_ih).view_as(x), dh, da2.t() @ x.reshape(T * N, -1), da2.t() @ before, \
         db, db.clone()

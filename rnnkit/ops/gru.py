@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ..kernels import gru as kernel
+from ..kernels._common import steps
 from . import _wiring
 
 _wiring.define("gru_sequence", "bool reverse", ["hs", "gs", "ns"])
@@ -28,7 +29,7 @@ def reference(x, h0, w_ih, w_hh, b_ih, b_hh, valid, reverse: bool):
     T = x.shape[0]
     u_r, u_z, u_n = torch.nn.functional.linear(x, w_ih, b_ih).chunk(3, dim=2)
     h, ys = h0, [None] * T
-    for t in (range(T - 1, -1, -1) if reverse else range(T)):
+    for t in steps(T, reverse).order:
         g_r, g_z, g_n = torch.nn.functional.linear(h, w_hh, b_hh).chunk(3, dim=1)
         r, z = torch.sigmoid(u_r[t] + g_r), torch.sigmoid(u_z[t] + g_z)
         n = torch.tanh(u_n[t] + r * g_n)
