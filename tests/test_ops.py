@@ -85,8 +85,7 @@ def test_both_implementations_agree(name):
                 g = torch.Generator().manual_seed(1)
                 gy = torch.randn(T, N, H, dtype=F64, generator=g)
                 gh = torch.randn(N, H, dtype=F64, generator=g)
-                x, _, w_ih, w_hh, *_ = args
-                bwd_args = (gy, gh, x, w_ih, w_hh, *fwd[2:], valid, *flags)
+                bwd_args = (gy, gh, *args, *fwd[2:], valid, *flags)
                 for a, b in zip(op(name + "_backward")(*bwd_args),
                                 module._python_backward(*bwd_args), strict=True):
                     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

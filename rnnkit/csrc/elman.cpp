@@ -81,12 +81,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> elman_sequence(
   return {ys, hs.select(0, st.last()).clone(), hs};
 }
 
-// Returns (dx, dh0, dw_ih, dw_hh, db_ih, db_hh): the two bias gradients are equal.
+// Returns (dx, dh0, dw_ih, dw_hh, db_ih, db_hh): the two bias gradients are equal (a (0,) tensor
+// for an absent bias).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 elman_sequence_backward(
     const at::Tensor& grad_ys, const at::Tensor& grad_h_T, const at::Tensor& x,
-    const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& hs,
-    const std::optional<at::Tensor>& valid, bool relu, bool reverse) {
+    const at::Tensor& /*h0*/, const at::Tensor& w_ih, const at::Tensor& w_hh,
+    const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
+    const at::Tensor& hs, const std::optional<at::Tensor>& valid, bool relu, bool reverse) {
   const int64_t T = x.size(0), N = x.size(1), H = w_hh.size(0);
   Steps st{T, reverse};
   Mask mask(valid, T, N);
@@ -133,8 +135,8 @@ elman_sequence_backward(
   at::Tensor dx = at::mm(da2, w_ih).view({T, N, x.size(2)});
   at::Tensor dw_ih = at::mm(da2.t(), x.reshape({T * N, x.size(2)}));
   at::Tensor dw_hh = at::mm(da2.t(), before);
-  at::Tensor db = da2.sum(0);
-  return {dx, dh, dw_ih, dw_hh, db, db.clone()};
+  at::Tensor db = (b_ih || b_hh) ? da2.sum(0) : absent(x);
+  return {dx, dh, dw_ih, dw_hh, b_ih ? db : absent(x), b_hh ? (b_ih ? db.clone() : db) : absent(x)};
 }
 
 }  // namespace

@@ -98,7 +98,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_seque
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 gru_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T, const at::Tensor& x,
-                      const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& hs,
+                      const at::Tensor& /*h0*/, const at::Tensor& w_ih, const at::Tensor& w_hh,
+                      const std::optional<at::Tensor>& b_ih,
+                      const std::optional<at::Tensor>& b_hh, const at::Tensor& hs,
                       const at::Tensor& gs, const at::Tensor& ns,
                       const std::optional<at::Tensor>& valid, bool reverse) {
   const int64_t T = x.size(0), N = x.size(1), H = w_hh.size(1), H3 = 3 * H;
@@ -181,7 +183,7 @@ gru_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T, con
   at::Tensor before = hs_c.narrow(0, st.off_in(), T).reshape({T * N, H});
   at::Tensor x2 = x.reshape({T * N, x.size(2)});
   return {at::mm(dU2, w_ih).view(x.sizes()), dh, at::mm(dU2.t(), x2), at::mm(dG2.t(), before),
-          dU2.sum(0), dG2.sum(0)};
+          b_ih ? dU2.sum(0) : absent(x), b_hh ? dG2.sum(0) : absent(x)};
 }
 
 }  // namespace

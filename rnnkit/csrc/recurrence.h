@@ -94,6 +94,9 @@ class Product {
   at::Tensor w_t_, packed_;
 };
 
+// What an op returns for an unused buffer or the gradient of an absent optional input.
+inline at::Tensor absent(const at::Tensor& like) { return at::empty({0}, like.options()); }
+
 template <typename scalar_t>
 using Vec = at::vec::Vectorized<scalar_t>;
 

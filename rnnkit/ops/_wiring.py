@@ -2,14 +2,14 @@
 or, when autograd records the backward, the derivative of a differentiable reference), and the
 pure-torch implementation registered where the compiled one did not load.
 
-Every op has the same frame:
+Every op has the same frame. With ``inputs`` its differentiable inputs (``x`` ``(T, N, I)``
+first, then the initial states, then the weights, some optional) and ``S`` carried states:
 
-- ``<name>(Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh,
-  Tensor? valid, <flags>) -> (ys, h_T, *saved)``: ``x`` ``(T, N, I)``, ``h0`` ``(N, H)``,
-  ``valid`` a ``(T, N)`` bool mask of the steps inside each sequence (None: all); ``saved`` are
-  the buffers its backward reads.
-- ``<name>_backward(Tensor grad_ys, Tensor grad_h_T, Tensor x, Tensor w_ih, Tensor w_hh,
-  *saved, Tensor? valid, <flags>)`` -> the gradients of ``x, h0, w_ih, w_hh, b_ih, b_hh``.
+- ``<name>(*inputs, Tensor? valid, <flags>) -> (ys, *finals, *saved)``: ``valid`` a ``(T, N)``
+  bool mask of the steps inside each sequence (None: all); ``finals`` the S states after the
+  last step; ``saved`` the buffers its backward reads (an unused one is a ``(0,)`` tensor).
+- ``<name>_backward(grad_ys, *grad_finals, *inputs, *saved, Tensor? valid, <flags>)`` -> the
+  gradients of ``inputs``, in order (a ``(0,)`` tensor for an absent optional input).
 """
 
 from __future__ import annotations
@@ -21,62 +21,72 @@ import torch
 from ..kernels._common import differentiate
 from . import LIB
 
-INPUTS = "Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? valid"
-GRADS = "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"
+_specs: dict[str, tuple[int, int, int]] = {}  # name -> (number of inputs, states, flags)
 
 
-def define(name: str, flags: str, saved: list[str]) -> None:
-    """Define the op ``name`` and ``name_backward`` with the frame above; ``flags`` is the
-    schema of the trailing arguments (``"bool relu, bool reverse"``), ``saved`` names the
-    saved buffers."""
-    outs = ", ".join(["Tensor"] * (2 + len(saved)))
-    LIB.define(f"{name}({INPUTS}, {flags}) -> ({outs})")
+def _names(schema: str) -> list[str]:
+    return [arg.split()[-1] for arg in schema.split(",")]
+
+
+def define(name: str, inputs: str, states: int, flags: str, saved: list[str]) -> None:
+    """Define the op ``name`` and ``name_backward`` with the frame above: ``inputs`` the schema of
+    the differentiable inputs (``"Tensor x, Tensor h0, Tensor w_ih, Tensor? b_ih"``), ``states``
+    how many of them (after ``x``) are initial states, ``flags`` the schema of the trailing
+    arguments (``"bool relu, bool reverse"``), ``saved`` the names of the saved buffers."""
+    n_in = len(_names(inputs))
+    outs = ", ".join(["Tensor"] * (1 + states + len(saved)))
+    LIB.define(f"{name}({inputs}, Tensor? valid, {flags}) -> ({outs})")
+    finals = "".join(f", Tensor grad_final{i}" for i in range(states))
     saved_args = "".join(f", Tensor {s}" for s in saved)
-    LIB.define(f"{name}_backward(Tensor grad_ys, Tensor grad_h_T, Tensor x, Tensor w_ih, "
-               f"Tensor w_hh{saved_args}, Tensor? valid, {flags}) -> {GRADS}")
+    grads = ", ".join(["Tensor"] * n_in)
+    LIB.define(f"{name}_backward(Tensor grad_ys{finals}, {inputs}{saved_args}, Tensor? valid, "
+               f"{flags}) -> ({grads})")
+    _specs[name] = (n_in, states, len(_names(flags)))
 
 
-def register(name: str, *, fake_saved: Callable, reference: Callable,
-             python_forward: Callable, python_backward: Callable, compiled: bool) -> None:
+def absent(like: torch.Tensor) -> torch.Tensor:
+    """The ``(0,)`` tensor an op returns in place of an unused buffer or an absent gradient."""
+    return like.new_empty(0)
+
+
+def register(name: str, *, fake: Callable, reference: Callable, python_forward: Callable,
+             python_backward: Callable, compiled: bool) -> None:
     """Fakes, autograd and (unless ``compiled``) the pure-torch CPU implementation of ``name``.
 
-    ``fake_saved(x, h0, w_hh) -> saved buffers`` (empty tensors of their shapes);
-    ``reference(x, h0, w_ih, w_hh, b_ih, b_hh, valid, *flags) -> (ys, h_T)`` in differentiable
-    torch ops (what a recorded backward differentiates);
-    ``python_forward``/``python_backward`` have the ops' signatures and returns.
+    ``fake(*inputs, valid, *flags)`` -> the op's outputs as empty tensors of their shapes;
+    ``reference(*inputs, valid, *flags) -> (ys, *finals)`` in differentiable torch ops (what a
+    recorded backward differentiates); ``python_forward``/``python_backward`` have the ops'
+    signatures and returns.
     """
+    n_in, n_states, _ = _specs[name]
 
-    def fake(x, h0, w_ih, w_hh, b_ih, b_hh, valid, *flags):
-        T, N, H = x.shape[0], x.shape[1], h0.shape[1]
-        return (x.new_empty(T, N, H), x.new_empty(N, H), *fake_saved(x, h0, w_hh))
-
-    def fake_backward(grad_ys, grad_h_t, x, w_ih, w_hh, *rest):
-        G = w_ih.shape[0]
-        return (torch.empty_like(x), torch.empty_like(grad_h_t), torch.empty_like(w_ih),
-                torch.empty_like(w_hh), w_ih.new_empty(G), w_ih.new_empty(G))
+    def fake_backward(*args):
+        inputs = args[1 + n_states : 1 + n_states + n_in]
+        return tuple(torch.empty_like(t) if t is not None else absent(args[0]) for t in inputs)
 
     def setup_context(ctx, inputs, output):
-        x, h0, w_ih, w_hh, b_ih, b_hh, valid, *flags = inputs
-        ctx.flags = tuple(flags)
-        ctx.save_for_backward(x, h0, w_ih, w_hh, b_ih, b_hh, valid, *output[2:])
+        ctx.n_flags = len(inputs) - n_in - 1
+        ctx.save_for_backward(*inputs[: n_in + 1], *output[1 + n_states :])
+        ctx.flags = tuple(inputs[n_in + 1 :])
 
-    def backward(ctx, grad_ys, grad_h_t, *_saved_grads):
-        x, h0, w_ih, w_hh, b_ih, b_hh, valid, *saved = ctx.saved_tensors
+    def backward(ctx, grad_ys, *grads):
+        saved_tensors = ctx.saved_tensors
+        inputs, valid, saved = saved_tensors[:n_in], saved_tensors[n_in], saved_tensors[n_in + 1 :]
+        finals = [g if g is not None else torch.zeros_like(s)
+                  for g, s in zip(grads[:n_states], inputs[1 : 1 + n_states], strict=True)]
         if grad_ys is None:
-            grad_ys = x.new_zeros(x.shape[0], x.shape[1], h0.shape[1])
-        if grad_h_t is None:
-            grad_h_t = torch.zeros_like(h0)
-        tail = (None,) * (1 + len(ctx.flags))  # valid and the flags
-        inputs = (x, h0, w_ih, w_hh, b_ih, b_hh)
+            x, h0 = inputs[0], inputs[1]
+            grad_ys = x.new_zeros(x.shape[0], x.shape[1], h0.shape[-1])
+        tail = (None,) * (1 + ctx.n_flags)  # valid and the flags
         if torch.is_grad_enabled():  # create_graph=True: differentiate the reference instead
             wrt = [i for i, t in enumerate(inputs) if t is not None and t.requires_grad]
-            grads = differentiate(reference, (*inputs, valid, *ctx.flags), wrt,
-                                  (grad_ys, grad_h_t))
-            return (*grads[:6], *tail)
+            got = differentiate(reference, (*inputs, valid, *ctx.flags), wrt,
+                                (grad_ys, *finals))
+            return (*got[:n_in], *tail)
         op = getattr(torch.ops.rnnkit, f"{name}_backward")
-        grads = op(grad_ys, grad_h_t, x, w_ih, w_hh, *saved, valid, *ctx.flags)
-        grads = [g if t is not None else None for g, t in zip(grads, inputs, strict=True)]
-        return (*grads, *tail)
+        got = op(grad_ys, *finals, *inputs, *saved, valid, *ctx.flags)
+        got = [g if t is not None else None for g, t in zip(got, inputs, strict=True)]
+        return (*got, *tail)
 
     torch.library.register_fake(f"rnnkit::{name}", fake, lib=LIB)
     torch.library.register_fake(f"rnnkit::{name}_backward", fake_backward, lib=LIB)

@@ -19,7 +19,8 @@ from torch import Tensor
 from ..kernels._common import befores, outputs, steps
 from . import _wiring
 
-_wiring.define("elman_sequence", "bool relu, bool reverse", ["hs"])
+INPUTS = "Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh"
+_wiring.define("elman_sequence", INPUTS, 1, "bool relu, bool reverse", ["hs"])
 
 
 def _slots(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu: bool, reverse: bool):
@@ -58,7 +59,7 @@ def _python_forward(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu, reverse):
     return ys.clone(), hs[steps(x.shape[0], reverse).last].clone(), hs
 
 
-def _python_backward(grad_ys, grad_h_t, x, w_ih, w_hh, hs, valid, relu, reverse):
+def _python_backward(grad_ys, grad_h_t, x, h0, w_ih, w_hh, b_ih, b_hh, hs, valid, relu, reverse):
     T, N, _ = x.shape
     h_new_all = outputs(hs, reverse)
     da = x.new_zeros(T, N, w_hh.shape[0])
@@ -77,14 +78,21 @@ def _python_backward(grad_ys, grad_h_t, x, w_ih, w_hh, hs, valid, relu, reverse)
     da2 = da.reshape(T * N, -1)
     before = befores(hs, reverse).reshape(T * N, -1)
     db = da2.sum(0)
+    db_ih = db if b_ih is not None else _wiring.absent(x)
+    db_hh = db.clone() if b_hh is not None else _wiring.absent(x)
     return (da2 @ w_ih).view_as(x), dh, da2.t() @ x.reshape(T * N, -1), da2.t() @ before, \
-        db, db.clone()
+        db_ih, db_hh
+
+
+def _fake(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu, reverse):
+    T, N, H = x.shape[0], x.shape[1], h0.shape[1]
+    return x.new_empty(T, N, H), x.new_empty(N, H), x.new_empty(T + 1, N, H)
 
 
 def register(compiled: bool) -> None:
     _wiring.register(
         "elman_sequence", reference=reference,
-        fake_saved=lambda x, h0, w_hh: (x.new_empty(x.shape[0] + 1, x.shape[1], h0.shape[1]),),
+        fake=_fake,
         python_forward=_python_forward, python_backward=_python_backward, compiled=compiled)
 
 

@@ -21,7 +21,8 @@ from ..kernels import gru as kernel
 from ..kernels._common import steps
 from . import _wiring
 
-_wiring.define("gru_sequence", "bool reverse", ["hs", "gs", "ns"])
+INPUTS = "Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh"
+_wiring.define("gru_sequence", INPUTS, 1, "bool reverse", ["hs", "gs", "ns"])
 
 
 def reference(x, h0, w_ih, w_hh, b_ih, b_hh, valid, reverse: bool):
@@ -48,19 +49,23 @@ def _python_forward(x, h0, w_ih, w_hh, b_ih, b_hh, valid, reverse):
     return ys, h_t, hs, gs, ns
 
 
-def _python_backward(grad_ys, grad_h_t, x, w_ih, w_hh, hs, gs, ns, valid, reverse):
+def _python_backward(grad_ys, grad_h_t, x, h0, w_ih, w_hh, b_ih, b_hh, hs, gs, ns, valid,
+                     reverse):
     with torch.no_grad():
-        return tuple(kernel._backward(grad_ys, grad_h_t, x, w_ih, w_hh, gs, ns, hs, valid,
-                                      reverse))
+        need = (True, True, True, True, b_ih is not None, b_hh is not None)
+        grads = kernel._backward(grad_ys, grad_h_t, x, w_ih, w_hh, gs, ns, hs, valid, reverse,
+                                 need)
+    return tuple(g if g is not None else _wiring.absent(x) for g in grads)
 
 
-def _fake_saved(x, h0, w_hh):
+def _fake(x, h0, w_ih, w_hh, b_ih, b_hh, valid, reverse):
     T, N, H = x.shape[0], x.shape[1], h0.shape[1]
-    return x.new_empty(T + 1, N, H), x.new_empty(T, N, 3 * H), x.new_empty(T, N, H)
+    return (x.new_empty(T, N, H), x.new_empty(N, H), x.new_empty(T + 1, N, H),
+            x.new_empty(T, N, 3 * H), x.new_empty(T, N, H))
 
 
 def register(compiled: bool) -> None:
-    _wiring.register("gru_sequence", reference=reference, fake_saved=_fake_saved,
+    _wiring.register("gru_sequence", reference=reference, fake=_fake,
                      python_forward=_python_forward, python_backward=_python_backward,
                      compiled=compiled)
 
