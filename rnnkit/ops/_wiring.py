@@ -68,6 +68,7 @@ def register(name: str, *, fake: Callable, reference: Callable, python_forward: 
         ctx.n_flags = len(inputs) - n_in - 1
         ctx.save_for_backward(*inputs[: n_in + 1], *output[1 + n_states :])
         ctx.flags = tuple(inputs[n_in + 1 :])
+        ctx.ys_shape = output[0].shape
 
     def backward(ctx, grad_ys, *grads):
         saved_tensors = ctx.saved_tensors
@@ -75,8 +76,7 @@ def register(name: str, *, fake: Callable, reference: Callable, python_forward: 
         finals = [g if g is not None else torch.zeros_like(s)
                   for g, s in zip(grads[:n_states], inputs[1 : 1 + n_states], strict=True)]
         if grad_ys is None:
-            x, h0 = inputs[0], inputs[1]
-            grad_ys = x.new_zeros(x.shape[0], x.shape[1], h0.shape[-1])
+            grad_ys = inputs[0].new_zeros(ctx.ys_shape)
         tail = (None,) * (1 + ctx.n_flags)  # valid and the flags
         if torch.is_grad_enabled():  # create_graph=True: differentiate the reference instead
             wrt = [i for i, t in enumerate(inputs) if t is not None and t.requires_grad]
