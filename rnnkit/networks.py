@@ -43,7 +43,7 @@ _OP_TRAINS_FASTER = frozenset({"rnn_tanh", "rnn_relu"})
 # Native modes whose cells rnnkit also computes as a registered op (torch.ops.rnnkit): under
 # torch.compile or torch.export, where torch's own RNN kernels break the graph (Dynamo refuses
 # them), those networks run the op instead, with the same numbers.
-_REGISTERED_OPS = frozenset({"rnn_tanh", "rnn_relu", "gru"})
+_REGISTERED_OPS = frozenset({"rnn_tanh", "rnn_relu", "gru", "lstm"})
 
 
 class RecurrentNetwork(nn.Module):

@@ -92,7 +92,7 @@ def test_gru_trains_on_the_fused_kernel_on_the_cpu_and_infers_natively():
     net.fused = False  # the user's switch back to torch's kernel
     assert not any(_fused_gru(n) for n in graph_names(net(x)[0]))
     lstm_out, _ = rnnkit.LSTM(3, 4)(x)  # torch's LSTM kernel is the faster one: it stays
-    assert not any("LSTMSequence" in n for n in graph_names(lstm_out))
+    assert not any("rnnkit_lstm_sequence" in n for n in graph_names(lstm_out))
 
 
 @pytest.mark.parametrize("name, opts", CONFIGS, ids=IDS)

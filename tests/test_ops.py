@@ -12,58 +12,88 @@ from torch.autograd import gradcheck, gradgradcheck
 
 import rnnkit
 from rnnkit import ops
-from rnnkit.ops import elman, gru
+from rnnkit.ops import elman, gru, lstm
 
 F64 = torch.float64
 T, N, I, H = 5, 3, 4, 6
 VALID = torch.arange(T).unsqueeze(1) < torch.tensor([5, 2, 4])  # (T, N), one full sequence
 
-# op -> (gates G, its module, the flag combinations after `valid`)
-OPS = {
-    "elman_sequence": (1, elman, [(relu, rev) for relu in (False, True) for rev in (False, True)]),
-    "gru_sequence": (3, gru, [(False,), (True,)]),
-}
-CASES = [(name, flags, masked) for name, (_, _, all_flags) in OPS.items()
-         for flags in all_flags for masked in (False, True)]
-IDS = [f"{n.split('_')[0]}-{'-'.join(map(str, f))}-{'masked' if m else 'full'}"
-       for n, f, m in CASES]
-
-
-def op_args(name, bias=True, seed=0):
-    """x, h0, w_ih, w_hh, b_ih, b_hh for op ``name`` (float64, requiring grad)."""
-    G = OPS[name][0]
+def _rand(seed):
     g = torch.Generator().manual_seed(seed)
 
     def rand(*shape, scale=1.0):
         return (scale * torch.randn(*shape, dtype=F64, generator=g)).requires_grad_()
+    return rand
 
-    b = (rand(G * H), rand(G * H)) if bias else (None, None)
-    return rand(T, N, I), rand(N, H), rand(G * H, I), rand(G * H, H, scale=0.5), *b
+
+def gated_args(G):
+    """``make(bias, seed)`` -> x, h0, w_ih, w_hh, b_ih, b_hh of a cell with G gates
+    (float64, requiring grad)."""
+    def make(bias=True, seed=0):
+        rand = _rand(seed)
+        b = (rand(G * H), rand(G * H)) if bias else (None, None)
+        return rand(T, N, I), rand(N, H), rand(G * H, I), rand(G * H, H, scale=0.5), *b
+    return make
+
+
+def lstm_args(peephole, proj):
+    """``make(bias, seed)`` -> the inputs of ``lstm_sequence`` (projection to R = 4)."""
+    def make(bias=True, seed=0):
+        rand = _rand(seed)
+        R = 4 if proj else H
+        b = (rand(4 * H), rand(4 * H)) if bias else (None, None)
+        peep = {"none": None, "diagonal": (3 * H,), "full": (3 * H, H)}[peephole]
+        return (rand(T, N, I), rand(N, R), rand(N, H), rand(4 * H, I),
+                rand(4 * H, R, scale=0.5), *b, rand(R, H, scale=0.5) if proj else None,
+                rand(*peep, scale=0.4) if peep else None)
+    return make
+
+
+# op -> (its module, [(its inputs' maker, the flags after `valid`)])
+OPS = {
+    "elman_sequence": (elman, [(gated_args(1), (relu, rev))
+                               for relu in (False, True) for rev in (False, True)]),
+    "gru_sequence": (gru, [(gated_args(3), (rev,)) for rev in (False, True)]),
+    "lstm_sequence": (lstm, [
+        (lstm_args(peep, proj), (peep, True, True, rev))
+        for (peep, proj), rev in zip(
+            [(p, q) for p in ("none", "diagonal", "full") for q in (False, True)],
+            (False, True, True, False, False, True), strict=True)
+    ] + [(lstm_args("diagonal", False), ("diagonal", False, False, False)),
+         (lstm_args("none", True), ("none", False, True, True))]),
+}
+CASES = [(name, make, flags, masked) for name, (_, cases) in OPS.items()
+         for make, flags in cases for masked in (False, True)]
+IDS = [f"{n.split('_')[0]}-{'-'.join(map(str, f))}-{'masked' if m else 'full'}"
+       for n, _, f, m in CASES]
 
 
 def op(name):
     return getattr(torch.ops.rnnkit, name)
 
 
-@pytest.mark.parametrize("name, flags, masked", CASES, ids=IDS)
-def test_op_equals_its_reference_and_passes_opcheck(name, flags, masked):
+@pytest.mark.parametrize("name, make, flags, masked", CASES, ids=IDS)
+def test_op_equals_its_reference_and_passes_opcheck(name, make, flags, masked):
     valid = VALID if masked else None
     for bias in (True, False):
-        args = op_args(name, bias)
+        args = make(bias)
         got = op(name)(*args, valid, *flags)
-        want = OPS[name][1].reference(*args, valid, *flags)
-        for a, b in zip(got[:2], want, strict=True):
+        want = OPS[name][0].reference(*args, valid, *flags)
+        for a, b in zip(got[: len(want)], want, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
         torch.library.opcheck(op(name).default, (*args, valid, *flags))
 
 
-@pytest.mark.parametrize("name, flags, masked", CASES, ids=IDS)
-def test_op_gradcheck_and_gradgradcheck(name, flags, masked):
+@pytest.mark.parametrize("name, make, flags, masked", CASES, ids=IDS)
+def test_op_gradcheck_and_gradgradcheck(name, make, flags, masked):
     valid = VALID if masked else None
-    args = op_args(name)
+    args = tuple(a for a in make() if a is not None)
+    states = 2 if name == "lstm_sequence" else 1
 
     def f(*a):
-        return op(name)(*a, valid, *flags)[:2]
+        it = iter(a)
+        full = [next(it) if t is not None else None for t in make()]
+        return op(name)(*full, valid, *flags)[: 1 + states]
 
     assert gradcheck(f, args)
     assert gradgradcheck(f, args)
@@ -73,19 +103,19 @@ def test_op_gradcheck_and_gradgradcheck(name, flags, masked):
 def test_both_implementations_agree(name):
     """The compiled op and the pure-torch one (called directly) give the same forward, saved
     buffers and backward: the fallback computes what the compiled op does."""
-    module = OPS[name][1]
-    args = op_args(name)
+    module, cases = OPS[name]
+    states = 2 if name == "lstm_sequence" else 1
     with torch.no_grad():
-        for flags in OPS[name][2]:
+        for make, flags in cases:
+            args = make()
             for valid in (None, VALID):
                 fwd = op(name)(*args, valid, *flags)
                 py = module._python_forward(*args, valid, *flags)
                 for a, b in zip(fwd, py, strict=True):
                     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
                 g = torch.Generator().manual_seed(1)
-                gy = torch.randn(T, N, H, dtype=F64, generator=g)
-                gh = torch.randn(N, H, dtype=F64, generator=g)
-                bwd_args = (gy, gh, *args, *fwd[2:], valid, *flags)
+                grads = [torch.randn(o.shape, dtype=F64, generator=g) for o in fwd[: 1 + states]]
+                bwd_args = (*grads, *args, *fwd[1 + states :], valid, *flags)
                 for a, b in zip(op(name + "_backward")(*bwd_args),
                                 module._python_backward(*bwd_args), strict=True):
                     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
@@ -157,17 +187,27 @@ def test_compiled_is_what_this_machine_built():
 
 NETS = {"rnn": lambda **kw: rnnkit.RNN(I, H, num_layers=2, bidirectional=True,
                                         nonlinearity="relu", **kw),
-        "gru": lambda **kw: rnnkit.GRU(I, H, num_layers=2, bidirectional=True, **kw)}
+        "gru": lambda **kw: rnnkit.GRU(I, H, num_layers=2, bidirectional=True, **kw),
+        "lstm": lambda **kw: rnnkit.LSTM(I, H, num_layers=2, bidirectional=True, proj_size=4,
+                                         **kw),
+        "peephole": lambda **kw: rnnkit.LSTM(I, H, num_layers=2, bidirectional=True,
+                                             peephole="full", **kw)}
+
+
+def _total(out, state):
+    """A loss that reaches every output: the outputs' and the final states' sums."""
+    return out.sum() + sum(s.sum() for s in (state if isinstance(state, tuple) else (state,)))
 
 
 @pytest.mark.parametrize("native", [True, False], ids=["native", "op"])
 @pytest.mark.parametrize("kind", list(NETS))
 def test_compiles_fullgraph_with_torchs_numbers(kind, native):
-    """torch.nn.RNN/GRU cannot be compiled with fullgraph=True (Dynamo refuses their kernels);
-    rnnkit.RNN/GRU can: under compile they run the registered ops. Forward, backward, lengths,
-    and no recompilation for a new length or batch size."""
+    """torch.nn.RNN/GRU/LSTM cannot be compiled with fullgraph=True (Dynamo refuses their
+    kernels); rnnkit's can: under compile they run the registered ops. Forward, backward,
+    lengths, and no recompilation for a new length or batch size."""
     from torch._dynamo.utils import counters
 
+    torch._dynamo.reset()  # (every network compiles the same forward: a fresh cache per test)
     torch.manual_seed(0)
     net = NETS[kind](native=native)
     compiled = torch.compile(net, fullgraph=True, dynamic=True)
@@ -175,9 +215,9 @@ def test_compiles_fullgraph_with_torchs_numbers(kind, native):
     lengths = torch.tensor([5, 2, 4])
     for kw in ({}, {"lengths": lengths}):
         out, h = compiled(x, **kw)
-        (gx,) = torch.autograd.grad(out.sum() + h.sum(), x)
+        (gx,) = torch.autograd.grad(_total(out, h), x)
         want, h_want = net(x, **kw)
-        (gx_want,) = torch.autograd.grad(want.sum() + h_want.sum(), x)
+        (gx_want,) = torch.autograd.grad(_total(want, h_want), x)
         torch.testing.assert_close(out, want)
         torch.testing.assert_close(h, h_want)
         torch.testing.assert_close(gx, gx_want)
@@ -211,11 +251,12 @@ def test_the_pure_torch_kernels_stay_tested():
     if os.environ.get("RNNKIT_KERNELS") == "python":
         pytest.skip("already running on the pure-torch kernels")
     here = os.path.dirname(__file__)
-    files = ["test_kernels_scrn_gru.py", "test_double_backward.py", "test_fused_networks.py",
-             "test_ops.py"]
+    files = ["test_kernels_scrn_gru.py", "test_kernels_lstm.py", "test_double_backward.py",
+             "test_fused_networks.py", "test_ops.py"]
     r = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-         *(os.path.join(here, f) for f in files), "-k", "gru or elman or GRU or RNN"],
+         *(os.path.join(here, f) for f in files),
+         "-k", "gru or elman or lstm or GRU or RNN or LSTM or peephole"],
         capture_output=True, text=True, env={**os.environ, "RNNKIT_KERNELS": "python"},
         timeout=600)
     assert r.returncode == 0, r.stdout[-3000:]

@@ -40,7 +40,14 @@ State = Tensor | tuple
 # Per thread, {id(cell): {name: tensor}}: the weights bind() fixed. Per thread, so that two
 # threads running one network each see their own (and a backward in the autograd engine's
 # thread binds its own).
-_BOUND = threading.local()
+class _Bound(threading.local):
+    def __init__(self):  # (run in each thread on its first use)
+        # set from the start: torch.compile guards on whether the attribute exists, and one
+        # created on first use would recompile a compiled network after its first eager call
+        self.cells: dict = {}
+
+
+_BOUND = _Bound()
 
 
 class Cell(nn.Module):
@@ -54,7 +61,7 @@ class Cell(nn.Module):
 
     def __getattr__(self, name: str):
         # Only reached for names not in __dict__: parameters, buffers, submodules, borrowed.
-        bound = getattr(_BOUND, "cells", None)
+        bound = _BOUND.cells
         if bound:
             weights = bound.get(id(self))
             if weights is not None and name in weights:
@@ -163,9 +170,7 @@ class Cell(nn.Module):
 def bind(weights: dict):
     """Within the block, every read of ``cell.<name>`` returns ``weights[cell][name]`` (in this
     thread): ``weights`` maps cells to ``{name: tensor}``. Nested binds restore the outer one."""
-    bound = getattr(_BOUND, "cells", None)
-    if bound is None:
-        bound = _BOUND.cells = {}
+    bound = _BOUND.cells
     saved = {id(c): bound.get(id(c)) for c in weights}
     bound.update({id(c): w for c, w in weights.items()})
     try:
@@ -181,7 +186,7 @@ def bind(weights: dict):
 def bound_weight(cell: Cell, name: str):
     """The tensor :func:`bind` fixed for ``cell.<name>`` in this thread, or None (for a
     property such as SCRN's ``alpha``, which ``__getattr__`` never sees)."""
-    bound = getattr(_BOUND, "cells", None)
+    bound = _BOUND.cells
     weights = bound.get(id(cell)) if bound else None
     return None if weights is None else weights.get(name)
 

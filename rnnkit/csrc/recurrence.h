@@ -75,22 +75,34 @@ class Product {
       packed_ = stack[0].toTensor();
     }
   }
+  // out = x @ w^T
+  void mm_(at::Tensor& out, const at::Tensor& x) const {
+    if (!packed_.defined()) {
+      at::mm_out(out, x, w_t_);
+      return;
+    }
+    out.copy_(packed(x));
+  }
   // out += x @ w^T
   void add_(at::Tensor& out, const at::Tensor& x) const {
     if (!packed_.defined()) {
       out.addmm_(x, w_t_);
       return;
     }
+    out.add_(packed(x));
+  }
+
+ private:
+  at::Tensor packed(const at::Tensor& x) const {
     static const auto linear =
         c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_linear_pointwise", "");
     std::vector<c10::IValue> stack{x, packed_, c10::IValue(), c10::IValue("none"),
                                    c10::IValue(c10::List<std::optional<at::Scalar>>()),
                                    c10::IValue(std::string(""))};
     linear.callBoxed(&stack);
-    out.add_(stack[0].toTensor());
+    return stack[0].toTensor();
   }
 
- private:
   at::Tensor w_t_, packed_;
 };
 
@@ -104,6 +116,35 @@ template <typename scalar_t>
 inline Vec<scalar_t> vsigmoid(const Vec<scalar_t>& v) {
   const Vec<scalar_t> one(scalar_t(1));
   return one / (one + v.neg().exp());
+}
+
+// Lane helpers: the same pointwise code serves a vector of lanes (Vec<scalar_t>) and the scalar
+// tail of a row. `for_lanes<scalar_t>(H, f)` calls f(V{}, j) with V = Vec<scalar_t> for
+// j = 0, V::size(), ... and then f(scalar_t{}, j) for the remaining j < H; inside, load(p, tag)
+// reads V at p, store(v, p) writes it, and sigm/tanh_ work on either.
+template <typename s>
+inline s load(const s* p, s) { return *p; }
+template <typename s>
+inline Vec<s> load(const s* p, Vec<s>) { return Vec<s>::loadu(p); }
+template <typename s>
+inline void store(s v, s* p) { *p = v; }
+template <typename s>
+inline void store(const Vec<s>& v, s* p) { v.store(p); }
+template <typename s>
+inline s sigm(s v) { return s(1) / (s(1) + std::exp(-v)); }
+template <typename s>
+inline Vec<s> sigm(const Vec<s>& v) { return vsigmoid(v); }
+template <typename s>
+inline s tanh_(s v) { return std::tanh(v); }
+template <typename s>
+inline Vec<s> tanh_(const Vec<s>& v) { return v.tanh(); }
+
+template <typename scalar_t, typename F>
+inline void for_lanes(int64_t H, const F& f) {
+  using V = Vec<scalar_t>;
+  int64_t j = 0;
+  for (; j + V::size() <= H; j += V::size()) f(V(), j);
+  for (; j < H; ++j) f(scalar_t(), j);
 }
 
 }  // namespace rnnkit

@@ -26,7 +26,7 @@ from .elman import elman_sequence
 from .fully import FullySequence, fully_sequence
 from .gru import GRUSequence, gru_sequence
 from .jordan import JordanSequence, jordan_sequence
-from .lstm import LSTMSequence, lstm_sequence
+from .lstm import lstm_sequence
 from .scrn import SCRNSequence, scrn_sequence
 
 
@@ -57,7 +57,7 @@ def fused_scan(cell) -> Callable | None:
 
 __all__ = [
     "CTRNNSequence", "ClockworkSequence", "FullySequence", "GRUSequence", "JordanSequence",
-    "LSTMSequence", "SCRNSequence", "clockwork_sequence", "ctrnn_sequence", "elman_sequence",
+    "SCRNSequence", "clockwork_sequence", "ctrnn_sequence", "elman_sequence",
     "fully_sequence",
     "fused_scan", "gru_sequence", "jordan_sequence", "lstm_sequence", "scrn_sequence",
 ]

@@ -3,8 +3,10 @@ r"""Fused LSTM-family sequence kernel: one forward loop, hand-derived BPTT backw
 :func:`lstm_sequence` computes exactly what ``rnnkit.scan(cell, xs, LSTMState(h0, c0),
 reverse=..., lengths=...)`` computes for an :class:`~rnnkit.cells.LSTMCell` with any of its
 options (peephole ``None``/``"diagonal"``/``"full"``, ``proj_size``, ``bias=False``, tanh or
-identity activations), as one :class:`torch.autograd.Function` whose backward is the
-back-propagation through time written out by hand.
+identity activations), as one call of the registered op ``torch.ops.rnnkit.lstm_sequence``
+(:mod:`rnnkit.ops.lstm`) whose backward is the back-propagation through time written out by
+hand: compiled C++ (``rnnkit/csrc/lstm.cpp``) where it built, else the pure-torch loops below
+(:func:`_forward`, :func:`_backward`), which compute the same.
 
 Forward (step :math:`t`, in the order the scan visits them; :math:`m_t \in \{0, 1\}^N` marks
 the sequences still running, all ones without ``lengths``)
@@ -62,8 +64,7 @@ costs a handful of ops. The parameter gradients are then single matmuls / reduct
 ``(T+1, N, H)`` and ``(T+1, N, R)`` (their slices are :math:`c_{t-1}, c_t, h_{t-1}`),
 :math:`\tanh \tilde c_t` ``(T, N, H)`` if :math:`\phi` is tanh and :math:`\tilde r_t` if there is a
 projection, and its inputs. A backward that autograd records (``create_graph=True``)
-differentiates the forward recomputed through ``cell.precompute`` and ``cell.step`` instead
-(:func:`~rnnkit.kernels._common.differentiable_backward`).
+differentiates the op's differentiable reference instead (:mod:`rnnkit.ops._wiring`).
 """
 
 from __future__ import annotations
@@ -71,20 +72,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..cells.base import bind
 from ..cells.lstm import LSTMCell, LSTMState
-from ._common import (
-    Product,
-    check_sequence,
-    differentiable_backward,
-    recompute,
-    recording,
-    save_args,
-    saved_args,
-    valid_mask,
-)
+from ._common import Product, check_sequence, valid_mask
 
-__all__ = ["LSTMSequence", "lstm_sequence"]
+__all__ = ["lstm_sequence"]
 
 
 def _forward(xs, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, peephole, tanh_g, tanh_phi,
@@ -184,149 +175,111 @@ def _forward(xs, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, peephole, tanh_g,
     return ys, hs[last].clone(), cs[last].clone(), saved
 
 
-_PEEPHOLE_NAMES = {"diagonal": "weight_peephole", "full": "weight_ch"}
-
-
-def _reference(xs, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, peephole, tanh_g, tanh_phi,
-               reverse, valid, cell):
-    """The forward through ``cell.precompute`` and ``cell.step`` with these weights:
-    differentiable to any order."""
-    weights = {"weight_ih": w_ih, "weight_hh": w_hh, "bias_ih": b_ih, "bias_hh": b_hh,
-               "weight_hr": w_hr}
-    if peephole is not None:
-        weights[_PEEPHOLE_NAMES[peephole]] = w_peep
-    with bind({cell: weights}):
-        us = cell.precompute(xs)
-    return recompute(cell, weights, us, LSTMState(h0, c0), reverse, valid)
-
-
-class LSTMSequence(torch.autograd.Function):
-    """``apply(xs, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, weight_peep,
-    peephole, tanh_candidate, tanh_cell, reverse, valid[, cell])`` -> ``(ys, h_T, c_T)``.
-
-    ``weight_peep`` is ``weight_peephole`` (3H) or ``weight_ch`` (3H, H) or None, as
-    ``peephole`` is ``"diagonal"``, ``"full"`` or None; ``valid`` is a ``(T, N)`` bool mask of
-    the valid steps or None; ``cell`` is needed only by a double backward. Prefer
-    :func:`lstm_sequence`, which checks its arguments.
-    """
-
-    @staticmethod
-    def forward(ctx, xs, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, peephole, tanh_g,
-                tanh_phi, reverse, valid, cell=None):
-        ys, h_t, c_t, (gates, hs, cs, ks, rs) = _forward(
-            xs, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, peephole, tanh_g, tanh_phi,
-            reverse, valid)
-        save_args(ctx, (xs, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, peephole, tanh_g,
-                        tanh_phi, reverse, valid, cell), gates, hs, cs, ks, rs)
-        return ys, h_t, c_t
-
-    @staticmethod
-    def backward(ctx, gy, gh_t, gc_t):
-        args, (gates, hs, cs, ks, rs) = saved_args(ctx)
-        if torch.is_grad_enabled():  # create_graph=True
-            return differentiable_backward(ctx, (gy, gh_t, gc_t), args, _reference)
-        xs, _, _, w_ih, w_hh, _, _, w_hr, w_peep, peephole, tanh_g, tanh_phi, reverse, valid, _ \
-            = args
-        need = ctx.needs_input_grad
-        T, N, H4 = gates.shape
-        H = H4 // 4
-        R = hs.shape[2]
-        if reverse:  # step t read slot t+1 and wrote slot t; backward visits 0..T-1
-            h_prev, c_prev, c_new, steps = hs[1:], cs[1:], cs[:T], range(T)
-        else:
-            h_prev, c_prev, c_new, steps = hs[:T], cs[:T], cs[1:], range(T - 1, -1, -1)
-        g4 = gates.view(T, N, 4, H)
-        i, f, g, o = g4.unbind(2)
-        # Products of forward quantities, for all steps at once (see the module docstring).
-        sd = torch.addcmul(gates, gates, gates, value=-1).view(T, N, 4, H)  # s (1 - s)
-        a = torch.empty(T, N, 3, H, dtype=gates.dtype, device=gates.device)
-        torch.mul(sd[:, :, 0], g, out=a[:, :, 0])  # g sigma'(i)
-        torch.mul(sd[:, :, 1], c_prev, out=a[:, :, 1])  # c_{t-1} sigma'(f)
-        if tanh_g:  # i (1 - g^2)
-            torch.addcmul(i, i * g, g, value=-1, out=a[:, :, 2])
-        else:
-            a[:, :, 2].copy_(i)
-        k = ks if tanh_phi else c_new
-        b_o = k * sd[:, :, 3]  # d z^o / d r~ = k sigma'(o)
-        b_c = torch.addcmul(o, o * k, k, value=-1) if tanh_phi else o  # d c~ / d r~ = o phi'
-        if valid is not None:
-            all_valid = valid.all(dim=1).tolist()
-            mf = valid.unsqueeze(2).to(gates.dtype)  # (T, N, 1)
-            nmf = 1 - mf
-        w_hr_ = w_hr
-        if peephole == "diagonal":
-            p_i, p_f, p_o = w_peep[:H], w_peep[H : 2 * H], w_peep[2 * H :]
-        elif peephole == "full":
-            p_if, p_o = w_peep[: 2 * H], w_peep[2 * H :]
-        # dz reuses sd's memory: a fresh buffer written step by step pays a page fault per page
-        # inside the loop (measured ~2x the cost of the step's ops); sd's pages are touched.
-        dz = sd.view(T, N, H4)  # (T, N, 4H)
-        dys = torch.empty(T, N, R, dtype=gates.dtype, device=gates.device) if w_hr is not None \
-            else None
-        # per-step views, made once (see _forward)
-        DZ, DZO, DZIF = dz.unbind(0), dz[:, :, 3 * H :].unbind(0), dz[:, :, : 2 * H].unbind(0)
-        DZ3 = dz[:, :, : 3 * H].view(T, N, 3, H).unbind(0)
-        DZI, DZF = dz[:, :, :H].unbind(0), dz[:, :, H : 2 * H].unbind(0)
-        GY, BO, BC, A, Fs = gy.unbind(0), b_o.unbind(0), b_c.unbind(0), a.unbind(0), f.unbind(0)
-        DYS = dys.unbind(0) if dys is not None else None
-        if valid is not None:
-            MF, NMF = mf.unbind(0), nmf.unbind(0)
-        rec = Product(w_hh.t(), N)  # dz_t W_hh, packed where that is faster
-        dh, dc = gh_t, gc_t
-        for t in steps:
-            padded = valid is not None and not all_valid[t]
-            dzo = DZO[t]
-            if w_hr_ is None:
-                dr = GY[t] + dh
-                if padded:
-                    dr.mul_(MF[t])
-            else:
-                dy = torch.add(GY[t], dh, out=DYS[t])
-                if padded:
-                    dy.mul_(MF[t])
-                dr = dy @ w_hr_
-            torch.mul(dr, BO[t], out=dzo)
-            dct = torch.addcmul(dc * MF[t] if padded else dc, dr, BC[t])
-            if peephole == "diagonal":
-                dct.addcmul_(dzo, p_o)
-            elif peephole == "full":
-                dct.addmm_(dzo, p_o)
-            torch.mul(dct.unsqueeze(1), A[t], out=DZ3[t])
-            dc_next = dct * Fs[t]
-            if peephole == "diagonal":
-                dc_next.addcmul_(DZI[t], p_i).addcmul_(DZF[t], p_f)
-            elif peephole == "full":
-                dc_next.addmm_(DZIF[t], p_if)
-            dh_next = rec(DZ[t])
+def _backward(gy, gh_t, gc_t, xs, w_ih, w_hh, w_hr, w_peep, saved, peephole, tanh_g, tanh_phi,
+              reverse, valid, need):
+    """The backward pass (module docstring) without autograd: the gradients of ``xs, h0, c0,
+    w_ih, w_hh, b_ih, b_hh, w_hr, w_peep`` (None where ``need`` says no); ``saved`` is what
+    :func:`_forward` returned."""
+    gates, hs, cs, ks, rs = saved
+    T, N, H4 = gates.shape
+    H = H4 // 4
+    R = hs.shape[2]
+    if reverse:  # step t read slot t+1 and wrote slot t; backward visits 0..T-1
+        h_prev, c_prev, c_new, steps = hs[1:], cs[1:], cs[:T], range(T)
+    else:
+        h_prev, c_prev, c_new, steps = hs[:T], cs[:T], cs[1:], range(T - 1, -1, -1)
+    g4 = gates.view(T, N, 4, H)
+    i, f, g, o = g4.unbind(2)
+    # Products of forward quantities, for all steps at once (see the module docstring).
+    sd = torch.addcmul(gates, gates, gates, value=-1).view(T, N, 4, H)  # s (1 - s)
+    a = torch.empty(T, N, 3, H, dtype=gates.dtype, device=gates.device)
+    torch.mul(sd[:, :, 0], g, out=a[:, :, 0])  # g sigma'(i)
+    torch.mul(sd[:, :, 1], c_prev, out=a[:, :, 1])  # c_{t-1} sigma'(f)
+    if tanh_g:  # i (1 - g^2)
+        torch.addcmul(i, i * g, g, value=-1, out=a[:, :, 2])
+    else:
+        a[:, :, 2].copy_(i)
+    k = ks if tanh_phi else c_new
+    b_o = k * sd[:, :, 3]  # d z^o / d r~ = k sigma'(o)
+    b_c = torch.addcmul(o, o * k, k, value=-1) if tanh_phi else o  # d c~ / d r~ = o phi'
+    if valid is not None:
+        all_valid = valid.all(dim=1).tolist()
+        mf = valid.unsqueeze(2).to(gates.dtype)  # (T, N, 1)
+        nmf = 1 - mf
+    w_hr_ = w_hr
+    if peephole == "diagonal":
+        p_i, p_f, p_o = w_peep[:H], w_peep[H : 2 * H], w_peep[2 * H :]
+    elif peephole == "full":
+        p_if, p_o = w_peep[: 2 * H], w_peep[2 * H :]
+    # dz reuses sd's memory: a fresh buffer written step by step pays a page fault per page
+    # inside the loop (measured ~2x the cost of the step's ops); sd's pages are touched.
+    dz = sd.view(T, N, H4)  # (T, N, 4H)
+    dys = torch.empty(T, N, R, dtype=gates.dtype, device=gates.device) if w_hr is not None \
+        else None
+    # per-step views, made once (see _forward)
+    DZ, DZO, DZIF = dz.unbind(0), dz[:, :, 3 * H :].unbind(0), dz[:, :, : 2 * H].unbind(0)
+    DZ3 = dz[:, :, : 3 * H].view(T, N, 3, H).unbind(0)
+    DZI, DZF = dz[:, :, :H].unbind(0), dz[:, :, H : 2 * H].unbind(0)
+    GY, BO, BC, A, Fs = gy.unbind(0), b_o.unbind(0), b_c.unbind(0), a.unbind(0), f.unbind(0)
+    DYS = dys.unbind(0) if dys is not None else None
+    if valid is not None:
+        MF, NMF = mf.unbind(0), nmf.unbind(0)
+    rec = Product(w_hh.t(), N)  # dz_t W_hh, packed where that is faster
+    dh, dc = gh_t, gc_t
+    for t in steps:
+        padded = valid is not None and not all_valid[t]
+        dzo = DZO[t]
+        if w_hr_ is None:
+            dr = GY[t] + dh
             if padded:
-                dc_next.addcmul_(dc, NMF[t])
-                dh_next.addcmul_(dh, NMF[t])
-            dh, dc = dh_next, dc_next
-        dz2 = dz.view(T * N, H4)
-        g_xs = (dz2 @ w_ih).view(xs.shape) if need[0] else None
-        g_w_ih = dz2.t() @ xs.reshape(T * N, xs.shape[2]) if need[3] else None
-        g_w_hh = dz2.t() @ h_prev.reshape(T * N, R) if need[4] else None
-        g_b = dz2.sum(0) if need[5] or need[6] else None
-        g_b_ih = g_b if need[5] else None
-        g_b_hh = (g_b.clone() if need[5] else g_b) if need[6] else None
-        g_w_hr = None
-        if w_hr is not None and need[7]:
-            g_w_hr = dys.view(T * N, R).t() @ rs.view(T * N, H)
-        g_peep = None
-        if peephole is not None and need[8]:
-            dz4 = dz.view(T, N, 4, H)
-            if peephole == "diagonal":
-                g_peep = torch.cat([
-                    (dz4[:, :, :2] * c_prev.unsqueeze(2)).sum((0, 1)).view(2 * H),
-                    (dz4[:, :, 3] * c_new).sum((0, 1)),
-                ])
-            else:
-                g_peep = torch.cat([
-                    dz2[:, : 2 * H].t() @ c_prev.reshape(T * N, H),
-                    dz2[:, 3 * H :].t() @ c_new.reshape(T * N, H),
-                ])
-        return (g_xs, dh if need[1] else None, dc if need[2] else None, g_w_ih, g_w_hh,
-                g_b_ih, g_b_hh, g_w_hr, g_peep, None, None, None, None, None, None)
+                dr.mul_(MF[t])
+        else:
+            dy = torch.add(GY[t], dh, out=DYS[t])
+            if padded:
+                dy.mul_(MF[t])
+            dr = dy @ w_hr_
+        torch.mul(dr, BO[t], out=dzo)
+        dct = torch.addcmul(dc * MF[t] if padded else dc, dr, BC[t])
+        if peephole == "diagonal":
+            dct.addcmul_(dzo, p_o)
+        elif peephole == "full":
+            dct.addmm_(dzo, p_o)
+        torch.mul(dct.unsqueeze(1), A[t], out=DZ3[t])
+        dc_next = dct * Fs[t]
+        if peephole == "diagonal":
+            dc_next.addcmul_(DZI[t], p_i).addcmul_(DZF[t], p_f)
+        elif peephole == "full":
+            dc_next.addmm_(DZIF[t], p_if)
+        dh_next = rec(DZ[t])
+        if padded:
+            dc_next.addcmul_(dc, NMF[t])
+            dh_next.addcmul_(dh, NMF[t])
+        dh, dc = dh_next, dc_next
+    dz2 = dz.view(T * N, H4)
+    g_xs = (dz2 @ w_ih).view(xs.shape) if need[0] else None
+    g_w_ih = dz2.t() @ xs.reshape(T * N, xs.shape[2]) if need[3] else None
+    g_w_hh = dz2.t() @ h_prev.reshape(T * N, R) if need[4] else None
+    g_b = dz2.sum(0) if need[5] or need[6] else None
+    g_b_ih = g_b if need[5] else None
+    g_b_hh = (g_b.clone() if need[5] else g_b) if need[6] else None
+    g_w_hr = None
+    if w_hr is not None and need[7]:
+        g_w_hr = dys.view(T * N, R).t() @ rs.view(T * N, H)
+    g_peep = None
+    if peephole is not None and need[8]:
+        dz4 = dz.view(T, N, 4, H)
+        if peephole == "diagonal":
+            g_peep = torch.cat([
+                (dz4[:, :, :2] * c_prev.unsqueeze(2)).sum((0, 1)).view(2 * H),
+                (dz4[:, :, 3] * c_new).sum((0, 1)),
+            ])
+        else:
+            g_peep = torch.cat([
+                dz2[:, : 2 * H].t() @ c_prev.reshape(T * N, H),
+                dz2[:, 3 * H :].t() @ c_new.reshape(T * N, H),
+            ])
+    return (g_xs, dh if need[1] else None, dc if need[2] else None, g_w_ih, g_w_hh,
+            g_b_ih, g_b_hh, g_w_hr, g_peep)
 
 
 def lstm_sequence(
@@ -356,8 +309,6 @@ def lstm_sequence(
     args = (xs, h0, c0, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh,
             cell.weight_hr, w_peep, peephole, cell.candidate_activation == "tanh",
             cell.cell_activation == "tanh", bool(reverse), valid)
-    if recording(*args[:9]):
-        return LSTMSequence.apply(*args, cell)
-    with torch.no_grad():  # inference: nothing to save
-        ys, h_t, c_t, _ = _forward(*args)
-    return ys, h_t, c_t
+    from .. import ops  # (loaded on first use)
+
+    return ops.lstm.lstm_sequence(*args[:9], valid, peephole or "none", *args[10:13])

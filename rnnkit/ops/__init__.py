@@ -6,7 +6,7 @@ and ``torch.export`` trace through it) and its hand-derived backward registered 
 (``rnnkit/csrc``, see :mod:`rnnkit.ops.build`) where it built, else a pure-torch one with the
 same schema, so every op exists on every machine. ``compiled()`` says which one runs.
 
-So far: ``elman_sequence``, ``gru_sequence``.
+So far: ``elman_sequence``, ``gru_sequence``, ``lstm_sequence``.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ import torch
 
 LIB = torch.library.Library("rnnkit", "DEF")  # kept alive for the whole process
 
-from . import build, elman, gru  # noqa: E402  (they define their ops in LIB)
+from . import build, elman, gru, lstm  # noqa: E402  (they define their ops in LIB)
 
 _COMPILED = build.load()
 elman.register(_COMPILED)
 gru.register(_COMPILED)
+lstm.register(_COMPILED)
 
 
 def compiled() -> bool:
@@ -27,4 +28,4 @@ def compiled() -> bool:
     return _COMPILED
 
 
-__all__ = ["LIB", "build", "compiled", "elman", "gru"]
+__all__ = ["LIB", "build", "compiled", "elman", "gru", "lstm"]
