@@ -102,7 +102,7 @@ def test_render_rewrites_the_report_from_the_saved_rows(tmp_path):
     out.write_text("")
     again = run(bench, "--render", str(tmp_path / "RESULTS.json"), "--out", str(out))
     assert again == rows and out.read_text() == first
-    assert "### Targets" in first and "Inference ≤ 1.25×" in first
+    assert "### Targets" in first and "Inference ≤ 1.0× torch.nn.LSTM" in first
 
 
 def test_accuracy_quick_writes_its_section_and_keeps_the_speed_one(tmp_path):

@@ -54,7 +54,7 @@ struct Mask {
 // f(n) for every row n of a batch, in parallel chunks of about `work` elements each.
 template <typename F>
 inline void for_rows(int64_t N, int64_t width, const F& f) {
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, width));
+  const int64_t grain = std::max<int64_t>(1, 8192 / std::max<int64_t>(1, width));
   at::parallel_for(0, N, grain, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) f(n);
   });
