@@ -48,6 +48,7 @@ bench: venv
 	$(PIP) install --quiet -e '.[bench]'
 	OMP_NUM_THREADS=2 $(PY) benchmarks/bench.py
 	OMP_NUM_THREADS=2 $(PY) benchmarks/double_backward.py
+	OMP_NUM_THREADS=2 $(PY) benchmarks/ops_gain.py
 
 # Train the reference models and write their test scores into benchmarks/RESULTS.md.
 bench-accuracy: venv data
