@@ -285,3 +285,38 @@ def test_rnn_trains_on_the_compiled_op_and_infers_on_torchs_kernel(monkeypatch):
     with torch.no_grad():
         net(x)
     assert calls == [1]
+
+
+@pytest.mark.parametrize("name, make, flags, masked", CASES, ids=IDS)
+def test_inference_op_equals_the_forward_and_passes_opcheck(name, make, flags, masked):
+    """``<op>_inference``, what runs where autograd does not record, keeps no saved buffers and
+    gives the op's outputs."""
+    valid = VALID if masked else None
+    args = tuple(a.detach() if a is not None else None for a in make())
+    states = 2 if name == "lstm_sequence" else 1
+    got = op(name + "_inference")(*args, valid, *flags)
+    assert len(got) == 1 + states
+    for a, b in zip(got, op(name)(*args, valid, *flags)[: 1 + states], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.library.opcheck(op(name + "_inference").default, (*args, valid, *flags))
+
+
+def test_networks_infer_through_the_inference_ops():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.add(str(func))
+            return func(*args, **(kwargs or {}))
+
+    net = rnnkit.LSTM(I, H, peephole="diagonal")
+    x = torch.randn(T, N, I)
+    for context, want in ((torch.no_grad, "rnnkit.lstm_sequence_inference.default"),
+                          (torch.enable_grad, "rnnkit.lstm_sequence.default")):
+        with context(), Ops() as seen:
+            net(x)
+        assert want in seen.names, seen.names

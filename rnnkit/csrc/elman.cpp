@@ -141,7 +141,17 @@ elman_sequence_backward(
 
 }  // namespace
 
+// Without a backward to feed: the same loop, the slots dropped.
+std::tuple<at::Tensor, at::Tensor> elman_sequence_inference(
+    const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+    const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
+    const std::optional<at::Tensor>& valid, bool relu, bool reverse) {
+  auto out = elman_sequence(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu, reverse);
+  return {std::get<0>(out), std::get<1>(out)};
+}
+
 TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
+  m.impl("elman_sequence_inference", &elman_sequence_inference);
   m.impl("elman_sequence", &elman_sequence);
   m.impl("elman_sequence_backward", &elman_sequence_backward);
 }

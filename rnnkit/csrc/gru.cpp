@@ -188,7 +188,17 @@ gru_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T, con
 
 }  // namespace
 
+// Without a backward to feed: the same loop, its saved buffers dropped.
+std::tuple<at::Tensor, at::Tensor> gru_sequence_inference(
+    const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+    const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
+    const std::optional<at::Tensor>& valid, bool reverse) {
+  auto out = gru_sequence(x, h0, w_ih, w_hh, b_ih, b_hh, valid, reverse);
+  return {std::get<0>(out), std::get<1>(out)};
+}
+
 TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
+  m.impl("gru_sequence_inference", &gru_sequence_inference);
   m.impl("gru_sequence", &gru_sequence);
   m.impl("gru_sequence_backward", &gru_sequence_backward);
 }

@@ -43,7 +43,7 @@ using Out9 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tens
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
            at::Tensor>
-lstm_sequence(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
+run_forward(bool save, const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
               const at::Tensor& w_ih, const at::Tensor& w_hh,
               const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
               const std::optional<at::Tensor>& w_hr, const std::optional<at::Tensor>& w_peep,
@@ -64,7 +64,7 @@ lstm_sequence(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
   gates = gates.view({T, N, H4});
   at::Tensor hs = at::empty({T + 1, N, R}, x.options());
   at::Tensor cs = at::empty({T + 1, N, H}, x.options());
-  at::Tensor ks = tanh_phi ? at::empty({T, N, H}, x.options()) : absent(x);
+  at::Tensor ks = tanh_phi && save ? at::empty({T, N, H}, x.options()) : absent(x);
   at::Tensor rs = proj ? at::empty({T, N, H}, x.options()) : absent(x);
   hs.select(0, st.first()).copy_(h0);
   cs.select(0, st.first()).copy_(c0);
@@ -80,7 +80,7 @@ lstm_sequence(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
     scalar_t* zb = gates.data_ptr<scalar_t>();
     scalar_t* hb = hs.data_ptr<scalar_t>();
     scalar_t* cb = cs.data_ptr<scalar_t>();
-    scalar_t* kb = tanh_phi ? ks.data_ptr<scalar_t>() : nullptr;
+    scalar_t* kb = tanh_phi && save ? ks.data_ptr<scalar_t>() : nullptr;
     scalar_t* rb = proj ? rs.data_ptr<scalar_t>() : nullptr;
     const scalar_t* pd = peep == Peep::diagonal ? wp.data_ptr<scalar_t>() : nullptr;
     for (int64_t i = 0; i < T; ++i) {
@@ -168,6 +168,31 @@ lstm_sequence(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
   if (valid.has_value()) ys.mul_(valid->unsqueeze(2));
   return {ys, hs.select(0, st.last()).clone(), cs.select(0, st.last()).clone(),
           gates, hs, cs, ks, rs};
+}
+
+using Out8 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                        at::Tensor, at::Tensor>;
+
+Out8 lstm_sequence(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
+                   const at::Tensor& w_ih, const at::Tensor& w_hh,
+                   const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
+                   const std::optional<at::Tensor>& w_hr, const std::optional<at::Tensor>& w_peep,
+                   const std::optional<at::Tensor>& valid, c10::string_view peephole,
+                   bool tanh_g, bool tanh_phi, bool reverse) {
+  return run_forward(true, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, valid, peephole,
+                     tanh_g, tanh_phi, reverse);
+}
+
+// Without a backward to feed: k = phi(c~) is not kept.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sequence_inference(
+    const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
+    const at::Tensor& w_hh, const std::optional<at::Tensor>& b_ih,
+    const std::optional<at::Tensor>& b_hh, const std::optional<at::Tensor>& w_hr,
+    const std::optional<at::Tensor>& w_peep, const std::optional<at::Tensor>& valid,
+    c10::string_view peephole, bool tanh_g, bool tanh_phi, bool reverse) {
+  auto out = run_forward(false, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, valid,
+                         peephole, tanh_g, tanh_phi, reverse);
+  return {std::get<0>(out), std::get<1>(out), std::get<2>(out)};
 }
 
 Out9 lstm_sequence_backward(
@@ -324,6 +349,7 @@ Out9 lstm_sequence_backward(
 
 TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
   m.impl("lstm_sequence", &lstm_sequence);
+  m.impl("lstm_sequence_inference", &lstm_sequence_inference);
   m.impl("lstm_sequence_backward", &lstm_sequence_backward);
 }
 

@@ -18,9 +18,9 @@ LIB = torch.library.Library("rnnkit", "DEF")  # kept alive for the whole process
 from . import build, elman, gru, lstm  # noqa: E402  (they define their ops in LIB)
 
 _COMPILED = build.load()
-elman.register(_COMPILED)
-gru.register(_COMPILED)
-lstm.register(_COMPILED)
+elman.register()
+gru.register()
+lstm.register()
 
 
 def compiled() -> bool:

@@ -10,6 +10,11 @@ first, then the initial states, then the weights, some optional) and ``S`` carri
   last step; ``saved`` the buffers its backward reads (an unused one is a ``(0,)`` tensor).
 - ``<name>_backward(grad_ys, *grad_finals, *inputs, *saved, Tensor? valid, <flags>)`` -> the
   gradients of ``inputs``, in order (a ``(0,)`` tensor for an absent optional input).
+- ``<name>_inference(*inputs, Tensor? valid, <flags>) -> (ys, *finals)``: the forward with
+  nothing kept for a backward, for calls that autograd does not record (see :func:`call`).
+
+An implementation registered for a device before :func:`register` runs (the compiled C++ on
+the CPU) is kept; the pure-torch one fills every op and device key still empty on the CPU.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ def define(name: str, inputs: str, states: int, flags: str, saved: list[str]) ->
     grads = ", ".join(["Tensor"] * n_in)
     LIB.define(f"{name}_backward(Tensor grad_ys{finals}, {inputs}{saved_args}, Tensor? valid, "
                f"{flags}) -> ({grads})")
+    LIB.define(f"{name}_inference({inputs}, Tensor? valid, {flags}) -> "
+               f"({', '.join(['Tensor'] * (1 + states))})")
     _specs[name] = (n_in, states, len(_names(flags)))
 
 
@@ -50,13 +57,15 @@ def absent(like: torch.Tensor) -> torch.Tensor:
 
 
 def register(name: str, *, fake: Callable, reference: Callable, python_forward: Callable,
-             python_backward: Callable, compiled: bool) -> None:
-    """Fakes, autograd and (unless ``compiled``) the pure-torch CPU implementation of ``name``.
+             python_backward: Callable, python_inference: Callable | None = None) -> None:
+    """Fakes, autograd and (where no compiled kernel is registered) the pure-torch CPU
+    implementation of ``name``, ``name_backward`` and ``name_inference``.
 
     ``fake(*inputs, valid, *flags)`` -> the op's outputs as empty tensors of their shapes;
     ``reference(*inputs, valid, *flags) -> (ys, *finals)`` in differentiable torch ops (what a
-    recorded backward differentiates); ``python_forward``/``python_backward`` have the ops'
-    signatures and returns.
+    recorded backward differentiates); ``python_forward``/``python_backward`` (and
+    ``python_inference``, by default the forward's first outputs) have the ops' signatures and
+    returns.
     """
     n_in, n_states, _ = _specs[name]
 
@@ -92,6 +101,23 @@ def register(name: str, *, fake: Callable, reference: Callable, python_forward: 
     torch.library.register_fake(f"rnnkit::{name}_backward", fake_backward, lib=LIB)
     torch.library.register_autograd(f"rnnkit::{name}", backward, setup_context=setup_context,
                                     lib=LIB)
-    if not compiled:
-        LIB.impl(name, python_forward, "CPU")
-        LIB.impl(f"{name}_backward", python_backward, "CPU")
+    torch.library.register_fake(f"rnnkit::{name}_inference",
+                                lambda *args: fake(*args)[: 1 + n_states], lib=LIB)
+    if python_inference is None:
+        def python_inference(*args):
+            return python_forward(*args)[: 1 + n_states]
+    for op, fn in ((name, python_forward), (f"{name}_backward", python_backward),
+                   (f"{name}_inference", python_inference)):
+        if not torch._C._dispatch_has_kernel_for_dispatch_key(f"rnnkit::{op}", "CPU"):
+            LIB.impl(op, fn, "CPU")
+
+
+def call(name: str, *args) -> tuple:
+    """``(ys, *finals)`` of op ``name``: the op itself where autograd records the call (some
+    input requires a gradient and grad mode is on), else ``name_inference``, which keeps nothing
+    for a backward."""
+    n_in = _specs[name][0]
+    if torch.is_grad_enabled() and any(
+            isinstance(a, torch.Tensor) and a.requires_grad for a in args[:n_in]):
+        return getattr(torch.ops.rnnkit, name)(*args)[: 1 + _specs[name][1]]
+    return tuple(getattr(torch.ops.rnnkit, f"{name}_inference")(*args))

@@ -89,16 +89,15 @@ def _fake(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu, reverse):
     return x.new_empty(T, N, H), x.new_empty(N, H), x.new_empty(T + 1, N, H)
 
 
-def register(compiled: bool) -> None:
+def register() -> None:
     _wiring.register(
         "elman_sequence", reference=reference,
         fake=_fake,
-        python_forward=_python_forward, python_backward=_python_backward, compiled=compiled)
+        python_forward=_python_forward, python_backward=_python_backward)
 
 
 def elman_sequence(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih, b_hh, valid,
                    relu: bool, reverse: bool) -> tuple[Tensor, Tensor]:
-    """``(ys, h_T)`` of the op (its ``hs`` is for backward only)."""
-    ys, h_t, _ = torch.ops.rnnkit.elman_sequence(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu,
-                                                 reverse)
-    return ys, h_t
+    """``(ys, h_T)`` of the op (its ``hs`` is for backward only; not kept where autograd does
+    not record)."""
+    return _wiring.call("elman_sequence", x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu, reverse)

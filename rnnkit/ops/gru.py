@@ -64,14 +64,13 @@ def _fake(x, h0, w_ih, w_hh, b_ih, b_hh, valid, reverse):
             x.new_empty(T, N, 3 * H), x.new_empty(T, N, H))
 
 
-def register(compiled: bool) -> None:
+def register() -> None:
     _wiring.register("gru_sequence", reference=reference, fake=_fake,
-                     python_forward=_python_forward, python_backward=_python_backward,
-                     compiled=compiled)
+                     python_forward=_python_forward, python_backward=_python_backward)
 
 
 def gru_sequence(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih, b_hh, valid,
                  reverse: bool) -> tuple[Tensor, Tensor]:
-    """``(ys, h_T)`` of the op (its other outputs are for backward only)."""
-    ys, h_t, *_ = torch.ops.rnnkit.gru_sequence(x, h0, w_ih, w_hh, b_ih, b_hh, valid, reverse)
-    return ys, h_t
+    """``(ys, h_T)`` of the op (its other outputs are for backward only; not kept where
+    autograd does not record)."""
+    return _wiring.call("gru_sequence", x, h0, w_ih, w_hh, b_ih, b_hh, valid, reverse)

@@ -98,17 +98,15 @@ def _fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, valid, peephole, tanh
             x.new_empty(T, N, H) if w_hr is not None else _wiring.absent(x))
 
 
-def register(compiled: bool) -> None:
+def register() -> None:
     _wiring.register("lstm_sequence", reference=reference, fake=_fake,
-                     python_forward=_python_forward, python_backward=_python_backward,
-                     compiled=compiled)
+                     python_forward=_python_forward, python_backward=_python_backward)
 
 
 def lstm_sequence(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih, b_hh,
                   w_hr, w_peep, valid, peephole: str, tanh_g: bool, tanh_phi: bool,
                   reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """``(ys, h_T, c_T)`` of the op (its other outputs are for backward only)."""
-    ys, h_t, c_t, *_ = torch.ops.rnnkit.lstm_sequence(
-        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, valid, peephole, tanh_g, tanh_phi,
-        reverse)
-    return ys, h_t, c_t
+    """``(ys, h_T, c_T)`` of the op (its other outputs are for backward only; not kept where
+    autograd does not record)."""
+    return _wiring.call("lstm_sequence", x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, valid,
+                        peephole, tanh_g, tanh_phi, reverse)
