@@ -113,6 +113,38 @@ def test_the_persistent_kernel_is_for_small_float32_weights():
     assert not lstm.use_persistent(x, torch.empty(32, 8), None, "none")
 
 
+def test_gpu_benchmark_runs_under_the_interpreter(tmp_path):
+    """benchmarks/gpu.py end to end, on CPU tensors with the drivers as the ops' CPU kernels
+    (CUDA's calls stubbed): every model and path, its section written with the card's name."""
+    out = tmp_path / "RESULTS.md"
+    out.write_text("<!-- begin speed -->\nkept\n<!-- end speed -->\n")
+    code = f"""
+import sys
+sys.path[:0] = ["tests", "benchmarks"]
+import torch
+import gpu_interpret, gpu as bench
+import rnnkit.ops, rnnkit.gpu
+calls = []
+gpu_interpret._register_drivers(False, calls)
+bench.DEVICE = "cpu"
+torch.cuda.is_available = lambda: True
+torch.cuda.synchronize = lambda: None
+torch.cuda.get_device_name = lambda *a: "THE CARD"
+rnnkit.gpu.registered = lambda: True
+rows = bench.main(["--quick", "--shapes", "16x3", "--repeats", "1", "--out", {str(out)!r}])
+print(sorted({{r["name"] for r in rows}}), len(calls) > 0)
+"""
+    r = _python(code, TRITON_INTERPRET="1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip().splitlines()[-1] == str(sorted([
+        "torch.nn.LSTM (cuDNN)", "rnnkit.RNN", "rnnkit.GRU", "rnnkit.LSTM",
+        "rnnkit peephole LSTM", "rnnkit.LSTM, per-step", "rnnkit peephole LSTM, per-step"])) \
+        + " True"
+    text = out.read_text()
+    assert "kept" in text and "<!-- begin gpu -->" in text and "Card: THE CARD" in text
+    assert "| 16 | 3 | rnnkit.LSTM | persistent |" in text
+
+
 # ---- with a GPU: the registered CUDA ops ----------------------------------------------------
 
 
@@ -211,6 +243,16 @@ def test_cuda_persistent_kernel_equals_the_step_loop(H):
             b = lstm.forward(*args, persistent_kernel=False)
             for x, y in zip(a, b, strict=True):
                 torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
+
+
+@cuda
+def test_gpu_benchmark_quick_on_cuda(tmp_path):
+    out = tmp_path / "RESULTS.md"
+    r = subprocess.run([sys.executable, str(HERE.parent / "benchmarks" / "gpu.py"), "--quick",
+                        "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    text = out.read_text()
+    assert torch.cuda.get_device_name() in text and "| 64 | 20 | rnnkit.LSTM | persistent |" in text
 
 
 NETS = {
