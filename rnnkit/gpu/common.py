@@ -13,6 +13,8 @@ and the tests (under ``TRITON_INTERPRET=1``) do.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -123,6 +125,19 @@ def check(name: str, x: Tensor, *tensors) -> None:
         if t is not None and t.numel() and (t.dtype != x.dtype or t.device != x.device):
             raise TypeError(f"rnnkit.gpu {name}: every tensor must be {x.dtype} on {x.device}, "
                             f"got {t.dtype} on {t.device}")
+
+
+def on_their_device(driver):
+    """Run ``driver`` with its first tensor argument's GPU as the current device: triton launches
+    on the current device, which for a tensor on another GPU is the wrong one."""
+    @functools.wraps(driver)
+    def run(*args, **kwargs):
+        first = next(a for a in args if isinstance(a, Tensor))
+        if not first.is_cuda:  # (CPU tensors: the interpreter)
+            return driver(*args, **kwargs)
+        with torch.cuda.device(first.device):
+            return driver(*args, **kwargs)
+    return run
 
 
 def absent(like: Tensor) -> Tensor:

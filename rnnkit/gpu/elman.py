@@ -61,6 +61,7 @@ def _step_back(h_new, gy, dh, da, dh_next, valid, N, H, RELU: tl.constexpr,
     tl.store(dh_next + at, tl.where(m, 0.0, d), mask=inside)
 
 
+@common.on_their_device
 def forward(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu: bool, reverse: bool):
     """The op: ``(ys (T, N, H), h_T (N, H), hs (T + 1, N, H))``."""
     common.check("elman_sequence", x, h0, w_ih, w_hh, b_ih, b_hh)
@@ -90,6 +91,7 @@ def forward(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu: bool, reverse: bool):
     return ys, hs[st.last].clone(), hs
 
 
+@common.on_their_device
 def backward(grad_ys, grad_h_t, x, h0, w_ih, w_hh, b_ih, b_hh, hs, valid, relu: bool,
              reverse: bool):
     """The backward op: ``(dx, dh0, dw_ih, dw_hh, db_ih, db_hh)`` (``(0,)`` for absent biases)."""

@@ -86,6 +86,7 @@ def _step_back(g, n_in, h_prev, gy, dh, dg, du, dh_next, valid, N, H, MASKED: tl
     tl.store(dh_next + at, tl.where(m, e * z, d), mask=inside)
 
 
+@common.on_their_device
 def forward(x, h0, w_ih, w_hh, b_ih, b_hh, valid, reverse: bool):
     """The op: ``(ys, h_T, hs (T + 1, N, H), gs = [r, z, g^n] (T, N, 3H), ns = n (T, N, H))``."""
     common.check("gru_sequence", x, h0, w_ih, w_hh, b_ih, b_hh)
@@ -113,6 +114,7 @@ def forward(x, h0, w_ih, w_hh, b_ih, b_hh, valid, reverse: bool):
     return ys, hs[st.last].clone(), hs, gs, ns
 
 
+@common.on_their_device
 def backward(grad_ys, grad_h_t, x, h0, w_ih, w_hh, b_ih, b_hh, hs, gs, ns, valid,
              reverse: bool):
     """The backward op: ``(dx, dh0, dw_ih, dw_hh, db_ih, db_hh)`` (``(0,)`` for absent biases)."""

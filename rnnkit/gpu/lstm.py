@@ -69,7 +69,7 @@ def _step(z, c_in, c_out, h_in, h_out, k_out, r_out, y, valid, p, N, H,
     ``PART``: BOTH; GATES (i, f, g and c~ into ``c_out``, for a full peephole, whose caller then
     adds c~ P_o^T to z^o); OUT (o, k, r, c_t, h_t, y_t from the c~ in ``c_out``). ``p``: the
     diagonal peephole ``(3H,)``. With ``PROJ``, r goes to ``r_out`` (the caller projects it);
-    without, h_t and y_t are written here."""
+    without, h_t and y_t are written here. ``PEEP``: 0 none, 1 diagonal, 2 full (``_PEEP``)."""
     rows, cols, inside = tile(N, H, BN, BH)
     at = rows[:, None] * H + cols[None, :]
     zt = z + rows[:, None] * (4 * H) + cols[None, :]
@@ -177,6 +177,7 @@ def use_persistent(x, w_hh, w_hr, peephole: str) -> bool:
             and persistent.fits(x.shape[0], x.shape[1], w_hh, w_hr, peephole, x.dtype))
 
 
+@common.on_their_device
 def forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, valid, peephole: str,
             tanh_g: bool, tanh_phi: bool, reverse: bool, *, persistent_kernel: bool | None = None):
     """The op: ``(ys (T, N, R), h_T, c_T, gates, hs, cs, ks, rs)``. ``persistent_kernel``: None
@@ -244,6 +245,7 @@ def forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, valid, peephole: st
     return ys, hs[st.last].clone(), cs[st.last].clone(), gates, hs, cs, ks, rs
 
 
+@common.on_their_device
 def backward(grad_ys, grad_h_t, grad_c_t, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep,
              gates, hs, cs, ks, rs, valid, peephole: str, tanh_g: bool, tanh_phi: bool,
              reverse: bool):
