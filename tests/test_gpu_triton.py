@@ -3,7 +3,8 @@
 Without a GPU: the kernels run under triton's interpreter (``TRITON_INTERPRET=1``, in a
 subprocess: ``tests/gpu_interpret.py``) on small CPU tensors, every op and LSTM variant, the
 per-step path and the persistent kernel, against the CPU ops (forward outputs and saved buffers,
-and the backward drivers' gradients against autograd through the CPU op). With a GPU, the
+and the backward drivers' gradients against autograd through the CPU op); and every kernel
+variant is compiled for sm_90 by triton's compiler (``tests/gpu_compile.py``). With a GPU, the
 registered CUDA ops against the CPU ops, gradcheck in float64, the persistent kernel against the
 per-step loop at larger shapes, and rnnkit's networks on CUDA against the same networks on the
 CPU. Skipped where triton is not installed.
@@ -58,6 +59,20 @@ def test_interpreted_kernels_equal_the_cpu_op(interpreted, case_id):
     assert case_id in rows, (f"the interpreter's process did not report {case_id} (exit "
                              f"{run.returncode}):\n{run.stderr[-3000:]}")
     assert rows[case_id]["ok"], rows[case_id]["error"]
+
+
+def test_every_kernel_variant_compiles_for_the_gpus(tmp_path):
+    """What the interpreter cannot see: triton's compiler and ptxas (from the wheel, no GPU
+    needed) take every kernel variant the drivers launch, to an sm_90 (H100/H200) cubin; the
+    persistent kernel's shared memory stays under an H100's 227 KiB."""
+    r = subprocess.run([sys.executable, str(HERE / "gpu_compile.py"), "90"],
+                       capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "TRITON_CACHE_DIR": str(tmp_path)})
+    rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert r.returncode == 0 and len(rows) > 50, r.stderr[-3000:]
+    failed = [f"{row['id']}: {row['error']}" for row in rows if not row["ok"]]
+    assert not failed, "\n".join(failed)
+    assert max(row["shared"] for row in rows) <= 227 * 1024
 
 
 def test_the_cases_cover_every_op_variant_and_both_lstm_paths():

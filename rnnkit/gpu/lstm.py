@@ -172,9 +172,11 @@ def _step_back(gz, c_in, c_new, k_in, gy, dh, dc, dr, dz, dct, dc_next, dh_next,
 
 def use_persistent(x, w_hh, w_hr, peephole: str) -> bool:
     """Whether :func:`forward` runs the persistent kernel: on CUDA, float32, its weights on chip
-    (:func:`rnnkit.gpu.persistent.fits`), unless ``rnnkit.gpu.persistent.ENABLED`` is False."""
+    (:func:`rnnkit.gpu.persistent.fits`), unless ``rnnkit.gpu.persistent.ENABLED`` is False or
+    the card refused it before (too little shared memory)."""
     return (persistent.ENABLED and x.is_cuda and x.dtype == torch.float32
-            and persistent.fits(x.shape[0], x.shape[1], w_hh, w_hr, peephole, x.dtype))
+            and persistent.fits(x.shape[0], x.shape[1], w_hh, w_hr, peephole, x.dtype)
+            and persistent.key(x, w_hh, w_hr, peephole) not in persistent.REFUSED)
 
 
 @common.on_their_device
@@ -205,12 +207,20 @@ def forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, valid, peephole: st
     cs[st.first].copy_(c0)
     ys = x.new_empty(T, N, R)
     wp = w_peep.contiguous() if w_peep is not None else None
-    if persistent_kernel is None:
+    chosen = persistent_kernel is None
+    if chosen:
         persistent_kernel = use_persistent(x, w_hh, w_hr, peephole)
     if persistent_kernel:
-        persistent.lstm_forward(gates, w_hh, w_hr, wp, hs, cs, ks, rs, ys, valid, _PEEP[peephole],
-                                tanh_g, tanh_phi, reverse)
-        return ys, hs[st.last].clone(), cs[st.last].clone(), gates, hs, cs, ks, rs
+        try:
+            persistent.lstm_forward(gates, w_hh, w_hr, wp, hs, cs, ks, rs, ys, valid,
+                                    _PEEP[peephole], tanh_g, tanh_phi, reverse)
+            return ys, hs[st.last].clone(), cs[st.last].clone(), gates, hs, cs, ks, rs
+        except triton.runtime.errors.OutOfResources:
+            # a card with less shared memory than the kernel asks for (it fails when loaded,
+            # before it runs, so the buffers are untouched): the step loop, from now on
+            if not chosen:
+                raise
+            persistent.REFUSED.add(persistent.key(x, w_hh, w_hr, peephole))
     masks = common.step_masks(valid, T, N)
     w_t = w_hh.t()
     p_if_t = wp[: 2 * H].t() if peephole == "full" else None  # c_{t-1} P_if^T

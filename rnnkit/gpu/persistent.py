@@ -14,6 +14,11 @@ writing the same buffers as the per-step forward (``gates = [i, f, g, o]``, the 
 ``cs``, ``ks``, ``rs``, ``ys``), so the backward is the per-step one. The sequences of a batch
 are independent, so the programs never synchronise.
 
+On chip: compiled for sm_80/sm_90, the weights are staged into shared memory once, before the
+step loop (68 KiB for H = R = 64), and each step's ``tl.dot`` reads them from there; in float32
+at ``ieee`` precision the products are FMA, not tensor-core, instructions. A card with less
+shared memory refuses the launch (``OutOfResources``); the forward then runs the step loop.
+
 Shapes: ``tl.dot`` wants every side at least 16, so the tiles are ``BN = 16`` rows and
 ``BH, BR`` = H, R rounded up to a power of two (at least 16); the padding is zeros (masked
 loads), which the recurrence keeps at zero (padded units: i = f = o = 1/2, g = 0, so c = 0 and
@@ -35,6 +40,7 @@ from .common import sigmoid, tanh
 ENABLED = True  # False: the LSTM forward always runs the per-step loop (benchmarks compare)
 BUDGET = 16384  # recurrent weight elements kept on chip (64 KiB of float32)
 BN = 16  # sequences per program (tl.dot's smallest side)
+REFUSED: set = set()  # key()s whose launch a card refused (OutOfResources): the step loop runs
 
 
 @triton.jit
@@ -160,6 +166,16 @@ def small_enough(T: int, N: int, H: int, R: int) -> bool:
     return (T + 1) * N * max(4 * H, R) < 2**31
 
 
+def key(x, w_hh, w_hr, peephole: str) -> tuple:
+    """What decides the kernel's resources: its sizes, variant and card."""
+    return (x.device, x.dtype, tuple(w_hh.shape), w_hr is not None, peephole)
+
+
+def warps(H: int, R: int, proj: bool, peep: int) -> int:
+    """Warps per program: 8 for the largest weights (fewer registers per thread), else 4."""
+    return 4 if on_chip(H, R, proj, "full" if peep == 2 else "none") <= 8192 else 8
+
+
 def lstm_forward(gates, w_hh, w_hr, wp, hs, cs, ks, rs, ys, valid, peep: int, tanh_g: bool,
                  tanh_phi: bool, reverse: bool) -> None:
     """Run :func:`_lstm` over every step, writing ``gates, hs, cs, ks, rs, ys`` in place (the
@@ -174,10 +190,9 @@ def lstm_forward(gates, w_hh, w_hr, wp, hs, cs, ks, rs, ys, valid, peep: int, ta
     BH, BR = blocks(H, R)
     proj = w_hr is not None
     mask = valid.contiguous().view(torch.uint8) if valid is not None else gates
-    warps = 4 if on_chip(H, R, proj, "full" if peep == 2 else "none") <= 8192 else 8
     _lstm[(triton.cdiv(N, BN),)](
         gates, w_hh.contiguous(), w_hr.contiguous() if proj else gates,
         wp if wp is not None else gates, hs, cs, ks if tanh_phi else gates,
         rs if proj else gates, ys, mask, T, N, H, R, REVERSE=reverse, PEEP=peep, TANH_G=tanh_g,
         TANH_PHI=tanh_phi, PROJ=proj, MASKED=valid is not None, BN=BN, BH=BH, BR=BR,
-        num_warps=warps)
+        num_warps=warps(H, R, proj, peep))
