@@ -23,7 +23,7 @@ import torch
 pytest.importorskip("triton")
 
 import gpu_interpret  # noqa: E402  (tests/, beside this file)
-from gpu_interpret import CASES, IDS, TOL  # noqa: E402
+from gpu_interpret import CASES, IDS, NET_IDS, TOL  # noqa: E402
 
 import rnnkit  # noqa: E402
 
@@ -53,8 +53,10 @@ def interpreted():
     return rows, r
 
 
-@pytest.mark.parametrize("case_id", IDS)
+@pytest.mark.parametrize("case_id", IDS + NET_IDS)
 def test_interpreted_kernels_equal_the_cpu_op(interpreted, case_id):
+    """An op case: the drivers against the CPU op; a ``net-`` case: a network on the drivers
+    (registered as the ops' CPU kernels) against the same network on the CPU ops."""
     rows, run = interpreted
     assert case_id in rows, (f"the interpreter's process did not report {case_id} (exit "
                              f"{run.returncode}):\n{run.stderr[-3000:]}")
