@@ -148,3 +148,13 @@ def test_double_backward_bench_quick_writes_its_section(tmp_path):
     assert "kept" in text and "<!-- begin double-backward -->" in text
     for name in ("torch.nn.GRU", "rnnkit.GRU", "rnnkit.RecurrentNetwork('clockwork')"):
         assert f"| {name} |" in text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA it measures")
+def test_gpu_benchmark_without_cuda_says_so_in_one_line_and_writes_nothing(tmp_path, capsys):
+    gpu = load_bench(SCRIPT.with_name("gpu.py"))
+    out = tmp_path / "RESULTS.md"
+    assert gpu.main(["--quick", "--out", str(out)]) == []
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 1 and "no CUDA device" in printed[0]
+    assert not out.exists()

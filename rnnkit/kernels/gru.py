@@ -238,11 +238,11 @@ def gru_sequence(
     valid = valid_mask(lengths, xs.shape[0], xs.device)
     args = (xs, h0, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, bool(reverse),
             valid)
-    from .. import ops  # (loaded on first use)
+    from .. import gpu, ops  # (loaded on first use)
 
-    if ops.compiled() or torch.compiler.is_compiling():
+    if ops.compiled() or torch.compiler.is_compiling() or (xs.is_cuda and gpu.registered()):
         # the registered op: compiled it trains faster than the loops below (RESULTS), and
-        # torch.compile and torch.export trace it
+        # torch.compile and torch.export trace it; on CUDA it runs rnnkit.gpu's kernels
         return ops.gru.gru_sequence(*args[:6], valid, bool(reverse))
     if recording(*args[:6]):
         return GRUSequence.apply(*args, cell)

@@ -4,7 +4,8 @@ Each op is defined here (schema), with a fake implementation for shapes (so ``to
 and ``torch.export`` trace through it) and its hand-derived backward registered as its autograd
 (the backward itself an op). The CPU implementation is the compiled C++ loop
 (``rnnkit/csrc``, see :mod:`rnnkit.ops.build`) where it built, else a pure-torch one with the
-same schema, so every op exists on every machine. ``compiled()`` says which one runs.
+same schema, so every op exists on every machine. ``compiled()`` says which one runs. Where CUDA
+is available and triton imports, :func:`rnnkit.gpu.register` adds the CUDA implementation.
 
 So far: ``elman_sequence``, ``gru_sequence``, ``lstm_sequence``.
 """
@@ -21,6 +22,13 @@ _COMPILED = build.load()
 elman.register()
 gru.register()
 lstm.register()
+
+# The CUDA implementations (rnnkit.gpu: Triton kernels and cuBLAS) where a GPU is present and
+# triton imports; without CUDA neither rnnkit.gpu's kernels nor triton are imported.
+if torch.cuda.is_available():
+    from .. import gpu
+
+    gpu.register()
 
 
 def compiled() -> bool:
