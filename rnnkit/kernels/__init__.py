@@ -23,9 +23,9 @@ from ..cells.scrn import SCRNCell
 from .clockwork import ClockworkSequence, clockwork_sequence
 from .ctrnn import CTRNNSequence, ctrnn_sequence
 from .elman import elman_sequence
-from .fully import FullySequence, fully_sequence
+from .fully import fully_sequence
 from .gru import GRUSequence, gru_sequence
-from .jordan import JordanSequence, jordan_sequence
+from .jordan import jordan_sequence
 from .lstm import LSTMSequence, lstm_sequence
 from .scrn import SCRNSequence, scrn_sequence
 
@@ -56,7 +56,7 @@ def fused_scan(cell) -> Callable | None:
 
 
 __all__ = [
-    "CTRNNSequence", "ClockworkSequence", "FullySequence", "GRUSequence", "JordanSequence",
+    "CTRNNSequence", "ClockworkSequence", "GRUSequence",
     "LSTMSequence", "SCRNSequence", "clockwork_sequence", "ctrnn_sequence", "elman_sequence",
     "fully_sequence",
     "fused_scan", "gru_sequence", "jordan_sequence", "lstm_sequence", "scrn_sequence",

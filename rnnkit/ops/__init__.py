@@ -4,9 +4,11 @@ Each op is defined here (schema), with a fake implementation for shapes (so ``to
 and ``torch.export`` trace through it) and its hand-derived backward registered as its autograd
 (the backward itself an op). The CPU implementation is the compiled C++ loop
 (``rnnkit/csrc``, see :mod:`rnnkit.ops.build`) where it built, else a pure-torch one with the
-same schema, so every op exists on every machine. ``compiled()`` says which one runs.
+same schema, so every op exists on every machine. ``compiled()`` says which one runs (for
+the ops that have a C++ loop).
 
-So far: ``elman_sequence``, ``gru_sequence``.
+So far: ``elman_sequence``, ``gru_sequence`` (C++ and pure torch); ``fully_sequence``,
+``jordan_sequence`` (pure torch only).
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import torch
 
 LIB = torch.library.Library("rnnkit", "DEF")  # kept alive for the whole process
 
-from . import build, elman, gru  # noqa: E402  (they define their ops in LIB)
+from . import build, elman, fully, gru, jordan  # noqa: E402  (they define their ops in LIB)
 
 _COMPILED = build.load()
 elman.register(_COMPILED)
 gru.register(_COMPILED)
+for _op in (fully, jordan):  # no C++ loop: always the pure-torch one
+    _op.register()
 
 
 def compiled() -> bool:
@@ -27,4 +31,4 @@ def compiled() -> bool:
     return _COMPILED
 
 
-__all__ = ["LIB", "build", "compiled", "elman", "gru"]
+__all__ = ["LIB", "build", "compiled", "elman", "fully", "gru", "jordan"]
