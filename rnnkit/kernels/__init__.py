@@ -20,7 +20,7 @@ from ..cells.gru import GRUCell
 from ..cells.jordan import JordanCell
 from ..cells.lstm import LSTMCell, LSTMState
 from ..cells.scrn import SCRNCell
-from .clockwork import ClockworkSequence, clockwork_sequence
+from .clockwork import clockwork_sequence
 from .ctrnn import CTRNNSequence, ctrnn_sequence
 from .elman import elman_sequence
 from .fully import fully_sequence
@@ -56,7 +56,7 @@ def fused_scan(cell) -> Callable | None:
 
 
 __all__ = [
-    "CTRNNSequence", "ClockworkSequence", "GRUSequence",
+    "CTRNNSequence", "GRUSequence",
     "LSTMSequence", "SCRNSequence", "clockwork_sequence", "ctrnn_sequence", "elman_sequence",
     "fully_sequence",
     "fused_scan", "gru_sequence", "jordan_sequence", "lstm_sequence", "scrn_sequence",
