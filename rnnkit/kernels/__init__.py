@@ -27,7 +27,7 @@ from .fully import fully_sequence
 from .gru import GRUSequence, gru_sequence
 from .jordan import jordan_sequence
 from .lstm import LSTMSequence, lstm_sequence
-from .scrn import SCRNSequence, scrn_sequence
+from .scrn import scrn_sequence
 
 
 def _lstm(cell: LSTMCell, xs: Tensor, state=None, *, reverse: bool = False, lengths=None):
@@ -57,7 +57,7 @@ def fused_scan(cell) -> Callable | None:
 
 __all__ = [
     "CTRNNSequence", "GRUSequence",
-    "LSTMSequence", "SCRNSequence", "clockwork_sequence", "ctrnn_sequence", "elman_sequence",
+    "LSTMSequence", "clockwork_sequence", "ctrnn_sequence", "elman_sequence",
     "fully_sequence",
     "fused_scan", "gru_sequence", "jordan_sequence", "lstm_sequence", "scrn_sequence",
 ]
