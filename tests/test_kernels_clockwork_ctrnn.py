@@ -7,8 +7,9 @@ from rnnkit import scan
 from rnnkit.cells.clockwork import ClockworkCell, ClockworkState
 from rnnkit.cells.ctrnn import CTRNNCell
 from rnnkit.kernels.clockwork import _plan, clockwork_sequence
-from rnnkit.kernels.ctrnn import CTRNNSequence, ctrnn_sequence
+from rnnkit.kernels.ctrnn import ctrnn_sequence
 from rnnkit.ops.clockwork import clockwork_sequence as clockwork_op
+from rnnkit.ops.ctrnn import ctrnn_sequence as ctrnn_op
 
 T, N, I = 7, 4, 3
 F64 = torch.float64
@@ -237,8 +238,7 @@ def test_ctrnn_gradcheck(dt_input):
     for act in ("tanh", "identity"):
         for reverse in (False, True):
             def f(us, h0, w, log_tau, act=act, reverse=reverse):
-                return CTRNNSequence.apply(us, h0, w, log_tau, 0.4, dt_input, act, reverse,
-                                           valid)
+                return ctrnn_op(us, h0, w, log_tau, valid, 0.4, dt_input, act, reverse)
             assert torch.autograd.gradcheck(f, (us, h0, w, log_tau))
 
 

@@ -21,7 +21,7 @@ from ..cells.jordan import JordanCell
 from ..cells.lstm import LSTMCell, LSTMState
 from ..cells.scrn import SCRNCell
 from .clockwork import clockwork_sequence
-from .ctrnn import CTRNNSequence, ctrnn_sequence
+from .ctrnn import ctrnn_sequence
 from .elman import elman_sequence
 from .fully import fully_sequence
 from .gru import GRUSequence, gru_sequence
@@ -56,8 +56,7 @@ def fused_scan(cell) -> Callable | None:
 
 
 __all__ = [
-    "CTRNNSequence", "GRUSequence",
-    "LSTMSequence", "clockwork_sequence", "ctrnn_sequence", "elman_sequence",
-    "fully_sequence",
-    "fused_scan", "gru_sequence", "jordan_sequence", "lstm_sequence", "scrn_sequence",
+    "GRUSequence", "LSTMSequence", "clockwork_sequence", "ctrnn_sequence", "elman_sequence",
+    "fully_sequence", "fused_scan", "gru_sequence", "jordan_sequence", "lstm_sequence",
+    "scrn_sequence",
 ]

@@ -8,7 +8,8 @@ same schema, so every op exists on every machine. ``compiled()`` says which one 
 the ops that have a C++ loop).
 
 So far: ``elman_sequence``, ``gru_sequence`` (C++ and pure torch); ``clockwork_sequence``,
-``fully_sequence``, ``jordan_sequence``, ``scrn_sequence`` (pure torch only).
+``ctrnn_sequence``, ``fully_sequence``, ``jordan_sequence``, ``scrn_sequence`` (pure torch
+only: no C++ loop).
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import torch
 
 LIB = torch.library.Library("rnnkit", "DEF")  # kept alive for the whole process
 
-from . import build, clockwork, elman, fully, gru, jordan, scrn  # noqa: E402  (they define their ops in LIB)
+# the op modules define their ops in LIB as they are imported
+from . import build, clockwork, ctrnn, elman, fully, gru, jordan, scrn  # noqa: E402
 
 _COMPILED = build.load()
 elman.register(_COMPILED)
 gru.register(_COMPILED)
-for _op in (clockwork, fully, jordan, scrn):  # no C++ loop: always the pure-torch one
+for _op in (clockwork, ctrnn, fully, jordan, scrn):  # no C++ loop: always the pure-torch one
     _op.register()
 
 
@@ -31,4 +33,5 @@ def compiled() -> bool:
     return _COMPILED
 
 
-__all__ = ["LIB", "build", "clockwork", "compiled", "elman", "fully", "gru", "jordan", "scrn"]
+__all__ = ["LIB", "build", "clockwork", "compiled", "ctrnn", "elman", "fully", "gru", "jordan",
+           "scrn"]
