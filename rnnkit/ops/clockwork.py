@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ..cells.clockwork import _ACTIVATIONS
 from ..kernels import clockwork as kernel
-from . import _reference, _wiring
+from . import _cells, _wiring
 
 INPUTS = "Tensor us, Tensor h0, Tensor t0, Tensor w_hh, Tensor? b_hh"
 FLAGS = "int[] periods, str activation, bool reverse"
@@ -42,7 +42,7 @@ def reference(us, h0, t0, w_hh, b_hh, valid, periods, activation: str, reverse: 
         h = torch.where(torch.remainder(torch.round(t), unit_periods) == 0, candidate, h)
         return h, h, t + 1
 
-    return _reference.run(step, us, (h0, t0), valid, reverse)
+    return _cells.run(step, us, (h0, t0), valid, reverse)
 
 
 def _python_forward(us, h0, t0, w_hh, b_hh, valid, periods, activation, reverse):
@@ -50,7 +50,7 @@ def _python_forward(us, h0, t0, w_hh, b_hh, valid, periods, activation, reverse)
     with torch.no_grad():
         ys, h_t, t_t, xs_, _ = kernel._forward(us, h0, t0, w_hh, b_hh, mask, unit_periods,
                                                periods, activation, reverse, valid)
-    return ys, h_t, t_t, xs_
+    return _cells.contiguous((ys, h_t, t_t, xs_))
 
 
 def _python_backward(grad_ys, grad_h_t, grad_t_t, us, h0, t0, w_hh, b_hh, xs_, valid, periods,
@@ -61,7 +61,7 @@ def _python_backward(grad_ys, grad_h_t, grad_t_t, us, h0, t0, w_hh, b_hh, xs_, v
         need = (True,) * 4 + (b_hh is not None,)
         grads = kernel._backward(grad_ys, grad_h_t, grad_t_t, w_hh, mask, xs_, plan,
                                  activation, reverse, valid, need)
-    return tuple(g if g is not None else _wiring.absent(us) for g in grads)
+    return _cells.gradients(grads, (us, h0, t0, w_hh, b_hh), us)
 
 
 def _fake(us, h0, t0, w_hh, b_hh, valid, periods, activation, reverse):

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ..cells.ctrnn import _ACTIVATIONS
 from ..kernels import ctrnn as kernel
-from . import _reference, _wiring
+from . import _cells, _wiring
 
 INPUTS = "Tensor us, Tensor h0, Tensor w_hh, Tensor log_tau"
 FLAGS = "float dt, bool dt_input, str activation, bool reverse"
@@ -45,7 +45,7 @@ def reference(us, h0, w_hh, log_tau, valid, dt: float, dt_input: bool, activatio
         h = (1 - alpha) * h + alpha * (F.linear(phi(h), w_hh) + drive)
         return phi(h), h
 
-    return _reference.run(step, us, (h0,), valid, reverse)
+    return _cells.run(step, us, (h0,), valid, reverse)
 
 
 def _python_forward(us, h0, w_hh, log_tau, valid, dt, dt_input, activation, reverse):
@@ -53,7 +53,7 @@ def _python_forward(us, h0, w_hh, log_tau, valid, dt, dt_input, activation, reve
         ys, h_t, (xs_, ys_, zs) = kernel._forward(us, h0, w_hh, log_tau, dt, dt_input,
                                                   activation, reverse, valid)
     ps = _wiring.absent(us) if ys_ is xs_ else ys_  # (two absent ones: two tensors, no alias)
-    return ys, h_t, xs_, ps, _wiring.absent(us) if zs is None else zs
+    return _cells.contiguous((ys, h_t, xs_, ps, _wiring.absent(us) if zs is None else zs))
 
 
 def _python_backward(grad_ys, grad_h_t, us, h0, w_hh, log_tau, hs, ps, zs, valid, dt, dt_input,
@@ -63,7 +63,7 @@ def _python_backward(grad_ys, grad_h_t, us, h0, w_hh, log_tau, hs, ps, zs, valid
         grads = kernel._backward(grad_ys, grad_h_t, us, w_hh, log_tau, hs, ps,
                                  zs if dt_input else None, dt, dt_input, activation, reverse,
                                  valid)
-    return grads
+    return _cells.gradients(grads, (us, h0, w_hh, log_tau), us)
 
 
 def _fake(us, h0, w_hh, log_tau, valid, dt, dt_input, activation, reverse):

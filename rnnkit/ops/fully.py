@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ..cells.jordan import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS
 from ..kernels import fully as kernel
-from . import _reference, _wiring
+from . import _cells, _wiring
 
 INPUTS = ("Tensor us, Tensor h0, Tensor y0, Tensor w_mh, Tensor w_hy, Tensor w_my, "
           "Tensor? b_hy")
@@ -43,14 +43,15 @@ def reference(us, h0, y0, w_mh, w_hy, w_my, b_hy, valid, activation: str,
         y = phi_y(F.linear(h, w_hy, b_hy) + F.linear(m, w_my))
         return y, h, y
 
-    return _reference.run(step, us, (h0, y0), valid, reverse)
+    return _cells.run(step, us, (h0, y0), valid, reverse)
 
 
 def _python_forward(us, h0, y0, w_mh, w_hy, w_my, b_hy, valid, activation, output_activation,
                     reverse):
     with torch.no_grad():
-        return kernel._forward(us, h0, y0, w_mh, w_hy, w_my, b_hy, activation,
+        outs = kernel._forward(us, h0, y0, w_mh, w_hy, w_my, b_hy, activation,
                                output_activation, reverse, valid)
+    return _cells.contiguous(outs)
 
 
 def _python_backward(grad_ys, grad_h_t, grad_y_t, us, h0, y0, w_mh, w_hy, w_my, b_hy, ss,
@@ -59,7 +60,7 @@ def _python_backward(grad_ys, grad_h_t, grad_y_t, us, h0, y0, w_mh, w_hy, w_my, 
         need = (True,) * 6 + (b_hy is not None,)
         grads = kernel._backward(grad_ys, grad_h_t, grad_y_t, w_mh, w_hy, w_my, ss, activation,
                                  output_activation, reverse, valid, need)
-    return tuple(g if g is not None else _wiring.absent(us) for g in grads)
+    return _cells.gradients(grads, (us, h0, y0, w_mh, w_hy, w_my, b_hy), us)
 
 
 def _fake(us, h0, y0, w_mh, w_hy, w_my, b_hy, valid, activation, output_activation, reverse):

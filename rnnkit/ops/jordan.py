@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..cells.jordan import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS
 from ..kernels import jordan as kernel
-from . import _reference, _wiring
+from . import _cells, _wiring
 
 INPUTS = "Tensor us, Tensor y0, Tensor w_yh, Tensor? b_yh, Tensor w_hy, Tensor? b_hy"
 FLAGS = "str activation, str output_activation, bool reverse"
@@ -39,7 +39,7 @@ def reference(us, y0, w_yh, b_yh, w_hy, b_hy, valid, activation: str, output_act
         y = phi_y(F.linear(h, w_hy, b_hy))
         return y, y
 
-    return _reference.run(step, us, (y0,), valid, reverse)
+    return _cells.run(step, us, (y0,), valid, reverse)
 
 
 def _python_forward(us, y0, w_yh, b_yh, w_hy, b_hy, valid, activation, output_activation,
@@ -47,7 +47,7 @@ def _python_forward(us, y0, w_yh, b_yh, w_hy, b_hy, valid, activation, output_ac
     with torch.no_grad():
         ys, y_t, (hs, ss) = kernel._forward(us, y0, w_yh, b_yh, w_hy, b_hy, activation,
                                             output_activation, reverse, valid)
-    return ys, y_t, hs, ss
+    return _cells.contiguous((ys, y_t, hs, ss))
 
 
 def _python_backward(grad_ys, grad_y_t, us, y0, w_yh, b_yh, w_hy, b_hy, hs, ss, valid,
@@ -56,7 +56,7 @@ def _python_backward(grad_ys, grad_y_t, us, y0, w_yh, b_yh, w_hy, b_hy, hs, ss, 
         need = (True, True, True, b_yh is not None, True, b_hy is not None)
         grads = kernel._backward(grad_ys, grad_y_t, w_yh, w_hy, hs, ss, activation,
                                  output_activation, reverse, valid, need)
-    return tuple(g if g is not None else _wiring.absent(us) for g in grads)
+    return _cells.gradients(grads, (us, y0, w_yh, b_yh, w_hy, b_hy), us)
 
 
 def _fake(us, y0, w_yh, b_yh, w_hy, b_hy, valid, activation, output_activation, reverse):

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..kernels import scrn as kernel
-from . import _reference, _wiring
+from . import _cells, _wiring
 
 INPUTS = "Tensor us, Tensor h0, Tensor s0, Tensor? alpha, Tensor w_P, Tensor w_R"
 FLAGS = "float fixed_alpha, bool reverse"
@@ -39,13 +39,14 @@ def reference(us, h0, s0, alpha, w_P, w_R, valid, fixed_alpha: float, reverse: b
         h = torch.sigmoid(u[:, S:] + F.linear(s, w_P) + F.linear(h, w_R))
         return torch.cat([h, s], dim=1), h, s
 
-    return _reference.run(step, us, (h0, s0), valid, reverse)
+    return _cells.run(step, us, (h0, s0), valid, reverse)
 
 
 def _python_forward(us, h0, s0, alpha, w_P, w_R, valid, fixed_alpha, reverse):
     a = alpha if alpha is not None else fixed_alpha
     with torch.no_grad():
-        return kernel._forward(us, h0, s0, a, w_P, w_R, reverse, valid)
+        outs = kernel._forward(us, h0, s0, a, w_P, w_R, reverse, valid)
+    return _cells.contiguous(outs)
 
 
 def _python_backward(grad_ys, grad_h_t, grad_s_t, us, h0, s0, alpha, w_P, w_R, ss, valid,
@@ -55,7 +56,7 @@ def _python_backward(grad_ys, grad_h_t, grad_s_t, us, h0, s0, alpha, w_P, w_R, s
         need = (True, True, True, alpha is not None, True, True)
         grads = kernel._backward(grad_ys, grad_h_t, grad_s_t, a, w_P, w_R, ss, reverse, valid,
                                  need)
-    return tuple(g if g is not None else _wiring.absent(us) for g in grads)
+    return _cells.gradients(grads, (us, h0, s0, alpha, w_P, w_R), us)
 
 
 def _fake(us, h0, s0, alpha, w_P, w_R, valid, fixed_alpha, reverse):
