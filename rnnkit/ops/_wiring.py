@@ -66,6 +66,9 @@ def register(name: str, *, fake: Callable, reference: Callable, python_forward: 
         return tuple(torch.empty_like(t) if t is not None else absent(args[0]) for t in inputs)
 
     def setup_context(ctx, inputs, output):
+        # No zero-filled gradients for the outputs nothing used (the saved buffers, as large
+        # as the sequence): backward takes None for them (it fills the states' and ys' itself)
+        ctx.set_materialize_grads(False)
         ctx.n_flags = len(inputs) - n_in - 1
         ctx.save_for_backward(*inputs[: n_in + 1], *output[1 + n_states :])
         ctx.flags = tuple(inputs[n_in + 1 :])
