@@ -59,14 +59,16 @@ inactive units' :math:`e` passes straight through). :math:`A_t \phi'(h_t)` and
     \ (\text{the } e \text{ left after the loop}), \quad \bar t_0 = \bar t_T
 
 (round has zero derivative and :math:`t \to t + 1` is the identity, so the counter's gradient
-passes straight through). Forward saves the carried-state slot buffer ``(T + 1, N, H)`` and its
-inputs; backward makes the plan (the fast steps' runs, the activity mask) again from them. A
+passes straight through). Forward saves the carried-state slot buffer ``(T + 1, N, H)``, the
+activity mask (where a step is not fast) and its inputs; backward makes the fast steps' runs
+again from them (on the host, cheap). A
 backward that autograd records (``create_graph=True``) differentiates the op's reference (the
 cell's step in plain torch ops) instead (:mod:`rnnkit.ops._wiring`).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import torch
@@ -96,7 +98,9 @@ class _Plan(NamedTuple):
     n_valid: Tensor | None  # (N,) valid steps of each sequence (None: all T)
 
 
-def _plan(t0, unit_periods, periods, T, reverse, valid) -> _Plan:
+def _plan(t0, unit_periods, periods, T, reverse, valid, active=None) -> _Plan:
+    """What the host knows before the loop. ``active``: the ``(T, N, H)`` activity mask made
+    for these arguments before (the forward's, passed to backward), not made again."""
     N, H = t0.shape[0], unit_periods.shape[0]
     B = H // len(periods)
     dtype, device = t0.dtype, t0.device
@@ -128,8 +132,9 @@ def _plan(t0, unit_periods, periods, T, reverse, valid) -> _Plan:
                         rs.append((lo * B, j * B, row[lo]))
                         lo = j
                 runs[t] = rs
-    active = None
-    if not all(fast):
+    if all(fast):
+        active = None
+    elif active is None:
         cnt = t0.detach().unsqueeze(0) + k.to(device=device, dtype=dtype).unsqueeze(2)
         active = torch.remainder(torch.round(cnt), unit_periods) == 0  # (T, N, H)
         if valid is not None:
@@ -286,13 +291,19 @@ def _backward(gy, gh_t, gt_t, w_hh, mask, xs_, plan, activation, reverse, valid,
 def unit_buffers(periods, H: int, like: Tensor) -> tuple[Tensor, Tensor]:
     """``(mask (H, H), unit_periods (H,))`` of a :class:`~rnnkit.cells.ClockworkCell` with
     these ``periods`` and ``H`` units (its buffers, which the op builds from ``periods``), in
-    ``like``'s dtype and device."""
+    ``like``'s dtype and device. Made once per configuration (~30 us each time otherwise, twice
+    a training step); read only."""
+    return _unit_buffers(tuple(periods), H, like.dtype, like.device)
+
+
+@functools.lru_cache(maxsize=64)
+def _unit_buffers(periods: tuple, H: int, dtype, device) -> tuple[Tensor, Tensor]:
     if H % len(periods):
         raise ValueError(f"periods: expected as many modules as divide H = {H} into equal "
                          f"ones, got {len(periods)} ({list(periods)!r})")
-    unit_periods = torch.tensor(list(periods), dtype=like.dtype).repeat_interleave(
-        H // len(periods)).to(like.device)
-    mask = (unit_periods.unsqueeze(0) >= unit_periods.unsqueeze(1)).to(like.dtype)
+    unit_periods = torch.tensor(periods, dtype=dtype).repeat_interleave(
+        H // len(periods)).to(device)
+    mask = (unit_periods.unsqueeze(0) >= unit_periods.unsqueeze(1)).to(dtype)
     return mask, unit_periods
 
 

@@ -10,9 +10,10 @@ counter (part of the state), :math:`\phi` tanh/sigmoid/relu/identity, :math:`m_t
 mask, and the unit periods :math:`T_{\mathrm{unit}}` and block upper-triangular mask :math:`M`
 made from ``periods`` (``H / len(periods)`` units a module), as the cell makes its buffers.
 ``clockwork_sequence(us (T, N, H), h0 (N, H), t0 (N, 1), w_hh (H, H), b_hh? (H), valid?,
-periods, activation, reverse) -> (ys (T, N, H), h_T, t_T (N, 1), xs (T + 1, N, H))``: ``xs`` is
-the carried-state slot buffer for ``clockwork_sequence_backward``, which makes the forward's
-plan of fast steps again from ``t0`` and ``valid``. Derivation and loops (the pure-torch
+periods, activation, reverse) -> (ys (T, N, H), h_T, t_T (N, 1), xs (T + 1, N, H), active
+(T, N, H) bool)``: the carried-state slot buffer and the activity mask :math:`A` (all False,
+unused, where every step is fast) for ``clockwork_sequence_backward``, which makes the fast
+steps' runs again from ``t0`` and ``valid``. Derivation and loops (the pure-torch
 implementation): :mod:`rnnkit.kernels.clockwork`; frame, autograd and fallback:
 :mod:`rnnkit.ops._wiring`.
 """
@@ -29,7 +30,7 @@ from . import _cells, _wiring
 
 INPUTS = "Tensor us, Tensor h0, Tensor t0, Tensor w_hh, Tensor? b_hh"
 FLAGS = "int[] periods, str activation, bool reverse"
-_wiring.define("clockwork_sequence", INPUTS, 2, FLAGS, ["xs"])
+_wiring.define("clockwork_sequence", INPUTS, 2, FLAGS, ["xs", "active"])
 
 
 def reference(us, h0, t0, w_hh, b_hh, valid, periods, activation: str, reverse: bool):
@@ -48,16 +49,19 @@ def reference(us, h0, t0, w_hh, b_hh, valid, periods, activation: str, reverse: 
 def _python_forward(us, h0, t0, w_hh, b_hh, valid, periods, activation, reverse):
     mask, unit_periods = kernel.unit_buffers(periods, h0.shape[1], us)
     with torch.no_grad():
-        ys, h_t, t_t, xs_, _ = kernel._forward(us, h0, t0, w_hh, b_hh, mask, unit_periods,
-                                               periods, activation, reverse, valid)
-    return _cells.contiguous((ys, h_t, t_t, xs_))
+        ys, h_t, t_t, xs_, plan = kernel._forward(us, h0, t0, w_hh, b_hh, mask, unit_periods,
+                                                  periods, activation, reverse, valid)
+    # (a fixed shape, as the fake's: all False where no step needs it)
+    active = plan.active if plan.active is not None else xs_.new_zeros(
+        xs_.shape[0] - 1, *xs_.shape[1:], dtype=torch.bool)
+    return _cells.contiguous((ys, h_t, t_t, xs_, active))
 
 
-def _python_backward(grad_ys, grad_h_t, grad_t_t, us, h0, t0, w_hh, b_hh, xs_, valid, periods,
-                     activation, reverse):
+def _python_backward(grad_ys, grad_h_t, grad_t_t, us, h0, t0, w_hh, b_hh, xs_, active, valid,
+                     periods, activation, reverse):
     mask, unit_periods = kernel.unit_buffers(periods, h0.shape[1], us)
     with torch.no_grad():
-        plan = kernel._plan(t0, unit_periods, periods, us.shape[0], reverse, valid)
+        plan = kernel._plan(t0, unit_periods, periods, us.shape[0], reverse, valid, active)
         need = (True,) * 4 + (b_hh is not None,)
         grads = kernel._backward(grad_ys, grad_h_t, grad_t_t, w_hh, mask, xs_, plan,
                                  activation, reverse, valid, need)
@@ -67,7 +71,7 @@ def _python_backward(grad_ys, grad_h_t, grad_t_t, us, h0, t0, w_hh, b_hh, xs_, v
 def _fake(us, h0, t0, w_hh, b_hh, valid, periods, activation, reverse):
     T, N, H = us.shape
     return (us.new_empty(T, N, H), us.new_empty(N, H), torch.empty_like(t0),
-            us.new_empty(T + 1, N, H))
+            us.new_empty(T + 1, N, H), us.new_empty(T, N, H, dtype=torch.bool))
 
 
 def register() -> None:
@@ -81,7 +85,7 @@ def register() -> None:
 def clockwork_sequence(us: Tensor, h0: Tensor, t0: Tensor, w_hh: Tensor, b_hh, valid,
                        periods: list[int], activation: str,
                        reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """``(ys, h_T, t_T)`` of the op (its ``xs`` is for backward only)."""
-    ys, h_t, t_t, _ = torch.ops.rnnkit.clockwork_sequence(us, h0, t0, w_hh, b_hh, valid,
+    """``(ys, h_T, t_T)`` of the op (its other outputs are for backward only)."""
+    ys, h_t, t_t, *_ = torch.ops.rnnkit.clockwork_sequence(us, h0, t0, w_hh, b_hh, valid,
                                                           periods, activation, reverse)
     return ys, h_t, t_t
