@@ -3,8 +3,9 @@
 Each kernel computes exactly what :func:`rnnkit.scan` computes for one cell type, as one
 autograd node (no autograd graph per step): a registered op (:mod:`rnnkit.ops`; the LSTM's and,
 where the C++ ops did not load, the GRU's: a ``torch.autograd.Function``); its module docstring
-writes out the forward and backward equations. :func:`fused_scan` finds the kernel of a cell: every one has
-``scan``'s signature and return, ``f(cell, xs, state, *, reverse, lengths) -> (ys, state)``.
+writes out the forward and backward equations. :func:`fused_scan` finds the kernel of a cell:
+every one has ``scan``'s signature and return,
+``f(cell, xs, state, *, reverse, lengths) -> (ys, state)``.
 """
 
 from __future__ import annotations
