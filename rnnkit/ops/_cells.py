@@ -5,8 +5,12 @@ Their references: a cell's step written in plain torch ops, run over the steps a
 recorded backward (``create_graph=True``) differentiates (:mod:`rnnkit.ops._wiring`). Ops take
 tensors and scalars only, so the step is a function of tensors, not a cell.
 
-And their outputs' layout: the kernels' loops return some results as windows of wider buffers,
+Their outputs' layout: the kernels' loops return some results as windows of wider buffers,
 where the fakes (what torch.compile plans with, and checks at run time) say new tensors.
+
+And their registration: no C++ loop, so the pure-torch implementation on the CPU whether the
+C++ ops loaded or not, and on CUDA too (the loops are device-generic, as the
+``torch.autograd.Function`` kernels they replace were).
 """
 
 from __future__ import annotations
@@ -17,6 +21,16 @@ import torch
 from torch import Tensor
 
 from ..kernels._common import steps
+from . import LIB, _wiring
+
+
+def register(name: str, **functions: Callable) -> None:
+    """:func:`rnnkit.ops._wiring.register` of op ``name`` with its pure-torch implementation
+    (``functions``: its fake, reference, python_forward and python_backward), and that
+    implementation for CUDA tensors too."""
+    _wiring.register(name, compiled=False, **functions)
+    LIB.impl(name, functions["python_forward"], "CUDA")
+    LIB.impl(f"{name}_backward", functions["python_backward"], "CUDA")
 
 
 def run(step: Callable, us: Tensor, state: tuple, valid: Tensor | None, reverse: bool) -> tuple:

@@ -51,8 +51,7 @@ def absent(like: torch.Tensor) -> torch.Tensor:
 
 def register(name: str, *, fake: Callable, reference: Callable, python_forward: Callable,
              python_backward: Callable, compiled: bool) -> None:
-    """Fakes, autograd and the pure-torch implementation of ``name``: on CUDA always, and on
-    the CPU unless ``compiled`` (the C++ loop registered it there).
+    """Fakes, autograd and (unless ``compiled``) the pure-torch CPU implementation of ``name``.
 
     ``fake(*inputs, valid, *flags)`` -> the op's outputs as empty tensors of their shapes;
     ``reference(*inputs, valid, *flags) -> (ys, *finals)`` in differentiable torch ops (what a
@@ -96,8 +95,6 @@ def register(name: str, *, fake: Callable, reference: Callable, python_forward: 
     torch.library.register_fake(f"rnnkit::{name}_backward", fake_backward, lib=LIB)
     torch.library.register_autograd(f"rnnkit::{name}", backward, setup_context=setup_context,
                                     lib=LIB)
-    # The pure-torch loops are device-generic (the fused kernels they replace ran on any
-    # device); the compiled ones are CPU only.
-    for key in ("CUDA",) if compiled else ("CPU", "CUDA"):
-        LIB.impl(name, python_forward, key)
-        LIB.impl(f"{name}_backward", python_backward, key)
+    if not compiled:
+        LIB.impl(name, python_forward, "CPU")
+        LIB.impl(f"{name}_backward", python_backward, "CPU")

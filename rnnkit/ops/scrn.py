@@ -66,11 +66,9 @@ def _fake(us, h0, s0, alpha, w_P, w_R, valid, fixed_alpha, reverse):
 
 
 def register() -> None:
-    """No C++ implementation: the pure-torch one is registered whether the C++ ops loaded or
-    not."""
-    _wiring.register("scrn_sequence", reference=reference, fake=_fake,
-                     python_forward=_python_forward, python_backward=_python_backward,
-                     compiled=False)
+    """No C++ loop: the pure-torch implementation, on the CPU and CUDA (:mod:`._cells`)."""
+    _cells.register("scrn_sequence", reference=reference, fake=_fake,
+                    python_forward=_python_forward, python_backward=_python_backward)
 
 
 def scrn_sequence(us: Tensor, h0: Tensor, s0: Tensor, alpha, w_P: Tensor, w_R: Tensor, valid,
