@@ -6,8 +6,10 @@ import torch
 from rnnkit import scan
 from rnnkit.cells.clockwork import ClockworkCell, ClockworkState
 from rnnkit.cells.ctrnn import CTRNNCell
-from rnnkit.kernels.clockwork import ClockworkSequence, _plan, clockwork_sequence
-from rnnkit.kernels.ctrnn import CTRNNSequence, ctrnn_sequence
+from rnnkit.kernels.clockwork import _plan, clockwork_sequence
+from rnnkit.kernels.ctrnn import ctrnn_sequence
+from rnnkit.ops.clockwork import clockwork_sequence as clockwork_op
+from rnnkit.ops.ctrnn import ctrnn_sequence as ctrnn_op
 
 T, N, I = 7, 4, 3
 F64 = torch.float64
@@ -123,8 +125,7 @@ def test_clockwork_gradcheck(t0):
     for v in (None, valid):
         for reverse in (False, True):
             def f(us, h0, t0, w, b, reverse=reverse, v=v):
-                return ClockworkSequence.apply(us, h0, t0, w, b, cell.mask, cell.unit_periods,
-                                               cell.periods, "tanh", reverse, v)
+                return clockwork_op(us, h0, t0, w, b, v, list(cell.periods), "tanh", reverse)
             assert torch.autograd.gradcheck(f, (us, h0, t0, w, b))
 
 
@@ -237,8 +238,7 @@ def test_ctrnn_gradcheck(dt_input):
     for act in ("tanh", "identity"):
         for reverse in (False, True):
             def f(us, h0, w, log_tau, act=act, reverse=reverse):
-                return CTRNNSequence.apply(us, h0, w, log_tau, 0.4, dt_input, act, reverse,
-                                           valid)
+                return ctrnn_op(us, h0, w, log_tau, valid, 0.4, dt_input, act, reverse)
             assert torch.autograd.gradcheck(f, (us, h0, w, log_tau))
 
 

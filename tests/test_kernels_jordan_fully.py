@@ -1,5 +1,6 @@
-"""The fused Jordan and fully recurrent kernels equal rnnkit.scan, values and gradients, for
-every combination of the cells' options."""
+"""The fused Jordan and fully recurrent kernels (the ops ``torch.ops.rnnkit.jordan_sequence``
+and ``fully_sequence``) equal rnnkit.scan, values and gradients, for every combination of the
+cells' options."""
 
 import itertools
 
@@ -20,8 +21,10 @@ from kernel_checks import (
 from rnnkit import scan
 from rnnkit.cells.fully import FullyRecurrentCell, FullyState
 from rnnkit.cells.jordan import JordanCell
-from rnnkit.kernels.fully import FullySequence, fully_sequence
-from rnnkit.kernels.jordan import JordanSequence, jordan_sequence
+from rnnkit.kernels.fully import fully_sequence
+from rnnkit.kernels.jordan import jordan_sequence
+from rnnkit.ops.fully import fully_sequence as fully_op
+from rnnkit.ops.jordan import jordan_sequence as jordan_op
 
 KERNELS = {JordanCell: jordan_sequence, FullyRecurrentCell: fully_sequence}
 HIDDEN = ["tanh", "relu", "sigmoid"]
@@ -69,8 +72,7 @@ def test_jordan_gradcheck(act_h, act_y):
     w_yh, b_yh, w_hy, b_hy = _rand(g, Hg, Og), _rand(g, Hg), _rand(g, Og, Hg), _rand(g, Og)
     for reverse in (False, True):
         def f(us, y0, w_yh, b_yh, w_hy, b_hy, reverse=reverse):
-            return JordanSequence.apply(us, y0, w_yh, b_yh, w_hy, b_hy, act_h, act_y, reverse,
-                                        _valid())
+            return jordan_op(us, y0, w_yh, b_yh, w_hy, b_hy, _valid(), act_h, act_y, reverse)
         assert torch.autograd.gradcheck(f, (us, y0, w_yh, b_yh, w_hy, b_hy))
 
 
@@ -83,8 +85,8 @@ def test_fully_gradcheck(act_h, act_y):
     b_hy = _rand(g, Og)
     for reverse in (False, True):
         def f(us, h0, y0, w_mh, w_hy, w_my, b_hy, reverse=reverse):
-            return FullySequence.apply(us, h0, y0, w_mh, w_hy, w_my, b_hy, act_h, act_y,
-                                       reverse, _valid())
+            return fully_op(us, h0, y0, w_mh, w_hy, w_my, b_hy, _valid(), act_h, act_y,
+                            reverse)
         assert torch.autograd.gradcheck(f, (us, h0, y0, w_mh, w_hy, w_my, b_hy))
 
 
@@ -95,12 +97,12 @@ def test_gradcheck_without_biases():
     w_mh, w_my = _rand(g, 4, 6), _rand(g, 2, 6)
     for reverse in (False, True):
         assert torch.autograd.gradcheck(
-            lambda us, y0, a, b, r=reverse: JordanSequence.apply(
-                us, y0, a, None, b, None, "tanh", "tanh", r, _valid()),
+            lambda us, y0, a, b, r=reverse: jordan_op(
+                us, y0, a, None, b, None, _valid(), "tanh", "tanh", r),
             (us, y0, w_yh, w_hy))
         assert torch.autograd.gradcheck(
-            lambda us, h0, y0, a, b, c, r=reverse: FullySequence.apply(
-                us, h0, y0, a, b, c, None, "tanh", "tanh", r, _valid()),
+            lambda us, h0, y0, a, b, c, r=reverse: fully_op(
+                us, h0, y0, a, b, c, None, _valid(), "tanh", "tanh", r),
             (us, h0, y0, w_mh, w_hy, w_my))
 
 

@@ -18,7 +18,8 @@ from rnnkit import scan
 from rnnkit.cells.gru import GRUCell
 from rnnkit.cells.scrn import SCRNCell, SCRNState
 from rnnkit.kernels.gru import GRUSequence, gru_sequence
-from rnnkit.kernels.scrn import SCRNSequence, scrn_sequence
+from rnnkit.kernels.scrn import scrn_sequence
+from rnnkit.ops.scrn import scrn_sequence as scrn_op
 
 SCRN_OPTIONS = {
     "default": {},
@@ -83,8 +84,8 @@ def test_scrn_gradcheck(learned):
         else 0.7
     for reverse in (False, True):
         def f(us, h0, s0, w_P, w_R, *alpha_, reverse=reverse):
-            a = alpha_[0] if alpha_ else alpha
-            return SCRNSequence.apply(us, h0, s0, a, w_P, w_R, reverse, _valid())
+            learned, fixed = (alpha_[0], 0.0) if alpha_ else (None, alpha)
+            return scrn_op(us, h0, s0, learned, w_P, w_R, _valid(), fixed, reverse)
         assert torch.autograd.gradcheck(f, (us, h0, s0, w_P, w_R, *([alpha] if learned else [])))
 
 

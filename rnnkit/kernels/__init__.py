@@ -1,9 +1,11 @@
 """Fused sequence kernels: whole-sequence forward and hand-derived BPTT backward.
 
 Each kernel computes exactly what :func:`rnnkit.scan` computes for one cell type, as one
-``torch.autograd.Function`` (no autograd graph per step); its module docstring writes out the
-forward and backward equations. :func:`fused_scan` finds the kernel of a cell: every one has
-``scan``'s signature and return, ``f(cell, xs, state, *, reverse, lengths) -> (ys, state)``.
+autograd node (no autograd graph per step): a registered op (:mod:`rnnkit.ops`; the LSTM's and,
+where the C++ ops did not load, the GRU's: a ``torch.autograd.Function``); its module docstring
+writes out the forward and backward equations. :func:`fused_scan` finds the kernel of a cell:
+every one has ``scan``'s signature and return,
+``f(cell, xs, state, *, reverse, lengths) -> (ys, state)``.
 """
 
 from __future__ import annotations
@@ -20,14 +22,14 @@ from ..cells.gru import GRUCell
 from ..cells.jordan import JordanCell
 from ..cells.lstm import LSTMCell, LSTMState
 from ..cells.scrn import SCRNCell
-from .clockwork import ClockworkSequence, clockwork_sequence
-from .ctrnn import CTRNNSequence, ctrnn_sequence
+from .clockwork import clockwork_sequence
+from .ctrnn import ctrnn_sequence
 from .elman import elman_sequence
-from .fully import FullySequence, fully_sequence
+from .fully import fully_sequence
 from .gru import GRUSequence, gru_sequence
-from .jordan import JordanSequence, jordan_sequence
+from .jordan import jordan_sequence
 from .lstm import lstm_sequence
-from .scrn import SCRNSequence, scrn_sequence
+from .scrn import scrn_sequence
 
 
 def _lstm(cell: LSTMCell, xs: Tensor, state=None, *, reverse: bool = False, lengths=None):
@@ -56,8 +58,7 @@ def fused_scan(cell) -> Callable | None:
 
 
 __all__ = [
-    "CTRNNSequence", "ClockworkSequence", "FullySequence", "GRUSequence", "JordanSequence",
-    "SCRNSequence", "clockwork_sequence", "ctrnn_sequence", "elman_sequence",
-    "fully_sequence",
-    "fused_scan", "gru_sequence", "jordan_sequence", "lstm_sequence", "scrn_sequence",
+    "GRUSequence", "clockwork_sequence", "ctrnn_sequence", "elman_sequence",
+    "fully_sequence", "fused_scan", "gru_sequence", "jordan_sequence", "lstm_sequence",
+    "scrn_sequence",
 ]

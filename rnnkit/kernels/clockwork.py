@@ -2,8 +2,10 @@ r"""Fused Clockwork RNN sequence kernel: one forward loop, hand-derived BPTT bac
 
 :func:`clockwork_sequence` computes exactly what ``rnnkit.scan(cell, xs, state, reverse=...,
 lengths=...)`` computes for a :class:`~rnnkit.cells.ClockworkCell` (any periods, tanh / sigmoid /
-ReLU / identity, ``bias=False``), as one :class:`torch.autograd.Function` over the precomputed
-input projection :math:`u_t = W_{ih} x_t + b_{ih}` (``cell.precompute``, left to autograd).
+ReLU / identity, ``bias=False``), as one registered op, ``torch.ops.rnnkit.clockwork_sequence``
+(:mod:`rnnkit.ops.clockwork`, whose pure-torch implementation is this module's loops), over the
+precomputed input projection :math:`u_t = W_{ih} x_t + b_{ih}` (``cell.precompute``, left to
+autograd).
 
 Forward (step :math:`t` in the order the scan visits them; :math:`m_t \in \{0, 1\}^N` marks the
 sequences still running, all ones without ``lengths``). The counter advances only at valid steps,
@@ -57,14 +59,16 @@ inactive units' :math:`e` passes straight through). :math:`A_t \phi'(h_t)` and
     \ (\text{the } e \text{ left after the loop}), \quad \bar t_0 = \bar t_T
 
 (round has zero derivative and :math:`t \to t + 1` is the identity, so the counter's gradient
-passes straight through). Forward saves the carried-state slot buffer ``(T + 1, N, H)`` (and the
-activity mask where a step is not fast) and its inputs. A backward that autograd records
-(``create_graph=True``) differentiates the forward recomputed through ``cell.step`` instead
-(:func:`~rnnkit.kernels._common.differentiable_backward`).
+passes straight through). Forward saves the carried-state slot buffer ``(T + 1, N, H)``, the
+activity mask (where a step is not fast) and its inputs; backward makes the fast steps' runs
+again from them (on the host, cheap). A
+backward that autograd records (``create_graph=True``) differentiates the op's reference (the
+cell's step in plain torch ops) instead (:mod:`rnnkit.ops._wiring`).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import torch
@@ -74,18 +78,13 @@ from ..cells.clockwork import ClockworkCell, ClockworkState
 from ._common import (
     befores,
     check_sequence,
-    differentiable_backward,
     outputs,
     partial_steps,
-    recompute,
-    recording,
-    save_args,
-    saved_args,
     steps,
     valid_mask,
 )
 
-__all__ = ["ClockworkSequence", "clockwork_sequence"]
+__all__ = ["clockwork_sequence", "unit_buffers"]
 
 _INPLACE = {"tanh": torch.sigmoid_, "sigmoid": torch.sigmoid_, "relu": torch.relu_,
             "identity": None}
@@ -99,7 +98,9 @@ class _Plan(NamedTuple):
     n_valid: Tensor | None  # (N,) valid steps of each sequence (None: all T)
 
 
-def _plan(t0, unit_periods, periods, T, reverse, valid) -> _Plan:
+def _plan(t0, unit_periods, periods, T, reverse, valid, active=None) -> _Plan:
+    """What the host knows before the loop. ``active``: the ``(T, N, H)`` activity mask made
+    for these arguments before (the forward's, passed to backward), not made again."""
     N, H = t0.shape[0], unit_periods.shape[0]
     B = H // len(periods)
     dtype, device = t0.dtype, t0.device
@@ -131,8 +132,9 @@ def _plan(t0, unit_periods, periods, T, reverse, valid) -> _Plan:
                         rs.append((lo * B, j * B, row[lo]))
                         lo = j
                 runs[t] = rs
-    active = None
-    if not all(fast):
+    if all(fast):
+        active = None
+    elif active is None:
         cnt = t0.detach().unsqueeze(0) + k.to(device=device, dtype=dtype).unsqueeze(2)
         active = torch.remainder(torch.round(cnt), unit_periods) == 0  # (T, N, H)
         if valid is not None:
@@ -220,101 +222,89 @@ def _phi_prime(h: Tensor, activation: str) -> Tensor:
     return torch.ones_like(h)
 
 
-def _reference(us, h0, t0, w_hh, b_hh, mask, unit_periods, periods, activation, reverse, valid,
-               cell):
-    """The forward through ``cell.step`` with these weights: differentiable to any order."""
-    weights = {"weight_hh": w_hh, "bias_hh": b_hh, "mask": mask, "unit_periods": unit_periods}
-    return recompute(cell, weights, us, ClockworkState(h0, t0), reverse, valid)
-
-
-class ClockworkSequence(torch.autograd.Function):
-    """``apply(us, h0, t0, weight_hh, bias_hh, mask, unit_periods, periods, activation,
-    reverse, valid[, cell])`` -> ``(ys, h_T, t_T)``.
-
-    ``us`` is ``cell.precompute(xs)`` ``(T, N, H)``; ``bias_hh`` may be None; ``mask`` and
-    ``unit_periods`` are the cell's buffers, ``periods`` its tuple; ``valid`` a ``(T, N)`` bool
-    mask of the valid steps or None; ``cell`` is needed only by a double backward. Prefer
-    :func:`clockwork_sequence`, which checks its arguments.
-    """
-
-    @staticmethod
-    def forward(ctx, us, h0, t0, w_hh, b_hh, mask, unit_periods, periods, activation, reverse,
-                valid, cell=None):
-        ys, h_t, t_t, xs_, plan = _forward(us, h0, t0, w_hh, b_hh, mask, unit_periods,
-                                           periods, activation, reverse, valid)
-        ctx.plan = plan
-        save_args(ctx, (us, h0, t0, w_hh, b_hh, mask, unit_periods, periods, activation,
-                        reverse, valid, cell), xs_)
-        return ys, h_t, t_t
-
-    @staticmethod
-    def backward(ctx, gy, gh_t, gt_t):
-        args, (xs_,) = saved_args(ctx)
-        if torch.is_grad_enabled():  # create_graph=True
-            return differentiable_backward(ctx, (gy, gh_t, gt_t), args, _reference)
-        _, _, _, w_hh, _, mask, _, _, activation, reverse, valid, _ = args
-        plan = ctx.plan
-        need = ctx.needs_input_grad
-        T, N, H = gy.shape
-        st = steps(T, reverse)
-        tanh = activation == "tanh"
-        w = w_hh * mask
-        if tanh:  # 1 - h^2 = 4 sigma (1 - sigma)
-            sig = outputs(xs_, reverse)
-            q = torch.addcmul(sig, sig, sig, value=-1).mul_(4)
-        else:
-            q = _phi_prime(outputs(xs_, reverse), activation)  # (T, N, H)
-        active = plan.active
-        if active is not None:
-            q.mul_(active)
-            na = (~active).to(q.dtype)
-            NA = na.unbind(0)
-        gy = gy * valid.unsqueeze(2) if valid is not None else gy
-        dz = torch.zeros_like(q)
-        DZ, Q, GY = dz.unbind(0), q.unbind(0), gy.unbind(0)
-        zero = gy.new_zeros(N, H)
-        back = list(st.back)
-        e = gh_t + GY[back[0]]
-        cache: dict = {}
-        for i, t in enumerate(back):
-            base = GY[back[i + 1]] if i + 1 < T else zero
-            rs = plan.runs[t]
-            if rs is None:  # the full step
-                d = torch.mul(e, Q[t], out=DZ[t])
-                out = torch.addmm(base, d, w)
-                out.addcmul_(e, NA[t])
-                e = out
-                continue
-            out = None
-            for lo, hi, on in rs:
-                if on:
-                    d_v, q_v = _views(cache, ("dq", lo, hi), lambda lo=lo, hi=hi: (
-                        dz[:, :, lo:hi].unbind(0), q[:, :, lo:hi].unbind(0)))
-                    w_v = _views(cache, ("w", lo, hi), lambda lo=lo, hi=hi: w[lo:hi, lo:])
-                    d = torch.mul(e[:, lo:hi], q_v[t], out=d_v[t])
-                    if lo == 0:
-                        out = torch.addmm(base, d, w_v)
-                    else:
-                        out[:, lo:].addmm_(d, w_v)
-                elif lo == 0 and hi == H:  # nothing active
-                    out = base + e
-                elif lo == 0:
-                    out = base.clone()
-                    out[:, :hi].add_(e[:, :hi])
-                else:
-                    out[:, lo:hi].add_(e[:, lo:hi])
+def _backward(gy, gh_t, gt_t, w_hh, mask, xs_, plan, activation, reverse, valid,
+              need=(True,) * 5):
+    """The backward pass (module docstring) without autograd: the gradients of ``us, h0, t0,
+    w_hh, b_hh`` (None where ``need`` says no), from the forward's slot buffer ``xs_`` and its
+    ``plan`` (:func:`_plan` of the same arguments gives it again)."""
+    T, N, H = gy.shape
+    st = steps(T, reverse)
+    tanh = activation == "tanh"
+    w = w_hh * mask
+    if tanh:  # 1 - h^2 = 4 sigma (1 - sigma)
+        sig = outputs(xs_, reverse)
+        q = torch.addcmul(sig, sig, sig, value=-1).mul_(4)
+    else:
+        q = _phi_prime(outputs(xs_, reverse), activation)  # (T, N, H)
+    active = plan.active
+    if active is not None:
+        q.mul_(active)
+        na = (~active).to(q.dtype)
+        NA = na.unbind(0)
+    gy = gy * valid.unsqueeze(2) if valid is not None else gy
+    dz = torch.zeros_like(q)
+    DZ, Q, GY = dz.unbind(0), q.unbind(0), gy.unbind(0)
+    zero = gy.new_zeros(N, H)
+    back = list(st.back)
+    e = gh_t + GY[back[0]]
+    cache: dict = {}
+    for i, t in enumerate(back):
+        base = GY[back[i + 1]] if i + 1 < T else zero
+        rs = plan.runs[t]
+        if rs is None:  # the full step
+            d = torch.mul(e, Q[t], out=DZ[t])
+            out = torch.addmm(base, d, w)
+            out.addcmul_(e, NA[t])
             e = out
-        dz2 = dz.view(T * N, H)
-        g_w = None
-        if need[3]:
-            g_w = dz2.t() @ befores(xs_, reverse).reshape(T * N, H)
-            if tanh:  # h = 2 sigma - 1
-                g_w.add_(g_w).sub_(dz2.sum(0).unsqueeze(1))
-            g_w.mul_(mask)
-        g_b = dz2.sum(0) if need[4] else None
-        return (dz if need[0] else None, e if need[1] else None,
-                gt_t.clone() if need[2] else None, g_w, g_b,
-                None, None, None, None, None, None, None)
+            continue
+        out = None
+        for lo, hi, on in rs:
+            if on:
+                d_v, q_v = _views(cache, ("dq", lo, hi), lambda lo=lo, hi=hi: (
+                    dz[:, :, lo:hi].unbind(0), q[:, :, lo:hi].unbind(0)))
+                w_v = _views(cache, ("w", lo, hi), lambda lo=lo, hi=hi: w[lo:hi, lo:])
+                d = torch.mul(e[:, lo:hi], q_v[t], out=d_v[t])
+                if lo == 0:
+                    out = torch.addmm(base, d, w_v)
+                else:
+                    out[:, lo:].addmm_(d, w_v)
+            elif lo == 0 and hi == H:  # nothing active
+                out = base + e
+            elif lo == 0:
+                out = base.clone()
+                out[:, :hi].add_(e[:, :hi])
+            else:
+                out[:, lo:hi].add_(e[:, lo:hi])
+        e = out
+    dz2 = dz.view(T * N, H)
+    g_w = None
+    if need[3]:
+        g_w = dz2.t() @ befores(xs_, reverse).reshape(T * N, H)
+        if tanh:  # h = 2 sigma - 1
+            g_w.add_(g_w).sub_(dz2.sum(0).unsqueeze(1))
+        g_w.mul_(mask)
+    g_b = dz2.sum(0) if need[4] else None
+    return (dz if need[0] else None, e if need[1] else None,
+            gt_t.clone() if need[2] else None, g_w, g_b)
+
+
+def unit_buffers(periods, H: int, like: Tensor) -> tuple[Tensor, Tensor]:
+    """``(mask (H, H), unit_periods (H,))`` of a :class:`~rnnkit.cells.ClockworkCell` with
+    these ``periods`` and ``H`` units (its buffers, which the op builds from ``periods``), in
+    ``like``'s dtype and device. Made once per configuration (~30 us each time otherwise, twice
+    a training step); read only."""
+    return _unit_buffers(tuple(periods), H, like.dtype, like.device)
+
+
+@functools.lru_cache(maxsize=64)
+def _unit_buffers(periods: tuple, H: int, dtype, device) -> tuple[Tensor, Tensor]:
+    if H % len(periods):
+        raise ValueError(f"periods: expected as many modules as divide H = {H} into equal "
+                         f"ones, got {len(periods)} ({list(periods)!r})")
+    unit_periods = torch.tensor(periods, dtype=dtype).repeat_interleave(
+        H // len(periods)).to(device)
+    mask = (unit_periods.unsqueeze(0) >= unit_periods.unsqueeze(1)).to(dtype)
+    return mask, unit_periods
 
 
 def clockwork_sequence(
@@ -329,19 +319,17 @@ def clockwork_sequence(
 
     Returns ``(ys (T, N, H), ClockworkState(h_T, t_T))``, exactly ``rnnkit.scan(cell, xs,
     state, reverse=reverse, lengths=lengths)``, with a hand-written BPTT backward (module
-    docstring).
+    docstring), through the op ``torch.ops.rnnkit.clockwork_sequence`` (so torch.compile and
+    torch.export trace it).
     """
     if not isinstance(cell, ClockworkCell):
         raise TypeError(f"cell: expected a ClockworkCell, got {type(cell).__name__}")
+    from ..ops import clockwork as op  # (loads the ops on first use)
+
     state, lengths = check_sequence(cell, xs, state, lengths)
     h0, t0 = state
     valid = valid_mask(lengths, xs.shape[0], xs.device)
-    us = cell.precompute(xs)
-    args = (us, h0, t0, cell.weight_hh, cell.bias_hh, cell.mask, cell.unit_periods,
-            cell.periods, cell.activation, bool(reverse), valid)
-    if recording(*args[:5]):
-        ys, h_t, t_t = ClockworkSequence.apply(*args, cell)
-    else:
-        with torch.no_grad():  # inference: nothing to save
-            ys, h_t, t_t, _, _ = _forward(*args)
+    ys, h_t, t_t = op.clockwork_sequence(cell.precompute(xs), h0, t0, cell.weight_hh,
+                                         cell.bias_hh, valid, list(cell.periods),
+                                         cell.activation, bool(reverse))
     return ys, ClockworkState(h_t, t_t)

@@ -2,10 +2,11 @@ r"""Fused continuous-time RNN sequence kernel: one forward loop, hand-derived BP
 
 :func:`ctrnn_sequence` computes exactly what ``rnnkit.scan(cell, xs, h0, reverse=...,
 lengths=...)`` computes for a :class:`~rnnkit.cells.CTRNNCell` (constant ``dt`` or ``dt_input``,
-tanh / sigmoid / ReLU / identity, ``bias=False``), as one :class:`torch.autograd.Function` over
-the precomputed input projection :math:`u_t = W_{ih} x_t + b` (``cell.precompute``, left to
-autograd; with ``dt_input`` its last column is :math:`\Delta t_t` and the gradient flows back into
-it too).
+tanh / sigmoid / ReLU / identity, ``bias=False``), as one registered op,
+``torch.ops.rnnkit.ctrnn_sequence`` (:mod:`rnnkit.ops.ctrnn`, whose pure-torch implementation is
+this module's loops), over the precomputed input projection :math:`u_t = W_{ih} x_t + b`
+(``cell.precompute``, left to autograd; with ``dt_input`` its last column is :math:`\Delta t_t`
+and the gradient flows back into it too).
 
 Forward (step :math:`t` in the order the scan visits them; :math:`m_t \in \{0, 1\}^N` marks the
 sequences still running, all ones without ``lengths``; :math:`p = \phi(h)` is carried beside
@@ -59,8 +60,8 @@ With a constant :math:`a`, :math:`\sum_{t,n} D \odot (W p_{t-1})` is read off :m
 G`), so :math:`z` is not needed; with ``dt_input`` the loop keeps :math:`z_t - h_{t-1}`.
 Forward saves the slot buffers of :math:`h` and :math:`\phi(h)` (``(T + 1, N, H)`` each, one for
 the identity), with ``dt_input`` :math:`z - h_{t-1}`, and its inputs. A backward that autograd
-records (``create_graph=True``) differentiates the forward recomputed through ``cell.step``
-instead (:func:`~rnnkit.kernels._common.differentiable_backward`).
+records (``create_graph=True``) differentiates the op's reference (the cell's step in plain torch
+ops) instead (:mod:`rnnkit.ops._wiring`).
 """
 
 from __future__ import annotations
@@ -72,18 +73,13 @@ from ..cells.ctrnn import CTRNNCell
 from ._common import (
     befores,
     check_sequence,
-    differentiable_backward,
     outputs,
     partial_steps,
-    recompute,
-    recording,
-    save_args,
-    saved_args,
     steps,
     valid_mask,
 )
 
-__all__ = ["CTRNNSequence", "ctrnn_sequence"]
+__all__ = ["ctrnn_sequence"]
 
 
 def _act(activation: str):
@@ -178,141 +174,114 @@ def _forward(us, h0, w_hh, log_tau, dt, dt_input, activation, reverse, valid):
         h_t = xs_[st.last].clone()
     if valid is not None:
         ys = ys * masks
-    return ys, h_t, (xs_, ys_, zs, partial)
+    return ys, h_t, (xs_, ys_, zs)
 
 
-def _reference(us, h0, w_hh, log_tau, dt, dt_input, activation, reverse, valid, cell):
-    """The forward through ``cell.step`` with these weights (``dt`` is the cell's):
-    differentiable to any order."""
-    return recompute(cell, {"weight_hh": w_hh, "log_tau": log_tau}, us, h0, reverse, valid)
-
-
-class CTRNNSequence(torch.autograd.Function):
-    """``apply(us, h0, weight_hh, log_tau, dt, dt_input, activation, reverse, valid[, cell])``
-    -> ``(ys, h_T)``.
-
-    ``us`` is ``cell.precompute(xs)`` ``(T, N, H)``, or ``(T, N, H + 1)`` with ``dt_input``
-    (then ``dt`` is ignored); ``valid`` a ``(T, N)`` bool mask of the valid steps or None;
-    ``cell`` is needed only by a double backward. Prefer :func:`ctrnn_sequence`, which checks
-    its arguments.
-    """
-
-    @staticmethod
-    def forward(ctx, us, h0, w_hh, log_tau, dt, dt_input, activation, reverse, valid,
-                cell=None):
-        ys, h_t, (xs_, ys_, zs, ctx.partial) = _forward(
-            us, h0, w_hh, log_tau, dt, dt_input, activation, reverse, valid)
-        save_args(ctx, (us, h0, w_hh, log_tau, dt, dt_input, activation, reverse, valid, cell),
-                  xs_, None if ys_ is xs_ else ys_, zs)
-        return ys, h_t
-
-    @staticmethod
-    def backward(ctx, gy, gh_t):
-        args, (xs_, ys_, zs) = saved_args(ctx)
-        if torch.is_grad_enabled():  # create_graph=True
-            return differentiable_backward(ctx, (gy, gh_t), args, _reference)
-        gy = gy.contiguous()  # (batch_first hands in a transposed gradient; views below)
-        us, _, w_hh, log_tau, dt, dt_input, activation, reverse, valid, _ = args
-        need = ctx.needs_input_grad
-        T, N, H = gy.shape
-        st = steps(T, reverse)
-        partial = ctx.partial
-        tanh, identity = activation == "tanh", activation == "identity"
-        # phi(h) (ps; s = sigmoid(2 h) with tanh, p = 2 s - 1) and phi'(h) for every slot
+def _backward(gy, gh_t, us, w_hh, log_tau, xs_, ys_, zs, dt, dt_input, activation, reverse,
+              valid, need=(True,) * 4):
+    """The backward pass (module docstring) without autograd: the gradients of ``us, h0, w_hh,
+    log_tau`` (None where ``need`` says no), from the forward's buffers ``xs_, ys_, zs``
+    (:func:`_forward`'s; ``ys_`` is ``xs_`` itself for the identity)."""
+    gy = gy.contiguous()  # (batch_first hands in a transposed gradient; views below)
+    T, N, H = gy.shape
+    st = steps(T, reverse)
+    partial = partial_steps(valid, T)
+    tanh, identity = activation == "tanh", activation == "identity"
+    # phi(h) (ps; s = sigmoid(2 h) with tanh, p = 2 s - 1) and phi'(h) for every slot
+    if identity:
+        ps, pd = xs_, None
+    elif tanh:
+        ps = ys_
+        pd = torch.addcmul(ps, ps, ps, value=-1).mul_(4)  # 1 - p^2 = 4 s (1 - s)
+    elif activation == "sigmoid":
+        ps = ys_
+        pd = torch.addcmul(ps, ps, ps, value=-1)
+    else:
+        ps = ys_
+        pd = (ps > 0).to(ps.dtype)
+    b = gy * outputs(pd, reverse) if pd is not None else gy.clone()
+    if valid is not None:
+        mf = valid.unsqueeze(2).to(gy.dtype)  # (T, N, 1)
+        b.mul_(mf)
+        MF, NMF = mf.unbind(0), (1 - mf).unbind(0)
+    PD = befores(pd, reverse).unbind(0) if pd is not None else None
+    if dt_input:
+        a = us[:, :, H:] / torch.exp(log_tau)  # (T, N, H)
+        A, OMA = a.unbind(0), (1 - a).unbind(0)
+        g_us = us.new_empty(T, N, H + 1)
+        dz = g_us[:, :, :H]
+        DZ = dz.unbind(0)
+    else:
+        a = dt / torch.exp(log_tau)  # (H,)
+        oma = 1 - a
+        w_a = w_hh * a.unsqueeze(1)  # diag(a) W
         if identity:
-            ps, pd = xs_, None
-        elif tanh:
-            ps = ys_
-            pd = torch.addcmul(ps, ps, ps, value=-1).mul_(4)  # 1 - p^2 = 4 s (1 - s)
-        elif activation == "sigmoid":
-            ps = ys_
-            pd = torch.addcmul(ps, ps, ps, value=-1)
-        else:
-            ps = ys_
-            pd = (ps > 0).to(ps.dtype)
-        b = gy * outputs(pd, reverse) if pd is not None else gy.clone()
-        if valid is not None:
-            mf = valid.unsqueeze(2).to(gy.dtype)  # (T, N, 1)
-            b.mul_(mf)
-            MF, NMF = mf.unbind(0), (1 - mf).unbind(0)
-        PD = befores(pd, reverse).unbind(0) if pd is not None else None
-        if dt_input:
-            a = us[:, :, H:] / torch.exp(log_tau)  # (T, N, H)
-            A, OMA = a.unbind(0), (1 - a).unbind(0)
-            g_us = us.new_empty(T, N, H + 1)
-            dz = g_us[:, :, :H]
-            DZ = dz.unbind(0)
-        else:
-            a = dt / torch.exp(log_tau)  # (H,)
-            oma = 1 - a
-            w_a = w_hh * a.unsqueeze(1)  # diag(a) W
-            if identity:
-                w_a.diagonal().add_(oma)  # M
-        dh = torch.empty_like(gy)  # E_t, then D_t
-        DH, Bs = dh.unbind(0), b.unbind(0)
-        back = list(st.back)
-        torch.add(gh_t, Bs[back[0]], out=DH[back[0]])
-        out = None
-        for i, t in enumerate(back):
-            e = DH[t]
-            if partial[t]:
-                pas = e * NMF[t]
-                e.mul_(MF[t])
-            nxt = back[i + 1] if i + 1 < T else None
-            if not dt_input:
-                if identity:
-                    out = torch.addmm(Bs[nxt], e, w_a, out=DH[nxt]) if nxt is not None \
-                        else e @ w_a
-                else:
-                    q = e @ w_a
-                    out = torch.addcmul(Bs[nxt], e, oma, out=DH[nxt]) if nxt is not None \
-                        else e * oma
-                    out.addcmul_(q, PD[t])
-            else:
-                d = torch.mul(e, A[t], out=DZ[t])
-                if identity:
-                    out = torch.addmm(Bs[nxt], d, w_hh, out=DH[nxt]) if nxt is not None \
-                        else d @ w_hh
-                    out.addcmul_(e, OMA[t])
-                else:
-                    q = d @ w_hh
-                    out = torch.addcmul(Bs[nxt], e, OMA[t], out=DH[nxt]) if nxt is not None \
-                        else e * OMA[t]
-                    out.addcmul_(q, PD[t])
-            if partial[t]:
-                out.add_(pas)
-        g_h0 = out
-        d2 = dh.view(T * N, H)
-        p_prev = befores(ps, reverse).reshape(T * N, H)
-
-        def gram(d: Tensor) -> Tensor:  # sum_{t,n} d_t p_{t-1}^T (p = 2 s - 1 with tanh)
-            g = d.t() @ p_prev
-            return g.add_(g).sub_(d.sum(0).unsqueeze(1)) if tanh else g
-        g_w = g_tau = None
+            w_a.diagonal().add_(oma)  # M
+    dh = torch.empty_like(gy)  # E_t, then D_t
+    DH, Bs = dh.unbind(0), b.unbind(0)
+    back = list(st.back)
+    torch.add(gh_t, Bs[back[0]], out=DH[back[0]])
+    out = None
+    for i, t in enumerate(back):
+        e = DH[t]
+        if partial[t]:
+            pas = e * NMF[t]
+            e.mul_(MF[t])
+        nxt = back[i + 1] if i + 1 < T else None
         if not dt_input:
-            g_us = dh * a if need[0] else None
-            if need[2] or need[3]:
-                g = gram(d2)  # sum_t D_t p_{t-1}^T
-                g_w = g * a.unsqueeze(1) if need[2] else None
-            if need[3]:  # sum_{t,n} D (z - h_prev), z = W p + u
-                h_prev = befores(xs_, reverse)
-                r = torch.add(us, h_prev, alpha=-0.5 if tanh else -1)
-                g_tau = (w_hh * g).sum(1).add_((r.mul_(dh)).sum((0, 1))).mul_(a).neg_()
+            if identity:
+                out = torch.addmm(Bs[nxt], e, w_a, out=DH[nxt]) if nxt is not None \
+                    else e @ w_a
+            else:
+                q = e @ w_a
+                out = torch.addcmul(Bs[nxt], e, oma, out=DH[nxt]) if nxt is not None \
+                    else e * oma
+                out.addcmul_(q, PD[t])
         else:
-            if need[2]:
-                g_w = gram(dz.reshape(T * N, H))
-            if need[0] or need[3]:
-                r = dh * zs  # c * dL/da
-                if tanh:
-                    r.mul_(0.5)
-                if need[3]:
-                    g_tau = (r * a).sum((0, 1)).neg_()
-                if need[0]:
-                    torch.matmul(r, torch.exp(log_tau).reciprocal_().unsqueeze(1),
-                                 out=g_us[:, :, H:])
-            if not need[0]:
-                g_us = None
-        return (g_us, g_h0 if need[1] else None, g_w, g_tau, None, None, None, None, None, None)
+            d = torch.mul(e, A[t], out=DZ[t])
+            if identity:
+                out = torch.addmm(Bs[nxt], d, w_hh, out=DH[nxt]) if nxt is not None \
+                    else d @ w_hh
+                out.addcmul_(e, OMA[t])
+            else:
+                q = d @ w_hh
+                out = torch.addcmul(Bs[nxt], e, OMA[t], out=DH[nxt]) if nxt is not None \
+                    else e * OMA[t]
+                out.addcmul_(q, PD[t])
+        if partial[t]:
+            out.add_(pas)
+    g_h0 = out
+    d2 = dh.view(T * N, H)
+    p_prev = befores(ps, reverse).reshape(T * N, H)
+
+    def gram(d: Tensor) -> Tensor:  # sum_{t,n} d_t p_{t-1}^T (p = 2 s - 1 with tanh)
+        g = d.t() @ p_prev
+        return g.add_(g).sub_(d.sum(0).unsqueeze(1)) if tanh else g
+    g_w = g_tau = None
+    if not dt_input:
+        g_us = dh * a if need[0] else None
+        if need[2] or need[3]:
+            g = gram(d2)  # sum_t D_t p_{t-1}^T
+            g_w = g * a.unsqueeze(1) if need[2] else None
+        if need[3]:  # sum_{t,n} D (z - h_prev), z = W p + u
+            h_prev = befores(xs_, reverse)
+            r = torch.add(us, h_prev, alpha=-0.5 if tanh else -1)
+            g_tau = (w_hh * g).sum(1).add_((r.mul_(dh)).sum((0, 1))).mul_(a).neg_()
+    else:
+        if need[2]:
+            g_w = gram(dz.reshape(T * N, H))
+        if need[0] or need[3]:
+            r = dh * zs  # c * dL/da
+            if tanh:
+                r.mul_(0.5)
+            if need[3]:
+                g_tau = (r * a).sum((0, 1)).neg_()
+            if need[0]:
+                torch.matmul(r, torch.exp(log_tau).reciprocal_().unsqueeze(1),
+                             out=g_us[:, :, H:])
+        if not need[0]:
+            g_us = None
+    return g_us, g_h0 if need[1] else None, g_w, g_tau
 
 
 def ctrnn_sequence(
@@ -327,17 +296,14 @@ def ctrnn_sequence(
     fused.
 
     Returns ``(ys (T, N, H), h_T)``, exactly ``rnnkit.scan(cell, xs, state, reverse=reverse,
-    lengths=lengths)``, with a hand-written BPTT backward (module docstring).
+    lengths=lengths)``, with a hand-written BPTT backward (module docstring), through the op
+    ``torch.ops.rnnkit.ctrnn_sequence`` (so torch.compile and torch.export trace it).
     """
     if not isinstance(cell, CTRNNCell):
         raise TypeError(f"cell: expected a CTRNNCell, got {type(cell).__name__}")
+    from ..ops import ctrnn as op  # (loads the ops on first use)
+
     h0, lengths = check_sequence(cell, xs, state, lengths)
     valid = valid_mask(lengths, xs.shape[0], xs.device)
-    us = cell.precompute(xs)
-    args = (us, h0, cell.weight_hh, cell.log_tau, cell.dt, cell.dt_input, cell.activation,
-            bool(reverse), valid)
-    if recording(*args[:4]):
-        return CTRNNSequence.apply(*args, cell)
-    with torch.no_grad():  # inference: nothing to save
-        ys, h_t, _ = _forward(*args)
-    return ys, h_t
+    return op.ctrnn_sequence(cell.precompute(xs), h0, cell.weight_hh, cell.log_tau, valid,
+                             cell.dt, cell.dt_input, cell.activation, bool(reverse))

@@ -3,8 +3,10 @@ r"""Fused fully recurrent sequence kernel: one forward loop, hand-derived BPTT b
 :func:`fully_sequence` computes exactly what ``rnnkit.scan(cell, xs, state, reverse=...,
 lengths=...)`` computes for a :class:`~rnnkit.cells.FullyRecurrentCell` with any of its options
 (:math:`\phi_h` tanh/ReLU/sigmoid, :math:`\phi_y` tanh/sigmoid/identity/softmax, ``output_size``
-:math:`O \ne H`, ``bias=False``), as one :class:`torch.autograd.Function` over the precomputed
-input projection :math:`u_t = W_{ih} x_t + b_{ih}` (``cell.precompute``, left to autograd).
+:math:`O \ne H`, ``bias=False``), as one registered op, ``torch.ops.rnnkit.fully_sequence``
+(:mod:`rnnkit.ops.fully`, whose pure-torch implementation is this module's loops), over the
+precomputed input projection :math:`u_t = W_{ih} x_t + b_{ih}` (``cell.precompute``, left to
+autograd).
 
 Forward (step :math:`t` in the order the scan visits them; :math:`m_t \in \{0, 1\}^N` marks the
 sequences still running, all ones without ``lengths``)
@@ -56,8 +58,8 @@ coefficients :math:`m_t \phi_y'` (softmax: :math:`m_t \tilde y_t`), :math:`m_t \
 
 and :math:`\bar h_0, \bar y_0` are the :math:`\delta m` left after the loop. Forward saves the
 slot buffer and its inputs. A backward that autograd records (``create_graph=True``)
-differentiates the forward recomputed through ``cell.step`` instead
-(:func:`~rnnkit.kernels._common.differentiable_backward`).
+differentiates the op's reference (the cell's step in plain torch ops) instead
+(:mod:`rnnkit.ops._wiring`).
 """
 
 from __future__ import annotations
@@ -70,19 +72,14 @@ from ._common import (
     Product,
     befores,
     check_sequence,
-    differentiable_backward,
     outputs,
     partial_steps,
-    recompute,
-    recording,
-    save_args,
-    saved_args,
     steps,
     valid_mask,
 )
 from .jordan import activate_, affine, derivative, output_coefficients, softmax_step, value
 
-__all__ = ["FullySequence", "fully_sequence"]
+__all__ = ["fully_sequence"]
 
 
 def _values(ss: Tensor, H: int, act_h: str, act_y: str) -> Tensor:
@@ -165,91 +162,67 @@ def _forward(us, h0, y0, w_mh, w_hy, w_my, b_hy, act_h, act_y, reverse, valid):
     return ys, h_t, y_t, ss
 
 
-def _reference(us, h0, y0, w_mh, w_hy, w_my, b_hy, act_h, act_y, reverse, valid, cell):
-    """The forward through ``cell.step`` with these weights: differentiable to any order."""
-    weights = {"weight_mh": w_mh, "weight_hy": w_hy, "weight_my": w_my, "bias_hy": b_hy}
-    return recompute(cell, weights, us, FullyState(h0, y0), reverse, valid)
-
-
-class FullySequence(torch.autograd.Function):
-    """``apply(us, h0, y0, weight_mh, weight_hy, weight_my, bias_hy, activation,
-    output_activation, reverse, valid[, cell])`` -> ``(ys, h_T, y_T)``.
-
-    ``us`` is ``cell.precompute(xs)`` ``(T, N, H)``; ``bias_hy`` may be None; the activations
-    are the cell's names; ``valid`` is a ``(T, N)`` bool mask of the valid steps or None;
-    ``cell`` is needed only by a double backward. Prefer :func:`fully_sequence`, which checks
-    its arguments.
-    """
-
-    @staticmethod
-    def forward(ctx, us, h0, y0, w_mh, w_hy, w_my, b_hy, act_h, act_y, reverse, valid,
-                cell=None):
-        ys, h_t, y_t, ss = _forward(us, h0, y0, w_mh, w_hy, w_my, b_hy, act_h, act_y, reverse,
-                                    valid)
-        save_args(ctx, (us, h0, y0, w_mh, w_hy, w_my, b_hy, act_h, act_y, reverse, valid,
-                        cell), ss)
-        return ys, h_t, y_t
-
-    @staticmethod
-    def backward(ctx, gy, gh_t, gy_t):
-        args, (ss,) = saved_args(ctx)
-        if torch.is_grad_enabled():  # create_graph=True
-            return differentiable_backward(ctx, (gy, gh_t, gy_t), args, _reference)
-        _, _, _, w_mh, w_hy, w_my, _, act_h, act_y, reverse, valid, _ = args
-        need = ctx.needs_input_grad
-        T1, N, S = ss.shape
-        T, H = T1 - 1, w_mh.shape[0]
-        O = S - H
-        st = steps(T, reverse)
-        partial = partial_steps(valid, T)
-        m_all = _values(ss, H, act_h, act_y)  # [h ; y], (T + 1, N, H + O)
-        m_out = outputs(m_all, reverse)
-        hs, ys = m_out[..., :H], m_out[..., H:]
-        mf = nmf = None
-        if valid is not None:
-            mf = valid.unsqueeze(2).to(ss.dtype)  # (T, N, 1)
-            nmf = 1 - mf
-        ch = derivative(hs, act_h)
-        if mf is not None:
-            ch.mul_(mf)
-        c, d = output_coefficients(ys, gy, act_y, mf)
-        dd = ss.new_empty(T, N, H + O)  # [da ; dz]
-        da, dz = dd[..., :H], dd[..., H:]
-        dz.copy_(d)  # the loop adds dy * c
-        del d
-        w_m = torch.cat([w_mh, w_my])
-        dd_sl, da_sl, dz_sl = dd.unbind(0), da.unbind(0), dz.unbind(0)
-        ch_sl, ys_sl = ch.unbind(0), ys.unbind(0)
-        c_sl = c.unbind(0) if c is not None else None
-        softmax = act_y == "softmax"
-        dm = torch.cat([gh_t, gy_t], 1)
-        rec_hy, rec_m = Product(w_hy.t(), N), Product(w_m.t(), N)
-        for t in st.back:
-            dh, dy = dm[:, :H], dm[:, H:]
-            if c is None:
-                dzt = dz_sl[t].add_(dy)
-            else:
-                dzt = dz_sl[t].addcmul_(dy, c_sl[t])
-            if softmax:
-                softmax_step(dzt, ys_sl[t])
-            torch.mul(rec_hy.add(dh, dzt), ch_sl[t], out=da_sl[t])
-            dm_next = rec_m(dd_sl[t])
-            if partial[t]:
-                dm_next.addcmul_(dm, nmf[t])
-            dm = dm_next
-        dd2 = dd.view(T * N, S)
-        g_w_mh = g_w_my = None
-        if need[3] or need[5]:  # [W_mh ; W_my]'s gradient: one matmul over all T N rows
-            m_prev = befores(m_all, reverse).reshape(T * N, S)
-            rows = slice(0 if need[3] else H, S if need[5] else H)
-            g_w_m = dd2[:, rows].t() @ m_prev
-            g_w_mh = g_w_m[:H] if need[3] else None
-            g_w_my = g_w_m[-O:] if need[5] else None
-        g_w_hy = dd2[:, H:].t() @ hs.reshape(T * N, H) if need[4] else None
-        g_b_hy = dz.sum((0, 1)) if need[6] else None
-        return (da if need[0] else None, dm[:, :H] if need[1] else None,
-                dm[:, H:] if need[2] else None, g_w_mh, g_w_hy, g_w_my, g_b_hy,
-                None, None, None, None, None)
+def _backward(gy, gh_t, gy_t, w_mh, w_hy, w_my, ss, act_h, act_y, reverse, valid,
+              need=(True,) * 7):
+    """The backward pass (module docstring) without autograd: the gradients of ``us, h0, y0,
+    w_mh, w_hy, w_my, b_hy`` (None where ``need`` says no), from the forward's slot buffer
+    ``ss``. Every one is a tensor of its own (no two share memory)."""
+    T1, N, S = ss.shape
+    T, H = T1 - 1, w_mh.shape[0]
+    O = S - H
+    st = steps(T, reverse)
+    partial = partial_steps(valid, T)
+    m_all = _values(ss, H, act_h, act_y)  # [h ; y], (T + 1, N, H + O)
+    m_out = outputs(m_all, reverse)
+    hs, ys = m_out[..., :H], m_out[..., H:]
+    mf = nmf = None
+    if valid is not None:
+        mf = valid.unsqueeze(2).to(ss.dtype)  # (T, N, 1)
+        nmf = 1 - mf
+    ch = derivative(hs, act_h)
+    if mf is not None:
+        ch.mul_(mf)
+    c, d = output_coefficients(ys, gy, act_y, mf)
+    dd = ss.new_empty(T, N, H + O)  # [da ; dz]
+    da, dz = dd[..., :H], dd[..., H:]
+    dz.copy_(d)  # the loop adds dy * c
+    del d
+    w_m = torch.cat([w_mh, w_my])
+    dd_sl, da_sl, dz_sl = dd.unbind(0), da.unbind(0), dz.unbind(0)
+    ch_sl, ys_sl = ch.unbind(0), ys.unbind(0)
+    c_sl = c.unbind(0) if c is not None else None
+    softmax = act_y == "softmax"
+    dm = torch.cat([gh_t, gy_t], 1)
+    rec_hy, rec_m = Product(w_hy.t(), N), Product(w_m.t(), N)
+    for t in st.back:
+        dh, dy = dm[:, :H], dm[:, H:]
+        if c is None:
+            dzt = dz_sl[t].add_(dy)
+        else:
+            dzt = dz_sl[t].addcmul_(dy, c_sl[t])
+        if softmax:
+            softmax_step(dzt, ys_sl[t])
+        torch.mul(rec_hy.add(dh, dzt), ch_sl[t], out=da_sl[t])
+        dm_next = rec_m(dd_sl[t])
+        if partial[t]:
+            dm_next.addcmul_(dm, nmf[t])
+        dm = dm_next
+    dd2 = dd.view(T * N, S)
+    g_w_mh = g_w_my = None
+    if need[3] or need[5]:  # [W_mh ; W_my]'s gradient: one matmul over all T N rows
+        m_prev = befores(m_all, reverse).reshape(T * N, S)
+        if need[3] and need[5]:
+            g_w_mh, g_w_my = dd2.t().mm(m_prev).split([H, O])  # (views of one result)
+            g_w_my = g_w_my.clone()
+        elif need[3]:
+            g_w_mh = dd2[:, :H].t() @ m_prev
+        else:
+            g_w_my = dd2[:, H:].t() @ m_prev
+    g_w_hy = dd2[:, H:].t() @ hs.reshape(T * N, H) if need[4] else None
+    g_b_hy = dz.sum((0, 1)) if need[6] else None
+    g_h0, g_y0 = dm.split([H, O], 1)
+    return (da if need[0] else None, g_h0 if need[1] else None,
+            g_y0.clone() if need[2] else None, g_w_mh, g_w_hy, g_w_my, g_b_hy)
 
 
 def fully_sequence(
@@ -264,18 +237,17 @@ def fully_sequence(
     (zeros if None), fused.
 
     Returns ``(ys (T, N, O), FullyState(h_T, y_T))``, exactly ``rnnkit.scan(cell, xs, state,
-    reverse=reverse, lengths=lengths)``, with a hand-written BPTT backward (module docstring).
+    reverse=reverse, lengths=lengths)``, with a hand-written BPTT backward (module docstring),
+    through the op ``torch.ops.rnnkit.fully_sequence`` (so torch.compile and torch.export
+    trace it).
     """
     if not isinstance(cell, FullyRecurrentCell):
         raise TypeError(f"cell: expected a FullyRecurrentCell, got {type(cell).__name__}")
+    from ..ops import fully as op  # (loads the ops on first use)
+
     (h0, y0), lengths = check_sequence(cell, xs, state, lengths)
     valid = valid_mask(lengths, xs.shape[0], xs.device)
-    us = cell.precompute(xs)
-    args = (us, h0, y0, cell.weight_mh, cell.weight_hy, cell.weight_my, cell.bias_hy,
-            cell.activation, cell.output_activation, bool(reverse), valid)
-    if recording(*args[:7]):
-        ys, h_t, y_t = FullySequence.apply(*args, cell)
-    else:
-        with torch.no_grad():  # inference: nothing to save
-            ys, h_t, y_t, _ = _forward(*args)
+    ys, h_t, y_t = op.fully_sequence(cell.precompute(xs), h0, y0, cell.weight_mh,
+                                     cell.weight_hy, cell.weight_my, cell.bias_hy, valid,
+                                     cell.activation, cell.output_activation, bool(reverse))
     return ys, FullyState(h_t, y_t)

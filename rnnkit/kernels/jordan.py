@@ -3,8 +3,10 @@ r"""Fused Jordan sequence kernel: one forward loop, hand-derived BPTT backward.
 :func:`jordan_sequence` computes exactly what ``rnnkit.scan(cell, xs, state, reverse=...,
 lengths=...)`` computes for a :class:`~rnnkit.cells.JordanCell` with any of its options
 (:math:`\phi_h` tanh/ReLU/sigmoid, :math:`\phi_y` tanh/sigmoid/identity/softmax, ``output_size``
-:math:`O \ne H`, ``bias=False``), as one :class:`torch.autograd.Function` over the precomputed
-input projection :math:`u_t = W_{ih} x_t + b_{ih}` (``cell.precompute``, left to autograd).
+:math:`O \ne H`, ``bias=False``), as one registered op, ``torch.ops.rnnkit.jordan_sequence``
+(:mod:`rnnkit.ops.jordan`, whose pure-torch implementation is this module's loops), over the
+precomputed input projection :math:`u_t = W_{ih} x_t + b_{ih}` (``cell.precompute``, left to
+autograd).
 
 Forward (step :math:`t` in the order the scan visits them; :math:`m_t \in \{0, 1\}^N` marks the
 sequences still running, all ones without ``lengths``; the state is the previous output)
@@ -55,8 +57,8 @@ padded step). Then, over all :math:`T N` rows at once,
 and :math:`\bar y_0` is the :math:`\delta y` left after the loop (at padded steps every
 :math:`\delta z, \delta a` is zero). Forward saves the hidden buffer ``(T, N, H)`` and the state
 buffer ``(T + 1, N, O)``, and its inputs. A backward that autograd records (``create_graph=True``)
-differentiates the forward recomputed through ``cell.step`` instead
-(:func:`~rnnkit.kernels._common.differentiable_backward`).
+differentiates the op's reference (the cell's step in plain torch ops) instead
+(:mod:`rnnkit.ops._wiring`).
 """
 
 from __future__ import annotations
@@ -69,18 +71,13 @@ from ._common import (
     Product,
     befores,
     check_sequence,
-    differentiable_backward,
     outputs,
     partial_steps,
-    recompute,
-    recording,
-    save_args,
-    saved_args,
     steps,
     valid_mask,
 )
 
-__all__ = ["JordanSequence", "jordan_sequence"]
+__all__ = ["jordan_sequence"]
 
 
 # --- activations, shared with the fully recurrent kernel ------------------------------------
@@ -194,77 +191,48 @@ def _forward(us, y0, w_yh, b_yh, w_hy, b_hy, act_h, act_y, reverse, valid):
     return ys, final_value(ss[st.last], act_y), (hs, ss)
 
 
-def _reference(us, y0, w_yh, b_yh, w_hy, b_hy, act_h, act_y, reverse, valid, cell):
-    """The forward through ``cell.step`` with these weights: differentiable to any order."""
-    weights = {"weight_yh": w_yh, "bias_yh": b_yh, "weight_hy": w_hy, "bias_hy": b_hy}
-    return recompute(cell, weights, us, y0, reverse, valid)
-
-
-class JordanSequence(torch.autograd.Function):
-    """``apply(us, y0, weight_yh, bias_yh, weight_hy, bias_hy, activation, output_activation,
-    reverse, valid[, cell])`` -> ``(ys, y_T)``.
-
-    ``us`` is ``cell.precompute(xs)`` ``(T, N, H)``; the biases may be None; the activations are
-    the cell's names; ``valid`` is a ``(T, N)`` bool mask of the valid steps or None; ``cell``
-    is needed only by a double backward. Prefer :func:`jordan_sequence`, which checks its
-    arguments.
-    """
-
-    @staticmethod
-    def forward(ctx, us, y0, w_yh, b_yh, w_hy, b_hy, act_h, act_y, reverse, valid, cell=None):
-        ys, y_t, (hs, ss) = _forward(us, y0, w_yh, b_yh, w_hy, b_hy, act_h, act_y, reverse,
-                                     valid)
-        save_args(ctx, (us, y0, w_yh, b_yh, w_hy, b_hy, act_h, act_y, reverse, valid, cell),
-                  hs, ss)
-        return ys, y_t
-
-    @staticmethod
-    def backward(ctx, gy, gy_t):
-        args, (hs, ss) = saved_args(ctx)
-        if torch.is_grad_enabled():  # create_graph=True
-            return differentiable_backward(ctx, (gy, gy_t), args, _reference)
-        gy = gy.contiguous()  # (batch_first hands in a transposed gradient; views below)
-        _, _, w_yh, _, w_hy, _, act_h, act_y, reverse, valid, _ = args
-        need = ctx.needs_input_grad
-        T, N, H = hs.shape
-        O = ss.shape[2]
-        st = steps(T, reverse)
-        partial = partial_steps(valid, T)
-        h = value(hs, act_h)  # h_t (T, N, H)
-        y_all = value(ss, act_y)  # (T + 1, N, O): y~_t (or the carried y) and y_{t-1}
-        ys = outputs(y_all, reverse)
-        mf = nmf = None
-        if valid is not None:
-            mf = valid.unsqueeze(2).to(hs.dtype)  # (T, N, 1)
-            nmf = 1 - mf
-        ch = derivative(h, act_h)  # (T, N, H)
-        c, dz = output_coefficients(ys, gy, act_y, mf)  # dz holds d; the loop adds dy * c
-        da = hs.new_empty(T, N, H)
-        dz_sl, da_sl, ch_sl = dz.unbind(0), da.unbind(0), ch.unbind(0)
-        c_sl = c.unbind(0) if c is not None else None
-        ys_sl = ys.unbind(0)
-        softmax = act_y == "softmax"
-        rec_hy, rec_yh = Product(w_hy.t(), N), Product(w_yh.t(), N)
-        dy = gy_t
-        for t in st.back:
-            if c is None:
-                dzt = dz_sl[t].add_(dy)
-            else:
-                dzt = dz_sl[t].addcmul_(dy, c_sl[t])
-            if softmax:
-                softmax_step(dzt, ys_sl[t])
-            dat = torch.mul(rec_hy(dzt), ch_sl[t], out=da_sl[t])
-            dy_next = rec_yh(dat)
-            if partial[t]:
-                dy_next.addcmul_(dy, nmf[t])
-            dy = dy_next
-        da2, dz2 = da.view(T * N, H), dz.view(T * N, O)
-        g_w_yh = da2.t() @ befores(y_all, reverse).reshape(T * N, O) if need[2] else None
-        g_b_yh = da2.sum(0) if need[3] else None
-        g_w_hy = dz2.t() @ h.reshape(T * N, H) if need[4] else None
-        g_b_hy = dz2.sum(0) if need[5] else None
-        return (da if need[0] else None, dy if need[1] else None, g_w_yh, g_b_yh, g_w_hy,
-                g_b_hy, None, None, None, None, None)
+def _backward(gy, gy_t, w_yh, w_hy, hs, ss, act_h, act_y, reverse, valid, need=(True,) * 6):
+    """The backward pass (module docstring) without autograd: the gradients of ``us, y0, w_yh,
+    b_yh, w_hy, b_hy`` (None where ``need`` says no), from the forward's buffers ``hs, ss``."""
+    gy = gy.contiguous()  # (batch_first hands in a transposed gradient; views below)
+    T, N, H = hs.shape
+    O = ss.shape[2]
+    st = steps(T, reverse)
+    partial = partial_steps(valid, T)
+    h = value(hs, act_h)  # h_t (T, N, H)
+    y_all = value(ss, act_y)  # (T + 1, N, O): y~_t (or the carried y) and y_{t-1}
+    ys = outputs(y_all, reverse)
+    mf = nmf = None
+    if valid is not None:
+        mf = valid.unsqueeze(2).to(hs.dtype)  # (T, N, 1)
+        nmf = 1 - mf
+    ch = derivative(h, act_h)  # (T, N, H)
+    c, dz = output_coefficients(ys, gy, act_y, mf)  # dz holds d; the loop adds dy * c
+    da = hs.new_empty(T, N, H)
+    dz_sl, da_sl, ch_sl = dz.unbind(0), da.unbind(0), ch.unbind(0)
+    c_sl = c.unbind(0) if c is not None else None
+    ys_sl = ys.unbind(0)
+    softmax = act_y == "softmax"
+    rec_hy, rec_yh = Product(w_hy.t(), N), Product(w_yh.t(), N)
+    dy = gy_t
+    for t in st.back:
+        if c is None:
+            dzt = dz_sl[t].add_(dy)
+        else:
+            dzt = dz_sl[t].addcmul_(dy, c_sl[t])
+        if softmax:
+            softmax_step(dzt, ys_sl[t])
+        dat = torch.mul(rec_hy(dzt), ch_sl[t], out=da_sl[t])
+        dy_next = rec_yh(dat)
+        if partial[t]:
+            dy_next.addcmul_(dy, nmf[t])
+        dy = dy_next
+    da2, dz2 = da.view(T * N, H), dz.view(T * N, O)
+    g_w_yh = da2.t() @ befores(y_all, reverse).reshape(T * N, O) if need[2] else None
+    g_b_yh = da2.sum(0) if need[3] else None
+    g_w_hy = dz2.t() @ h.reshape(T * N, H) if need[4] else None
+    g_b_hy = dz2.sum(0) if need[5] else None
+    return (da if need[0] else None, dy if need[1] else None, g_w_yh, g_b_yh, g_w_hy, g_b_hy)
 
 
 def jordan_sequence(
@@ -279,17 +247,15 @@ def jordan_sequence(
     None), fused.
 
     Returns ``(ys (T, N, O), y_T)``, exactly ``rnnkit.scan(cell, xs, state, reverse=reverse,
-    lengths=lengths)``, with a hand-written BPTT backward (module docstring).
+    lengths=lengths)``, with a hand-written BPTT backward (module docstring), through the op
+    ``torch.ops.rnnkit.jordan_sequence`` (so torch.compile and torch.export trace it).
     """
     if not isinstance(cell, JordanCell):
         raise TypeError(f"cell: expected a JordanCell, got {type(cell).__name__}")
+    from ..ops import jordan as op  # (loads the ops on first use)
+
     y0, lengths = check_sequence(cell, xs, state, lengths)
     valid = valid_mask(lengths, xs.shape[0], xs.device)
-    us = cell.precompute(xs)
-    args = (us, y0, cell.weight_yh, cell.bias_yh, cell.weight_hy, cell.bias_hy,
-            cell.activation, cell.output_activation, bool(reverse), valid)
-    if recording(*args[:6]):
-        return JordanSequence.apply(*args, cell)
-    with torch.no_grad():  # inference: nothing to save
-        ys, y_t, _ = _forward(*args)
-    return ys, y_t
+    return op.jordan_sequence(cell.precompute(xs), y0, cell.weight_yh, cell.bias_yh,
+                              cell.weight_hy, cell.bias_hy, valid, cell.activation,
+                              cell.output_activation, bool(reverse))

@@ -2,8 +2,9 @@ r"""Fused SCRN sequence kernel: the context recurrence, then the sigmoid Elman r
 
 :func:`scrn_sequence` computes exactly what ``rnnkit.scan(cell, xs, state, reverse=...,
 lengths=...)`` computes for an :class:`~rnnkit.cells.SCRNCell` (any ``context_size``, fixed
-:math:`\alpha` including 0 and 1, ``learn_alpha``, ``bias=False``), as one
-:class:`torch.autograd.Function` over the precomputed input projection
+:math:`\alpha` including 0 and 1, ``learn_alpha``, ``bias=False``), as one registered op,
+``torch.ops.rnnkit.scrn_sequence`` (:mod:`rnnkit.ops.scrn`, whose pure-torch implementation is
+this module's loops), over the precomputed input projection
 :math:`u_t = [u^s_t ; u^h_t] = [(1 - \alpha) B x_t ; A x_t + b]` (``cell.precompute``, left to
 autograd, which so also differentiates a learned :math:`\alpha = \sigma(a)` there).
 
@@ -52,8 +53,8 @@ which at a step where every sequence runs is the single op
 
 the sums as single matmuls / reductions over all :math:`T N` rows; :math:`\bar h_0, \bar s_0` are
 the :math:`\delta h, \delta s` left after the loops. Forward saves the slot buffer and its
-inputs. A backward that autograd records (``create_graph=True``) differentiates the forward
-recomputed through ``cell.step`` instead (:func:`~rnnkit.kernels._common.differentiable_backward`).
+inputs. A backward that autograd records (``create_graph=True``) differentiates the op's
+reference (the cell's step in plain torch ops) instead (:mod:`rnnkit.ops._wiring`).
 """
 
 from __future__ import annotations
@@ -66,18 +67,13 @@ from ._common import (
     Product,
     befores,
     check_sequence,
-    differentiable_backward,
     outputs,
     partial_steps,
-    recompute,
-    recording,
-    save_args,
-    saved_args,
     steps,
     valid_mask,
 )
 
-__all__ = ["SCRNSequence", "scrn_sequence"]
+__all__ = ["scrn_sequence"]
 
 
 def _forward(us, h0, s0, alpha, w_P, w_R, reverse, valid):
@@ -123,95 +119,67 @@ def _forward(us, h0, s0, alpha, w_P, w_R, reverse, valid):
     return ys, hs[st.last].clone(), cs[st.last].clone(), ss
 
 
-def _reference(us, h0, s0, alpha, w_P, w_R, reverse, valid, cell):
-    """The forward through ``cell.step`` with these weights: differentiable to any order."""
-    weights = {"weight_P": w_P, "weight_R": w_R}
-    if isinstance(alpha, Tensor):
-        weights["alpha"] = alpha  # (the cell's `alpha` property reads it from bind)
-    return recompute(cell, weights, us, SCRNState(h0, s0), reverse, valid)
-
-
-class SCRNSequence(torch.autograd.Function):
-    """``apply(us, h0, s0, alpha, weight_P, weight_R, reverse, valid[, cell])`` ->
-    ``(ys, h_T, s_T)``.
-
-    ``us`` is ``cell.precompute(xs)`` ``(T, N, S + H)``; ``alpha`` the fixed float or the
-    learned ``(S,)`` tensor ``cell.alpha``; ``valid`` a ``(T, N)`` bool mask of the valid steps
-    or None; ``cell`` is needed only by a double backward. Prefer :func:`scrn_sequence`, which
-    checks its arguments.
-    """
-
-    @staticmethod
-    def forward(ctx, us, h0, s0, alpha, w_P, w_R, reverse, valid, cell=None):
-        ys, h_t, s_t, ss = _forward(us, h0, s0, alpha, w_P, w_R, reverse, valid)
-        save_args(ctx, (us, h0, s0, alpha, w_P, w_R, reverse, valid, cell), ss)
-        return ys, h_t, s_t
-
-    @staticmethod
-    def backward(ctx, gy, gh_t, gs_t):
-        args, (ss,) = saved_args(ctx)
-        if torch.is_grad_enabled():  # create_graph=True
-            return differentiable_backward(ctx, (gy, gh_t, gs_t), args, _reference)
-        _, _, _, alpha, w_P, w_R, reverse, valid, _ = args
-        learned = isinstance(alpha, Tensor)
-        need = ctx.needs_input_grad
-        T, N, _ = ss.shape
-        T -= 1
-        H, S = w_P.shape
-        st = steps(T, reverse)
-        partial = partial_steps(valid, T)
-        h_new = outputs(ss, reverse)[:, :, :H]  # sigmoid(a_t) at the valid steps
-        sd = torch.addcmul(h_new, h_new, h_new, value=-1)  # h~ (1 - h~)
-        gy_h, gy_s = gy[:, :, :H], gy[:, :, H:]
-        if valid is not None:
-            mf = valid.unsqueeze(2).to(ss.dtype)  # (T, N, 1)
-            nmf = 1 - mf
-            sd.mul_(mf)
-            gy_s = gy_s * mf
-        gsd = gy_h * sd
-        du = ss.new_empty(T, N, S + H)  # [d s~_t ; d a_t], the gradient of us
-        da, ds = du[:, :, S:], du[:, :, :S]
-        # The h loop.
-        gsd_sl, sd_sl, da_sl = gsd.unbind(0), sd.unbind(0), da.unbind(0)
-        rec = Product(w_R.t(), N)  # da_t R, packed where that is faster
-        dh = gh_t
-        for t in st.back:
-            dat = torch.addcmul(gsd_sl[t], dh, sd_sl[t], out=da_sl[t])
-            dh_next = rec(dat)
-            if partial[t]:
-                dh_next.addcmul_(dh, nmf[t])
-            dh = dh_next
-        # g_t = m y^s_t + P^T d a_t, all steps at once.
-        da2 = da.reshape(T * N, H)
-        g = torch.addmm(gy_s.reshape(T * N, S), da2, w_P).view(T, N, S)
-        # The context loop. `carry` is d s_t itself (is_d) or d s~_{t+1}, with d s_t = alpha of it.
-        g_sl, ds_sl = g.unbind(0), ds.unbind(0)
-        carry, is_d = gs_t, True
-        for t in st.back:
-            dst = ds_sl[t]
-            if partial[t]:
-                d = carry if is_d else carry * alpha
-                e = g_sl[t] + d
-                torch.mul(e, mf[t], out=dst)
-                carry, is_d = torch.where(valid[t].unsqueeze(1), e * alpha, d), True
-                continue
-            if is_d:
-                torch.add(g_sl[t], carry, out=dst)
-            elif learned:
-                torch.addcmul(g_sl[t], carry, alpha, out=dst)
-            else:
-                torch.add(g_sl[t], carry, alpha=alpha, out=dst)
-            carry, is_d = dst, False
-        g_s0 = None
-        if need[2]:
-            g_s0 = carry.clone() if is_d else carry * alpha
-        g_alpha = None
-        if learned and need[3]:
-            g_alpha = (ds * befores(ss, reverse)[:, :, H:]).sum((0, 1))
-        g_P = da2.t() @ outputs(ss, reverse)[:, :, H:].reshape(T * N, S) if need[4] else None
-        g_R = da2.t() @ befores(ss, reverse)[:, :, :H].reshape(T * N, H) if need[5] else None
-        return (du if need[0] else None, dh if need[1] else None, g_s0, g_alpha, g_P, g_R,
-                None, None, None)
+def _backward(gy, gh_t, gs_t, alpha, w_P, w_R, ss, reverse, valid, need=(True,) * 6):
+    """The backward pass (module docstring) without autograd: the gradients of ``us, h0, s0,
+    alpha, w_P, w_R`` (None where ``need`` says no, and for a fixed float ``alpha``), from the
+    forward's slot buffer ``ss``."""
+    learned = isinstance(alpha, Tensor)
+    T, N, _ = ss.shape
+    T -= 1
+    H, S = w_P.shape
+    st = steps(T, reverse)
+    partial = partial_steps(valid, T)
+    h_new = outputs(ss, reverse)[:, :, :H]  # sigmoid(a_t) at the valid steps
+    sd = torch.addcmul(h_new, h_new, h_new, value=-1)  # h~ (1 - h~)
+    gy_h, gy_s = gy[:, :, :H], gy[:, :, H:]
+    if valid is not None:
+        mf = valid.unsqueeze(2).to(ss.dtype)  # (T, N, 1)
+        nmf = 1 - mf
+        sd.mul_(mf)
+        gy_s = gy_s * mf
+    gsd = gy_h * sd
+    du = ss.new_empty(T, N, S + H)  # [d s~_t ; d a_t], the gradient of us
+    da, ds = du[:, :, S:], du[:, :, :S]
+    # The h loop.
+    gsd_sl, sd_sl, da_sl = gsd.unbind(0), sd.unbind(0), da.unbind(0)
+    rec = Product(w_R.t(), N)  # da_t R, packed where that is faster
+    dh = gh_t
+    for t in st.back:
+        dat = torch.addcmul(gsd_sl[t], dh, sd_sl[t], out=da_sl[t])
+        dh_next = rec(dat)
+        if partial[t]:
+            dh_next.addcmul_(dh, nmf[t])
+        dh = dh_next
+    # g_t = m y^s_t + P^T d a_t, all steps at once.
+    da2 = da.reshape(T * N, H)
+    g = torch.addmm(gy_s.reshape(T * N, S), da2, w_P).view(T, N, S)
+    # The context loop. `carry` is d s_t itself (is_d) or d s~_{t+1}, with d s_t = alpha of it.
+    g_sl, ds_sl = g.unbind(0), ds.unbind(0)
+    carry, is_d = gs_t, True
+    for t in st.back:
+        dst = ds_sl[t]
+        if partial[t]:
+            d = carry if is_d else carry * alpha
+            e = g_sl[t] + d
+            torch.mul(e, mf[t], out=dst)
+            carry, is_d = torch.where(valid[t].unsqueeze(1), e * alpha, d), True
+            continue
+        if is_d:
+            torch.add(g_sl[t], carry, out=dst)
+        elif learned:
+            torch.addcmul(g_sl[t], carry, alpha, out=dst)
+        else:
+            torch.add(g_sl[t], carry, alpha=alpha, out=dst)
+        carry, is_d = dst, False
+    g_s0 = None
+    if need[2]:
+        g_s0 = carry.clone() if is_d else carry * alpha
+    g_alpha = None
+    if learned and need[3]:
+        g_alpha = (ds * befores(ss, reverse)[:, :, H:]).sum((0, 1))
+    g_P = da2.t() @ outputs(ss, reverse)[:, :, H:].reshape(T * N, S) if need[4] else None
+    g_R = da2.t() @ befores(ss, reverse)[:, :, :H].reshape(T * N, H) if need[5] else None
+    return du if need[0] else None, dh if need[1] else None, g_s0, g_alpha, g_P, g_R
 
 
 def scrn_sequence(
@@ -225,17 +193,18 @@ def scrn_sequence(
     """Run ``cell`` over ``xs`` ``(T, N, I)`` from ``state`` (zeros if None), fused.
 
     Returns ``(ys (T, N, H + S), SCRNState(h_T, s_T))``, exactly ``rnnkit.scan(cell, xs, state,
-    reverse=reverse, lengths=lengths)``, with a hand-written backward (module docstring).
+    reverse=reverse, lengths=lengths)``, with a hand-written backward (module docstring),
+    through the op ``torch.ops.rnnkit.scrn_sequence`` (so torch.compile and torch.export trace
+    it).
     """
     if not isinstance(cell, SCRNCell):
         raise TypeError(f"cell: expected an SCRNCell, got {type(cell).__name__}")
+    from ..ops import scrn as op  # (loads the ops on first use)
+
     (h0, s0), lengths = check_sequence(cell, xs, state, lengths)
     valid = valid_mask(lengths, xs.shape[0], xs.device)
-    us = cell.precompute(xs)
-    args = (us, h0, s0, cell.alpha, cell.weight_P, cell.weight_R, bool(reverse), valid)
-    if recording(us, h0, s0, cell.alpha_logit, cell.weight_P, cell.weight_R):
-        ys, h, s = SCRNSequence.apply(*args, cell)
-    else:
-        with torch.no_grad():  # inference: nothing to save
-            ys, h, s, _ = _forward(*args)
+    alpha = cell.alpha  # the fixed float, or the learned (S,) tensor
+    learned, fixed = (alpha, 0.0) if isinstance(alpha, Tensor) else (None, float(alpha))
+    ys, h, s = op.scrn_sequence(cell.precompute(xs), h0, s0, learned, cell.weight_P,
+                                cell.weight_R, valid, fixed, bool(reverse))
     return ys, SCRNState(h, s)

@@ -4,10 +4,14 @@ Each op is defined here (schema), with a fake implementation for shapes (so ``to
 and ``torch.export`` trace through it) and its hand-derived backward registered as its autograd
 (the backward itself an op). The CPU implementation is the compiled C++ loop
 (``rnnkit/csrc``, see :mod:`rnnkit.ops.build`) where it built, else a pure-torch one with the
-same schema, so every op exists on every machine. ``compiled()`` says which one runs. Where CUDA
-is available and triton imports, :func:`rnnkit.gpu.register` adds the CUDA implementation.
+same schema, so every op exists on every machine. ``compiled()`` says which one runs (for the
+ops that have a C++ loop). Where CUDA is available and triton imports, :func:`rnnkit.gpu.register`
+adds the CUDA implementation of the Elman, GRU and LSTM ops; every other op and device runs the
+pure-torch implementation.
 
-So far: ``elman_sequence``, ``gru_sequence``, ``lstm_sequence``.
+So far: ``elman_sequence``, ``gru_sequence``, ``lstm_sequence`` (C++, Triton and pure torch);
+``clockwork_sequence``, ``ctrnn_sequence``, ``fully_sequence``, ``jordan_sequence``,
+``scrn_sequence`` (pure torch only: no C++ loop yet).
 """
 
 from __future__ import annotations
@@ -16,19 +20,20 @@ import torch
 
 LIB = torch.library.Library("rnnkit", "DEF")  # kept alive for the whole process
 
-from . import build, elman, gru, lstm  # noqa: E402  (they define their ops in LIB)
+# the op modules define their ops in LIB as they are imported
+from . import build, clockwork, ctrnn, elman, fully, gru, jordan, lstm, scrn  # noqa: E402
 
-_COMPILED = build.load()
-elman.register()
-gru.register()
-lstm.register()
-
-# The CUDA implementations (rnnkit.gpu: Triton kernels and cuBLAS) where a GPU is present and
-# triton imports; without CUDA neither rnnkit.gpu's kernels nor triton are imported.
+# Implementations, most specific first: each op module's register() then fills the CPU and
+# CUDA keys still empty with its pure-torch implementation.
+_COMPILED = build.load()  # the C++ loops (CPU)
+# the Triton kernels (CUDA) where a GPU is present and triton imports; without CUDA neither
+# rnnkit.gpu's kernels nor triton are imported
 if torch.cuda.is_available():
     from .. import gpu
 
     gpu.register()
+for _op in (elman, gru, lstm, clockwork, ctrnn, fully, jordan, scrn):
+    _op.register()
 
 
 def compiled() -> bool:
@@ -36,4 +41,5 @@ def compiled() -> bool:
     return _COMPILED
 
 
-__all__ = ["LIB", "build", "compiled", "elman", "gru", "lstm"]
+__all__ = ["LIB", "build", "clockwork", "compiled", "ctrnn", "elman", "fully", "gru", "jordan",
+           "lstm", "scrn"]

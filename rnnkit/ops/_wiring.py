@@ -14,7 +14,8 @@ first, then the initial states, then the weights, some optional) and ``S`` carri
   nothing kept for a backward, for calls that autograd does not record (see :func:`call`).
 
 An implementation registered for a device before :func:`register` runs (the compiled C++ on
-the CPU) is kept; the pure-torch one fills every op and device key still empty on the CPU.
+the CPU, rnnkit.gpu's Triton kernels on CUDA) is kept; the pure-torch one fills every op and
+device key (CPU, CUDA) still empty.
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ def register(name: str, *, fake: Callable, reference: Callable, python_forward: 
         return tuple(torch.empty_like(t) if t is not None else absent(args[0]) for t in inputs)
 
     def setup_context(ctx, inputs, output):
+        # No zero-filled gradients for the outputs nothing used (the saved buffers, as large
+        # as the sequence): backward takes None for them (it fills the states' and ys' itself)
+        ctx.set_materialize_grads(False)
         ctx.n_flags = len(inputs) - n_in - 1
         ctx.save_for_backward(*inputs[: n_in + 1], *output[1 + n_states :])
         ctx.flags = tuple(inputs[n_in + 1 :])
@@ -104,12 +108,14 @@ def register(name: str, *, fake: Callable, reference: Callable, python_forward: 
     torch.library.register_fake(f"rnnkit::{name}_inference",
                                 lambda *args: fake(*args)[: 1 + n_states], lib=LIB)
     if python_inference is None:
-        def python_inference(*args):
-            return python_forward(*args)[: 1 + n_states]
-    for op, fn in ((name, python_forward), (f"{name}_backward", python_backward),
-                   (f"{name}_inference", python_inference)):
-        if not torch._C._dispatch_has_kernel_for_dispatch_key(f"rnnkit::{op}", "CPU"):
-            LIB.impl(op, fn, "CPU")
+        def python_inference(*args):  # the device's own forward (C++, Triton or pure torch)
+            return tuple(getattr(torch.ops.rnnkit, name)(*args)[: 1 + n_states])
+    # The pure-torch loops are device-generic: they fill every key no compiled kernel took.
+    for key in ("CPU", "CUDA"):
+        for op, fn in ((name, python_forward), (f"{name}_backward", python_backward),
+                       (f"{name}_inference", python_inference)):
+            if not torch._C._dispatch_has_kernel_for_dispatch_key(f"rnnkit::{op}", key):
+                LIB.impl(op, fn, key)
 
 
 def call(name: str, *args) -> tuple:

@@ -1,0 +1,89 @@
+r"""``torch.ops.rnnkit.clockwork_sequence``: the Clockwork RNN over a whole sequence as one op.
+
+.. math::
+    A_t = m_t \wedge \big(\mathrm{round}(c_{t-1}) \bmod T_{\mathrm{unit}} = 0\big), \qquad
+    h_t = A_t\, \phi(u_t + b_{hh} + (W_{hh} \odot M) h_{t-1}) + (1 - A_t)\, h_{t-1},       \\
+    c_t = c_{t-1} + m_t, \qquad y_t = m_t h_t
+
+with :math:`u_t = W_{ih} x_t + b_{ih}` (``cell.precompute``, outside the op), :math:`c` the step
+counter (part of the state), :math:`\phi` tanh/sigmoid/relu/identity, :math:`m_t` the padding
+mask, and the unit periods :math:`T_{\mathrm{unit}}` and block upper-triangular mask :math:`M`
+made from ``periods`` (``H / len(periods)`` units a module), as the cell makes its buffers.
+``clockwork_sequence(us (T, N, H), h0 (N, H), t0 (N, 1), w_hh (H, H), b_hh? (H), valid?,
+periods, activation, reverse) -> (ys (T, N, H), h_T, t_T (N, 1), xs (T + 1, N, H), active
+(T, N, H) bool)``: the carried-state slot buffer and the activity mask :math:`A` (all False,
+unused, where every step is fast) for ``clockwork_sequence_backward``, which makes the fast
+steps' runs again from ``t0`` and ``valid``. Derivation and loops (the pure-torch
+implementation): :mod:`rnnkit.kernels.clockwork`; frame, autograd and fallback:
+:mod:`rnnkit.ops._wiring`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..cells.clockwork import _ACTIVATIONS
+from ..kernels import clockwork as kernel
+from . import _cells, _wiring
+
+INPUTS = "Tensor us, Tensor h0, Tensor t0, Tensor w_hh, Tensor? b_hh"
+FLAGS = "int[] periods, str activation, bool reverse"
+_wiring.define("clockwork_sequence", INPUTS, 2, FLAGS, ["xs", "active"])
+
+
+def reference(us, h0, t0, w_hh, b_hh, valid, periods, activation: str, reverse: bool):
+    """``(ys, h_T, t_T)`` in differentiable torch ops (``ClockworkCell.step``'s)."""
+    mask, unit_periods = kernel.unit_buffers(periods, h0.shape[1], us)
+    phi = _ACTIVATIONS[activation]
+
+    def step(u, h, t):
+        candidate = phi(u + F.linear(h, w_hh * mask, b_hh))
+        h = torch.where(torch.remainder(torch.round(t), unit_periods) == 0, candidate, h)
+        return h, h, t + 1
+
+    return _cells.run(step, us, (h0, t0), valid, reverse)
+
+
+def _python_forward(us, h0, t0, w_hh, b_hh, valid, periods, activation, reverse):
+    mask, unit_periods = kernel.unit_buffers(periods, h0.shape[1], us)
+    with torch.no_grad():
+        ys, h_t, t_t, xs_, plan = kernel._forward(us, h0, t0, w_hh, b_hh, mask, unit_periods,
+                                                  periods, activation, reverse, valid)
+    # (a fixed shape, as the fake's: all False where no step needs it)
+    active = plan.active if plan.active is not None else xs_.new_zeros(
+        xs_.shape[0] - 1, *xs_.shape[1:], dtype=torch.bool)
+    return _cells.contiguous((ys, h_t, t_t, xs_, active))
+
+
+def _python_backward(grad_ys, grad_h_t, grad_t_t, us, h0, t0, w_hh, b_hh, xs_, active, valid,
+                     periods, activation, reverse):
+    mask, unit_periods = kernel.unit_buffers(periods, h0.shape[1], us)
+    with torch.no_grad():
+        plan = kernel._plan(t0, unit_periods, periods, us.shape[0], reverse, valid, active)
+        need = (True,) * 4 + (b_hh is not None,)
+        grads = kernel._backward(grad_ys, grad_h_t, grad_t_t, w_hh, mask, xs_, plan,
+                                 activation, reverse, valid, need)
+    return _cells.gradients(grads, (us, h0, t0, w_hh, b_hh), us)
+
+
+def _fake(us, h0, t0, w_hh, b_hh, valid, periods, activation, reverse):
+    T, N, H = us.shape
+    return (us.new_empty(T, N, H), us.new_empty(N, H), torch.empty_like(t0),
+            us.new_empty(T + 1, N, H), us.new_empty(T, N, H, dtype=torch.bool))
+
+
+def register() -> None:
+    """No C++ loop: the pure-torch implementation, on the CPU and CUDA (:mod:`._cells`)."""
+    _cells.register("clockwork_sequence", reference=reference, fake=_fake,
+                    python_forward=_python_forward, python_backward=_python_backward)
+
+
+def clockwork_sequence(us: Tensor, h0: Tensor, t0: Tensor, w_hh: Tensor, b_hh, valid,
+                       periods: list[int], activation: str,
+                       reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """``(ys, h_T, t_T)`` of the op (its other outputs are for backward only; not kept where
+    autograd does not record)."""
+    return _wiring.call("clockwork_sequence", us, h0, t0, w_hh, b_hh, valid, periods, activation,
+                        reverse)

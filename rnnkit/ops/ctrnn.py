@@ -1,0 +1,87 @@
+r"""``torch.ops.rnnkit.ctrnn_sequence``: the continuous-time RNN's Euler steps over a whole
+sequence as one op.
+
+.. math::
+    a = \Delta t / \exp(\text{log\_tau}), \qquad
+    \tilde h_t = (1 - a) \odot h_{t-1} + a \odot (W_{hh} \phi(h_{t-1}) + u_t), \qquad
+    h_t = m_t \tilde h_t + (1 - m_t) h_{t-1}, \qquad y_t = m_t \phi(\tilde h_t)
+
+with :math:`u_t = W_{ih} x_t + b` (``cell.precompute``, outside the op), :math:`\phi`
+tanh/sigmoid/relu/identity and :math:`m_t` the padding mask; :math:`\Delta t` is the constant
+``dt``, or with ``dt_input`` the last column of ``us`` (per step and sequence, so ``us`` is
+``(T, N, H + 1)`` and its gradient reaches :math:`\Delta t` too).
+``ctrnn_sequence(us (T, N, H[+1]), h0 (N, H), w_hh (H, H), log_tau (H), valid?, dt, dt_input,
+activation, reverse) -> (ys (T, N, H), h_T, hs (T + 1, N, H), ps (T + 1, N, H), zs (T, N, H))``:
+``hs`` and ``ps`` are the slot buffers of the carried state and its activation (``ps`` absent,
+``(0,)``, for the identity), ``zs`` the ``dt_input`` loop's :math:`z_t - h_{t-1}` (absent
+without it), for ``ctrnn_sequence_backward``. Derivation and loops (the pure-torch
+implementation): :mod:`rnnkit.kernels.ctrnn`; frame, autograd and fallback:
+:mod:`rnnkit.ops._wiring`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..cells.ctrnn import _ACTIVATIONS
+from ..kernels import ctrnn as kernel
+from . import _cells, _wiring
+
+INPUTS = "Tensor us, Tensor h0, Tensor w_hh, Tensor log_tau"
+FLAGS = "float dt, bool dt_input, str activation, bool reverse"
+_wiring.define("ctrnn_sequence", INPUTS, 1, FLAGS, ["hs", "ps", "zs"])
+
+
+def reference(us, h0, w_hh, log_tau, valid, dt: float, dt_input: bool, activation: str,
+              reverse: bool):
+    """``(ys, h_T)`` in differentiable torch ops (``CTRNNCell.step``'s)."""
+    phi = _ACTIVATIONS[activation]
+
+    def step(u, h):
+        drive, step_dt = (u[:, :-1], u[:, -1:]) if dt_input else (u, dt)
+        alpha = step_dt / torch.exp(log_tau)
+        h = (1 - alpha) * h + alpha * (F.linear(phi(h), w_hh) + drive)
+        return phi(h), h
+
+    return _cells.run(step, us, (h0,), valid, reverse)
+
+
+def _python_forward(us, h0, w_hh, log_tau, valid, dt, dt_input, activation, reverse):
+    with torch.no_grad():
+        ys, h_t, (xs_, ys_, zs) = kernel._forward(us, h0, w_hh, log_tau, dt, dt_input,
+                                                  activation, reverse, valid)
+    ps = _wiring.absent(us) if ys_ is xs_ else ys_  # (two absent ones: two tensors, no alias)
+    return _cells.contiguous((ys, h_t, xs_, ps, _wiring.absent(us) if zs is None else zs))
+
+
+def _python_backward(grad_ys, grad_h_t, us, h0, w_hh, log_tau, hs, ps, zs, valid, dt, dt_input,
+                     activation, reverse):
+    ps = hs if activation == "identity" else ps
+    with torch.no_grad():
+        grads = kernel._backward(grad_ys, grad_h_t, us, w_hh, log_tau, hs, ps,
+                                 zs if dt_input else None, dt, dt_input, activation, reverse,
+                                 valid)
+    return _cells.gradients(grads, (us, h0, w_hh, log_tau), us)
+
+
+def _fake(us, h0, w_hh, log_tau, valid, dt, dt_input, activation, reverse):
+    T, N, H = us.shape[0], us.shape[1], h0.shape[1]
+    ps = us.new_empty(0) if activation == "identity" else us.new_empty(T + 1, N, H)
+    zs = us.new_empty(T, N, H) if dt_input else us.new_empty(0)
+    return us.new_empty(T, N, H), us.new_empty(N, H), us.new_empty(T + 1, N, H), ps, zs
+
+
+def register() -> None:
+    """No C++ loop: the pure-torch implementation, on the CPU and CUDA (:mod:`._cells`)."""
+    _cells.register("ctrnn_sequence", reference=reference, fake=_fake,
+                    python_forward=_python_forward, python_backward=_python_backward)
+
+
+def ctrnn_sequence(us: Tensor, h0: Tensor, w_hh: Tensor, log_tau: Tensor, valid, dt: float,
+                   dt_input: bool, activation: str, reverse: bool) -> tuple[Tensor, Tensor]:
+    """``(ys, h_T)`` of the op (its other outputs are for backward only; not kept where autograd
+    does not record)."""
+    return _wiring.call("ctrnn_sequence", us, h0, w_hh, log_tau, valid, dt, dt_input, activation,
+                        reverse)

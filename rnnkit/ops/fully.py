@@ -1,0 +1,84 @@
+r"""``torch.ops.rnnkit.fully_sequence``: the fully recurrent network over a whole sequence as one
+op.
+
+.. math::
+    m_{t-1} = [h_{t-1} ; y_{t-1}], \qquad \tilde h_t = \phi_h(u_t + W_{mh} m_{t-1}), \qquad
+    \tilde y_t = \phi_y(W_{hy} \tilde h_t + W_{my} m_{t-1} + b_{hy}),                          \\
+    [h_t ; y_t] = m_t [\tilde h_t ; \tilde y_t] + (1 - m_t) [h_{t-1} ; y_{t-1}], \qquad
+    \text{output}_t = m_t \tilde y_t
+
+with :math:`u_t = W_{ih} x_t + b_{ih}` (``cell.precompute``, outside the op), :math:`\phi_h`
+tanh/relu/sigmoid, :math:`\phi_y` tanh/sigmoid/identity/softmax and :math:`m_t` the padding
+mask. ``fully_sequence(us (T, N, H), h0 (N, H), y0 (N, O), w_mh (H, H + O), w_hy (O, H),
+w_my (O, H + O), b_hy? (O), valid?, activation, output_activation, reverse) -> (ys (T, N, O),
+h_T, y_T, ss (T + 1, N, H + O))``: ``ss`` is the carried-state slot buffer for
+``fully_sequence_backward``. Derivation and loops (the pure-torch implementation):
+:mod:`rnnkit.kernels.fully`; frame, autograd and fallback: :mod:`rnnkit.ops._wiring`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..cells.jordan import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS
+from ..kernels import fully as kernel
+from . import _cells, _wiring
+
+INPUTS = ("Tensor us, Tensor h0, Tensor y0, Tensor w_mh, Tensor w_hy, Tensor w_my, "
+          "Tensor? b_hy")
+FLAGS = "str activation, str output_activation, bool reverse"
+_wiring.define("fully_sequence", INPUTS, 2, FLAGS, ["ss"])
+
+
+def reference(us, h0, y0, w_mh, w_hy, w_my, b_hy, valid, activation: str,
+              output_activation: str, reverse: bool):
+    """``(ys, h_T, y_T)`` in differentiable torch ops (``FullyRecurrentCell.step``'s)."""
+    phi_h, phi_y = HIDDEN_ACTIVATIONS[activation], OUTPUT_ACTIVATIONS[output_activation]
+
+    def step(u, h, y):
+        m = torch.cat([h, y], dim=1)
+        h = phi_h(u + F.linear(m, w_mh))
+        y = phi_y(F.linear(h, w_hy, b_hy) + F.linear(m, w_my))
+        return y, h, y
+
+    return _cells.run(step, us, (h0, y0), valid, reverse)
+
+
+def _python_forward(us, h0, y0, w_mh, w_hy, w_my, b_hy, valid, activation, output_activation,
+                    reverse):
+    with torch.no_grad():
+        outs = kernel._forward(us, h0, y0, w_mh, w_hy, w_my, b_hy, activation,
+                               output_activation, reverse, valid)
+    return _cells.contiguous(outs)
+
+
+def _python_backward(grad_ys, grad_h_t, grad_y_t, us, h0, y0, w_mh, w_hy, w_my, b_hy, ss,
+                     valid, activation, output_activation, reverse):
+    with torch.no_grad():
+        need = (True,) * 6 + (b_hy is not None,)
+        grads = kernel._backward(grad_ys, grad_h_t, grad_y_t, w_mh, w_hy, w_my, ss, activation,
+                                 output_activation, reverse, valid, need)
+    return _cells.gradients(grads, (us, h0, y0, w_mh, w_hy, w_my, b_hy), us)
+
+
+def _fake(us, h0, y0, w_mh, w_hy, w_my, b_hy, valid, activation, output_activation, reverse):
+    (T, N, H), O = us.shape, w_hy.shape[0]
+    return (us.new_empty(T, N, O), us.new_empty(N, H), us.new_empty(N, O),
+            us.new_empty(T + 1, N, H + O))
+
+
+def register() -> None:
+    """No C++ loop: the pure-torch implementation, on the CPU and CUDA (:mod:`._cells`)."""
+    _cells.register("fully_sequence", reference=reference, fake=_fake,
+                    python_forward=_python_forward, python_backward=_python_backward)
+
+
+def fully_sequence(us: Tensor, h0: Tensor, y0: Tensor, w_mh: Tensor, w_hy: Tensor,
+                   w_my: Tensor, b_hy, valid, activation: str, output_activation: str,
+                   reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """``(ys, h_T, y_T)`` of the op (its ``ss`` is for backward only; not kept where autograd does
+    not record)."""
+    return _wiring.call("fully_sequence", us, h0, y0, w_mh, w_hy, w_my, b_hy, valid, activation,
+                        output_activation, reverse)

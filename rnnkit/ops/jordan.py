@@ -1,0 +1,80 @@
+r"""``torch.ops.rnnkit.jordan_sequence``: the Jordan recurrence over a whole sequence as one op.
+
+.. math::
+    h_t = \phi_h(u_t + W_{yh} y_{t-1} + b_{yh}), \qquad
+    \tilde y_t = \phi_y(W_{hy} h_t + b_{hy}), \qquad
+    y_t = m_t \tilde y_t + (1 - m_t) y_{t-1}, \qquad \text{output}_t = m_t \tilde y_t
+
+with :math:`u_t = W_{ih} x_t + b_{ih}` (``cell.precompute``, outside the op), :math:`\phi_h`
+tanh/relu/sigmoid, :math:`\phi_y` tanh/sigmoid/identity/softmax and :math:`m_t` the padding
+mask. ``jordan_sequence(us (T, N, H), y0 (N, O), w_yh (H, O), b_yh? (H), w_hy (O, H),
+b_hy? (O), valid?, activation, output_activation, reverse) -> (ys (T, N, O), y_T,
+hs (T, N, H), ss (T + 1, N, O))``: ``hs`` and ``ss`` are the hidden and carried-state buffers
+for ``jordan_sequence_backward``. Derivation and loops (the pure-torch implementation):
+:mod:`rnnkit.kernels.jordan`; frame, autograd and fallback: :mod:`rnnkit.ops._wiring`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..cells.jordan import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS
+from ..kernels import jordan as kernel
+from . import _cells, _wiring
+
+INPUTS = "Tensor us, Tensor y0, Tensor w_yh, Tensor? b_yh, Tensor w_hy, Tensor? b_hy"
+FLAGS = "str activation, str output_activation, bool reverse"
+_wiring.define("jordan_sequence", INPUTS, 1, FLAGS, ["hs", "ss"])
+
+
+def reference(us, y0, w_yh, b_yh, w_hy, b_hy, valid, activation: str, output_activation: str,
+              reverse: bool):
+    """``(ys, y_T)`` in differentiable torch ops (``JordanCell.step``'s)."""
+    phi_h, phi_y = HIDDEN_ACTIVATIONS[activation], OUTPUT_ACTIVATIONS[output_activation]
+
+    def step(u, y):
+        h = phi_h(u + F.linear(y, w_yh, b_yh))
+        y = phi_y(F.linear(h, w_hy, b_hy))
+        return y, y
+
+    return _cells.run(step, us, (y0,), valid, reverse)
+
+
+def _python_forward(us, y0, w_yh, b_yh, w_hy, b_hy, valid, activation, output_activation,
+                    reverse):
+    with torch.no_grad():
+        ys, y_t, (hs, ss) = kernel._forward(us, y0, w_yh, b_yh, w_hy, b_hy, activation,
+                                            output_activation, reverse, valid)
+    return _cells.contiguous((ys, y_t, hs, ss))
+
+
+def _python_backward(grad_ys, grad_y_t, us, y0, w_yh, b_yh, w_hy, b_hy, hs, ss, valid,
+                     activation, output_activation, reverse):
+    with torch.no_grad():
+        need = (True, True, True, b_yh is not None, True, b_hy is not None)
+        grads = kernel._backward(grad_ys, grad_y_t, w_yh, w_hy, hs, ss, activation,
+                                 output_activation, reverse, valid, need)
+    return _cells.gradients(grads, (us, y0, w_yh, b_yh, w_hy, b_hy), us)
+
+
+def _fake(us, y0, w_yh, b_yh, w_hy, b_hy, valid, activation, output_activation, reverse):
+    (T, N, H), O = us.shape, w_hy.shape[0]
+    return (us.new_empty(T, N, O), us.new_empty(N, O), us.new_empty(T, N, H),
+            us.new_empty(T + 1, N, O))
+
+
+def register() -> None:
+    """No C++ loop: the pure-torch implementation, on the CPU and CUDA (:mod:`._cells`)."""
+    _cells.register("jordan_sequence", reference=reference, fake=_fake,
+                    python_forward=_python_forward, python_backward=_python_backward)
+
+
+def jordan_sequence(us: Tensor, y0: Tensor, w_yh: Tensor, b_yh, w_hy: Tensor, b_hy, valid,
+                    activation: str, output_activation: str,
+                    reverse: bool) -> tuple[Tensor, Tensor]:
+    """``(ys, y_T)`` of the op (its other outputs are for backward only; not kept where autograd
+    does not record)."""
+    return _wiring.call("jordan_sequence", us, y0, w_yh, b_yh, w_hy, b_hy, valid, activation,
+                        output_activation, reverse)

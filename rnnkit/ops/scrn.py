@@ -1,0 +1,78 @@
+r"""``torch.ops.rnnkit.scrn_sequence``: the SCRN recurrence over a whole sequence as one op.
+
+.. math::
+    s_t = u^s_t + \alpha \odot s_{t-1}, \qquad
+    h_t = \sigma(u^h_t + P s_t + R h_{t-1}), \qquad y_t = [h_t ; s_t]
+
+(each state carried unchanged and the output zero at a padded step) with
+:math:`[u^s_t ; u^h_t] = [(1 - \alpha) B x_t ; A x_t + b]` (``cell.precompute``, outside the op,
+which so also differentiates a learned :math:`\alpha = \sigma(a)` there).
+``scrn_sequence(us (T, N, S + H), h0 (N, H), s0 (N, S), alpha? (S), w_P (H, S), w_R (H, H),
+valid?, fixed_alpha, reverse) -> (ys (T, N, H + S), h_T, s_T, ss (T + 1, N, H + S))``: a learned
+:math:`\alpha` is the tensor ``alpha``, a fixed one the float ``fixed_alpha`` with ``alpha``
+None; ``ss`` is the slot buffer of the carried ``[h ; s]`` for ``scrn_sequence_backward``.
+Derivation and loops (the pure-torch implementation): :mod:`rnnkit.kernels.scrn`; frame,
+autograd and fallback: :mod:`rnnkit.ops._wiring`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..kernels import scrn as kernel
+from . import _cells, _wiring
+
+INPUTS = "Tensor us, Tensor h0, Tensor s0, Tensor? alpha, Tensor w_P, Tensor w_R"
+FLAGS = "float fixed_alpha, bool reverse"
+_wiring.define("scrn_sequence", INPUTS, 2, FLAGS, ["ss"])
+
+
+def reference(us, h0, s0, alpha, w_P, w_R, valid, fixed_alpha: float, reverse: bool):
+    """``(ys, h_T, s_T)`` in differentiable torch ops (``SCRNCell.step``'s)."""
+    a = alpha if alpha is not None else fixed_alpha
+    S = s0.shape[1]
+
+    def step(u, h, s):
+        s = u[:, :S] + a * s
+        h = torch.sigmoid(u[:, S:] + F.linear(s, w_P) + F.linear(h, w_R))
+        return torch.cat([h, s], dim=1), h, s
+
+    return _cells.run(step, us, (h0, s0), valid, reverse)
+
+
+def _python_forward(us, h0, s0, alpha, w_P, w_R, valid, fixed_alpha, reverse):
+    a = alpha if alpha is not None else fixed_alpha
+    with torch.no_grad():
+        outs = kernel._forward(us, h0, s0, a, w_P, w_R, reverse, valid)
+    return _cells.contiguous(outs)
+
+
+def _python_backward(grad_ys, grad_h_t, grad_s_t, us, h0, s0, alpha, w_P, w_R, ss, valid,
+                     fixed_alpha, reverse):
+    a = alpha if alpha is not None else fixed_alpha
+    with torch.no_grad():
+        need = (True, True, True, alpha is not None, True, True)
+        grads = kernel._backward(grad_ys, grad_h_t, grad_s_t, a, w_P, w_R, ss, reverse, valid,
+                                 need)
+    return _cells.gradients(grads, (us, h0, s0, alpha, w_P, w_R), us)
+
+
+def _fake(us, h0, s0, alpha, w_P, w_R, valid, fixed_alpha, reverse):
+    (T, N, _), (H, S) = us.shape, w_P.shape
+    return (us.new_empty(T, N, H + S), us.new_empty(N, H), us.new_empty(N, S),
+            us.new_empty(T + 1, N, H + S))
+
+
+def register() -> None:
+    """No C++ loop: the pure-torch implementation, on the CPU and CUDA (:mod:`._cells`)."""
+    _cells.register("scrn_sequence", reference=reference, fake=_fake,
+                    python_forward=_python_forward, python_backward=_python_backward)
+
+
+def scrn_sequence(us: Tensor, h0: Tensor, s0: Tensor, alpha, w_P: Tensor, w_R: Tensor, valid,
+                  fixed_alpha: float, reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """``(ys, h_T, s_T)`` of the op (its ``ss`` is for backward only; not kept where autograd does
+    not record)."""
+    return _wiring.call("scrn_sequence", us, h0, s0, alpha, w_P, w_R, valid, fixed_alpha, reverse)

@@ -1,0 +1,272 @@
+"""The cell ops (``torch.ops.rnnkit.{jordan,fully,clockwork,scrn,ctrnn}_sequence``, pure torch):
+opcheck, float64 gradcheck and gradgradcheck, outputs equal to ``rnnkit.scan`` of the cell and
+to the op's own reference, for the flag combinations that matter; and every network built on
+them compiled with ``torch.compile(fullgraph=True, dynamic=True)`` (eager's numbers, no
+recompilation for a new length or batch size) and exported with a dynamic T and N."""
+
+import pytest
+import torch
+from torch.autograd import gradcheck, gradgradcheck
+from torch.export import Dim
+
+import rnnkit
+from rnnkit import ops, scan
+from rnnkit.cells import (
+    ClockworkCell,
+    ClockworkState,
+    CTRNNCell,
+    FullyRecurrentCell,
+    FullyState,
+    JordanCell,
+    SCRNCell,
+    SCRNState,
+)
+from rnnkit.cells.base import state_leaves
+
+F64 = torch.float64
+T, N, I = 5, 3, 4
+LENGTHS = torch.tensor([5, 2, 4])  # one full sequence
+VALID = torch.arange(T).unsqueeze(1) < LENGTHS  # (T, N)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    """opcheck's aot_dispatch test leaves Dynamo state behind that makes every later op call
+    ~25x slower (measured) until a reset; and the compile tests count graphs from zero."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _leaf(t):
+    return None if t is None else t.detach().clone().requires_grad_()
+
+
+def _make(cls, seed, **opts):
+    torch.manual_seed(seed)
+    cell = cls(opts.pop("input_size", I), opts.pop("hidden_size", 4), dtype=F64, **opts)
+    with torch.no_grad():  # larger than the init, so nothing is trivially small
+        for p in cell.parameters():
+            p.uniform_(-0.8, 0.8)
+    return cell
+
+
+def _xs(cell, seed):
+    g = torch.Generator().manual_seed(seed)
+    xs = torch.randn(T, N, cell.input_size, dtype=F64, generator=g)
+    if getattr(cell, "dt_input", False):  # a positive dt per step in the last channel
+        xs[:, :, -1] = torch.rand(T, N, dtype=F64, generator=g) * 0.6 + 0.05
+    return xs
+
+
+def _states(cell, seed):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(N, n, dtype=F64, generator=g) for n in state_leaves(cell.state_size)]
+
+
+# Each builder: config -> (cell, xs, the scan state, the op's differentiable inputs, its flags
+# after `valid` except `reverse`, last).
+
+
+def _jordan(cfg):
+    act, out, bias, O = cfg
+    cell = _make(JordanCell, 0, output_size=O, activation=act, output_activation=out, bias=bias)
+    xs = _xs(cell, 1)
+    (y0,) = _states(cell, 2)
+    args = (cell.precompute(xs), y0, cell.weight_yh, cell.bias_yh, cell.weight_hy, cell.bias_hy)
+    return cell, xs, y0, tuple(map(_leaf, args)), (act, out)
+
+
+def _fully(cfg):
+    act, out, bias, O = cfg
+    cell = _make(FullyRecurrentCell, 0, output_size=O, activation=act, output_activation=out,
+                 bias=bias)
+    xs = _xs(cell, 1)
+    h0, y0 = _states(cell, 2)
+    args = (cell.precompute(xs), h0, y0, cell.weight_mh, cell.weight_hy, cell.weight_my,
+            cell.bias_hy)
+    return cell, xs, FullyState(h0, y0), tuple(map(_leaf, args)), (act, out)
+
+
+def _clockwork(cfg):
+    periods, H, act, bias, t0 = cfg
+    cell = _make(ClockworkCell, 0, hidden_size=H, periods=periods, activation=act, bias=bias)
+    xs = _xs(cell, 1)
+    h0, _ = _states(cell, 2)
+    t0 = torch.tensor(t0, dtype=F64).unsqueeze(1)  # (no half-integers: round has a jump there)
+    args = (cell.precompute(xs), h0, t0, cell.weight_hh, cell.bias_hh)
+    return (cell, xs, ClockworkState(h0, t0), tuple(map(_leaf, args)),
+            (list(periods), act))
+
+
+def _scrn(cfg):
+    learn, alpha = cfg
+    cell = _make(SCRNCell, 0, hidden_size=4, context_size=3, alpha=alpha, learn_alpha=learn)
+    xs = _xs(cell, 1)
+    h0, s0 = _states(cell, 2)
+    learned = cell.alpha if learn else None
+    args = (cell.precompute(xs), h0, s0, learned, cell.weight_P, cell.weight_R)
+    return (cell, xs, SCRNState(h0, s0), tuple(map(_leaf, args)),
+            (0.0 if learn else alpha,))
+
+
+def _ctrnn(cfg):
+    act, dt_input = cfg
+    opts = {"dt_input": True} if dt_input else {"dt": 0.4}
+    cell = _make(CTRNNCell, 0, input_size=I + dt_input, activation=act, **opts)
+    with torch.no_grad():  # time constants around 1, per unit
+        cell.log_tau.uniform_(-0.5, 0.5)
+    xs = _xs(cell, 1)
+    (h0,) = _states(cell, 2)
+    args = (cell.precompute(xs), h0, cell.weight_hh, cell.log_tau)
+    return cell, xs, h0, tuple(map(_leaf, args)), (cell.dt, dt_input, act)
+
+
+# op -> (builder, its module, the configurations). Every activation of each cell, biases or not,
+# O != H; SCRN's learned and fixed alpha (0 included); CTRNN's constant and per-step dt;
+# Clockwork's periods (a prefix of active modules, coprime ones, a single module) and initial
+# counters (fresh, per-sequence).
+OPS = {
+    "jordan": (_jordan, ops.jordan, {
+        "tanh-tanh": ("tanh", "tanh", True, None), "relu-softmax": ("relu", "softmax", False, 3),
+        "sigmoid-identity": ("sigmoid", "identity", True, 5),
+        "tanh-sigmoid": ("tanh", "sigmoid", False, None)}),
+    "fully": (_fully, ops.fully, {
+        "tanh-tanh": ("tanh", "tanh", True, None), "relu-softmax": ("relu", "softmax", False, 3),
+        "sigmoid-identity": ("sigmoid", "identity", True, 5),
+        "tanh-sigmoid": ("tanh", "sigmoid", False, None)}),
+    "clockwork": (_clockwork, ops.clockwork, {
+        "pow2-tanh": ((1, 2, 4), 6, "tanh", True, [0.0] * N),
+        "coprime-relu-nobias": ((2, 3), 6, "relu", False, [0.0, 3.2, 1.0]),
+        "one-module-identity": ((1,), 3, "identity", True, [2.0] * N),
+        "pow2-sigmoid-mixed": ((1, 2), 4, "sigmoid", True, [1.0, 0.0, 5.0])}),
+    "scrn": (_scrn, ops.scrn, {
+        "learned": (True, 0.6), "fixed": (False, 0.7), "fixed-0": (False, 0.0)}),
+    "ctrnn": (_ctrnn, ops.ctrnn, {
+        "tanh": ("tanh", False), "tanh-dt": ("tanh", True), "sigmoid-dt": ("sigmoid", True),
+        "relu": ("relu", False), "identity": ("identity", False),
+        "identity-dt": ("identity", True)}),
+}
+CASES = [(name, cfg, reverse, masked) for name, (_, _, cfgs) in OPS.items() for cfg in cfgs
+         for reverse in (False, True) for masked in (False, True)]
+IDS = [f"{n}-{c}-{'rev' if r else 'fwd'}-{'masked' if m else 'full'}" for n, c, r, m in CASES]
+
+
+def _leaves(state):
+    return list(state) if isinstance(state, tuple) else [state]
+
+
+@pytest.mark.parametrize("name, cfg, reverse, masked", CASES, ids=IDS)
+def test_op(name, cfg, reverse, masked):
+    build, module, cfgs = OPS[name]
+    cell, xs, state, args, flags = build(cfgs[cfg])
+    op = getattr(torch.ops.rnnkit, f"{name}_sequence")
+    tail = (VALID if masked else None, *flags, reverse)
+    S = len(_leaves(state))
+    # the forward equals scan of the cell, and the op's reference (what a recorded backward
+    # differentiates) equals both
+    with torch.no_grad():
+        got = op(*args, *tail)[: 1 + S]
+        ref = module.reference(*args, *tail)
+        ys, final = scan(cell, xs, state, reverse=reverse, lengths=LENGTHS if masked else None)
+    for a, b, c in zip(got, ref, [ys, *_leaves(final)], strict=True):
+        torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(b, c, rtol=1e-12, atol=1e-12)
+
+    def f(*a):
+        return op(*a, *tail)[: 1 + S]
+
+    assert gradcheck(f, args)
+    # the full check on each op's first configuration, reversed and padded; a random
+    # projection elsewhere (the full one costs ~1 s a case here)
+    full = cfg == next(iter(cfgs)) and reverse and masked
+    assert gradgradcheck(f, args, fast_mode=not full)
+    torch.library.opcheck(op.default, (*args, *tail))
+
+
+def test_kernels_run_the_ops():
+    """Every fused kernel of these cells runs its op, recording or not (under no_grad too)."""
+    from kernel_checks import graph_names
+
+    from rnnkit.kernels import fused_scan
+
+    for name, (build, _, cfgs) in OPS.items():
+        cell, xs, state, _, _ = build(next(iter(cfgs.values())))
+        xs.requires_grad_()
+        ys, _ = fused_scan(cell)(cell, xs, state)
+        assert any(f"rnnkit_{name}_sequence" in n for n in graph_names(ys)), name
+        with torch.no_grad():
+            ys2, _ = fused_scan(cell)(cell, xs, state)
+        assert ys2.grad_fn is None
+        torch.testing.assert_close(ys2, ys, rtol=0, atol=0)
+
+
+# ---- the networks: torch.compile(fullgraph=True, dynamic=True) and torch.export ------------
+
+H = 6
+NETS = {
+    "jordan": lambda: rnnkit.Jordan(I, H, num_layers=2, bidirectional=True, output_size=3,
+                                    output_activation="softmax"),
+    "fully": lambda: rnnkit.FullyRecurrent(I, H, num_layers=2, bidirectional=True,
+                                           output_size=3),
+    "clockwork": lambda: rnnkit.Clockwork(I, H, num_layers=2, bidirectional=True,
+                                          periods=(1, 2, 4)),
+    "scrn": lambda: rnnkit.SCRN(I, H, num_layers=2, bidirectional=True, context_size=2,
+                                learn_alpha=True),
+    "ctrnn": lambda: rnnkit.CTRNN(I, H, num_layers=2, bidirectional=True, dt=0.5),
+    "ctrnn-dt": lambda: rnnkit.CTRNN(I, H, num_layers=2, bidirectional=True, dt=None),
+}
+
+
+def _dt(x):  # a per-step dt for the ctrnn-dt network, laid out like its input
+    return {"dt": torch.rand(x.shape[:2], generator=torch.Generator().manual_seed(5)) + 0.1}
+
+
+def _total(out, h):
+    return out.sum() + sum(leaf.sum() for leaf in (h if isinstance(h, tuple) else (h,)))
+
+
+@pytest.mark.parametrize("kind", list(NETS))
+def test_compiles_fullgraph_with_eagers_numbers(kind):
+    """Forward, backward, lengths, and no recompilation for a new length or batch size."""
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    net = NETS[kind]()
+    extra = _dt if kind == "ctrnn-dt" else (lambda x: {})
+    x = torch.randn(T, N, I, requires_grad=True)
+    # (one eager call first: the first `bind` in a thread adds state that Dynamo guards on,
+    # so a graph compiled before it would be compiled once more after it)
+    net(x, **extra(x))
+    compiled = torch.compile(net, fullgraph=True, dynamic=True)
+    for kw in ({}, {"lengths": LENGTHS}):
+        out, h = compiled(x, **kw, **extra(x))
+        (gx,) = torch.autograd.grad(_total(out, h), x)
+        want, h_want = net(x, **kw, **extra(x))
+        (gx_want,) = torch.autograd.grad(_total(want, h_want), x)
+        torch.testing.assert_close(out, want)
+        torch.testing.assert_close(h, h_want)
+        torch.testing.assert_close(gx, gx_want)
+    graphs = counters["stats"]["unique_graphs"]
+    for shape in [(9, 3, I), (4, 7, I)]:  # (requires_grad as before: a change would recompile)
+        xx = torch.randn(*shape, requires_grad=True)
+        torch.testing.assert_close(compiled(xx, **extra(xx))[0], net(xx, **extra(xx))[0])
+    assert counters["stats"]["unique_graphs"] == graphs  # no recompilation
+
+
+@pytest.mark.parametrize("kind", list(NETS))
+def test_exports_with_dynamic_time_and_batch(kind):
+    """Exported once, the program runs any length and batch size with eager's numbers."""
+    torch.manual_seed(0)
+    net = NETS[kind]().eval()
+    extra = _dt if kind == "ctrnn-dt" else (lambda x: {})
+    x = torch.randn(T, N, I)
+    dims = {0: Dim("T", min=2, max=4096), 1: Dim("N", min=2, max=1024)}
+    shapes = {"input": dims, **({"dt": dims} if kind == "ctrnn-dt" else {})}
+    program = torch.export.export(net, (x,), extra(x), dynamic_shapes=shapes)
+    assert any(str(node.target).startswith("rnnkit.") for node in program.graph.nodes)
+    for shape in [(T, N, I), (9, 5, I), (2, 7, I)]:
+        xx = torch.randn(*shape)
+        got, want = program.module()(xx, **extra(xx)), net(xx, **extra(xx))
+        torch.testing.assert_close(got[0], want[0])
+        torch.testing.assert_close(got[1], want[1])
