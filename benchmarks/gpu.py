@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
+from bench import inference, train_step  # noqa: E402,F401  (the CPU benchmark's steps)
 from results_file import write_section  # noqa: E402
 
 B, I = 32, 64
@@ -58,18 +59,6 @@ def models(H: int) -> list[tuple[str, nn.Module, bool | None]]:
         if persistent.fits(200, B, w_hh, None, peephole, torch.float32):
             rows.append((f"{name}, per-step", module, False))
     return rows
-
-
-def train_step(model: nn.Module, x: torch.Tensor) -> None:
-    for p in model.parameters():
-        p.grad = None
-    out, _ = model(x)
-    out.sum().backward()
-
-
-def inference(model: nn.Module, x: torch.Tensor) -> None:
-    with torch.inference_mode():
-        model(x)
 
 
 def timed(fn, model, x, persistent_flag) -> float:

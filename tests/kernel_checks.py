@@ -125,3 +125,32 @@ def graph_names(t) -> set[str]:
         names.add(type(node).__name__)
         stack.extend(n for n, _ in node.next_functions)
     return names
+
+
+def total(out, state):
+    """A loss that reaches every output: the outputs' and the final states' sums."""
+    return out.sum() + sum(s.sum() for s in (state if isinstance(state, tuple) else (state,)))
+
+
+def check_compiles_like_eager(net, x, lengths, extra=lambda x: {}) -> None:
+    """``torch.compile(net, fullgraph=True, dynamic=True)``: forward and input gradient, without
+    and with ``lengths``, equal eager's; a new length and a new batch size do not recompile.
+    ``extra(x)``: more keyword arguments for a call on ``x`` (CTRNN's per-step dt)."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()  # (every network compiles the same forward: a fresh cache per test)
+    compiled = torch.compile(net, fullgraph=True, dynamic=True)
+    for kw in ({}, {"lengths": lengths}):
+        out, h = compiled(x, **kw, **extra(x))
+        (gx,) = torch.autograd.grad(total(out, h), x)
+        want, h_want = net(x, **kw, **extra(x))
+        (gx_want,) = torch.autograd.grad(total(want, h_want), x)
+        torch.testing.assert_close(out, want)
+        torch.testing.assert_close(h, h_want)
+        torch.testing.assert_close(gx, gx_want)
+    graphs = counters["stats"]["unique_graphs"]
+    T, N, I = x.shape
+    for shape in [(T + 4, N, I), (T - 1, N + 4, I)]:  # (requires_grad kept: it would recompile)
+        xx = torch.randn(*shape, requires_grad=True)
+        torch.testing.assert_close(compiled(xx, **extra(xx))[0], net(xx, **extra(xx))[0])
+    assert counters["stats"]["unique_graphs"] == graphs  # no recompilation

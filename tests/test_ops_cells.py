@@ -6,6 +6,7 @@ recompilation for a new length or batch size) and exported with a dynamic T and 
 
 import pytest
 import torch
+from kernel_checks import check_compiles_like_eager
 from torch.autograd import gradcheck, gradgradcheck
 from torch.export import Dim
 
@@ -222,36 +223,14 @@ def _dt(x):  # a per-step dt for the ctrnn-dt network, laid out like its input
     return {"dt": torch.rand(x.shape[:2], generator=torch.Generator().manual_seed(5)) + 0.1}
 
 
-def _total(out, h):
-    return out.sum() + sum(leaf.sum() for leaf in (h if isinstance(h, tuple) else (h,)))
-
-
 @pytest.mark.parametrize("kind", list(NETS))
 def test_compiles_fullgraph_with_eagers_numbers(kind):
     """Forward, backward, lengths, and no recompilation for a new length or batch size."""
-    from torch._dynamo.utils import counters
-
     torch.manual_seed(0)
     net = NETS[kind]()
     extra = _dt if kind == "ctrnn-dt" else (lambda x: {})
     x = torch.randn(T, N, I, requires_grad=True)
-    # (one eager call first: the first `bind` in a thread adds state that Dynamo guards on,
-    # so a graph compiled before it would be compiled once more after it)
-    net(x, **extra(x))
-    compiled = torch.compile(net, fullgraph=True, dynamic=True)
-    for kw in ({}, {"lengths": LENGTHS}):
-        out, h = compiled(x, **kw, **extra(x))
-        (gx,) = torch.autograd.grad(_total(out, h), x)
-        want, h_want = net(x, **kw, **extra(x))
-        (gx_want,) = torch.autograd.grad(_total(want, h_want), x)
-        torch.testing.assert_close(out, want)
-        torch.testing.assert_close(h, h_want)
-        torch.testing.assert_close(gx, gx_want)
-    graphs = counters["stats"]["unique_graphs"]
-    for shape in [(9, 3, I), (4, 7, I)]:  # (requires_grad as before: a change would recompile)
-        xx = torch.randn(*shape, requires_grad=True)
-        torch.testing.assert_close(compiled(xx, **extra(xx))[0], net(xx, **extra(xx))[0])
-    assert counters["stats"]["unique_graphs"] == graphs  # no recompilation
+    check_compiles_like_eager(net, x, LENGTHS, extra)
 
 
 @pytest.mark.parametrize("kind", list(NETS))
