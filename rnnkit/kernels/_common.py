@@ -19,10 +19,28 @@ from ..cells.base import bind, state_leaves
 from ..functional import check_sequence, scan_steps
 
 __all__ = [
-    "PACK_MIN_NUMEL", "Product", "Steps", "befores", "check_sequence", "differentiable_backward",
+    "PACK_MIN_NUMEL", "Product", "Steps", "befores", "check_sequence", "checked",
+    "differentiable_backward",
     "differentiate", "outputs", "partial_steps", "recompute", "recording", "save_args",
     "saved_args", "steps", "valid_mask",
 ]
+
+
+def _article(name: str) -> str:
+    """"an" before a vowel sound: an ElmanCell, an LSTMCell, an SCRNCell; a GRUCell."""
+    initialism = len(name) > 1 and name[1].isupper()
+    return "an" if name[0] in "AEIOU" or (initialism and name[0] in "FHLMNRSX") else "a"
+
+
+def checked(cell, kind: type, xs: Tensor, state, lengths: Tensor | None):
+    """What every kernel's entry checks: ``cell`` is a ``kind``, and ``xs``, ``state`` and
+    ``lengths`` are what :func:`rnnkit.scan` takes (its own checks). Returns ``(state, valid)``:
+    the state (zeros if None) and the ``(T, N)`` padding mask (see :func:`valid_mask`)."""
+    if not isinstance(cell, kind):
+        raise TypeError(f"cell: expected {_article(kind.__name__)} {kind.__name__}, got "
+                        f"{type(cell).__name__}")
+    state, lengths = check_sequence(cell, xs, state, lengths)
+    return state, valid_mask(lengths, xs.shape[0], xs.device)
 
 
 def valid_mask(lengths: Tensor | None, T: int, device) -> Tensor | None:

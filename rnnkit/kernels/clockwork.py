@@ -77,11 +77,10 @@ from torch import Tensor
 from ..cells.clockwork import ClockworkCell, ClockworkState
 from ._common import (
     befores,
-    check_sequence,
+    checked,
     outputs,
     partial_steps,
     steps,
-    valid_mask,
 )
 
 __all__ = ["clockwork_sequence", "unit_buffers"]
@@ -322,13 +321,9 @@ def clockwork_sequence(
     docstring), through the op ``torch.ops.rnnkit.clockwork_sequence`` (so torch.compile and
     torch.export trace it).
     """
-    if not isinstance(cell, ClockworkCell):
-        raise TypeError(f"cell: expected a ClockworkCell, got {type(cell).__name__}")
     from ..ops import clockwork as op  # (loads the ops on first use)
-
-    state, lengths = check_sequence(cell, xs, state, lengths)
+    state, valid = checked(cell, ClockworkCell, xs, state, lengths)
     h0, t0 = state
-    valid = valid_mask(lengths, xs.shape[0], xs.device)
     ys, h_t, t_t = op.clockwork_sequence(cell.precompute(xs), h0, t0, cell.weight_hh,
                                          cell.bias_hh, valid, list(cell.periods),
                                          cell.activation, bool(reverse))

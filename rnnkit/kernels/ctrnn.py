@@ -72,11 +72,10 @@ from torch import Tensor
 from ..cells.ctrnn import CTRNNCell
 from ._common import (
     befores,
-    check_sequence,
+    checked,
     outputs,
     partial_steps,
     steps,
-    valid_mask,
 )
 
 __all__ = ["ctrnn_sequence"]
@@ -299,11 +298,7 @@ def ctrnn_sequence(
     lengths=lengths)``, with a hand-written BPTT backward (module docstring), through the op
     ``torch.ops.rnnkit.ctrnn_sequence`` (so torch.compile and torch.export trace it).
     """
-    if not isinstance(cell, CTRNNCell):
-        raise TypeError(f"cell: expected a CTRNNCell, got {type(cell).__name__}")
     from ..ops import ctrnn as op  # (loads the ops on first use)
-
-    h0, lengths = check_sequence(cell, xs, state, lengths)
-    valid = valid_mask(lengths, xs.shape[0], xs.device)
+    h0, valid = checked(cell, CTRNNCell, xs, state, lengths)
     return op.ctrnn_sequence(cell.precompute(xs), h0, cell.weight_hh, cell.log_tau, valid,
                              cell.dt, cell.dt_input, cell.activation, bool(reverse))

@@ -7,7 +7,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..cells.elman import ElmanCell
-from ._common import check_sequence, valid_mask
+from ._common import checked
 
 __all__ = ["elman_sequence"]
 
@@ -22,11 +22,7 @@ def elman_sequence(
 ) -> tuple[Tensor, Tensor]:
     """Run ``cell`` over ``xs`` ``(T, N, I)`` from ``state`` ``(N, H)`` (zeros if None) as one
     op. Returns ``(ys (T, N, H), h_T)``, exactly ``rnnkit.scan(cell, xs, state, ...)``."""
-    if not isinstance(cell, ElmanCell):
-        raise TypeError(f"cell: expected an ElmanCell, got {type(cell).__name__}")
     from ..ops import elman as op  # (loads the compiled ops on first use)
-
-    h0, lengths = check_sequence(cell, xs, state, lengths)
-    valid = valid_mask(lengths, xs.shape[0], xs.device)
+    h0, valid = checked(cell, ElmanCell, xs, state, lengths)
     return op.elman_sequence(xs, h0, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh,
                              valid, cell.nonlinearity == "relu", bool(reverse))

@@ -71,11 +71,10 @@ from ..cells.fully import FullyRecurrentCell, FullyState
 from ._common import (
     Product,
     befores,
-    check_sequence,
+    checked,
     outputs,
     partial_steps,
     steps,
-    valid_mask,
 )
 from .jordan import activate_, affine, derivative, output_coefficients, softmax_step, value
 
@@ -241,12 +240,8 @@ def fully_sequence(
     through the op ``torch.ops.rnnkit.fully_sequence`` (so torch.compile and torch.export
     trace it).
     """
-    if not isinstance(cell, FullyRecurrentCell):
-        raise TypeError(f"cell: expected a FullyRecurrentCell, got {type(cell).__name__}")
     from ..ops import fully as op  # (loads the ops on first use)
-
-    (h0, y0), lengths = check_sequence(cell, xs, state, lengths)
-    valid = valid_mask(lengths, xs.shape[0], xs.device)
+    (h0, y0), valid = checked(cell, FullyRecurrentCell, xs, state, lengths)
     ys, h_t, y_t = op.fully_sequence(cell.precompute(xs), h0, y0, cell.weight_mh,
                                      cell.weight_hy, cell.weight_my, cell.bias_hy, valid,
                                      cell.activation, cell.output_activation, bool(reverse))

@@ -72,7 +72,7 @@ from ..cells.gru import GRUCell
 from ._common import (
     Product,
     befores,
-    check_sequence,
+    checked,
     differentiable_backward,
     outputs,
     partial_steps,
@@ -81,7 +81,6 @@ from ._common import (
     save_args,
     saved_args,
     steps,
-    valid_mask,
 )
 
 __all__ = ["GRUSequence", "gru_sequence"]
@@ -232,10 +231,7 @@ def gru_sequence(
     Returns ``(ys (T, N, H), h_T)``, exactly ``rnnkit.scan(cell, xs, state, reverse=reverse,
     lengths=lengths)``, with a hand-written BPTT backward (module docstring).
     """
-    if not isinstance(cell, GRUCell):
-        raise TypeError(f"cell: expected a GRUCell, got {type(cell).__name__}")
-    h0, lengths = check_sequence(cell, xs, state, lengths)
-    valid = valid_mask(lengths, xs.shape[0], xs.device)
+    h0, valid = checked(cell, GRUCell, xs, state, lengths)
     args = (xs, h0, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, bool(reverse),
             valid)
     from .. import gpu, ops  # (loaded on first use)

@@ -70,11 +70,10 @@ from ..cells.jordan import JordanCell
 from ._common import (
     Product,
     befores,
-    check_sequence,
+    checked,
     outputs,
     partial_steps,
     steps,
-    valid_mask,
 )
 
 __all__ = ["jordan_sequence"]
@@ -250,12 +249,8 @@ def jordan_sequence(
     lengths=lengths)``, with a hand-written BPTT backward (module docstring), through the op
     ``torch.ops.rnnkit.jordan_sequence`` (so torch.compile and torch.export trace it).
     """
-    if not isinstance(cell, JordanCell):
-        raise TypeError(f"cell: expected a JordanCell, got {type(cell).__name__}")
     from ..ops import jordan as op  # (loads the ops on first use)
-
-    y0, lengths = check_sequence(cell, xs, state, lengths)
-    valid = valid_mask(lengths, xs.shape[0], xs.device)
+    y0, valid = checked(cell, JordanCell, xs, state, lengths)
     return op.jordan_sequence(cell.precompute(xs), y0, cell.weight_yh, cell.bias_yh,
                               cell.weight_hy, cell.bias_hy, valid, cell.activation,
                               cell.output_activation, bool(reverse))

@@ -73,7 +73,7 @@ import torch
 from torch import Tensor
 
 from ..cells.lstm import LSTMCell, LSTMState
-from ._common import Product, check_sequence, valid_mask
+from ._common import Product, checked
 
 __all__ = ["lstm_sequence"]
 
@@ -296,13 +296,10 @@ def lstm_sequence(
     Returns ``(ys (T, N, R), h_T, c_T)``, exactly ``rnnkit.scan(cell, xs, LSTMState(h0, c0),
     reverse=reverse, lengths=lengths)``, with a hand-written BPTT backward (module docstring).
     """
-    if not isinstance(cell, LSTMCell):
-        raise TypeError(f"cell: expected an LSTMCell, got {type(cell).__name__}")
     for name, s in (("h0", h0), ("c0", c0)):
         if not isinstance(s, Tensor):
             raise TypeError(f"{name}: expected a tensor, got {type(s).__name__}")
-    (h0, c0), lengths = check_sequence(cell, xs, LSTMState(h0, c0), lengths)
-    valid = valid_mask(lengths, xs.shape[0], xs.device)
+    (h0, c0), valid = checked(cell, LSTMCell, xs, LSTMState(h0, c0), lengths)
     peephole = cell.peephole
     w_peep = cell.weight_peephole if peephole == "diagonal" else \
         cell.weight_ch if peephole == "full" else None

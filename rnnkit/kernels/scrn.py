@@ -66,11 +66,10 @@ from ..cells.scrn import SCRNCell, SCRNState
 from ._common import (
     Product,
     befores,
-    check_sequence,
+    checked,
     outputs,
     partial_steps,
     steps,
-    valid_mask,
 )
 
 __all__ = ["scrn_sequence"]
@@ -197,12 +196,8 @@ def scrn_sequence(
     through the op ``torch.ops.rnnkit.scrn_sequence`` (so torch.compile and torch.export trace
     it).
     """
-    if not isinstance(cell, SCRNCell):
-        raise TypeError(f"cell: expected an SCRNCell, got {type(cell).__name__}")
     from ..ops import scrn as op  # (loads the ops on first use)
-
-    (h0, s0), lengths = check_sequence(cell, xs, state, lengths)
-    valid = valid_mask(lengths, xs.shape[0], xs.device)
+    (h0, s0), valid = checked(cell, SCRNCell, xs, state, lengths)
     alpha = cell.alpha  # the fixed float, or the learned (S,) tensor
     learned, fixed = (alpha, 0.0) if isinstance(alpha, Tensor) else (None, float(alpha))
     ys, h, s = op.scrn_sequence(cell.precompute(xs), h0, s0, learned, cell.weight_P,
