@@ -13,7 +13,7 @@ from torch.autograd import gradcheck, gradgradcheck
 
 import rnnkit
 from rnnkit import ops
-from rnnkit.ops import elman, gru, lstm
+from rnnkit.ops import _wiring, elman, gru, lstm
 
 F64 = torch.float64
 T, N, I, H = 5, 3, 4, 6
@@ -89,7 +89,7 @@ def test_op_equals_its_reference_and_passes_opcheck(name, make, flags, masked):
 def test_op_gradcheck_and_gradgradcheck(name, make, flags, masked):
     valid = VALID if masked else None
     args = tuple(a for a in make() if a is not None)
-    states = 2 if name == "lstm_sequence" else 1
+    states = _wiring._specs[name][1]
 
     def f(*a):
         it = iter(a)
@@ -105,7 +105,7 @@ def test_both_implementations_agree(name):
     """The compiled op and the pure-torch one (called directly) give the same forward, saved
     buffers and backward: the fallback computes what the compiled op does."""
     module, cases = OPS[name]
-    states = 2 if name == "lstm_sequence" else 1
+    states = _wiring._specs[name][1]
     with torch.no_grad():
         for make, flags in cases:
             args = make()
@@ -272,7 +272,7 @@ def test_inference_op_equals_the_forward_and_passes_opcheck(name, make, flags, m
     gives the op's outputs."""
     valid = VALID if masked else None
     args = tuple(a.detach() if a is not None else None for a in make())
-    states = 2 if name == "lstm_sequence" else 1
+    states = _wiring._specs[name][1]
     got = op(name + "_inference")(*args, valid, *flags)
     assert len(got) == 1 + states
     for a, b in zip(got, op(name)(*args, valid, *flags)[: 1 + states], strict=True):

@@ -6,12 +6,7 @@ recorded backward (``create_graph=True``) differentiates (:mod:`rnnkit.ops._wiri
 tensors and scalars only, so the step is a function of tensors, not a cell.
 
 Their outputs' layout: the kernels' loops return some results as windows of wider buffers,
-where the fakes (what torch.compile plans with, and checks at run time) say new tensors.
-
-And their registration: no C++ loop, so the pure-torch implementation on the CPU whether the
-C++ ops loaded or not, and on CUDA too (the loops are device-generic, as the
-``torch.autograd.Function`` kernels they replace were).
-"""
+where the fakes (what torch.compile plans with, and checks at run time) say new tensors."""
 
 from __future__ import annotations
 
@@ -21,14 +16,6 @@ import torch
 from torch import Tensor
 
 from ..kernels._common import steps
-from . import _wiring
-
-
-def register(name: str, **functions: Callable) -> None:
-    """:func:`rnnkit.ops._wiring.register` of op ``name`` with its pure-torch implementation
-    (``functions``: its fake, reference, python_forward and python_backward), on the CPU and
-    CUDA."""
-    _wiring.register(name, **functions)
 
 
 def run(step: Callable, us: Tensor, state: tuple, valid: Tensor | None, reverse: bool) -> tuple:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..kernels._common import differentiate
+from ..kernels._common import differentiate, recording
 from . import LIB
 
 _specs: dict[str, tuple[int, int, int]] = {}  # name -> (number of inputs, states, flags)
@@ -78,7 +78,6 @@ def register(name: str, *, fake: Callable, reference: Callable, python_forward: 
         # No zero-filled gradients for the outputs nothing used (the saved buffers, as large
         # as the sequence): backward takes None for them (it fills the states' and ys' itself)
         ctx.set_materialize_grads(False)
-        ctx.n_flags = len(inputs) - n_in - 1
         ctx.save_for_backward(*inputs[: n_in + 1], *output[1 + n_states :])
         ctx.flags = tuple(inputs[n_in + 1 :])
         ctx.ys_shape = output[0].shape
@@ -90,7 +89,7 @@ def register(name: str, *, fake: Callable, reference: Callable, python_forward: 
                   for g, s in zip(grads[:n_states], inputs[1 : 1 + n_states], strict=True)]
         if grad_ys is None:
             grad_ys = inputs[0].new_zeros(ctx.ys_shape)
-        tail = (None,) * (1 + ctx.n_flags)  # valid and the flags
+        tail = (None,) * (1 + len(ctx.flags))  # valid and the flags
         if torch.is_grad_enabled():  # create_graph=True: differentiate the reference instead
             wrt = [i for i, t in enumerate(inputs) if t is not None and t.requires_grad]
             got = differentiate(reference, (*inputs, valid, *ctx.flags), wrt,
@@ -122,8 +121,7 @@ def call(name: str, *args) -> tuple:
     """``(ys, *finals)`` of op ``name``: the op itself where autograd records the call (some
     input requires a gradient and grad mode is on), else ``name_inference``, which keeps nothing
     for a backward."""
-    n_in = _specs[name][0]
-    if torch.is_grad_enabled() and any(
-            isinstance(a, torch.Tensor) and a.requires_grad for a in args[:n_in]):
-        return getattr(torch.ops.rnnkit, name)(*args)[: 1 + _specs[name][1]]
+    n_in, n_states, _ = _specs[name]
+    if recording(*args[:n_in]):
+        return getattr(torch.ops.rnnkit, name)(*args)[: 1 + n_states]
     return tuple(getattr(torch.ops.rnnkit, f"{name}_inference")(*args))

@@ -75,9 +75,9 @@ def _fake(us, h0, t0, w_hh, b_hh, valid, periods, activation, reverse):
 
 
 def register() -> None:
-    """No C++ loop: the pure-torch implementation, on the CPU and CUDA (:mod:`._cells`)."""
-    _cells.register("clockwork_sequence", reference=reference, fake=_fake,
-                    python_forward=_python_forward, python_backward=_python_backward)
+    """No C++ loop: the pure-torch implementation, on the CPU and CUDA."""
+    _wiring.register("clockwork_sequence", reference=reference, fake=_fake,
+                     python_forward=_python_forward, python_backward=_python_backward)
 
 
 def clockwork_sequence(us: Tensor, h0: Tensor, t0: Tensor, w_hh: Tensor, b_hh, valid,

@@ -74,9 +74,9 @@ def _fake(us, h0, w_hh, log_tau, valid, dt, dt_input, activation, reverse):
 
 
 def register() -> None:
-    """No C++ loop: the pure-torch implementation, on the CPU and CUDA (:mod:`._cells`)."""
-    _cells.register("ctrnn_sequence", reference=reference, fake=_fake,
-                    python_forward=_python_forward, python_backward=_python_backward)
+    """No C++ loop: the pure-torch implementation, on the CPU and CUDA."""
+    _wiring.register("ctrnn_sequence", reference=reference, fake=_fake,
+                     python_forward=_python_forward, python_backward=_python_backward)
 
 
 def ctrnn_sequence(us: Tensor, h0: Tensor, w_hh: Tensor, log_tau: Tensor, valid, dt: float,

@@ -70,9 +70,9 @@ def _fake(us, h0, y0, w_mh, w_hy, w_my, b_hy, valid, activation, output_activati
 
 
 def register() -> None:
-    """No C++ loop: the pure-torch implementation, on the CPU and CUDA (:mod:`._cells`)."""
-    _cells.register("fully_sequence", reference=reference, fake=_fake,
-                    python_forward=_python_forward, python_backward=_python_backward)
+    """No C++ loop: the pure-torch implementation, on the CPU and CUDA."""
+    _wiring.register("fully_sequence", reference=reference, fake=_fake,
+                     python_forward=_python_forward, python_backward=_python_backward)
 
 
 def fully_sequence(us: Tensor, h0: Tensor, y0: Tensor, w_mh: Tensor, w_hy: Tensor,

@@ -66,9 +66,9 @@ def _fake(us, y0, w_yh, b_yh, w_hy, b_hy, valid, activation, output_activation, 
 
 
 def register() -> None:
-    """No C++ loop: the pure-torch implementation, on the CPU and CUDA (:mod:`._cells`)."""
-    _cells.register("jordan_sequence", reference=reference, fake=_fake,
-                    python_forward=_python_forward, python_backward=_python_backward)
+    """No C++ loop: the pure-torch implementation, on the CPU and CUDA."""
+    _wiring.register("jordan_sequence", reference=reference, fake=_fake,
+                     python_forward=_python_forward, python_backward=_python_backward)
 
 
 def jordan_sequence(us: Tensor, y0: Tensor, w_yh: Tensor, b_yh, w_hy: Tensor, b_hy, valid,

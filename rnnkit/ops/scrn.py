@@ -66,9 +66,9 @@ def _fake(us, h0, s0, alpha, w_P, w_R, valid, fixed_alpha, reverse):
 
 
 def register() -> None:
-    """No C++ loop: the pure-torch implementation, on the CPU and CUDA (:mod:`._cells`)."""
-    _cells.register("scrn_sequence", reference=reference, fake=_fake,
-                    python_forward=_python_forward, python_backward=_python_backward)
+    """No C++ loop: the pure-torch implementation, on the CPU and CUDA."""
+    _wiring.register("scrn_sequence", reference=reference, fake=_fake,
+                     python_forward=_python_forward, python_backward=_python_backward)
 
 
 def scrn_sequence(us: Tensor, h0: Tensor, s0: Tensor, alpha, w_P: Tensor, w_R: Tensor, valid,
