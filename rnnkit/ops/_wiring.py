@@ -28,6 +28,8 @@ from ..kernels._common import differentiate, recording
 from . import LIB
 
 _specs: dict[str, tuple[int, int, int]] = {}  # name -> (number of inputs, states, flags)
+# the ops whose CPU implementation was registered before register() (the compiled C++ loop)
+_compiled_cpu: set[str] = set()
 
 
 def _names(schema: str) -> list[str]:
@@ -69,6 +71,8 @@ def register(name: str, *, fake: Callable, reference: Callable, python_forward: 
     returns.
     """
     n_in, n_states, _ = _specs[name]
+    if torch._C._dispatch_has_kernel_for_dispatch_key(f"rnnkit::{name}", "CPU"):
+        _compiled_cpu.add(name)
 
     def fake_backward(*args):
         inputs = args[1 + n_states : 1 + n_states + n_in]
@@ -115,6 +119,11 @@ def register(name: str, *, fake: Callable, reference: Callable, python_forward: 
                        (f"{name}_inference", python_inference)):
             if not torch._C._dispatch_has_kernel_for_dispatch_key(f"rnnkit::{op}", key):
                 LIB.impl(op, fn, key)
+
+
+def compiled_on_cpu(name: str) -> bool:
+    """Whether op ``name`` runs a compiled (C++) loop on the CPU, else its pure-torch one."""
+    return name in _compiled_cpu
 
 
 def call(name: str, *args) -> tuple:
