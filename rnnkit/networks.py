@@ -33,13 +33,14 @@ from .layers import Bidirectional, Recurrent, Stacked
 # Native modes whose rnnkit fused kernel trains faster than torch's own on the CPU: torch's CPU
 # GRU has no fused backward (autograd over its cell), and rnnkit's GRU kernel measured a
 # 1.3-1.4x faster train step (benchmarks/RESULTS.md). So a GRU that records for backward on the
-# CPU runs the fused kernel (same numbers to float rounding); inference and CUDA (cuDNN) stay
-# native. torch's LSTM (oneDNN) kernel is the faster one, so it always stays.
+# CPU runs the fused kernel (same numbers to float rounding) even where the ops did not compile.
+# torch's LSTM (oneDNN) kernel is the faster one, so it always stays; CUDA (cuDNN) stays native.
 _FUSED_TRAINS_FASTER = frozenset({"gru"})
-# The same for modes whose *compiled* op trains faster (only where rnnkit.ops built: their
-# pure-torch fallback is slower than torch's kernel): the Elman op measured 0.5-0.8x
-# torch.nn.RNN's train step (benchmarks/RESULTS.md).
-_OP_TRAINS_FASTER = frozenset({"rnn_tanh", "rnn_relu"})
+# Native modes whose *compiled* op (only where rnnkit.ops built: the pure-torch fallback is
+# slower than torch's kernel) runs faster than torch's CPU kernel, training and inference alike:
+# the Elman op measured 0.5-0.8x torch.nn.RNN's train step and 0.65-0.8x its inference, the GRU
+# op 0.6-0.9x torch.nn.GRU's inference (benchmarks/RESULTS.md).
+_OP_RUNS_FASTER = frozenset({"rnn_tanh", "rnn_relu", "gru"})
 # Native modes whose cells rnnkit also computes as a registered op (torch.ops.rnnkit): under
 # torch.compile or torch.export, where torch's own RNN kernels break the graph (Dynamo refuses
 # them), those networks run the op instead, with the same numbers.
@@ -270,8 +271,8 @@ class RecurrentNetwork(nn.Module):
         mode = first_cell.native_mode() if self.native and side is None else None
         if mode in _FUSED_TRAINS_FASTER and self._training_on_cpu(x):
             mode = None  # rnnkit's fused kernel (see _FUSED_TRAINS_FASTER)
-        elif mode in _OP_TRAINS_FASTER and self._training_on_cpu(x) and _ops_compiled():
-            mode = None  # rnnkit's compiled op (see _OP_TRAINS_FASTER)
+        elif mode in _OP_RUNS_FASTER and self._fused_on_cpu(x) and _ops_compiled():
+            mode = None  # rnnkit's compiled op (see _OP_RUNS_FASTER)
         if mode in _REGISTERED_OPS and torch.compiler.is_compiling():
             mode = None  # torch.compile/export cannot trace torch's RNN kernels; rnnkit's ops
         x = input if isinstance(input, PackedSequence) else x
@@ -286,9 +287,13 @@ class RecurrentNetwork(nn.Module):
             out = out.transpose(0, 1)
         return out, (leaves[0] if len(leaves) == 1 else tuple(leaves))
 
+    def _fused_on_cpu(self, x: Tensor) -> bool:
+        """Whether this call runs on the CPU with the fused kernels on."""
+        return self.fused and x.device.type == "cpu"
+
     def _training_on_cpu(self, x: Tensor) -> bool:
         """Whether this call records for backward, on the CPU, with the fused kernels on."""
-        return (self.fused and x.device.type == "cpu" and torch.is_grad_enabled()
+        return (self._fused_on_cpu(x) and torch.is_grad_enabled()
                 and (x.requires_grad or any(p.requires_grad for p in self.parameters())))
 
     def _check_input(self, input, lengths):

@@ -242,25 +242,34 @@ def test_the_pure_torch_kernels_stay_tested():
     assert " passed" in r.stdout.splitlines()[-1]
 
 
-def test_rnn_trains_on_the_compiled_op_and_infers_on_torchs_kernel(monkeypatch):
-    """Where the ops built, an Elman network that records for backward on the CPU runs the op
-    (faster than torch's kernel, RESULTS), with torch.nn.RNN's numbers; inference stays native."""
+@pytest.mark.parametrize("kind", ["rnn", "gru"])
+def test_rnn_and_gru_run_the_compiled_op_on_the_cpu(monkeypatch, kind):
+    """Where the ops built, an Elman or GRU network on the CPU runs the op (faster than torch's
+    kernel, RESULTS), training and inference, with torch.nn's numbers; without the fused
+    kernels (fused=False) it runs torch's."""
     if not ops.compiled():
         pytest.skip("the compiled ops did not load here")
     from kernel_checks import graph_names
 
     torch.manual_seed(0)
-    net = rnnkit.RNN(I, H, num_layers=2, nonlinearity="relu")
-    twin = torch.nn.RNN(I, H, num_layers=2, nonlinearity="relu")
+    if kind == "rnn":
+        net, op = rnnkit.RNN(I, H, num_layers=2, nonlinearity="relu"), "elman"
+        twin = torch.nn.RNN(I, H, num_layers=2, nonlinearity="relu")
+    else:
+        net, op, twin = rnnkit.GRU(I, H, num_layers=2), "gru", torch.nn.GRU(I, H, num_layers=2)
     twin.load_state_dict(net.state_dict())
     x = torch.randn(T, N, I)
     out, _ = net(x)
-    assert any("rnnkit_elman_sequence" in n for n in graph_names(out))
+    assert any(f"rnnkit_{op}_sequence" in n for n in graph_names(out))
     torch.testing.assert_close(out, twin(x)[0])
     calls = []
     native = rnnkit.RecurrentNetwork._forward_native
     monkeypatch.setattr(rnnkit.RecurrentNetwork, "_forward_native",
                         lambda self, *a: calls.append(1) or native(self, *a))
+    with torch.no_grad():
+        torch.testing.assert_close(net(x)[0], twin(x)[0])
+    assert calls == []
+    net.fused = False
     with torch.no_grad():
         net(x)
     assert calls == [1]

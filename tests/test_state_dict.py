@@ -85,11 +85,13 @@ def test_ours_loads_torch_strict(kind, kwargs):
     for name, p in twin.named_parameters():
         assert torch.equal(p, getattr(ours, name)), name
     # the loaded weights are the ones used: the native path computes torch's numbers exactly
-    # (under no_grad: a GRU that trains on the CPU takes the fused kernel), the others to
+    # (fused=False: on the CPU a GRU or an Elman network runs rnnkit's op), the others to
     # float rounding
     x = torch.randn(T, N, I)
     with torch.no_grad():
+        ours.fused = False
         torch.testing.assert_close(ours(x)[0], twin(x)[0], rtol=0, atol=0)
+        ours.fused = True
     expected, _ = twin(x)
     torch.testing.assert_close(ours(x)[0], expected)
     ours.native = False
@@ -279,7 +281,9 @@ def test_to_float64_keeps_torch_names_on_converted_parameters(kind, kwargs, conv
     assert [w.dtype for ws in ours.all_weights for w in ws] == [torch.float64] * len(params)
     assert_same_tensors(ours.state_dict(), twin.state_dict())
     x = torch.randn(T, N, I, dtype=torch.float64)
-    with torch.no_grad():  # (the native path: a GRU that trains on the CPU runs fused)
+    with torch.no_grad():  # (the native path: on the CPU a GRU or Elman net runs rnnkit's op)
+        torch.testing.assert_close(ours(x)[0], twin(x)[0])
+        ours.fused = False
         torch.testing.assert_close(ours(x)[0], twin(x)[0], rtol=0, atol=0)
 
 
