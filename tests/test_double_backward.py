@@ -1,8 +1,8 @@
 """Second-order gradients through every cell and every path (native, fused, scan).
 
 A fused kernel's hand-derived backward cannot be differentiated again; when autograd records
-the backward (``create_graph=True``) the kernel differentiates its forward recomputed through
-the cell's step instead (``rnnkit.kernels._common.differentiable_backward``). float64
+the backward (``create_graph=True``) the op differentiates its reference, the cell's step in
+plain torch ops, instead (``rnnkit.ops._wiring``). float64
 ``gradgradcheck`` over input, initial state and every parameter, on a padded bidirectional
 batch; and the gradient-penalty pattern written for torch.nn runs unchanged on the façades
 with torch's numbers.
@@ -163,19 +163,6 @@ def test_allow_unused_no_longer_hides_the_dependence():
     (g,) = torch.autograd.grad(out.sum(), x, create_graph=True)
     (gw,) = torch.autograd.grad(g.pow(2).sum(), net.weight_hh_l0, allow_unused=True)
     assert gw is not None and gw.abs().sum() > 0
-
-
-def test_a_kernel_applied_without_its_cell_says_why_it_cannot_differentiate_twice():
-    from rnnkit.cells import GRUCell
-    from rnnkit.kernels import GRUSequence
-
-    cell = GRUCell(I, H, dtype=F64)
-    x = torch.randn(T, N, I, dtype=F64)
-    h0 = torch.zeros(N, H, dtype=F64, requires_grad=True)
-    ys, _ = GRUSequence.apply(x, h0, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh,
-                              False, None)
-    with pytest.raises(RuntimeError, match="without its cell"):
-        torch.autograd.grad(ys.sum(), h0, create_graph=True)
 
 
 @pytest.mark.parametrize("path", ["fused", "scan"])

@@ -26,7 +26,7 @@ from .clockwork import clockwork_sequence
 from .ctrnn import ctrnn_sequence
 from .elman import elman_sequence
 from .fully import fully_sequence
-from .gru import GRUSequence, gru_sequence
+from .gru import gru_sequence
 from .jordan import jordan_sequence
 from .lstm import lstm_sequence
 from .scrn import scrn_sequence
@@ -58,7 +58,7 @@ def fused_scan(cell) -> Callable | None:
 
 
 __all__ = [
-    "GRUSequence", "clockwork_sequence", "ctrnn_sequence", "elman_sequence",
+    "clockwork_sequence", "ctrnn_sequence", "elman_sequence",
     "fully_sequence", "fused_scan", "gru_sequence", "jordan_sequence", "lstm_sequence",
     "scrn_sequence",
 ]

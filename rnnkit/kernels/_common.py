@@ -1,6 +1,6 @@
 """What every fused kernel shares: argument checks (``scan``'s own), the padding mask, the
-order in which a direction visits the steps, whether to record for backward, and the backward
-that autograd can differentiate again (:func:`differentiable_backward`).
+order in which a direction visits the steps, whether to record for backward, and the
+differentiable vector-Jacobian product a recorded backward runs (:func:`differentiate`).
 
 Slots. A kernel keeps its carried state in one ``(T + 1, N, S)`` buffer ``ss``. A forward pass
 reads slot t and writes slot t + 1 at step t; a reverse pass reads slot t + 1 and writes slot t.
@@ -15,14 +15,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ..cells.base import bind, state_leaves
-from ..functional import check_sequence, scan_steps
+from ..functional import check_sequence
 
 __all__ = [
     "PACK_MIN_NUMEL", "Product", "Steps", "befores", "check_sequence", "checked",
-    "differentiable_backward",
-    "differentiate", "outputs", "partial_steps", "recompute", "recording", "save_args",
-    "saved_args", "steps", "valid_mask",
+    "differentiate", "outputs", "partial_steps", "recording", "steps", "valid_mask",
 ]
 
 
@@ -91,51 +88,6 @@ def recording(*tensors) -> bool:
     return torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in tensors
     )
-
-
-def recompute(cell, weights: dict, us: Tensor, state, reverse: bool, valid: Tensor | None):
-    """A kernel's forward recomputed differentiably: :func:`~rnnkit.functional.scan_steps` of
-    ``cell`` with ``weights`` (``{name: tensor}``, the kernel's inputs) bound as its weights.
-    Returns ``(ys, *state leaves)``, the kernel Functions' outputs."""
-    with bind({cell: weights}):
-        ys, final = scan_steps(cell, us, state, reverse=reverse, valid=valid)
-    return (ys, *state_leaves(final))
-
-
-_TENSOR = object()  # where save_args put a tensor argument
-
-
-def save_args(ctx, args: tuple, *buffers) -> None:
-    """Save a kernel Function's arguments (tensors through ``save_for_backward``, the rest on
-    ``ctx``) and the buffers its hand-derived backward reads; :func:`saved_args` returns them."""
-    ctx.arg_template = tuple(_TENSOR if isinstance(a, Tensor) else a for a in args)
-    ctx.save_for_backward(*(a for a in args if isinstance(a, Tensor)), *buffers)
-
-
-def saved_args(ctx) -> tuple[tuple, tuple]:
-    """``(args, buffers)`` as :func:`save_args` saved them."""
-    it = iter(ctx.saved_tensors)
-    args = tuple(next(it) if a is _TENSOR else a for a in ctx.arg_template)
-    return args, tuple(it)
-
-
-def differentiable_backward(ctx, grads: tuple, args: tuple, reference) -> tuple:
-    """A kernel Function's backward when autograd records the backward itself
-    (``create_graph=True``: a gradient penalty, ``gradgradcheck``, a Hessian-vector product).
-
-    The hand-derived loops run on buffers in place and cannot be differentiated again, so the
-    forward is recomputed through the cell's own step from the Function's inputs ``args``
-    (the cell last; ``reference(*args)``, differentiable, the same outputs) and that graph is
-    differentiated with ``create_graph=True``. Same gradients (to rounding); the cost is the
-    reference path's (:func:`~rnnkit.scan`): one more forward and a graph of T steps.
-    First-order backward (``create_graph=False``, the training case) never comes here.
-    """
-    if args[-1] is None:  # every kernel Function takes its cell last
-        raise RuntimeError("a fused kernel's Function was applied without its cell, so its "
-                           "backward cannot be differentiated again (create_graph=True); call "
-                           "the kernel's *_sequence(cell, ...) function instead")
-    wrt = [i for i, n in enumerate(ctx.needs_input_grad) if n]
-    return tuple(differentiate(reference, args, wrt, grads))
 
 
 def differentiate(reference, args: tuple, wrt: list[int], grads: tuple) -> list:

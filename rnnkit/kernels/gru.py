@@ -3,9 +3,10 @@ r"""Fused GRU sequence kernel: one forward loop, hand-derived BPTT backward.
 :func:`gru_sequence` computes exactly what ``rnnkit.scan(cell, xs, h0, reverse=...,
 lengths=...)`` computes for a :class:`~rnnkit.cells.GRUCell` (so ``torch.nn.GRUCell``, gate
 order r, z, n, the reset gate applied after :math:`W_{hn} h + b_{hn}`; with or without biases),
-as one :class:`torch.autograd.Function`. The input projection
-:math:`u_t = [u^r_t ; u^z_t ; u^n_t] = W_{ih} x_t + b_{ih}` is one matmul over all steps inside
-it, and its gradients three outside the loop (below).
+as one registered op, ``torch.ops.rnnkit.gru_sequence`` (:mod:`rnnkit.ops.gru`, whose pure-torch
+implementation is this module's loops; the compiled C++ one is ``rnnkit/csrc/gru.cpp``). The
+input projection :math:`u_t = [u^r_t ; u^z_t ; u^n_t] = W_{ih} x_t + b_{ih}` is one matmul over
+all steps inside it, and its gradients three outside the loop (below).
 
 Forward (step :math:`t` in the order the scan visits them; :math:`m_t \in \{0, 1\}^N` marks the
 sequences still running, all ones without ``lengths``)
@@ -57,9 +58,8 @@ and :math:`\bar h_0` is the :math:`\delta h` left after the loop; the input proj
 :math:`\bar b_{ih} = \sum_{t,n} \bar u_t`. Forward saves the buffer of :math:`r, z, g^n`
 ``(T, N, 3H)``, :math:`n` ``(T, N, H)`` and the carried states ``(T + 1, N, H)``, and its inputs
 (:math:`x`, which the projection's gradient needs anyway; not :math:`u`). A backward that
-autograd records (``create_graph=True``) differentiates the forward recomputed through
-``cell.precompute`` and ``cell.step`` instead
-(:func:`~rnnkit.kernels._common.differentiable_backward`).
+autograd records (``create_graph=True``) differentiates the op's reference (the cell's step in
+plain torch ops) instead (:mod:`rnnkit.ops._wiring`).
 """
 
 from __future__ import annotations
@@ -67,23 +67,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..cells.base import bind
 from ..cells.gru import GRUCell
 from ._common import (
     Product,
     befores,
     checked,
-    differentiable_backward,
     outputs,
     partial_steps,
-    recompute,
-    recording,
-    save_args,
-    saved_args,
     steps,
 )
 
-__all__ = ["GRUSequence", "gru_sequence"]
+__all__ = ["gru_sequence"]
 
 
 def _forward(xs, h0, w_ih, w_hh, b_ih, b_hh, reverse, valid):
@@ -122,41 +116,6 @@ def _forward(xs, h0, w_ih, w_hh, b_ih, b_hh, reverse, valid):
     ys = outputs(hs, reverse)
     ys = ys * masks if valid is not None else ys.clone()
     return ys, hs[st.last].clone(), (gs, ns, hs)
-
-
-def _reference(xs, h0, w_ih, w_hh, b_ih, b_hh, reverse, valid, cell):
-    """The forward through ``cell.precompute`` and ``cell.step`` with these weights:
-    differentiable to any order."""
-    weights = {"weight_ih": w_ih, "weight_hh": w_hh, "bias_ih": b_ih, "bias_hh": b_hh}
-    with bind({cell: weights}):
-        us = cell.precompute(xs)
-    return recompute(cell, weights, us, h0, reverse, valid)
-
-
-class GRUSequence(torch.autograd.Function):
-    """``apply(xs, h0, weight_ih, weight_hh, bias_ih, bias_hh, reverse, valid[, cell])`` ->
-    ``(ys, h_T)``.
-
-    ``xs`` ``(T, N, I)``; the biases may be None; ``valid`` is a ``(T, N)`` bool mask of the
-    valid steps or None; ``cell`` (the GRUCell) is needed only by a double backward. Prefer
-    :func:`gru_sequence`, which checks its arguments.
-    """
-
-    @staticmethod
-    def forward(ctx, xs, h0, w_ih, w_hh, b_ih, b_hh, reverse, valid, cell=None):
-        ys, h_t, (gs, ns, hs) = _forward(xs, h0, w_ih, w_hh, b_ih, b_hh, reverse, valid)
-        save_args(ctx, (xs, h0, w_ih, w_hh, b_ih, b_hh, reverse, valid, cell), gs, ns, hs)
-        return ys, h_t
-
-    @staticmethod
-    def backward(ctx, gy, gh_t):
-        args, (gs, ns, hs) = saved_args(ctx)
-        if torch.is_grad_enabled():  # create_graph=True
-            return differentiable_backward(ctx, (gy, gh_t), args, _reference)
-        xs, _, w_ih, w_hh, _, _, reverse, valid, _ = args
-        grads = _backward(gy, gh_t, xs, w_ih, w_hh, gs, ns, hs, valid, reverse,
-                          ctx.needs_input_grad)
-        return (*grads, None, None, None)
 
 
 def _backward(gy, gh_t, xs, w_ih, w_hh, gs, ns, hs, valid, reverse, need=(True,) * 6):
@@ -234,14 +193,6 @@ def gru_sequence(
     h0, valid = checked(cell, GRUCell, xs, state, lengths)
     args = (xs, h0, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, bool(reverse),
             valid)
-    from .. import gpu, ops  # (loaded on first use)
+    from ..ops import gru as op  # (loads the ops on first use)
 
-    if ops.compiled() or torch.compiler.is_compiling() or (xs.is_cuda and gpu.registered()):
-        # the registered op: compiled it trains faster than the loops below (RESULTS), and
-        # torch.compile and torch.export trace it; on CUDA it runs rnnkit.gpu's kernels
-        return ops.gru.gru_sequence(*args[:6], valid, bool(reverse))
-    if recording(*args[:6]):
-        return GRUSequence.apply(*args, cell)
-    with torch.no_grad():  # inference: nothing to save
-        ys, h, _ = _forward(*args)
-    return ys, h
+    return op.gru_sequence(*args[:6], valid, bool(reverse))
