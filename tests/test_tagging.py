@@ -27,6 +27,11 @@ def test_atis_splits_and_vocabularies():
     assert [len(task.splits[s]) for s in ("train", "val", "test")] == [4478, 500, 893]
     assert len(task.tags) == 130 and task.tags.token(task.tags.index("O")) == "O"
     assert task.sets["train"]["tokens"].shape[0] == 4478
+    # the summary counts the intents of the data, not the vocabulary's <unk>
+    cfg.model.intent = True
+    task = make_task(cfg)
+    n = len({i for s in task.splits["train"] for i in s.intent.split(";")})
+    assert f", {n} intents" in task.describe()
 
 
 def test_a_short_run_learns_the_slots(atis_run, capsys):

@@ -135,8 +135,13 @@ def test_nan_loss_stops_naming_the_step_and_leaves_the_checkpoint(tmp_path):
 def test_nan_stop_through_fit(tmp_path):
     cfg = toy_config(tmp_path, train__max_steps=20)
     trainer = Trainer(ToyTask(cfg, nan_at_step=3), cfg)
-    with pytest.raises(TrainingStopped, match="no checkpoint had been saved yet"):
+    with pytest.raises(TrainingStopped, match="no checkpoint had been saved yet") as e:
         trainer.fit()
+    assert f"a lower train.clip_norm (now {cfg.train.clip_norm:g})" in str(e.value)
+    # with clipping off, the advice is to turn it on, not to lower it
+    cfg = toy_config(tmp_path / "off", train__max_steps=20, train__clip_norm=0.0)
+    with pytest.raises(TrainingStopped, match=r"gradient clipping \(train.clip_norm=1, off"):
+        Trainer(ToyTask(cfg, nan_at_step=3), cfg).fit()
     assert find_checkpoint(trainer.ckdir) is None if trainer.ckdir.exists() else True
 
 

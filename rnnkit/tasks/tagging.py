@@ -325,7 +325,7 @@ class TaggingTask(Task):
         sizes = ", ".join(f"{len(sentences)} {split}" for split, sentences in self.splits.items())
         return (f"{self.title}: {sizes} sentences; {len(self.words)} words, "
                 f"{len(self.tags)} tags, tag scheme {self.scheme}{self.scheme_note}"
-                + (f", {len(self.intents)} intents" if self.config.model.intent else ""))
+                + (f", {len(self.intents) - 1} intents" if self.config.model.intent else ""))
 
 
 class AtisTask(TaggingTask):

@@ -219,9 +219,11 @@ class Trainer:
             "no checkpoint had been saved yet"
         if self.log is not None:
             self.log.write({"step": step, "kind": "stopped", "reason": what})
+        clip = self.config.train.clip_norm
+        hint = (f"a lower train.clip_norm (now {clip:g})" if clip > 0 else
+                "gradient clipping (train.clip_norm=1, off now)")
         raise TrainingStopped(f"training stopped at step {step}: the {what}, so nothing was "
-                              f"saved from this step; {kept}. Try a lower train.lr or "
-                              f"train.clip_norm.")
+                              f"saved from this step; {kept}. Try a lower train.lr or {hint}.")
 
     # ---- evaluation ----------------------------------------------------------------------
 
