@@ -191,6 +191,27 @@ def test_early_stop_and_length_penalty():
     assert [h.tokens for h in got[0]] == [[1] * 50, []]
 
 
+def test_early_stop_bound_lets_a_long_likely_hypothesis_win():
+    """With length_penalty > 0 a live beam's best possible score is its log-prob over the
+    *longest* length it can reach: bos -> eos 0.7 finishes first (score log 0.7 = -0.36), but
+    1 (0.3) then five steps of 1 at 0.99 and eos at 0.99 scores about -1.26 / 7 = -0.18. A bound
+    over the next length (-1.20 / 2 = -0.60 < -0.36) would stop after the first step."""
+    p_eos = {1: 0.7, 7: 0.99}  # P(eos) at each step call (else 0.01)
+
+    def step(tokens, calls):
+        calls = calls + 1
+        p = p_eos.get(int(calls[0]), 0.01)
+        lp = torch.log(torch.tensor([[p if v == EOS else (1 - p if v == 1 else 1e-9)
+                                      for v in range(4)]] * tokens.shape[0]))
+        return lp, calls
+
+    got = beam_search(step, torch.zeros(1), BOS, EOS, beam_size=2, max_len=10,
+                      length_penalty=1.0)
+    best = got[0][0]
+    assert best.tokens == [1] * 6
+    assert best.score == pytest.approx((math.log(0.3) + 5 * math.log(0.99) + math.log(0.99)) / 7)
+
+
 def test_ended_rows_are_fed_eos():
     inner, state = rnn(seed=2, sources=6)
     state = state._replace(h=3 * state.h)

@@ -91,6 +91,23 @@ def test_a_worse_validation_keeps_the_best_checkpoint(tmp_path):
     assert find_checkpoint(trainer.ckdir, "best").name == f"step-{best['step']:08d}"
 
 
+def test_value_then_norm_clipping_measures_the_norm_again():
+    """Both on: entries are clamped first, and the norm clip scales by the clamped gradient's
+    norm (the pre-clamp norm would over-shrink it)."""
+    p = torch.nn.Parameter(torch.zeros(4))
+    p.grad = torch.tensor([10.0, -10.0, 0.5, 0.1])
+    result = clip_gradients([p], max_norm=1.0, max_value=1.0)
+    assert result.by_value and result.by_norm
+    assert result.norm == pytest.approx(torch.tensor([10.0, -10.0, 0.5, 0.1]).norm().item())
+    clamped = torch.tensor([1.0, -1.0, 0.5, 0.1])
+    torch.testing.assert_close(p.grad, clamped / (clamped.norm() + 1e-6))
+    # clamped below the norm limit: no norm clip at all
+    p.grad = torch.tensor([10.0, 0.0, 0.0, 0.0])
+    result = clip_gradients([p], max_norm=2.0, max_value=1.0)
+    assert result.by_value and not result.by_norm
+    torch.testing.assert_close(p.grad, torch.tensor([1.0, 0.0, 0.0, 0.0]))
+
+
 def test_clipping_is_recorded_before_it_acts(tmp_path):
     model = torch.nn.Linear(3, 2)
     model(torch.randn(4, 3)).pow(2).sum().backward()
