@@ -297,6 +297,27 @@ def test_a_character_level_task_scores_bits_per_character(tmp_path):
     assert 0.5 * math.log(len(task.vocab)) < scores["nll"] < 2 * math.log(len(task.vocab))
 
 
+def test_evaluation_over_several_windows_equals_one_pass(tmp_path, monkeypatch):
+    """A split longer than one evaluation window is scored with the state carried from window to
+    window: the same NLL as one forward pass over the whole split."""
+    import torch.nn.functional as F
+
+    from rnnkit.tasks import language
+
+    path = tmp_path / "t.txt"
+    path.write_text("a b c d e\nb a d\n" * 30, encoding="utf-8")
+    task = LanguageModelTask(text_config(path, tmp_path / "run"))
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    ids = task.ids["valid"]
+    assert len(ids) > 2 * 4
+    with torch.no_grad():
+        logits, _ = model(ids[:-1].unsqueeze(0), None)
+        one_pass = F.cross_entropy(logits[0], ids[1:], reduction="mean").item()
+    monkeypatch.setattr(language, "EVAL_WINDOW", 4)
+    assert task.evaluate(model, "val")["nll"] == pytest.approx(one_pass, rel=1e-5)
+
+
 def test_a_resumed_run_carries_its_state_across_windows(text_run, tmp_path):
     """Stopped at step 60 (mid-pass: 13 windows per pass, so the carried state is not zero)
     and resumed to 150: the same weights, bit for bit, as the run straight to 150."""
