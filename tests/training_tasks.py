@@ -11,16 +11,18 @@ from rnnkit.tasks import Task
 
 
 class StepRegressor(nn.Module):
-    """x (N, T, 3) -> one recurrent layer (4 units) -> Linear -> (N, T), in float64."""
+    """x (N, T, 3) -> one recurrent layer (4 units) -> [dropout] -> Linear -> (N, T), in
+    float64. With ``dropout`` every training forward draws from torch's RNG."""
 
-    def __init__(self, cell: str) -> None:
+    def __init__(self, cell: str, dropout: float = 0.0) -> None:
         super().__init__()
         self.rnn = RecurrentNetwork(cell, 3, 4, batch_first=True, dtype=torch.float64)
+        self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(self.rnn.output_size, 1, dtype=torch.float64)
 
     def forward(self, x, state=None):
         out, state = self.rnn(x, state)
-        return self.head(out).squeeze(-1), state
+        return self.head(self.drop(out)).squeeze(-1), state
 
 
 class ToyTask(Task):
@@ -31,8 +33,9 @@ class ToyTask(Task):
     time_keys = ("x", "y")
 
     def __init__(self, config, *, cell="gru", n=8, T=12, resets=False, stream=False,
-                 nan_at_step=None, frozen_metric=False) -> None:
+                 nan_at_step=None, frozen_metric=False, dropout=0.0) -> None:
         super().__init__(config)
+        self.dropout = dropout
         g = torch.Generator().manual_seed(7)
         self.cell, self.stream = cell, stream
         self.sets = {"x": torch.randn(n, T, 3, generator=g, dtype=torch.float64),
@@ -45,7 +48,7 @@ class ToyTask(Task):
         return self.sets
 
     def build_model(self):
-        return StepRegressor(self.cell)
+        return StepRegressor(self.cell, self.dropout)
 
     def count(self, batch):
         return batch["y"].numel()
