@@ -222,6 +222,10 @@ class CTRNN(_Named):
         self.dt = dt
 
     def forward(self, input, hx=None, *, lengths=None, dt=None):
+        """As :meth:`RecurrentNetwork.forward`, plus ``dt``: with ``dt=None`` at construction,
+        the Δt of every step, laid out as ``input`` without its feature dimension (``(T, N)``,
+        ``(N, T)`` with ``batch_first``, or a ``PackedSequence`` like ``input``), each > 0;
+        None (and no other value) for a CTRNN built with a constant ``dt``."""
         if self.dt is not None:
             if dt is not None:
                 raise ValueError(f"dt: expected None, since this CTRNN has a constant "

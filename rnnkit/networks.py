@@ -56,7 +56,8 @@ class RecurrentNetwork(nn.Module):
         input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
         device, dtype: as in ``torch.nn.LSTM``.
         native: use torch's own kernel where the configuration is exactly one it computes
-            (except a GRU training on the CPU, where rnnkit's fused kernel is faster).
+            (except on the CPU, where a GRU or an Elman network runs rnnkit's op, faster:
+            see ``forward``).
         fused: elsewhere, use rnnkit's fused kernel where the cell has one (``rnnkit.kernels``);
             ``native=False, fused=False`` runs every layer through the reference ``scan``.
         side_size: features of a per-step side input appended to every layer's input (a
@@ -254,6 +255,32 @@ class RecurrentNetwork(nn.Module):
     _side_name = "side input"  # what error messages call the side input
 
     def forward(self, input, hx=None, *, lengths=None):
+        """Run the network over a batch of sequences: ``(output, h_n)``, as ``torch.nn.LSTM``.
+
+        Args:
+            input: ``(T, N, I)`` (``(N, T, I)`` with ``batch_first``), ``(T, I)`` unbatched, or a
+                ``PackedSequence``.
+            hx: the initial state, zeros if None: ``(D * num_layers, N, H)`` for a cell with one
+                state tensor (Elman, GRU, Jordan's ``(.., N, O)``, ...), a tuple of them for more
+                (LSTM ``(h_0, c_0)``; ``h_0`` is ``(.., N, proj_size)`` with a projection);
+                ``(D * num_layers, H)`` per tensor for an unbatched input. ``D`` is 2 if
+                bidirectional, else 1.
+            lengths: ``(N,)`` integer lengths of a right-padded ``input`` (each in ``[1, T]``):
+                outputs past a sequence's length are zero and its final state is taken at its
+                last step (the reverse direction starts there). Not with a ``PackedSequence``.
+
+        Returns:
+            ``output`` ``(T, N, D * H_out)`` (batch first with ``batch_first``; a
+            ``PackedSequence`` for one) and ``h_n``, laid out as ``hx``.
+
+        Which kernel runs: with ``native=True`` (the default) a configuration torch computes
+        (plain Elman, LSTM, GRU) runs torch's own kernel, except on the CPU where rnnkit's
+        compiled Elman and GRU ops are faster and run instead, and under ``torch.compile`` /
+        ``torch.export``, which trace rnnkit's registered ops; every other cell runs rnnkit's
+        fused op (``torch.ops.rnnkit.<cell>_sequence``), and ``fused=False`` the reference loop
+        (:func:`rnnkit.scan`) over the cell's ``step``. All give the same numbers to float
+        rounding.
+        """
         return self._run(input, hx, lengths, None)
 
     def _run(self, input, hx, lengths, side):

@@ -41,3 +41,15 @@ def test_example_configs_load():
     assert files
     for path in files:
         load_config(path)  # raises ConfigError naming the file and key
+
+
+@pytest.mark.parametrize("name", ["RNN", "LSTM", "GRU", "IRNN", "Jordan", "FullyRecurrent",
+                                  "Clockwork", "SCRN", "CTRNN", "RecurrentNetwork"])
+def test_every_facades_forward_documents_its_arguments(name):
+    """help(rnnkit.LSTM) shows what forward takes and returns, not nn.Module's generic text."""
+    import inspect
+
+    doc = inspect.getdoc(getattr(rnnkit, name).forward) or ""
+    assert "Define the computation" not in doc
+    for word in ("hx", "lengths", "output", "fused"):
+        assert word in doc or "RecurrentNetwork.forward" in doc, (name, word)

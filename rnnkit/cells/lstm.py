@@ -58,7 +58,8 @@ class LSTMCell(Cell):
     gate sees the *new* :math:`c_t`. ``peephole="diagonal"`` is the paper's form, one weight per
     unit (:math:`p \odot c`); ``peephole="full"`` uses full matrices (:math:`P_i c_{t-1}`,
     :math:`P_f c_{t-1}`, :math:`P_o c_t`), i.e. the memory cell is concatenated to the gates'
-    input. Any peephole or non-tanh activation leaves torch's kernel: networks run through scan.
+    input. Any peephole or non-tanh activation leaves torch's kernel: networks run rnnkit's fused
+    LSTM op (``torch.ops.rnnkit.lstm_sequence``, compiled C++ on the CPU) instead.
 
     Args:
         input_size: I.  hidden_size: H.  bias: if False, no biases.
