@@ -138,6 +138,29 @@ def test_batched_equals_each_source_alone(make):
     assert len({tuple(r[0].tokens) for r in got}) > 1
 
 
+@pytest.mark.parametrize("make", [rnn, table])
+def test_per_source_max_len_decodes_each_source_as_alone(make):
+    """max_len as a tensor: each source stops at its own limit, as it would decoded alone."""
+    step, state = make(seed=3, sources=4)[:2]
+    bos = torch.tensor([BOS, 1, BOS, 2])
+    limits = torch.tensor([2, 6, 1, 4])
+    beams = beam_search(step, state, bos, EOS, beam_size=3, max_len=limits, n_best=2)
+    greedies = greedy(step, state, bos, EOS, max_len=limits)
+    for n in range(4):
+        L = int(limits[n])
+        alone = beam_search(step, one(state, n), int(bos[n]), EOS, beam_size=3, max_len=L,
+                            n_best=2)[0]
+        assert [h.tokens for h in beams[n]] == [h.tokens for h in alone]
+        assert [h.score for h in beams[n]] == pytest.approx([h.score for h in alone], abs=1e-12)
+        assert all(len(h.tokens) <= L for h in beams[n])
+        assert greedies[n] == greedy(step, one(state, n), int(bos[n]), EOS, max_len=L)[0]
+    with pytest.raises(ValueError, match=r"max_len: expected an int or an integer tensor of "
+                                         r"shape \(4,\)"):
+        greedy(step, state, bos, EOS, max_len=torch.tensor([2, 3]))
+    with pytest.raises(ValueError, match="max_len: expected every limit >= 1, got 0"):
+        beam_search(step, state, bos, EOS, max_len=torch.tensor([2, 0, 1, 1]))
+
+
 def test_eos_stops_a_hypothesis_and_is_left_out():
     step, state, T = table(seed=4, sources=1)
     T[0, BOS] = torch.log(torch.tensor([0.01, 0.97, 0.01, 0.01], dtype=T.dtype))

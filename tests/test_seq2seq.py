@@ -229,6 +229,23 @@ def test_a_toy_reversal_task_trains_to_high_accuracy_and_draws_its_attention(
     assert capsys.readouterr().out == "f a d e  ->  e d a f\n"
 
 
+def test_decoding_a_split_sorted_by_length_keeps_its_order(tmp_path):
+    """decode() runs the sources longest first (chunks of similar lengths stop early) and
+    returns the outputs in the split's order: each equals that source decoded alone."""
+    task = ReverseTask(reverse_config(tmp_path / "run"))
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    data = task.sets["test"]
+    for beam in (1, 3):
+        outputs = task.decode(model, "test", beam_size=beam)
+        assert len(outputs) == len(data["lengths"])
+        for n in (0, 1, 7, len(outputs) - 1):
+            L = int(data["lengths"][n])
+            rows = {"source": data["source"][n:n + 1, :L], "lengths": data["lengths"][n:n + 1]}
+            with torch.no_grad():
+                assert [outputs[n]] == task.outputs(model, rows, beam), (beam, n)
+
+
 def test_a_task_without_attention_draws_nothing(tmp_path):
     task = ReverseTask(reverse_config(tmp_path / "run", attention="none"))
     torch.manual_seed(0)

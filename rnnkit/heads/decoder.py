@@ -105,10 +105,11 @@ class AttentionDecoder(nn.Module):
         return torch.stack(logits, 1), alphas
 
     @torch.no_grad()
-    def generate(self, state: dict, *, max_len: int, beam_size: int = 1,
+    def generate(self, state: dict, *, max_len, beam_size: int = 1,
                  length_penalty: float = 1.0) -> list[list[int]]:
         """The output token ids of every row of ``state`` (from :meth:`start`), without
-        ``<bos>``/``<eos>``: greedy for ``beam_size`` 1, else beam search."""
+        ``<bos>``/``<eos>``: greedy for ``beam_size`` 1, else beam search; ``max_len`` an int
+        or a LongTensor ``(N,)`` of each row's limit."""
         from .search import beam_search, greedy
 
         N = state["memory"].shape[0]

@@ -9,7 +9,9 @@ token and the state after it. ``state`` is any nesting of tuples, NamedTuples, l
 of tensors whose dim 0 indexes the B rows (None leaves are allowed); beam search reorders its
 rows with :func:`select_rows`. All decoders start from ``bos`` (one token per source, or one int
 for every source) and stop a row at ``eos``, which is never part of the returned tokens.
-``max_len`` bounds the number of step calls, so a result has at most ``max_len`` tokens.
+``max_len`` bounds the number of step calls, so a result has at most ``max_len`` tokens: one
+int for every source, or a LongTensor ``(N,)`` of each source's own limit (a batch then decodes
+each source exactly as it would alone).
 
 The decoders run under ``torch.no_grad()``; they return Python lists.
 """
@@ -120,6 +122,20 @@ def _check_eos(eos: int) -> int:
     return eos
 
 
+def _check_max_len(max_len, rows: int) -> Tensor:
+    """``max_len`` as a LongTensor ``(rows,)`` of per-source limits, each >= 1."""
+    if isinstance(max_len, Tensor):
+        if max_len.is_floating_point() or max_len.dtype == torch.bool or \
+                tuple(max_len.shape) != (rows,):
+            raise ValueError(f"max_len: expected an int or an integer tensor of shape ({rows},) "
+                             f"(one limit per source), got {max_len.dtype} of shape "
+                             f"{tuple(max_len.shape)}")
+        if rows and int(max_len.min()) < 1:
+            raise ValueError(f"max_len: expected every limit >= 1, got {int(max_len.min())}")
+        return max_len.long().cpu()
+    return torch.full((rows,), check_positive_int("max_len", max_len), dtype=torch.long)
+
+
 def _check_temperature(temperature: float) -> float:
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
         raise TypeError(f"temperature: expected a float >= 0, got {type(temperature).__name__}")
@@ -193,16 +209,16 @@ def _decode(step: Step, state: Any, bos: Tensor | int, eos: int, max_len: int,
     """The loop shared by greedy and sampling: ``choose`` maps log_probs (N, V) to tokens (N,).
     Rows that emitted eos are fed eos from then on and their outputs stay as they were."""
     eos = _check_eos(eos)
-    check_positive_int("max_len", max_len)
     tokens = _check_bos(bos, state)  # (N,)
+    limit = _check_max_len(max_len, tokens.shape[0]).to(tokens.device)  # (N,)
     _check_state_rows(state, tokens.shape[0])
     done = torch.zeros_like(tokens, dtype=torch.bool)  # (N,)
     emitted = []  # max_len x (N,), eos where a row has ended
-    for _ in range(max_len):
+    for t in range(1, int(limit.max()) + 1):
         log_probs, state = _call_step(step, tokens, state, eos)
         tokens = choose(log_probs).masked_fill(done, eos)  # (N,)
         emitted.append(tokens)
-        done = done | (tokens == eos)
+        done = done | (tokens == eos) | (limit <= t)  # a row at its limit has written it all
         if bool(done.all()):
             break
     out = []
@@ -212,7 +228,8 @@ def _decode(step: Step, state: Any, bos: Tensor | int, eos: int, max_len: int,
 
 
 @torch.no_grad()
-def greedy(step: Step, state: Any, bos: Tensor | int, eos: int, max_len: int) -> list[list[int]]:
+def greedy(step: Step, state: Any, bos: Tensor | int, eos: int,
+           max_len: int | Tensor) -> list[list[int]]:
     """The argmax token at each step, for a batch of N sources (``bos`` LongTensor (N,) or an
     int); a row stops at ``eos`` (left out) or after ``max_len`` tokens."""
     return _decode(step, state, bos, eos, max_len, lambda lp: lp.argmax(-1))
@@ -224,7 +241,7 @@ def sample(
     state: Any,
     bos: Tensor | int,
     eos: int,
-    max_len: int,
+    max_len: int | Tensor,
     *,
     temperature: float = 1.0,
     top_k: int | None = None,
@@ -251,7 +268,7 @@ def beam_search(
     eos: int,
     *,
     beam_size: int = 5,
-    max_len: int = 50,
+    max_len: int | Tensor = 50,
     length_penalty: float = 1.0,
     n_best: int = 1,
 ) -> list[list[Hypothesis]]:
@@ -265,7 +282,8 @@ def beam_search(
     Each step, a source with m live beams keeps the m best extensions of them; those ending in
     ``eos`` are finished and take a beam slot with them, so a source holds m = K - (number
     finished) live beams and is done when all K have finished (with beam_size 1 this is greedy).
-    At ``max_len`` the remaining live beams are finished as they are. A finished hypothesis
+    At ``max_len`` (each source's own, for a tensor) the remaining live beams are finished as
+    they are. A finished hypothesis
     scores ``log_prob / len**length_penalty``, ``len`` counting its tokens and eos (0: the raw
     log-prob).
 
@@ -277,7 +295,6 @@ def beam_search(
     """
     eos = _check_eos(eos)
     K = check_positive_int("beam_size", beam_size)
-    check_positive_int("max_len", max_len)
     check_positive_int("n_best", n_best)
     if n_best > K:
         raise ValueError(f"n_best: expected an int <= beam_size ({K}), got {n_best}")
@@ -287,6 +304,7 @@ def beam_search(
     alpha = float(length_penalty)
     bos = _check_bos(bos, state)  # (N,)
     N = bos.shape[0]
+    limits = _check_max_len(max_len, N).tolist()  # each source's max_len
     _check_state_rows(state, N)
     device = bos.device
 
@@ -302,7 +320,7 @@ def beam_search(
     def finish(n: int, toks: list[int], log_prob: float, length: int) -> None:
         finished[n].append(Hypothesis(toks, log_prob / length**alpha, log_prob))
 
-    for t in range(1, max_len + 1):
+    for t in range(1, max(limits) + 1):
         log_probs, state = _call_step(step, tokens, state, eos)  # (N*K, V)
         V = log_probs.shape[1]
         if scores is None:
@@ -327,20 +345,26 @@ def beam_search(
 
         # early stop: drop the live beams of sources whose n_best-th hypothesis cannot be beaten
         top_live = scores.max(1).values.tolist()  # (N,)
-        # a live beam finishes with a length in [t + 1, max_len] (max_len if t is max_len);
-        # lp / L**alpha with lp <= 0 is largest at the longest L if alpha >= 0, else the shortest
-        length = max_len if alpha >= 0 else min(t + 1, max_len)
+        at_limit = [n for n in range(N) if limits[n] == t and math.isfinite(top_live[n])]
+        if at_limit:  # a source's max_len reached: its live beams finish as they are
+            hist, lps = history.tolist(), scores.tolist()
+            for n in at_limit:
+                for j in range(K):
+                    if math.isfinite(lps[n][j]):
+                        finish(n, hist[n][j], lps[n][j], t)
+                scores[n] = -math.inf
+                live[n] = 0
         for n in range(N):
-            if len(finished[n]) >= n_best and math.isfinite(top_live[n]):
-                kth = sorted(h.score for h in finished[n])[-n_best]
-                if top_live[n] / length**alpha < kth:
-                    scores[n] = -math.inf
-                    live[n] = 0
+            if limits[n] <= t or len(finished[n]) < n_best or not math.isfinite(top_live[n]):
+                continue
+            # a live beam finishes with a length in [t + 1, its max_len]; lp / L**alpha with
+            # lp <= 0 is largest at the longest L if alpha >= 0, else the shortest
+            length = limits[n] if alpha >= 0 else t + 1
+            kth = sorted(h.score for h in finished[n])[-n_best]
+            if top_live[n] / length**alpha < kth:
+                scores[n] = -math.inf
+                live[n] = 0
         if not bool(torch.isfinite(scores).any()):
             break
-    else:  # max_len reached: the live beams finish as they are
-        hist, lps = history.tolist(), scores.tolist()
-        for n, j in torch.isfinite(scores).nonzero().tolist():
-            finish(n, hist[n][j], lps[n][j], max_len)
 
     return [sorted(f, key=lambda h: -h.score)[:n_best] for f in finished]

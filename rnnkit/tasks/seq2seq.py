@@ -30,9 +30,9 @@ from .base import Task, in_chunks
 SPLITS = {"train": "train", "val": "valid", "test": "test"}
 
 
-def max_output(source_length: int, limit: int = 0) -> int:
-    """The longest output allowed for a source of this length: ``limit`` (``model.max_length``)
-    if set, else twice the source's length plus 10."""
+def max_output(source_length, limit: int = 0):
+    """The longest output allowed for a source of this length (an int, or a tensor of lengths):
+    ``limit`` (``model.max_length``) if set, else twice the source's length plus 10."""
     return limit or 2 * source_length + 10
 
 
@@ -100,10 +100,13 @@ class Seq2SeqTask(Task):
 
     input_keys = ("source", "lengths")  # what the model reads to start decoding
 
-    def start(self, model, rows: dict) -> tuple[dict, int]:
-        """The decoder's start state for a chunk of rows, and the longest output allowed."""
+    def start(self, model, rows: dict) -> tuple[dict, Tensor | int]:
+        """The decoder's start state for a chunk of rows, and the longest output each row may
+        write (``(N,)``: each source's own limit, so a row decodes as it would alone)."""
         state = model.encode(rows["source"], rows["lengths"])
-        return state, max_output(int(rows["lengths"].max()), self.config.model.max_length)
+        limit = self.config.model.max_length
+        return state, (torch.full_like(rows["lengths"], limit) if limit
+                       else max_output(rows["lengths"]))
 
     def outputs(self, model, rows: dict, beam_size: int) -> list[list[str]]:
         """The output tokens of every row of ``rows`` (on the model's device)."""
@@ -119,8 +122,18 @@ class Seq2SeqTask(Task):
             beam_size = self.config.model.beam_size if split == "test" else 1
         model.eval()
         data = {k: self.sets[SPLITS[split]][k] for k in self.input_keys}
+        # longest sources first: a chunk decodes up to its longest source's output limit, so
+        # chunks of similar lengths stop early (an untrained model writes every output to it)
+        n = len(next(iter(data.values())))
+        order = (torch.argsort(data["lengths"], descending=True, stable=True)
+                 if "lengths" in data else torch.arange(n))
+        data = {k: v[order] for k, v in data.items()}
         parts = in_chunks(lambda rows: self.outputs(model, rows, beam_size), data, model, 256)
-        return [tokens for part in parts for tokens in part]
+        outputs = [tokens for part in parts for tokens in part]
+        result: list = [None] * len(outputs)
+        for i, tokens in zip(order.tolist(), outputs, strict=True):
+            result[i] = tokens
+        return result
 
     def references(self, split: str) -> list[list[list[str]]]:
         return [refs for _, refs in self.splits[SPLITS[split]]]
