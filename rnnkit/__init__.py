@@ -32,6 +32,7 @@ from .family import CTRNN, GRU, IRNN, LSTM, RNN, SCRN, Clockwork, FullyRecurrent
 from .functional import scan
 from .layers import Bidirectional, Recurrent, Stacked
 from .networks import RecurrentNetwork
+from .trained import Trained, load
 
 __version__ = "0.1.0"
 
@@ -45,4 +46,6 @@ __all__ = [
     "SCRNState", "irnn", "peephole_lstm", "cell_names", "get_cell", "make_cell", "register_cell",
     # the loop and the layers
     "scan", "Recurrent", "Bidirectional", "Stacked",
+    # a run trained by the CLI
+    "load", "Trained",
 ]

@@ -181,11 +181,25 @@ class ClassificationTask(Task):
         """The label of one text and every label's probability."""
         if self.kind != "text":
             raise ValueError(f"text: the {self.name} task classifies series, not text")
+        return self.classify(model, [text])[0]
+
+    def classify(self, model, xs: list) -> list[tuple[str, dict[str, float]]]:
+        """``(label, {label: probability})`` of each input: texts, or series ``(T, C)`` of
+        raw (unstandardised) features for a series task."""
+        if self.kind == "series":
+            C = len(self.state_["mean"])
+            for n, x in enumerate(xs):
+                if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != C:
+                    got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+                    raise ValueError(f"x[{n}]: expected a float tensor (T, {C}) (steps, "
+                                     f"channels), got {got}")
+            xs = [x.float() for x in xs]
         device = next(model.parameters()).device
-        x, lengths = self.encode([text])
-        scores = model(x.to(device), lengths.to(device))["scores"][0]
-        probs = torch.softmax(scores, -1).tolist()
-        return self.labels[int(scores.argmax())], dict(zip(self.labels, probs, strict=True))
+        x, lengths = self.encode(xs)
+        with torch.no_grad():
+            probs = torch.softmax(model(x.to(device), lengths.to(device))["scores"], -1)
+        return [(self.labels[int(p.argmax())], dict(zip(self.labels, p.tolist(), strict=True)))
+                for p in probs]
 
     def describe(self):
         sizes = ", ".join(f"{len(items)} {split}" for split, items in self.splits.items())
