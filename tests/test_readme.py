@@ -1,0 +1,45 @@
+"""The README's Python snippets run, in order, in one namespace (as a reader pastes them into
+one session): a snippet that stops working fails here. The one that loads ``runs/atis`` (what
+``make demo`` trains) reads a short run of the demo's own configuration made here."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+def python_blocks() -> list[tuple[int, str]]:
+    """``(line, code)`` of every fenced ```python block of the README."""
+    text = README.read_text(encoding="utf-8")
+    return [(text[: m.start()].count("\n") + 2, m.group(1))
+            for m in re.finditer(r"^```python\n(.*?)^```", text, flags=re.S | re.M)]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """A 5-step run of the demo's configuration in <tmp>/runs/atis."""
+    from rnnkit.atis_demo import demo_config
+    from rnnkit.run import run_train
+
+    root = tmp_path_factory.mktemp("readme")
+    cfg = demo_config(str(root / "runs" / "atis"))
+    cfg.train.max_steps, cfg.train.eval_every, cfg.run.checkpoint_every = 5, 5, 5
+    cfg.run.progress = cfg.run.plots = False
+    run_train(cfg, print_fn=lambda _line: None, tables=False)
+    return root
+
+
+def test_the_readme_has_python_snippets():
+    assert len(python_blocks()) >= 5
+
+
+def test_every_python_snippet_runs(demo_run, monkeypatch, capsys):
+    monkeypatch.chdir(demo_run)
+    namespace: dict = {"__name__": "readme"}
+    for line, code in python_blocks():
+        try:
+            exec(compile(code, f"README.md:{line}", "exec"), namespace)
+        except Exception as e:  # noqa: BLE001 (name the snippet, then fail)
+            pytest.fail(f"the README snippet at line {line} failed: {type(e).__name__}: {e}")
