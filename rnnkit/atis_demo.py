@@ -35,6 +35,9 @@ def demo_config(out: str = "runs/atis") -> Config:
     t = cfg.train
     t.optimizer, t.lr, t.schedule, t.clip_norm = "adam", 3e-3, "cosine", 5.0
     t.max_steps, t.eval_every = 2800, 280
+    # float sums depend on how many threads split them: a fixed count makes the seed's numbers
+    # the same on every machine with the same kind of CPU (tests/test_readme.py checks a rerun)
+    t.threads = 2
     cfg.run.out, cfg.run.checkpoint_every = out, 280
     return cfg
 

@@ -27,8 +27,8 @@ def demo_run(tmp_path_factory):
     cfg = demo_config(str(root / "runs" / "atis"))
     cfg.train.max_steps, cfg.train.eval_every, cfg.run.checkpoint_every = 5, 5, 5
     cfg.run.progress = cfg.run.plots = False
-    run_train(cfg, print_fn=lambda _line: None, tables=False)
-    return root
+    summary = run_train(cfg, print_fn=lambda _line: None, tables=False)
+    return root, summary
 
 
 def test_the_readme_has_python_snippets():
@@ -36,10 +36,26 @@ def test_the_readme_has_python_snippets():
 
 
 def test_every_python_snippet_runs(demo_run, monkeypatch, capsys):
-    monkeypatch.chdir(demo_run)
+    monkeypatch.chdir(demo_run[0])
     namespace: dict = {"__name__": "readme"}
     for line, code in python_blocks():
         try:
             exec(compile(code, f"README.md:{line}", "exec"), namespace)
         except Exception as e:  # noqa: BLE001 (name the snippet, then fail)
             pytest.fail(f"the README snippet at line {line} failed: {type(e).__name__}: {e}")
+
+
+def test_the_demo_prints_the_same_numbers_again(demo_run, tmp_path):
+    """The demo's seed and thread count (2) fix its numbers: a second run of the same
+    configuration scores the same, to the last bit."""
+    from rnnkit.atis_demo import demo_config
+    from rnnkit.run import run_train
+
+    cfg = demo_config(str(tmp_path / "again"))
+    assert cfg.train.threads == 2 and cfg.train.seed == 0
+    cfg.train.max_steps, cfg.train.eval_every, cfg.run.checkpoint_every = 5, 5, 5
+    cfg.run.progress = cfg.run.plots = False
+    again = run_train(cfg, print_fn=lambda _line: None, tables=False)
+    first = demo_run[1]
+    assert (again["test"]["f1"], again["test"]["intent_accuracy"], again["best"]) == \
+        (first["test"]["f1"], first["test"]["intent_accuracy"], first["best"])
