@@ -23,7 +23,8 @@
 // own forward's); active (T, N, H) bool: A_t per unit where some step is not batch-uniform (t0
 // not the same for all sequences, or some padding), all False otherwise, as the pure-torch loop
 // keeps it. The backward here does not read it: it makes A_t again from t0 and valid (N g
-// numbers a step, on the host), and the runs with it.
+// numbers a step, on the host), and the runs with it. The inference op keeps neither: its
+// outputs ys are its slot buffer (h_0 read in place, padded rows zeroed after the loop).
 //
 // Backward, going back over the steps from d = dL/dh_T (d the gradient of the carried h_t, e
 // with its output's):
