@@ -13,9 +13,17 @@ made from ``periods`` (``H / len(periods)`` units a module), as the cell makes i
 periods, activation, reverse) -> (ys (T, N, H), h_T, t_T (N, 1), xs (T + 1, N, H), active
 (T, N, H) bool)``: the carried-state slot buffer and the activity mask :math:`A` (all False,
 unused, where every step is fast) for ``clockwork_sequence_backward``, which makes the fast
-steps' runs again from ``t0`` and ``valid``. Derivation and loops (the pure-torch
-implementation): :mod:`rnnkit.kernels.clockwork`; frame, autograd and fallback:
-:mod:`rnnkit.ops._wiring`.
+steps' runs again from ``t0`` and ``valid``.
+
+Two implementations. On the CPU a compiled C++ loop (``rnnkit/csrc/clockwork.cpp``: at each step
+one GEMM per run of modules active in some sequence, over those rows of :math:`W_{hh} \odot M`
+only, and one vectorised pass); elsewhere (CUDA, or where the C++ did not build) the pure-torch
+loops of :mod:`rnnkit.kernels.clockwork` (derivation there). Same outputs and gradients; their
+saved buffers differ in one point: with tanh the pure-torch ``xs`` holds :math:`\sigma = (h + 1)
+/ 2` (its sigmoid trick, torch's CPU tanh being slow), the C++ ``xs`` holds :math:`h` itself
+(``at::vec``'s tanh), so each backward reads only its own forward's buffers. ``active`` has the
+same content in both; the C++ backward does not read it (it makes :math:`A` again from ``t0``
+and ``valid``). Frame, autograd and fallback: :mod:`rnnkit.ops._wiring`.
 """
 
 from __future__ import annotations
@@ -75,7 +83,9 @@ def _fake(us, h0, t0, w_hh, b_hh, valid, periods, activation, reverse):
 
 
 def register() -> None:
-    """No C++ loop: the pure-torch implementation, on the CPU and CUDA."""
+    """Fakes, autograd, and the pure-torch implementation where no compiled one registered
+    first (CUDA; the CPU when the C++ loop of ``csrc/clockwork.cpp`` did not build or
+    ``RNNKIT_KERNELS=python``)."""
     _wiring.register("clockwork_sequence", reference=reference, fake=_fake,
                      python_forward=_python_forward, python_backward=_python_backward)
 

@@ -1,0 +1,487 @@
+// rnnkit::clockwork_sequence and its backward on the CPU: the Clockwork RNN (Koutnik et al. 2014)
+// as one op.
+//
+// Forward (step t in the order the direction visits them; m_t marks the sequences still running;
+// g modules of B = H / g units, module k with period P_k; M the block mask, M[i, j] = [P_j >= P_i]
+// for units i, j, so W~ = W_hh * M is block upper-triangular for increasing periods):
+//   c_t = t0 + k_t   (k_t the valid steps visited before step t: an exact count, added once)
+//   A_t[n, k] = m_t[n] and round(c_t[n]) mod P_k == 0   (per sequence and module, on the host)
+//   z_t = u_t + b_hh + W~ h_{t-1},  h_t = A_t phi(z_t) + (1 - A_t) h_{t-1},  y_t = m_t h_t
+//   t_T = t0 + sum_t m_t
+// (phi tanh, sigmoid, relu or identity). Only the modules active in some sequence at step t are
+// computed (the paper's saving: a slow module costs nothing at its inactive steps): for each run
+// [lo, hi) of consecutive such modules' units, one GEMM z[:, lo:hi] = h_{t-1}[:, c:]
+// W~[lo:hi, c:]^T over the columns c.. the run reads (c = lo for increasing periods: a module
+// reads the modules at least as slow as itself) into the after-slot; then one parallel pointwise
+// pass adds u_t + b_hh and applies phi where the sequence's module is active, copies h_{t-1}
+// elsewhere, and writes y_t. With periods 1, 2, 4, ... the active modules are a prefix: a step is
+// one GEMM over the first rows of W~ (on average under half of it) and the pass.
+//
+// Saved: xs (T + 1, N, H) the slots of the carried state h (h itself for every activation: the
+// pure-torch loop keeps sigma = (h + 1) / 2 there with tanh, for its sigmoid trick; at::vec's
+// tanh needs none, so the two implementations' xs differ with tanh and each backward reads its
+// own forward's); active (T, N, H) bool: A_t per unit where some step is not batch-uniform (t0
+// not the same for all sequences, or some padding), all False otherwise, as the pure-torch loop
+// keeps it. The backward here does not read it: it makes A_t again from t0 and valid (N g
+// numbers a step, on the host), and the runs with it. The inference op keeps neither: its
+// outputs ys are its slot buffer (h_0 read in place, padded rows zeroed after the loop).
+//
+// Backward, going back over the steps from d = dL/dh_T (d the gradient of the carried h_t, e
+// with its output's):
+//   e = d + m_t dy_t,  dz_t = A_t e phi'(h_t)   (from the output: 1 - h^2, h (1 - h), [h > 0], 1)
+//   d_{t-1} = (1 - A_t) e + W~^T dz_t   (one pass, then one GEMM per run of the step:
+//                                        d[:, c:] += dz_t[:, lo:hi] W~[lo:hi, c:])
+// then over all T N rows: du = dz, dW_hh = M * sum_t dz_t h_{t-1}^T (one GEMM per module's rows,
+// over the columns it reads and the steps where it is active in some sequence), db_hh = sum dz,
+// dh_0 = d, dt_0 = dt_T (round has zero derivative and t -> t + 1 is the identity).
+#include <torch/library.h>
+
+#include <cmath>
+#include <optional>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "recurrence.h"
+
+namespace rnnkit {
+namespace {
+
+enum class Act { tanh, sigmoid, relu, identity };
+
+Act act_kind(c10::string_view a) {
+  if (a == "tanh") return Act::tanh;
+  if (a == "sigmoid") return Act::sigmoid;
+  if (a == "relu") return Act::relu;
+  TORCH_CHECK_VALUE(a == "identity", "activation: expected tanh, sigmoid, relu or identity, got ",
+                    a);
+  return Act::identity;
+}
+
+// f(std::integral_constant<Act, a>{}): the pointwise loops compiled once per activation.
+template <typename F>
+void with_act(Act a, const F& f) {
+  switch (a) {
+    case Act::tanh: return f(std::integral_constant<Act, Act::tanh>{});
+    case Act::sigmoid: return f(std::integral_constant<Act, Act::sigmoid>{});
+    case Act::relu: return f(std::integral_constant<Act, Act::relu>{});
+    case Act::identity: return f(std::integral_constant<Act, Act::identity>{});
+  }
+}
+
+template <typename s>
+inline s relu(s v) { return std::isnan(v) ? v : (v > s(0) ? v : s(0)); }
+template <typename s>
+inline Vec<s> relu(const Vec<s>& v) { return at::vec::maximum(v, Vec<s>(s(0))); }
+template <typename s>
+inline s if_positive(s h, s e) { return h > s(0) ? e : s(0); }  // e [h > 0]
+template <typename s>
+inline Vec<s> if_positive(const Vec<s>& h, const Vec<s>& e) {
+  return Vec<s>::blendv(Vec<s>(s(0)), e, h > Vec<s>(s(0)));
+}
+
+template <Act a, typename V>
+inline V phi(const V& z) {
+  if constexpr (a == Act::tanh) return tanh_(z);
+  else if constexpr (a == Act::sigmoid) return sigm(z);
+  else if constexpr (a == Act::relu) return relu(z);
+  else return z;
+}
+
+// e phi'(z), from the output h = phi(z)
+template <Act a, typename V>
+inline V times_phi_prime(const V& e, const V& h) {
+  if constexpr (a == Act::tanh) return e * (V(1) - h * h);
+  else if constexpr (a == Act::sigmoid) return e * (h - h * h);
+  else if constexpr (a == Act::relu) return if_positive(h, e);
+  else return e;
+}
+
+// What the host knows before the loop: which module of which sequence is active at each step,
+// the runs of consecutive modules active in some sequence at each step, and what each module
+// reads.
+struct Clock {
+  int64_t g = 0, B = 0, H = 0;
+  std::vector<char> act;              // (T, N, g): A_t[n, k]
+  std::vector<int64_t> first;         // runs of step t: runs[first[t]] .. runs[first[t + 1] - 1]
+  std::vector<std::pair<int64_t, int64_t>> runs;  // modules [a, b)
+  std::vector<int64_t> reads;         // per module: the first module it reads (M's first 1)
+  std::vector<int64_t> n_valid;       // per sequence: its valid steps
+  bool uniform = false;               // t0 the same for all sequences and nothing padded
+
+  // the first unit column that run [a, b) reads
+  int64_t column(int64_t a, int64_t b) const {
+    int64_t c = reads[a];
+    for (int64_t k = a + 1; k < b; ++k) c = std::min(c, reads[k]);
+    return c * B;
+  }
+};
+
+template <typename scalar_t>
+Clock make_clock(const scalar_t* t0, const Mask& mask, const Steps& st, c10::IntArrayRef periods,
+                 int64_t N, int64_t H) {
+  Clock c;
+  const int64_t T = st.T, g = static_cast<int64_t>(periods.size());
+  c.g = g;
+  c.B = H / g;
+  c.H = H;
+  std::vector<scalar_t> P(g);  // (in the state's dtype, as the cell's buffers)
+  for (int64_t k = 0; k < g; ++k) P[k] = scalar_t(periods[k]);
+  c.reads.resize(g);
+  for (int64_t k = 0; k < g; ++k) {
+    int64_t j = 0;
+    while (j < g && !(P[j] >= P[k])) ++j;
+    c.reads[k] = std::min(j, k);
+  }
+  c.act.assign(T * N * g, 0);
+  c.n_valid.assign(N, 0);
+  bool padded = false;
+  for (int64_t i = 0; i < T; ++i) {
+    const int64_t t = st.forward_step(i);
+    padded = padded || mask.any_padded(t);
+    const char* prev = nullptr;  // the last row made, and its rounded counter
+    scalar_t prev_count = 0;
+    for (int64_t n = 0; n < N; ++n) {
+      if (!mask.counts(t, n, N)) continue;
+      char* row = c.act.data() + (t * N + n) * g;
+      const scalar_t count = std::nearbyint(t0[n] + scalar_t(c.n_valid[n]));
+      if (prev && count == prev_count) {
+        std::copy(prev, prev + g, row);
+      } else {
+        for (int64_t k = 0; k < g; ++k) row[k] = std::fmod(count, P[k]) == scalar_t(0);
+        prev = row;
+        prev_count = count;
+      }
+      ++c.n_valid[n];
+    }
+  }
+  c.first.assign(T + 1, 0);
+  std::vector<char> any(g);
+  for (int64_t t = 0; t < T; ++t) {
+    std::fill(any.begin(), any.end(), 0);
+    for (int64_t n = 0; n < N; ++n) {
+      const char* row = c.act.data() + (t * N + n) * g;
+      for (int64_t k = 0; k < g; ++k) any[k] |= row[k];
+    }
+    for (int64_t k = 0; k < g;) {
+      if (!any[k]) {
+        ++k;
+        continue;
+      }
+      int64_t b = k + 1;
+      while (b < g && any[b]) ++b;
+      c.runs.emplace_back(k, b);
+      k = b;
+    }
+    c.first[t + 1] = static_cast<int64_t>(c.runs.size());
+  }
+  c.uniform = N > 0 && !padded;
+  for (int64_t n = 1; n < N && c.uniform; ++n) c.uniform = t0[n] == t0[0];
+  return c;
+}
+
+// Zero the blocks of the (H, H) matrix w (contiguous) where M is 0 (module j's columns in module
+// k's rows where P_j < P_k).
+template <typename scalar_t>
+void zero_unread(at::Tensor& w, c10::IntArrayRef periods) {
+  const int64_t H = w.size(0), g = static_cast<int64_t>(periods.size()), B = H / g;
+  scalar_t* p = w.data_ptr<scalar_t>();
+  for (int64_t k = 0; k < g; ++k)
+    for (int64_t j = 0; j < g; ++j) {
+      if (scalar_t(periods[j]) >= scalar_t(periods[k])) continue;
+      for (int64_t r = k * B; r < (k + 1) * B; ++r)
+        std::fill(p + r * H + j * B, p + r * H + (j + 1) * B, scalar_t(0));
+    }
+}
+
+// The per-step products of the runs: forward z[:, lo:hi] = h[:, c:] W~[lo:hi, c:]^T, backward
+// d[:, c:] += dz[:, lo:hi] W~[lo:hi, c:], plain GEMMs on views (no copies). Not recurrence.h's
+// Product: a run's packed oneDNN weight measured slower here, not faster (float32, H = 512,
+// N = 32, periods 1, 2, 4, 8, 2-core AVX-512: forward 8.2 vs 4.5 ms at T = 50 with 2 threads,
+// 10.4 vs 6.2 ms with 1; backward no better). The runs' products are at most H wide (Product's
+// gain was measured on the LSTM's 4H) and a run is used at only some of the steps, so a packed
+// weight (about two products to make) per run does not pay.
+class RunProducts {
+ public:
+  RunProducts(const at::Tensor& w, const Clock& clock) : w_(w), clock_(clock) {}
+
+  // forward: out (N, hi - lo) = h[:, c:] W~[lo:hi, c:]^T
+  void forward(const at::Tensor& out_slot, const at::Tensor& h, int64_t a, int64_t b) const {
+    const int64_t B = clock_.B, c = clock_.column(a, b), H = clock_.H;
+    at::Tensor out = out_slot.narrow(1, a * B, (b - a) * B);
+    at::mm_out(out, h.narrow(1, c, H - c), block(a, b, c).t());
+  }
+  // backward: d[:, c:] += dz[:, lo:hi] W~[lo:hi, c:]
+  void backward(const at::Tensor& d, const at::Tensor& dz, int64_t a, int64_t b) const {
+    const int64_t B = clock_.B, c = clock_.column(a, b), H = clock_.H;
+    d.narrow(1, c, H - c).addmm_(dz.narrow(1, a * B, (b - a) * B), block(a, b, c));
+  }
+
+ private:
+  at::Tensor block(int64_t a, int64_t b, int64_t c) const {  // W~[lo:hi, c:]
+    return w_.narrow(0, a * clock_.B, (b - a) * clock_.B).narrow(1, c, clock_.H - c);
+  }
+
+  at::Tensor w_;
+  const Clock& clock_;
+};
+
+void check_args(const at::Tensor& us, const at::Tensor& h0, const at::Tensor& t0,
+                const at::Tensor& w_hh, const std::optional<at::Tensor>& b_hh,
+                c10::IntArrayRef periods) {
+  TORCH_CHECK(us.dim() == 3, "us: expected (T, N, H), got ", us.sizes());
+  const int64_t N = us.size(1), H = us.size(2), g = static_cast<int64_t>(periods.size());
+  TORCH_CHECK_VALUE(g > 0 && H % g == 0, "periods: expected as many modules as divide H = ", H,
+                    " into equal ones, got ", g, " (", periods, ")");
+  TORCH_CHECK(h0.dim() == 2 && h0.size(0) == N && h0.size(1) == H, "h0: expected (", N, ", ", H,
+              "), got ", h0.sizes());
+  TORCH_CHECK(t0.dim() == 2 && t0.size(0) == N && t0.size(1) == 1, "t0: expected (", N,
+              ", 1), got ", t0.sizes());
+  TORCH_CHECK(w_hh.dim() == 2 && w_hh.size(0) == H && w_hh.size(1) == H, "w_hh: expected (", H,
+              ", ", H, "), got ", w_hh.sizes());
+  TORCH_CHECK(!b_hh || (b_hh->dim() == 1 && b_hh->size(0) == H), "b_hh: expected (", H,
+              "), got ", b_hh ? b_hh->sizes() : c10::IntArrayRef{});
+  for (const at::Tensor* t : {&h0, &t0, &w_hh}) {
+    TORCH_CHECK(t->scalar_type() == us.scalar_type() && t->device() == us.device(),
+                "clockwork_sequence: expected every tensor in us's dtype and on its device");
+  }
+  TORCH_CHECK(!b_hh || (b_hh->scalar_type() == us.scalar_type() && b_hh->device() == us.device()),
+              "clockwork_sequence: expected every tensor in us's dtype and on its device");
+}
+
+// g laid out as torch.empty_like(input) (what the backward's fake says)
+at::Tensor like_input(const at::Tensor& g, const at::Tensor& input) {
+  if (g.strides() == input.strides()) return g;
+  at::Tensor want = at::empty_like(input);
+  return g.strides() == want.strides() ? g : want.copy_(g);
+}
+
+// save: the op (xs, active kept, ys written by the pass); else the inference op (ys is the slot
+// buffer, its padded rows zeroed after the loop).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forward(
+    bool save, const at::Tensor& us, const at::Tensor& h0, const at::Tensor& t0,
+    const at::Tensor& w_hh, const std::optional<at::Tensor>& b_hh,
+    const std::optional<at::Tensor>& valid, c10::IntArrayRef periods,
+    c10::string_view activation, bool reverse) {
+  check_args(us, h0, t0, w_hh, b_hh, periods);
+  const int64_t T = us.size(0), N = us.size(1), H = us.size(2);
+  const int64_t g = static_cast<int64_t>(periods.size()), B = H / g;
+  const Act act = act_kind(activation);
+  Steps st{T, reverse};
+  std::optional<at::Tensor> vc;
+  if (valid.has_value()) vc = valid->contiguous();
+  Mask mask(vc, T, N);
+  const auto opts = us.options();
+  at::Tensor u = us.contiguous(), h0c = h0.contiguous(), t0c = t0.contiguous();
+  at::Tensor bias = b_hh.has_value() ? b_hh->contiguous() : at::zeros({H}, opts);
+  at::Tensor w = w_hh.clone(at::MemoryFormat::Contiguous);  // W~ below
+  at::Tensor ys = at::empty({T, N, H}, opts);
+  at::Tensor xs = save ? at::empty({T + 1, N, H}, opts) : absent(us);
+  at::Tensor active = save ? at::zeros({T, N, H}, opts.dtype(at::kBool)) : absent(us);
+  at::Tensor t_T = at::empty({N, 1}, opts);
+  at::Tensor h_T;
+  if (save) xs.select(0, st.first()).copy_(h0c);
+  AT_DISPATCH_FLOATING_TYPES(us.scalar_type(), "clockwork_sequence", [&] {
+    zero_unread<scalar_t>(w, periods);
+    const scalar_t* t0p = t0c.data_ptr<scalar_t>();
+    const Clock clock = make_clock<scalar_t>(t0p, mask, st, periods, N, H);
+    scalar_t* tTp = t_T.data_ptr<scalar_t>();
+    for (int64_t n = 0; n < N; ++n) tTp[n] = t0p[n] + scalar_t(clock.n_valid[n]);
+    const RunProducts products(w, clock);
+    const scalar_t* up = u.data_ptr<scalar_t>();
+    const scalar_t* bp = bias.data_ptr<scalar_t>();
+    scalar_t* ysp = ys.data_ptr<scalar_t>();
+    at::Tensor before = save ? xs.select(0, st.first()) : h0c;
+    with_act(act, [&](auto kind) {
+      constexpr Act a = decltype(kind)::value;
+      for (int64_t i = 0; i < T; ++i) {
+        const int64_t t = st.forward_step(i);
+        at::Tensor after = save ? xs.select(0, t + st.off_out()) : ys.select(0, t);
+        for (int64_t r = clock.first[t]; r < clock.first[t + 1]; ++r)
+          products.forward(after, before, clock.runs[r].first, clock.runs[r].second);
+        const scalar_t* in = before.data_ptr<scalar_t>();
+        scalar_t* out = after.data_ptr<scalar_t>();
+        scalar_t* y_t = save ? ysp + t * N * H : nullptr;
+        const scalar_t* u_t = up + t * N * H;
+        const char* act_t = clock.act.data() + t * N * g;
+        const bool padded = mask.any_padded(t);
+        for_rows(N, H, [&](int64_t n) {
+          const scalar_t* hi = in + n * H;
+          scalar_t* ho = out + n * H;
+          const scalar_t* ur = u_t + n * H;
+          scalar_t* yr = y_t ? y_t + n * H : nullptr;
+          const char* on = act_t + n * g;
+          const bool counts = !padded || mask.counts(t, n, N);
+          for (int64_t k = 0; k < g;) {  // spans of modules alike
+            int64_t k2 = k + 1;
+            while (k2 < g && on[k2] == on[k]) ++k2;
+            const int64_t lo = k * B, len = (k2 - k) * B;
+            if (on[k]) {  // ho holds h_{t-1} W~^T here
+              for_lanes<scalar_t>(len, [&](auto tag, int64_t j) {
+                j += lo;
+                const auto h = phi<a>(load(ho + j, tag) + load(ur + j, tag) + load(bp + j, tag));
+                store(h, ho + j);
+                if (yr) store(h, yr + j);
+              });
+            } else {
+              std::copy(hi + lo, hi + lo + len, ho + lo);
+              if (yr && counts) std::copy(hi + lo, hi + lo + len, yr + lo);
+              else if (yr) std::fill(yr + lo, yr + lo + len, scalar_t(0));
+            }
+            k = k2;
+          }
+        });
+        before = after;
+      }
+    });
+    h_T = before.clone();
+    if (save && !clock.uniform) {  // A_t per unit, as the pure-torch loop keeps it
+      bool* ap = active.data_ptr<bool>();
+      for (int64_t r = 0; r < T * N; ++r)
+        for (int64_t k = 0; k < g; ++k)
+          if (clock.act[r * g + k]) std::fill(ap + r * H + k * B, ap + r * H + (k + 1) * B, true);
+    }
+  });
+  if (!save && vc.has_value()) ys.mul_(vc->unsqueeze(2));
+  return {ys, h_T, t_T, xs, active};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> clockwork_sequence(
+    const at::Tensor& us, const at::Tensor& h0, const at::Tensor& t0, const at::Tensor& w_hh,
+    const std::optional<at::Tensor>& b_hh, const std::optional<at::Tensor>& valid,
+    c10::IntArrayRef periods, c10::string_view activation, bool reverse) {
+  return run_forward(true, us, h0, t0, w_hh, b_hh, valid, periods, activation, reverse);
+}
+
+// Without a backward to feed: no slot buffer (the outputs are the slots) and no activity mask.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> clockwork_sequence_inference(
+    const at::Tensor& us, const at::Tensor& h0, const at::Tensor& t0, const at::Tensor& w_hh,
+    const std::optional<at::Tensor>& b_hh, const std::optional<at::Tensor>& valid,
+    c10::IntArrayRef periods, c10::string_view activation, bool reverse) {
+  auto out = run_forward(false, us, h0, t0, w_hh, b_hh, valid, periods, activation, reverse);
+  return {std::get<0>(out), std::get<1>(out), std::get<2>(out)};
+}
+
+// Returns (dus, dh0, dt0, dw_hh, db_hh) (a (0,) tensor for an absent bias).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+clockwork_sequence_backward(
+    const at::Tensor& grad_ys, const at::Tensor& grad_h_T, const at::Tensor& grad_t_T,
+    const at::Tensor& us, const at::Tensor& h0, const at::Tensor& t0, const at::Tensor& w_hh,
+    const std::optional<at::Tensor>& b_hh, const at::Tensor& xs, const at::Tensor& /*active*/,
+    const std::optional<at::Tensor>& valid, c10::IntArrayRef periods,
+    c10::string_view activation, bool reverse) {
+  check_args(us, h0, t0, w_hh, b_hh, periods);
+  const int64_t T = us.size(0), N = us.size(1), H = us.size(2);
+  const int64_t g = static_cast<int64_t>(periods.size()), B = H / g;
+  TORCH_CHECK(xs.dim() == 3 && xs.size(0) == T + 1 && xs.size(1) == N && xs.size(2) == H,
+              "xs: expected (", T + 1, ", ", N, ", ", H, "), got ", xs.sizes());
+  TORCH_CHECK(grad_ys.sizes() == us.sizes() && grad_h_T.sizes() == h0.sizes() &&
+                  grad_t_T.sizes() == t0.sizes(),
+              "clockwork_sequence_backward: expected gradients shaped as the outputs");
+  const Act act = act_kind(activation);
+  Steps st{T, reverse};
+  std::optional<at::Tensor> vc;
+  if (valid.has_value()) vc = valid->contiguous();
+  Mask mask(vc, T, N);
+  const auto opts = us.options();
+  at::Tensor gy = grad_ys.contiguous(), xs_c = xs.contiguous(), t0c = t0.contiguous();
+  at::Tensor w = w_hh.clone(at::MemoryFormat::Contiguous);  // W~ below
+  at::Tensor dz = at::empty({T, N, H}, opts);
+  at::Tensor d = grad_h_T.contiguous().clone(), d_next = at::empty_like(d);
+  at::Tensor g_w = at::zeros({H, H}, opts);
+  AT_DISPATCH_FLOATING_TYPES(us.scalar_type(), "clockwork_sequence_backward", [&] {
+    zero_unread<scalar_t>(w, periods);
+    const Clock clock = make_clock<scalar_t>(t0c.data_ptr<scalar_t>(), mask, st, periods, N, H);
+    const RunProducts products(w, clock);
+    const scalar_t* hp = xs_c.data_ptr<scalar_t>();
+    const scalar_t* gyp = gy.data_ptr<scalar_t>();
+    scalar_t* dzp = dz.data_ptr<scalar_t>();
+    with_act(act, [&](auto kind) {
+      constexpr Act a = decltype(kind)::value;
+      for (int64_t i = 0; i < T; ++i) {
+        const int64_t t = st.backward_step(i);
+        const scalar_t* h_t = hp + (t + st.off_out()) * N * H;
+        const scalar_t* gy_t = gyp + t * N * H;
+        scalar_t* dz_t = dzp + t * N * H;
+        const scalar_t* dp = d.data_ptr<scalar_t>();
+        scalar_t* dnp = d_next.data_ptr<scalar_t>();
+        const char* act_t = clock.act.data() + t * N * g;
+        const bool padded = mask.any_padded(t);
+        for_rows(N, H, [&](int64_t n) {
+          const scalar_t* hr = h_t + n * H;
+          const scalar_t* gr = gy_t + n * H;
+          const scalar_t* dr = dp + n * H;
+          scalar_t* dzr = dz_t + n * H;
+          scalar_t* dnr = dnp + n * H;
+          const char* on = act_t + n * g;
+          const bool counts = !padded || mask.counts(t, n, N);
+          for (int64_t k = 0; k < g;) {  // spans of modules alike
+            int64_t k2 = k + 1;
+            while (k2 < g && on[k2] == on[k]) ++k2;
+            const int64_t lo = k * B, len = (k2 - k) * B;
+            if (on[k]) {  // (a sequence's active module counts at t)
+              for_lanes<scalar_t>(len, [&](auto tag, int64_t j) {
+                using V = decltype(tag);
+                j += lo;
+                const V e = load(dr + j, tag) + load(gr + j, tag);
+                store(times_phi_prime<a>(e, load(hr + j, tag)), dzr + j);
+                store(V(scalar_t(0)), dnr + j);
+              });
+            } else {
+              std::fill(dzr + lo, dzr + lo + len, scalar_t(0));
+              if (counts) {
+                for_lanes<scalar_t>(len, [&](auto tag, int64_t j) {
+                  j += lo;
+                  store(load(dr + j, tag) + load(gr + j, tag), dnr + j);
+                });
+              } else {
+                std::copy(dr + lo, dr + lo + len, dnr + lo);
+              }
+            }
+            k = k2;
+          }
+        });
+        at::Tensor dz_step = dz.select(0, t);
+        for (int64_t r = clock.first[t]; r < clock.first[t + 1]; ++r)
+          products.backward(d_next, dz_step, clock.runs[r].first, clock.runs[r].second);
+        std::swap(d, d_next);
+      }
+    });
+    // dW_hh: each module's rows over the columns it reads, summed over only the steps where the
+    // module is active in some sequence (its dz is 0 at the others: a slow module costs nothing
+    // there either; those steps' rows gathered first), then M's zeros
+    std::vector<std::vector<int64_t>> steps_of(g);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t r = clock.first[t]; r < clock.first[t + 1]; ++r)
+        for (int64_t k = clock.runs[r].first; k < clock.runs[r].second; ++k)
+          steps_of[k].push_back(t);
+    at::Tensor h_prev = xs_c.narrow(0, st.off_in(), T);  // (T, N, H)
+    for (int64_t k = 0; k < g; ++k) {
+      const std::vector<int64_t>& on = steps_of[k];
+      if (on.empty()) continue;
+      const int64_t c = clock.reads[k] * B;
+      at::Tensor dz_k = dz.narrow(2, k * B, B), h_k = h_prev.narrow(2, c, H - c);
+      if (static_cast<int64_t>(on.size()) < T) {
+        at::Tensor idx = at::tensor(c10::ArrayRef<int64_t>(on), at::kLong);
+        dz_k = dz_k.index_select(0, idx);
+        h_k = h_k.index_select(0, idx);
+      }
+      at::Tensor rows = g_w.narrow(0, k * B, B).narrow(1, c, H - c);
+      at::mm_out(rows, dz_k.reshape({-1, B}).t(), h_k.reshape({-1, H - c}));
+    }
+    zero_unread<scalar_t>(g_w, periods);
+  });
+  at::Tensor g_b = b_hh.has_value() ? dz.view({T * N, H}).sum(0) : absent(us);
+  return {like_input(dz, us), like_input(d, h0), like_input(grad_t_T.clone(), t0),
+          like_input(g_w, w_hh), b_hh.has_value() ? like_input(g_b, *b_hh) : g_b};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
+  m.impl("clockwork_sequence", &clockwork_sequence);
+  m.impl("clockwork_sequence_inference", &clockwork_sequence_inference);
+  m.impl("clockwork_sequence_backward", &clockwork_sequence_backward);
+}
+
+}  // namespace rnnkit
