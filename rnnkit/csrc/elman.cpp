@@ -20,7 +20,7 @@ namespace {
 
 template <typename scalar_t>
 inline scalar_t phi(scalar_t a, bool relu) {
-  return relu ? (a > 0 ? a : scalar_t(0)) : std::tanh(a);
+  return relu ? (a > 0 ? a : scalar_t(0)) : tanh_(a);
 }
 
 template <typename scalar_t>
@@ -70,7 +70,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> elman_sequence(
         int64_t j = 0;
         for (; j + V::size() <= H; j += V::size()) {
           const V a = V::loadu(o + j);
-          (relu ? at::vec::maximum(a, V(scalar_t(0))) : a.tanh()).store(o + j);
+          (relu ? at::vec::maximum(a, V(scalar_t(0))) : tanh_(a)).store(o + j);
         }
         for (; j < H; ++j) o[j] = phi(o[j], relu);
       });

@@ -72,7 +72,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_seque
         for (; j + V::size() <= H; j += V::size()) {  // the same math, a vector at a time
           const V r = vsigmoid(V::loadu(u + j) + V::loadu(g + j));
           const V z = vsigmoid(V::loadu(u + H + j) + V::loadu(g + H + j));
-          const V nn = (V::loadu(u + 2 * H + j) + r * V::loadu(g + 2 * H + j)).tanh();
+          const V nn = tanh_(V(V::loadu(u + 2 * H + j) + r * V::loadu(g + 2 * H + j)));
           r.store(g + j);
           z.store(g + H + j);
           nn.store(nr + j);
@@ -82,7 +82,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_seque
         for (; j < H; ++j) {
           const scalar_t r = sigmoid(u[j] + g[j]);
           const scalar_t z = sigmoid(u[H + j] + g[H + j]);
-          const scalar_t nn = std::tanh(u[2 * H + j] + r * g[2 * H + j]);
+          const scalar_t nn = tanh_(scalar_t(u[2 * H + j] + r * g[2 * H + j]));
           g[j] = r;
           g[H + j] = z;
           nr[j] = nn;
