@@ -26,8 +26,8 @@ inline Act output_act(c10::string_view a) {
   if (a == "tanh") return Act::tanh;
   if (a == "sigmoid") return Act::sigmoid;
   if (a == "identity") return Act::identity;
-  TORCH_CHECK(a == "softmax", "output_activation: expected tanh, sigmoid, identity or softmax, got ",
-              a);
+  TORCH_CHECK(a == "softmax",
+              "output_activation: expected tanh, sigmoid, identity or softmax, got ", a);
   return Act::softmax;
 }
 
@@ -40,11 +40,21 @@ inline s positive(s v) { return v > s(0) ? s(1) : s(0); }
 template <typename s>
 inline Vec<s> positive(const Vec<s>& v) { return v.gt(Vec<s>(s(0))); }  // 1 or 0 a lane
 
-// phi(x) for an elementwise activation (softmax: see softmax_row).
+// tanh(x) = 2 sigmoid(2 x) - 1: at::vec's tanh (Sleef's) costs 3.5x this (measured, float32
+// AVX-512: 1.5 against 0.42 ns an element), and a step's pointwise pass is mostly its tanh.
+template <typename s>
+inline s tanh_fast(s v) { return s(2) / (s(1) + std::exp(s(-2) * v)) - s(1); }
+template <typename s>
+inline Vec<s> tanh_fast(const Vec<s>& v) {
+  const Vec<s> one(s(1));
+  return Vec<s>(s(2)) / (one + (v * Vec<s>(s(-2))).exp()) - one;
+}
+
+// phi(x) for an elementwise activation (softmax: see output_row).
 template <typename V>
 inline V activate(const V& x, Act a) {
   switch (a) {
-    case Act::tanh: return tanh_(x);
+    case Act::tanh: return tanh_fast(x);
     case Act::sigmoid: return sigm(x);
     case Act::relu: return relu_(x);
     default: return x;

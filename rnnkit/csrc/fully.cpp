@@ -15,7 +15,7 @@
 // Saved: ss (T + 1, N, S), the slots [h ; y] (the initial state in the first; the after-slot is
 // [h~_t ; y~_t] where sequence n counts at t), the values. (The pure-torch loop stores
 // s = sigmoid(2 x) for a tanh layer, the value being 2 s - 1, since torch's CPU tanh is slow;
-// here tanh is at::vec's, so the slots hold the values themselves.)
+// here the pass computes tanh as 2 sigmoid(2 x) - 1 itself and stores the value, activations.h.)
 //
 // Backward, going back over the steps from dm = [dh ; dy] = [dL/dh_T ; dL/dy_T] (dy_t: the
 // output's gradient):

@@ -1,5 +1,6 @@
 // rnnkit::jordan_sequence and its backward on the CPU: the Jordan recurrence (the output layer
-// fed back) as one op; phi_h tanh/relu/sigmoid, phi_y tanh/sigmoid/identity/softmax (activations.h).
+// fed back) as one op; phi_h tanh/relu/sigmoid, phi_y tanh/sigmoid/identity/softmax
+// (activations.h).
 //
 // Forward (step t in the order the direction visits them; m_t marks the sequences still running;
 // u_t = W_ih x_t + b_ih is the op's input, computed outside it):
@@ -12,7 +13,8 @@
 // Saved: hs = h_t (T, N, H), the values; ss (T + 1, N, O), the slots of the carried state y (the
 // initial state in the first; ss[t + off_out] is y~_t where sequence n counts at t), the values.
 // (The pure-torch loop stores s = sigmoid(2 x) for a tanh layer, the value being 2 s - 1, since
-// torch's CPU tanh is slow; here tanh is at::vec's, so the buffers hold the values themselves.)
+// torch's CPU tanh is slow; here the pass computes tanh as 2 sigmoid(2 x) - 1 itself and stores
+// the value, activations.h.)
 //
 // Backward, going back over the steps from dy = dL/dy_T (dy_t: the output's gradient):
 //   e_t = m_t (dy_t + dy),  dz_t = phi_y'(z_t) e_t   (softmax: y~_t (e_t - <y~_t, e_t>))
