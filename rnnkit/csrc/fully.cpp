@@ -16,6 +16,8 @@
 // [h~_t ; y~_t] where sequence n counts at t), the values. (The pure-torch loop stores
 // s = sigmoid(2 x) for a tanh layer, the value being 2 s - 1, since torch's CPU tanh is slow;
 // here the pass computes tanh as 2 sigmoid(2 x) - 1 itself and stores the value, activations.h.)
+// The inference op runs the same loop keeping two slots, reused (Slots, activations.h: bitwise
+// the same outputs).
 //
 // Backward, going back over the steps from dm = [dh ; dy] = [dL/dh_T ; dL/dy_T] (dy_t: the
 // output's gradient):

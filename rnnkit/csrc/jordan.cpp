@@ -14,7 +14,8 @@
 // initial state in the first; ss[t + off_out] is y~_t where sequence n counts at t), the values.
 // (The pure-torch loop stores s = sigmoid(2 x) for a tanh layer, the value being 2 s - 1, since
 // torch's CPU tanh is slow; here the pass computes tanh as 2 sigmoid(2 x) - 1 itself and stores
-// the value, activations.h.)
+// the value, activations.h.) The inference op runs the same loop keeping one step's hidden rows
+// and two state slots, reused (Slots, activations.h: bitwise the same outputs).
 //
 // Backward, going back over the steps from dy = dL/dy_T (dy_t: the output's gradient):
 //   e_t = m_t (dy_t + dy),  dz_t = phi_y'(z_t) e_t   (softmax: y~_t (e_t - <y~_t, e_t>))
