@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
-SOURCES = ["elman.cpp", "gru.cpp", "lstm.cpp", "clockwork.cpp"]
+SOURCES = ["clockwork.cpp", "elman.cpp", "fully.cpp", "gru.cpp", "jordan.cpp", "lstm.cpp"]
 NAME = "rnnkit_ops"
 
 _state: dict = {}  # "loaded": bool, "error": str

@@ -12,8 +12,11 @@ tanh/relu/sigmoid, :math:`\phi_y` tanh/sigmoid/identity/softmax and :math:`m_t` 
 mask. ``fully_sequence(us (T, N, H), h0 (N, H), y0 (N, O), w_mh (H, H + O), w_hy (O, H),
 w_my (O, H + O), b_hy? (O), valid?, activation, output_activation, reverse) -> (ys (T, N, O),
 h_T, y_T, ss (T + 1, N, H + O))``: ``ss`` is the carried-state slot buffer for
-``fully_sequence_backward``. Derivation and loops (the pure-torch implementation):
-:mod:`rnnkit.kernels.fully`; frame, autograd and fallback: :mod:`rnnkit.ops._wiring`.
+``fully_sequence_backward``, which reads that of its own implementation's forward: the compiled
+CPU loop (``rnnkit/csrc/fully.cpp``) keeps the values :math:`[h ; y]`; the pure-torch loop keeps
+a tanh layer as :math:`s = \sigma(2x)` (its value :math:`2 s - 1`), since torch's CPU tanh is
+slow. Derivation and loops (the pure-torch implementation): :mod:`rnnkit.kernels.fully`; frame,
+autograd and fallback: :mod:`rnnkit.ops._wiring`.
 """
 
 from __future__ import annotations
@@ -70,7 +73,8 @@ def _fake(us, h0, y0, w_mh, w_hy, w_my, b_hy, valid, activation, output_activati
 
 
 def register() -> None:
-    """No C++ loop: the pure-torch implementation, on the CPU and CUDA."""
+    """The pure-torch implementation, on CUDA, and on the CPU where the compiled loop
+    (``rnnkit/csrc/fully.cpp``) did not load."""
     _wiring.register("fully_sequence", reference=reference, fake=_fake,
                      python_forward=_python_forward, python_backward=_python_backward)
 

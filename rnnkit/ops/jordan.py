@@ -10,8 +10,12 @@ tanh/relu/sigmoid, :math:`\phi_y` tanh/sigmoid/identity/softmax and :math:`m_t` 
 mask. ``jordan_sequence(us (T, N, H), y0 (N, O), w_yh (H, O), b_yh? (H), w_hy (O, H),
 b_hy? (O), valid?, activation, output_activation, reverse) -> (ys (T, N, O), y_T,
 hs (T, N, H), ss (T + 1, N, O))``: ``hs`` and ``ss`` are the hidden and carried-state buffers
-for ``jordan_sequence_backward``. Derivation and loops (the pure-torch implementation):
-:mod:`rnnkit.kernels.jordan`; frame, autograd and fallback: :mod:`rnnkit.ops._wiring`.
+for ``jordan_sequence_backward``, which reads those of its own implementation's forward: the
+compiled CPU loop (``rnnkit/csrc/jordan.cpp``) keeps the layers' values :math:`h_t` and the
+slots of :math:`y`; the pure-torch loop keeps a tanh layer as :math:`s = \sigma(2x)` (its value
+:math:`2 s - 1`), since torch's CPU tanh is slow. Derivation and loops (the pure-torch
+implementation): :mod:`rnnkit.kernels.jordan`; frame, autograd and fallback:
+:mod:`rnnkit.ops._wiring`.
 """
 
 from __future__ import annotations
@@ -66,7 +70,8 @@ def _fake(us, y0, w_yh, b_yh, w_hy, b_hy, valid, activation, output_activation, 
 
 
 def register() -> None:
-    """No C++ loop: the pure-torch implementation, on the CPU and CUDA."""
+    """The pure-torch implementation, on CUDA, and on the CPU where the compiled loop
+    (``rnnkit/csrc/jordan.cpp``) did not load."""
     _wiring.register("jordan_sequence", reference=reference, fake=_fake,
                      python_forward=_python_forward, python_backward=_python_backward)
 

@@ -1,0 +1,209 @@
+// rnnkit::fully_sequence and its backward on the CPU: the fully recurrent network (hidden and
+// output layers both fed back) as one op; phi_h tanh/relu/sigmoid, phi_y
+// tanh/sigmoid/identity/softmax (activations.h).
+//
+// Forward (step t in the order the direction visits them; m_t marks the sequences still running;
+// u_t = W_ih x_t + b_ih is the op's input, computed outside it; W_m = [W_mh ; W_my] (S, S),
+// S = H + O):
+//   m_{t-1} = [h_{t-1} ; y_{t-1}],  [p_t ; q_t] = W_m m_{t-1}
+//   h~_t = phi_h(u_t + p_t),  z_t = q_t + W_hy h~_t + b_hy,  y~_t = phi_y(z_t)
+//   [h_t ; y_t] = m_t [h~_t ; y~_t] + (1 - m_t) [h_{t-1} ; y_{t-1}],  output_t = m_t y~_t
+// The carried [h ; y] lives in one (T + 1, N, S) slot buffer, so m_{t-1} is a slot and the step's
+// after-slot its work space: a step is the GEMM m_{t-1} W_m^T into the whole after-slot, a pass
+// forming h~ in place on its first H columns, the GEMM h~ W_hy^T added to its last O columns, and
+// a pass forming y~ in place there and the output row (a padded row takes the before-slot's).
+// Saved: ss (T + 1, N, S), the slots [h ; y] (the initial state in the first; the after-slot is
+// [h~_t ; y~_t] where sequence n counts at t), the values. (The pure-torch loop stores
+// s = sigmoid(2 x) for a tanh layer, the value being 2 s - 1, since torch's CPU tanh is slow;
+// here the pass computes tanh as 2 sigmoid(2 x) - 1 itself and stores the value, activations.h.)
+// The inference op runs the same loop keeping two slots, reused (Slots, activations.h: bitwise
+// the same outputs).
+//
+// Backward, going back over the steps from dm = [dh ; dy] = [dL/dh_T ; dL/dy_T] (dy_t: the
+// output's gradient):
+//   e_t = m_t (dy_t + dy),  dz_t = phi_y'(z_t) e_t   (softmax: y~_t (e_t - <y~_t, e_t>))
+//   da_t = m_t phi_h'(h~_t) (dh + W_hy^T dz_t),  dm <- (1 - m_t) dm + W_m^T [da_t ; dz_t]
+// (phi' from the value: tanh 1 - v^2, sigmoid v (1 - v), relu [v > 0], identity 1); [da_t ; dz_t]
+// is a row of one (T, N, S) buffer, so a step is a pass forming dz_t, the GEMM dz_t W_hy into
+// the da columns, a pass forming da_t there (and into du), and ONE GEMM with W_m (a padded row
+// then carries its dm). Then over all T N rows at once:
+//   du_t = da_t,  [dW_mh ; dW_my] = sum_t [da_t ; dz_t] m_{t-1}^T,  dW_hy = sum_t dz_t h~_t^T,
+//   db_hy = sum dz,  [dh_0 ; dy_0] = the dm left after the loop.
+#include <torch/library.h>
+
+#include "activations.h"
+
+namespace rnnkit {
+namespace {
+
+using Out4 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using Out7 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                        at::Tensor>;
+
+// The forward. `save`: keep the slots ss (T + 1, N, S) for the backward; else two slots, reused
+// (ss is then undefined).
+Out4 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const at::Tensor& y0,
+                 const at::Tensor& w_mh, const at::Tensor& w_hy, const at::Tensor& w_my,
+                 const std::optional<at::Tensor>& b_hy, const std::optional<at::Tensor>& valid,
+                 c10::string_view activation, c10::string_view output_activation,
+                 bool reverse) {
+  const Act act_h = hidden_act(activation), act_y = output_act(output_activation);
+  const at::Tensor us = us_in.contiguous();
+  const int64_t T = us.size(0), N = us.size(1), H = us.size(2), O = w_hy.size(0), S = H + O;
+  Steps st{T, reverse};
+  Mask mask(valid, T, N);
+  const Slots ss(save, T + 1, 2, N, S, us.options());
+  at::Tensor ys = at::empty({T, N, O}, us.options());
+  at::Tensor first = ss[st.first()];
+  first.narrow(1, 0, H).copy_(h0);
+  first.narrow(1, H, O).copy_(y0);
+  const at::Tensor by = b_hy ? b_hy->contiguous() : at::Tensor();
+  const Product rec_m(at::cat({w_mh, w_my}), N);  // m_{t-1} W_m^T
+  const Product rec_y(w_hy, N);                   // h~_t W_hy^T
+  AT_DISPATCH_FLOATING_TYPES(us.scalar_type(), "fully_sequence", [&] {
+    const scalar_t* byp = by.defined() ? by.data_ptr<scalar_t>() : nullptr;
+    for (int64_t i = 0; i < T; ++i) {
+      const int64_t t = st.forward_step(i);
+      at::Tensor m_in = ss[t + st.off_in()], m_out = ss[t + st.off_out()];
+      rec_m.mm_(m_out, m_in);  // [p ; q]
+      const scalar_t* mi = m_in.data_ptr<scalar_t>();
+      scalar_t* mo = m_out.data_ptr<scalar_t>();
+      const scalar_t* ub = us.data_ptr<scalar_t>() + t * N * H;
+      for_rows(N, H, [&](int64_t n) {
+        scalar_t* h = mo + n * S;
+        const scalar_t* u = ub + n * H;
+        for_lanes<scalar_t>(H, [&](auto tag, int64_t j) {
+          store(activate(load(h + j, tag) + load(u + j, tag), act_h), h + j);
+        });
+      });
+      at::Tensor z_out = m_out.narrow(1, H, O);
+      rec_y.add_(z_out, m_out.narrow(1, 0, H));  // q + h~ W_hy^T
+      const bool padded = mask.any_padded(t);
+      scalar_t* ob = ys.data_ptr<scalar_t>() + t * N * O;
+      for_rows(N, O, [&](int64_t n) {
+        scalar_t* m = mo + n * S;
+        scalar_t* out = ob + n * O;
+        if (padded && !mask.counts(t, n, N)) {  // the state is carried, the output zero
+          std::copy(mi + n * S, mi + (n + 1) * S, m);
+          std::fill(out, out + O, scalar_t(0));
+          return;
+        }
+        output_row(m + H, byp, out, O, act_y);
+      });
+    }
+  });
+  const at::Tensor last = ss[st.last()];
+  return {ys, last.narrow(1, 0, H).clone(at::MemoryFormat::Contiguous),
+          last.narrow(1, H, O).clone(at::MemoryFormat::Contiguous), ss.saved()};
+}
+
+Out4 fully_sequence(const at::Tensor& us, const at::Tensor& h0, const at::Tensor& y0,
+                    const at::Tensor& w_mh, const at::Tensor& w_hy, const at::Tensor& w_my,
+                    const std::optional<at::Tensor>& b_hy, const std::optional<at::Tensor>& valid,
+                    c10::string_view activation, c10::string_view output_activation,
+                    bool reverse) {
+  return run_forward(true, us, h0, y0, w_mh, w_hy, w_my, b_hy, valid, activation,
+                     output_activation, reverse);
+}
+
+// Without a backward to feed: nothing saved (two slots, reused).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fully_sequence_inference(
+    const at::Tensor& us, const at::Tensor& h0, const at::Tensor& y0, const at::Tensor& w_mh,
+    const at::Tensor& w_hy, const at::Tensor& w_my, const std::optional<at::Tensor>& b_hy,
+    const std::optional<at::Tensor>& valid, c10::string_view activation,
+    c10::string_view output_activation, bool reverse) {
+  auto out = run_forward(false, us, h0, y0, w_mh, w_hy, w_my, b_hy, valid, activation,
+                         output_activation, reverse);
+  return {std::get<0>(out), std::get<1>(out), std::get<2>(out)};
+}
+
+// Returns (dus, dh0, dy0, dw_mh, dw_hy, dw_my, db_hy) (a (0,) tensor for an absent bias).
+Out7 fully_sequence_backward(
+    const at::Tensor& grad_ys, const at::Tensor& grad_h_T, const at::Tensor& grad_y_T,
+    const at::Tensor& /*us*/, const at::Tensor& /*h0*/, const at::Tensor& /*y0*/,
+    const at::Tensor& w_mh, const at::Tensor& w_hy, const at::Tensor& w_my,
+    const std::optional<at::Tensor>& b_hy, const at::Tensor& ss,
+    const std::optional<at::Tensor>& valid, c10::string_view activation,
+    c10::string_view output_activation, bool reverse) {
+  const Act act_h = hidden_act(activation), act_y = output_act(output_activation);
+  const int64_t T = ss.size(0) - 1, N = ss.size(1), S = ss.size(2), H = w_mh.size(0),
+                O = S - H;
+  Steps st{T, reverse};
+  Mask mask(valid, T, N);
+  const at::Tensor gy = grad_ys.contiguous(), ss_c = ss.contiguous();
+  at::Tensor dd = at::empty({T, N, S}, ss.options());  // [da ; dz]
+  at::Tensor du = at::empty({T, N, H}, ss.options());  // da again, laid out as us
+  at::Tensor dm = at::cat({grad_h_T, grad_y_T}, 1);     // [dh ; dy], (N, S)
+  at::Tensor dm_next = at::empty_like(dm);
+  const Product back_y(w_hy.t(), N);                   // dz_t W_hy
+  const Product back_m(at::cat({w_mh, w_my}).t(), N);  // [da_t ; dz_t] W_m
+  AT_DISPATCH_FLOATING_TYPES(ss.scalar_type(), "fully_sequence_backward", [&] {
+    const scalar_t* sb = ss_c.data_ptr<scalar_t>();
+    const scalar_t* gb = gy.data_ptr<scalar_t>();
+    scalar_t* ddb = dd.data_ptr<scalar_t>();
+    scalar_t* dub = du.data_ptr<scalar_t>();
+    for (int64_t i = 0; i < T; ++i) {
+      const int64_t t = st.backward_step(i);
+      const bool padded = mask.any_padded(t);
+      const scalar_t* d = dm.data_ptr<scalar_t>();
+      const scalar_t* m = sb + (t + st.off_out()) * N * S;  // [h~_t ; y~_t] where counting
+      for_rows(N, O, [&](int64_t n) {
+        scalar_t* dzr = ddb + (t * N + n) * S + H;
+        if (padded && !mask.counts(t, n, N)) {  // carried: no gradient through the cell
+          std::fill(dzr, dzr + O, scalar_t(0));
+          return;
+        }
+        output_grad_row(m + n * S + H, gb + (t * N + n) * O, d + n * S + H, dzr, O, act_y);
+      });
+      at::Tensor dd_t = dd.select(0, t);
+      at::Tensor da_t = dd_t.narrow(1, 0, H);
+      back_y.mm_(da_t, dd_t.narrow(1, H, O));  // dz_t W_hy
+      for_rows(N, H, [&](int64_t n) {
+        scalar_t* a = ddb + (t * N + n) * S;
+        scalar_t* ua = dub + (t * N + n) * H;
+        if (padded && !mask.counts(t, n, N)) {
+          std::fill(a, a + H, scalar_t(0));
+          std::fill(ua, ua + H, scalar_t(0));
+          return;
+        }
+        const scalar_t* h = m + n * S;
+        const scalar_t* dh = d + n * S;
+        for_lanes<scalar_t>(H, [&](auto tag, int64_t j) {
+          const auto v = (load(a + j, tag) + load(dh + j, tag)) *
+                         derivative(load(h + j, tag), act_h);
+          store(v, a + j);
+          store(v, ua + j);
+        });
+      });
+      back_m.mm_(dm_next, dd_t);
+      if (padded) {  // a padded sequence carries its dm past the step (its [da ; dz] is zero)
+        scalar_t* nx = dm_next.data_ptr<scalar_t>();
+        for (int64_t n = 0; n < N; ++n) {
+          if (!mask.counts(t, n, N)) std::copy(d + n * S, d + (n + 1) * S, nx + n * S);
+        }
+      }
+      std::swap(dm, dm_next);
+    }
+  });
+  const at::Tensor dd2 = dd.view({T * N, S});
+  const at::Tensor dz2 = dd2.narrow(1, H, O);
+  const at::Tensor before = ss_c.narrow(0, st.off_in(), T).reshape({T * N, S});
+  const at::Tensor h_new = ss_c.narrow(0, st.off_out(), T).reshape({T * N, S}).narrow(1, 0, H);
+  return {du,
+          dm.narrow(1, 0, H).clone(at::MemoryFormat::Contiguous),
+          dm.narrow(1, H, O).clone(at::MemoryFormat::Contiguous),
+          at::mm(du.view({T * N, H}).t(), before),
+          at::mm(dz2.t(), h_new),
+          at::mm(dz2.t(), before),
+          b_hy ? dz2.sum(0) : absent(ss)};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
+  m.impl("fully_sequence", &fully_sequence);
+  m.impl("fully_sequence_inference", &fully_sequence_inference);
+  m.impl("fully_sequence_backward", &fully_sequence_backward);
+}
+
+}  // namespace rnnkit

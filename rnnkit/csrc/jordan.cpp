@@ -1,0 +1,190 @@
+// rnnkit::jordan_sequence and its backward on the CPU: the Jordan recurrence (the output layer
+// fed back) as one op; phi_h tanh/relu/sigmoid, phi_y tanh/sigmoid/identity/softmax
+// (activations.h).
+//
+// Forward (step t in the order the direction visits them; m_t marks the sequences still running;
+// u_t = W_ih x_t + b_ih is the op's input, computed outside it):
+//   a_t = u_t + b_yh + W_yh y_{t-1},  h_t = phi_h(a_t)                        (H)
+//   z_t = W_hy h_t + b_hy,  y~_t = phi_y(z_t)                                 (O)
+//   y_t = m_t y~_t + (1 - m_t) y_{t-1} (the carried state),  output_t = m_t y~_t
+// A step is two GEMMs, each followed by one parallel pointwise pass over the rows: y_{t-1} W_yh^T
+// into the step's hidden rows, then phi_h(. + u_t + b_yh) in place; h_t W_hy^T into the state's
+// after-slot, then phi_y(. + b_hy) in place (a padded row takes y_{t-1}) and the output row.
+// Saved: hs = h_t (T, N, H), the values; ss (T + 1, N, O), the slots of the carried state y (the
+// initial state in the first; ss[t + off_out] is y~_t where sequence n counts at t), the values.
+// (The pure-torch loop stores s = sigmoid(2 x) for a tanh layer, the value being 2 s - 1, since
+// torch's CPU tanh is slow; here the pass computes tanh as 2 sigmoid(2 x) - 1 itself and stores
+// the value, activations.h.) The inference op runs the same loop keeping one step's hidden rows
+// and two state slots, reused (Slots, activations.h: bitwise the same outputs).
+//
+// Backward, going back over the steps from dy = dL/dy_T (dy_t: the output's gradient):
+//   e_t = m_t (dy_t + dy),  dz_t = phi_y'(z_t) e_t   (softmax: y~_t (e_t - <y~_t, e_t>))
+//   da_t = phi_h'(a_t) W_hy^T dz_t,  dy <- (1 - m_t) dy + W_yh^T da_t
+// (phi' from the value: tanh 1 - v^2, sigmoid v (1 - v), relu [v > 0], identity 1); a step is a
+// pass forming dz_t, the GEMM dz_t W_hy, a pass multiplying by phi_h' and the GEMM da_t W_yh (a
+// padded row then carries its dy). Then over all T N rows at once:
+//   du_t = da_t,  dW_yh = sum_t da_t y_{t-1}^T,  db_yh = sum da,  dW_hy = sum_t dz_t h_t^T,
+//   db_hy = sum dz,  dy_0 = the dy left after the loop.
+#include <torch/library.h>
+
+#include "activations.h"
+
+namespace rnnkit {
+namespace {
+
+using Out4 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using Out6 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+// The forward. `save`: keep hs (T, N, H) and the slots ss (T + 1, N, O) for the backward; else
+// one step's hidden rows and two state slots, reused (hs and ss are then undefined).
+Out4 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& y0, const at::Tensor& w_yh,
+                 const std::optional<at::Tensor>& b_yh, const at::Tensor& w_hy,
+                 const std::optional<at::Tensor>& b_hy, const std::optional<at::Tensor>& valid,
+                 c10::string_view activation, c10::string_view output_activation,
+                 bool reverse) {
+  const Act act_h = hidden_act(activation), act_y = output_act(output_activation);
+  const at::Tensor us = us_in.contiguous();
+  const int64_t T = us.size(0), N = us.size(1), H = us.size(2), O = w_hy.size(0);
+  Steps st{T, reverse};
+  Mask mask(valid, T, N);
+  const Slots hs(save, T, 1, N, H, us.options());
+  const Slots ss(save, T + 1, 2, N, O, us.options());
+  at::Tensor ys = at::empty({T, N, O}, us.options());
+  ss[st.first()].copy_(y0);
+  const at::Tensor bh = b_yh ? b_yh->contiguous() : at::Tensor();
+  const at::Tensor by = b_hy ? b_hy->contiguous() : at::Tensor();
+  const Product rec_h(w_yh, N);  // y_{t-1} W_yh^T
+  const Product rec_y(w_hy, N);  // h_t W_hy^T
+  AT_DISPATCH_FLOATING_TYPES(us.scalar_type(), "jordan_sequence", [&] {
+    const scalar_t* bhp = bh.defined() ? bh.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* byp = by.defined() ? by.data_ptr<scalar_t>() : nullptr;
+    for (int64_t i = 0; i < T; ++i) {
+      const int64_t t = st.forward_step(i);
+      at::Tensor h_t = hs[t], y_in = ss[t + st.off_in()], y_out = ss[t + st.off_out()];
+      rec_h.mm_(h_t, y_in);
+      scalar_t* hb = h_t.data_ptr<scalar_t>();
+      const scalar_t* ub = us.data_ptr<scalar_t>() + t * N * H;
+      for_rows(N, H, [&](int64_t n) {
+        scalar_t* h = hb + n * H;
+        const scalar_t* u = ub + n * H;
+        for_lanes<scalar_t>(H, [&](auto tag, int64_t j) {
+          auto a = load(h + j, tag) + load(u + j, tag);
+          if (bhp) a = a + load(bhp + j, tag);
+          store(activate(a, act_h), h + j);
+        });
+      });
+      rec_y.mm_(y_out, h_t);
+      const bool padded = mask.any_padded(t);
+      const scalar_t* yi = y_in.data_ptr<scalar_t>();
+      scalar_t* yo = y_out.data_ptr<scalar_t>();
+      scalar_t* ob = ys.data_ptr<scalar_t>() + t * N * O;
+      for_rows(N, O, [&](int64_t n) {
+        scalar_t* y = yo + n * O;
+        scalar_t* out = ob + n * O;
+        if (padded && !mask.counts(t, n, N)) {  // the state is carried, the output zero
+          std::copy(yi + n * O, yi + (n + 1) * O, y);
+          std::fill(out, out + O, scalar_t(0));
+          return;
+        }
+        output_row(y, byp, out, O, act_y);
+      });
+    }
+  });
+  return {ys, ss[st.last()].clone(), hs.saved(), ss.saved()};
+}
+
+Out4 jordan_sequence(const at::Tensor& us, const at::Tensor& y0, const at::Tensor& w_yh,
+                     const std::optional<at::Tensor>& b_yh, const at::Tensor& w_hy,
+                     const std::optional<at::Tensor>& b_hy,
+                     const std::optional<at::Tensor>& valid, c10::string_view activation,
+                     c10::string_view output_activation, bool reverse) {
+  return run_forward(true, us, y0, w_yh, b_yh, w_hy, b_hy, valid, activation, output_activation,
+                     reverse);
+}
+
+// Without a backward to feed: nothing saved (one step's hidden rows, two state slots).
+std::tuple<at::Tensor, at::Tensor> jordan_sequence_inference(
+    const at::Tensor& us, const at::Tensor& y0, const at::Tensor& w_yh,
+    const std::optional<at::Tensor>& b_yh, const at::Tensor& w_hy,
+    const std::optional<at::Tensor>& b_hy, const std::optional<at::Tensor>& valid,
+    c10::string_view activation, c10::string_view output_activation, bool reverse) {
+  auto out = run_forward(false, us, y0, w_yh, b_yh, w_hy, b_hy, valid, activation,
+                         output_activation, reverse);
+  return {std::get<0>(out), std::get<1>(out)};
+}
+
+// Returns (dus, dy0, dw_yh, db_yh, dw_hy, db_hy) ((0,) tensors for the absent biases).
+Out6 jordan_sequence_backward(
+    const at::Tensor& grad_ys, const at::Tensor& grad_y_T, const at::Tensor& us,
+    const at::Tensor& /*y0*/, const at::Tensor& w_yh, const std::optional<at::Tensor>& b_yh,
+    const at::Tensor& w_hy, const std::optional<at::Tensor>& b_hy, const at::Tensor& hs,
+    const at::Tensor& ss, const std::optional<at::Tensor>& valid, c10::string_view activation,
+    c10::string_view output_activation, bool reverse) {
+  const Act act_h = hidden_act(activation), act_y = output_act(output_activation);
+  const int64_t T = hs.size(0), N = hs.size(1), H = hs.size(2), O = ss.size(2);
+  Steps st{T, reverse};
+  Mask mask(valid, T, N);
+  const at::Tensor gy = grad_ys.contiguous(), hs_c = hs.contiguous(), ss_c = ss.contiguous();
+  at::Tensor da = at::empty({T, N, H}, hs.options());
+  at::Tensor dz = at::empty({T, N, O}, hs.options());
+  at::Tensor dy = grad_y_T.contiguous().clone();
+  at::Tensor dy_next = at::empty_like(dy);
+  const Product back_y(w_hy.t(), N);  // dz_t W_hy
+  const Product back_h(w_yh.t(), N);  // da_t W_yh
+  AT_DISPATCH_FLOATING_TYPES(hs.scalar_type(), "jordan_sequence_backward", [&] {
+    const scalar_t* hb = hs_c.data_ptr<scalar_t>();
+    const scalar_t* sb = ss_c.data_ptr<scalar_t>();
+    const scalar_t* gb = gy.data_ptr<scalar_t>();
+    scalar_t* dab = da.data_ptr<scalar_t>();
+    scalar_t* dzb = dz.data_ptr<scalar_t>();
+    for (int64_t i = 0; i < T; ++i) {
+      const int64_t t = st.backward_step(i);
+      const bool padded = mask.any_padded(t);
+      const scalar_t* d = dy.data_ptr<scalar_t>();
+      for_rows(N, O, [&](int64_t n) {
+        scalar_t* dzr = dzb + (t * N + n) * O;
+        if (padded && !mask.counts(t, n, N)) {  // carried: no gradient through the cell
+          std::fill(dzr, dzr + O, scalar_t(0));
+          return;
+        }
+        output_grad_row(sb + ((t + st.off_out()) * N + n) * O, gb + (t * N + n) * O, d + n * O,
+                        dzr, O, act_y);
+      });
+      at::Tensor da_t = da.select(0, t);
+      back_y.mm_(da_t, dz.select(0, t));
+      for_rows(N, H, [&](int64_t n) {
+        scalar_t* a = dab + (t * N + n) * H;
+        const scalar_t* h = hb + (t * N + n) * H;
+        for_lanes<scalar_t>(H, [&](auto tag, int64_t j) {
+          store(load(a + j, tag) * derivative(load(h + j, tag), act_h), a + j);
+        });
+      });
+      back_h.mm_(dy_next, da_t);
+      if (padded) {  // a padded sequence carries its dy past the step (its da row is zero)
+        scalar_t* nx = dy_next.data_ptr<scalar_t>();
+        for (int64_t n = 0; n < N; ++n) {
+          if (!mask.counts(t, n, N)) std::copy(d + n * O, d + (n + 1) * O, nx + n * O);
+        }
+      }
+      std::swap(dy, dy_next);
+    }
+  });
+  const at::Tensor da2 = da.view({T * N, H}), dz2 = dz.view({T * N, O});
+  const at::Tensor before = ss_c.narrow(0, st.off_in(), T).reshape({T * N, O});
+  return {da,
+          dy,
+          at::mm(da2.t(), before),
+          b_yh ? da2.sum(0) : absent(hs),
+          at::mm(dz2.t(), hs_c.view({T * N, H})),
+          b_hy ? dz2.sum(0) : absent(hs)};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
+  m.impl("jordan_sequence", &jordan_sequence);
+  m.impl("jordan_sequence_inference", &jordan_sequence_inference);
+  m.impl("jordan_sequence_backward", &jordan_sequence_backward);
+}
+
+}  // namespace rnnkit
