@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
-SOURCES = ["elman.cpp", "gru.cpp", "lstm.cpp", "scrn.cpp"]
+SOURCES = ["elman.cpp", "gru.cpp", "lstm.cpp", "scrn.cpp", "ctrnn.cpp"]
 NAME = "rnnkit_ops"
 
 _state: dict = {}  # "loaded": bool, "error": str
