@@ -8,11 +8,11 @@
 //   z_t = W p_{t-1} + u_t,  h~_t = (1 - a) h_{t-1} + a z_t
 //   h_t = m_t h~_t + (1 - m_t) h_{t-1},  p_t = m_t phi(h~_t) + (1 - m_t) p_{t-1},
 //   y_t = m_t phi(h~_t)
-// With a constant a, a u_t for all steps is one product before the loop (into the after-slots of
-// hs) and a step is the GEMM p_{t-1} (diag(a) W)^T added to it (identity: h_{t-1} M^T,
-// M = diag(1 - a) + diag(a) W, which holds the leak too) and one parallel pointwise pass
-// (+ (1 - a) h_{t-1}, phi, the carry at a padded step, y_t). With dt_input: u_t, then the GEMM
-// p_{t-1} W^T makes z_t and the pass h~ = h_{t-1} + a_t (z_t - h_{t-1}).
+// A step is one GEMM (into the after-slot of hs) and one parallel pointwise pass that adds the
+// rest, applies phi, carries the state at a padded step and writes y_t. With a constant a the
+// GEMM is p_{t-1} (diag(a) W)^T and the pass adds a u_t + (1 - a) h_{t-1} (identity: the GEMM
+// is h_{t-1} M^T, M = diag(1 - a) + diag(a) W, which holds the leak too); with dt_input the GEMM
+// is p_{t-1} W^T, and the pass forms z_t and h~ = h_{t-1} + a_t (z_t - h_{t-1}).
 // Saved: hs (T+1, N, H), the slots of h; ps (T+1, N, H), the slots of p = phi(h) ((0,) for the
 // identity, where p is h); zs (T, N, H) = z_t - h_{t-1} with dt_input ((0,) without). These hold
 // h, tanh(h) and z - h themselves: the pure-torch loop's tanh buffers hold 2 h, sigmoid(2 h)
@@ -114,16 +114,14 @@ Out5 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
   at::Tensor ps = identity ? hs : at::empty({K, N, H}, opts);
   at::Tensor zs = save && dt_input ? at::empty({T, N, H}, opts) : absent(us);
   auto slot = [&](int64_t k) { return save ? k : k % 2; };
-  // the pre-activations, the GEMM's output: the after-slots of hs, or ys
+  // the GEMM's output, read back by the step's pass: the after-slots of hs, or ys
   at::Tensor pre = save ? hs.narrow(0, st.off_out(), T) : ys;
   at::Tensor a, oma, w;  // a and 1 - a (constant dt), the recurrent weight of the GEMM
   if (dt_input) {
-    pre.copy_(us.narrow(2, 0, H));
     w = w_hh;
   } else {
     a = (at::reciprocal(tau) * dt).contiguous();  // exactly as the cell: dt / exp(log_tau)
     oma = (1 - a).contiguous();
-    at::mul_out(pre, us, a);
     w = w_hh * a.unsqueeze(1);  // diag(a) W
     if (identity) w.diagonal().add_(oma);  // M
   }
@@ -139,6 +137,7 @@ Out5 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
       scalar_t* zb = save && dt_input ? zs.data_ptr<scalar_t>() : nullptr;
       const scalar_t* ub = us.data_ptr<scalar_t>();
       const scalar_t* taub = tau.data_ptr<scalar_t>();
+      const scalar_t* ab = dt_input ? nullptr : a.data_ptr<scalar_t>();
       const scalar_t* omab = dt_input ? nullptr : oma.data_ptr<scalar_t>();
       if constexpr (A != Act::identity) {  // p_0 = phi(h_0)
         const int64_t k = slot(st.first());
@@ -152,7 +151,7 @@ Out5 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
         const int64_t t = st.forward_step(i);
         const int64_t k_in = slot(t + st.off_in()), k_out = slot(t + st.off_out());
         at::Tensor pre_t = pre.select(0, t);
-        rec.add_(pre_t, ps.select(0, k_in));  // ps is hs for the identity
+        rec.mm_(pre_t, ps.select(0, k_in));  // ps is hs for the identity
         const bool padded = mask.any_padded(t);
         for_rows(N, H, [&](int64_t n) {
           const int64_t row = t * N + n;
@@ -162,21 +161,22 @@ Out5 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
           scalar_t* po = pb + (k_out * N + n) * H;
           scalar_t* y = yb + row * H;
           const scalar_t* pr = prb + row * H;
+          const scalar_t* u = ub + row * U;
           scalar_t* z = zb ? zb + row * H : nullptr;
           const scalar_t dt_row = dt_input ? ub[row * U + H] : scalar_t(0);
           const bool counts = !padded || mask.counts(t, n, N);
           for_lanes<scalar_t>(H, [&](auto tag, int64_t j) {
             using V = decltype(tag);
-            const V h_in = load(hi + j, tag), q = load(pr + j, tag);
+            const V h_in = load(hi + j, tag), q = load(pr + j, tag), uv = load(u + j, tag);
             V h;
-            if (dt_input) {  // q = z_t
-              const V zd = q - h_in;
+            if (dt_input) {  // q = W p_{t-1}
+              const V zd = q + uv - h_in;
               if (z) store(zd, z + j);
               h = h_in + V(dt_row) / load(taub + j, tag) * zd;
-            } else if (identity) {  // q = a u_t + h_{t-1} M^T
-              h = q;
-            } else {  // q = a u_t + a W p_{t-1}
-              h = q + load(omab + j, tag) * h_in;
+            } else if (identity) {  // q = h_{t-1} M^T
+              h = q + load(ab + j, tag) * uv;
+            } else {  // q = a W p_{t-1}
+              h = q + load(ab + j, tag) * uv + load(omab + j, tag) * h_in;
             }
             if (!counts) {
               store(h_in, ho + j);

@@ -7,8 +7,9 @@
 //   a_t = u^h_t + P s_t (one GEMM for all steps) + R h_{t-1} (a GEMM a step)
 //   h~_t = sigmoid(a_t),  h_t = m_t h~_t + (1 - m_t) h_{t-1},  y_t = m_t [h~_t ; s~_t]
 // The context does not depend on h: it runs first, one parallel pass over the rows, each row
-// going through all its steps. Then a step is the GEMM into the h half of the after-slot and one
-// parallel pointwise pass (sigmoid, the carry at a padded step, y^h_t).
+// going through all its steps; then P s_t for all steps goes into the h halves of the
+// after-slots. A step is the GEMM adding R h_{t-1} there and one parallel pointwise pass (+ u^h_t,
+// sigmoid, the carry at a padded step, y^h_t).
 // Saved: ss (T+1, N, H+S), the slots of the carried [h ; s] (as the pure-torch loop's).
 //
 // Backward, going back over the steps from dh = dL/dh_T, ds = dL/ds_T:
@@ -63,10 +64,9 @@ Out4 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
         }
       });
     });
-    // a_t = u^h_t + s_t P^T for all steps, into the h half of the after-slots
+    // s_t P^T for all steps, into the h half of the after-slots (the pass adds u^h_t)
     at::Tensor a2 = after.narrow(2, 0, H).reshape({T * N, H});
-    at::addmm_out(a2, us.narrow(2, S, H).reshape({T * N, H}),
-                  after.narrow(2, H, S).reshape({T * N, S}), w_P.t());
+    at::mm_out(a2, after.narrow(2, H, S).reshape({T * N, S}), w_P.t());
     const Product rec(w_R, N);  // h_{t-1} R^T
     for (int64_t i = 0; i < T; ++i) {
       const int64_t t = st.forward_step(i);
@@ -78,6 +78,7 @@ Out4 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
         const scalar_t* hi = sb + (s_in * N + n) * W;
         scalar_t* ho = sb + (s_out * N + n) * W;
         scalar_t* y = yb ? yb + (t * N + n) * W : nullptr;
+        const scalar_t* u = ub + (t * N + n) * W + S;
         const bool counts = !padded || mask.counts(t, n, N);
         for_lanes<scalar_t>(H, [&](auto tag, int64_t j) {
           using V = decltype(tag);
@@ -86,7 +87,7 @@ Out4 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
             if (y) store(V(scalar_t(0)), y + j);
             return;
           }
-          const V h = sigm(load(ho + j, tag));
+          const V h = sigm(load(ho + j, tag) + load(u + j, tag));
           store(h, ho + j);
           if (y) store(h, y + j);
         });
@@ -177,9 +178,9 @@ scrn_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T,
       }
       std::swap(dh, dh_next);
     }
-    // g_t = dy^s_t + da_t P for all steps, into the s half of dus (unused at padded steps)
+    // da_t P for all steps, into the s half of dus (the context loop adds dy^s_t)
     at::Tensor g2 = du.narrow(2, 0, S).reshape({T * N, S});
-    at::addmm_out(g2, gy.narrow(2, H, S).reshape({T * N, S}), da2, w_P);
+    at::mm_out(g2, da2, w_P);
     // The context loop, a row at a time through all its steps (ds kept in registers).
     const scalar_t* ab = al.defined() ? al.data_ptr<scalar_t>() : nullptr;
     const scalar_t fa = static_cast<scalar_t>(fixed_alpha);
@@ -197,7 +198,7 @@ scrn_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T,
             store(V(scalar_t(0)), g);
             continue;
           }
-          const V e = load(g, tag) + d;  // ds~_t
+          const V e = load(g, tag) + load(yb + (t * N + n) * W + H + j, tag) + d;  // ds~_t
           store(e, g);
           if (accb) ga = ga + e * load(sb + ((t + st.off_in()) * N + n) * W + H + j, tag);
           d = a * e;
