@@ -14,9 +14,13 @@ tanh/sigmoid/relu/identity and :math:`m_t` the padding mask; :math:`\Delta t` is
 activation, reverse) -> (ys (T, N, H), h_T, hs (T + 1, N, H), ps (T + 1, N, H), zs (T, N, H))``:
 ``hs`` and ``ps`` are the slot buffers of the carried state and its activation (``ps`` absent,
 ``(0,)``, for the identity), ``zs`` the ``dt_input`` loop's :math:`z_t - h_{t-1}` (absent
-without it), for ``ctrnn_sequence_backward``. Derivation and loops (the pure-torch
-implementation): :mod:`rnnkit.kernels.ctrnn`; frame, autograd and fallback:
-:mod:`rnnkit.ops._wiring`.
+without it), for ``ctrnn_sequence_backward``, which reads only its own forward's buffers. On the
+CPU the op is the compiled C++ loop (``rnnkit/csrc/ctrnn.cpp``) where it built; its buffers hold
+:math:`h`, :math:`\phi(h)` and :math:`z_t - h_{t-1}` themselves. The pure-torch loop's (CUDA,
+and the CPU without the build) hold the same with sigmoid, relu and identity, but with tanh
+:math:`2h`, :math:`\mathrm{sigmoid}(2h)` and :math:`2 (z_t - h_{t-1})` (its trick against
+torch's slow CPU tanh). Derivation and loops (the pure-torch implementation):
+:mod:`rnnkit.kernels.ctrnn`; frame, autograd and fallback: :mod:`rnnkit.ops._wiring`.
 """
 
 from __future__ import annotations
@@ -74,7 +78,8 @@ def _fake(us, h0, w_hh, log_tau, valid, dt, dt_input, activation, reverse):
 
 
 def register() -> None:
-    """No C++ loop: the pure-torch implementation, on the CPU and CUDA."""
+    """Fakes and autograd; the pure-torch implementation on CUDA, and on the CPU where the C++
+    loop (``csrc/ctrnn.cpp``) did not build."""
     _wiring.register("ctrnn_sequence", reference=reference, fake=_fake,
                      python_forward=_python_forward, python_backward=_python_backward)
 

@@ -10,9 +10,11 @@ which so also differentiates a learned :math:`\alpha = \sigma(a)` there).
 ``scrn_sequence(us (T, N, S + H), h0 (N, H), s0 (N, S), alpha? (S), w_P (H, S), w_R (H, H),
 valid?, fixed_alpha, reverse) -> (ys (T, N, H + S), h_T, s_T, ss (T + 1, N, H + S))``: a learned
 :math:`\alpha` is the tensor ``alpha``, a fixed one the float ``fixed_alpha`` with ``alpha``
-None; ``ss`` is the slot buffer of the carried ``[h ; s]`` for ``scrn_sequence_backward``.
-Derivation and loops (the pure-torch implementation): :mod:`rnnkit.kernels.scrn`; frame,
-autograd and fallback: :mod:`rnnkit.ops._wiring`.
+None; ``ss`` is the slot buffer of the carried ``[h ; s]`` for ``scrn_sequence_backward`` (the
+same content in both implementations). On the CPU the op is the compiled C++ loop
+(``rnnkit/csrc/scrn.cpp``) where it built; elsewhere the pure-torch one. Derivation and loops
+(the pure-torch implementation): :mod:`rnnkit.kernels.scrn`; frame, autograd and fallback:
+:mod:`rnnkit.ops._wiring`.
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ def _fake(us, h0, s0, alpha, w_P, w_R, valid, fixed_alpha, reverse):
 
 
 def register() -> None:
-    """No C++ loop: the pure-torch implementation, on the CPU and CUDA."""
+    """Fakes and autograd; the pure-torch implementation on CUDA, and on the CPU where the C++
+    loop (``csrc/scrn.cpp``) did not build."""
     _wiring.register("scrn_sequence", reference=reference, fake=_fake,
                      python_forward=_python_forward, python_backward=_python_backward)
 

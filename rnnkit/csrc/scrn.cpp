@@ -1,0 +1,228 @@
+// rnnkit::scrn_sequence and its backward on the CPU: the SCRN recurrence (the slow context s
+// with a fixed or learned alpha, then the sigmoid Elman recurrence of h) as one op.
+//
+// Forward (step t in the order the direction visits them; m_t marks the sequences still
+// running; us = [u^s ; u^h] = [(1 - alpha) B x ; A x + b], precomputed outside the op):
+//   s~_t = u^s_t + alpha s_{t-1},  s_t = m_t s~_t + (1 - m_t) s_{t-1}
+//   a_t = u^h_t + P s_t (one GEMM for all steps) + R h_{t-1} (a GEMM a step)
+//   h~_t = sigmoid(a_t),  h_t = m_t h~_t + (1 - m_t) h_{t-1},  y_t = m_t [h~_t ; s~_t]
+// The context does not depend on h: it runs first, one parallel pass over the rows, each row
+// going through all its steps; then P s_t for all steps goes into the h halves of the
+// after-slots. A step is the GEMM adding R h_{t-1} there and one parallel pointwise pass (+ u^h_t,
+// sigmoid, the carry at a padded step, y^h_t).
+// Saved: ss (T+1, N, H+S), the slots of the carried [h ; s] (as the pure-torch loop's).
+//
+// Backward, going back over the steps from dh = dL/dh_T, ds = dL/ds_T:
+//   da_t = m_t (dy^h_t + dh_t) h~_t (1 - h~_t),  dh_{t-1} = (1 - m_t) dh_t + R^T da_t
+// then for all steps in one GEMM g_t = dy^s_t + P^T da_t, and per row the context loop
+//   ds~_t = m_t (ds_t + g_t),  ds_{t-1} = (1 - m_t) ds_t + alpha ds~_t
+// and over all T N rows: dus = [ds~ ; da], dP = sum_t da_t s_t^T, dR = sum_t da_t h_{t-1}^T,
+// dalpha = sum_{t,n} ds~_t s_{t-1} (a learned alpha); dh_0, ds_0 the dh, ds left after the loops.
+#include <torch/library.h>
+
+#include "recurrence.h"
+
+namespace rnnkit {
+namespace {
+
+using Out4 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+// save: keep ss for a backward (else the loop still runs in a slot buffer, and ys is a view of it)
+Out4 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const at::Tensor& s0,
+                 const std::optional<at::Tensor>& alpha, const at::Tensor& w_P,
+                 const at::Tensor& w_R, const std::optional<at::Tensor>& valid,
+                 double fixed_alpha, bool reverse) {
+  const int64_t T = us_in.size(0), N = us_in.size(1), H = w_P.size(0), S = w_P.size(1);
+  const int64_t W = H + S;
+  Steps st{T, reverse};
+  Mask mask(valid, T, N);
+  at::Tensor us = us_in.contiguous();
+  at::Tensor al = alpha.has_value() ? alpha->contiguous() : at::Tensor();
+  at::Tensor ss = at::empty({T + 1, N, W}, us.options());
+  at::Tensor ys = save ? at::empty({T, N, W}, us.options()) : at::Tensor();
+  ss.select(0, st.first()).narrow(1, 0, H).copy_(h0);
+  ss.select(0, st.first()).narrow(1, H, S).copy_(s0);
+  at::Tensor after = ss.narrow(0, st.off_out(), T);  // (T, N, H + S), contiguous
+  AT_DISPATCH_FLOATING_TYPES(us.scalar_type(), "scrn_sequence", [&] {
+    scalar_t* sb = ss.data_ptr<scalar_t>();
+    const scalar_t* ub = us.data_ptr<scalar_t>();
+    scalar_t* yb = save ? ys.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* ab = al.defined() ? al.data_ptr<scalar_t>() : nullptr;
+    const scalar_t fa = static_cast<scalar_t>(fixed_alpha);
+    // The context, a row at a time through all its steps (s kept in registers).
+    for_rows(N, T * S, [&](int64_t n) {
+      for_lanes<scalar_t>(S, [&](auto tag, int64_t j) {
+        using V = decltype(tag);
+        const V a = ab ? load(ab + j, tag) : V(fa);
+        V s = load(sb + (st.first() * N + n) * W + H + j, tag);
+        for (int64_t i = 0; i < T; ++i) {
+          const int64_t t = st.forward_step(i);
+          const bool counts = mask.counts(t, n, N);
+          if (counts) s = load(ub + (t * N + n) * W + j, tag) + a * s;
+          store(s, sb + ((t + st.off_out()) * N + n) * W + H + j);
+          if (yb) store(counts ? s : V(scalar_t(0)), yb + (t * N + n) * W + H + j);
+        }
+      });
+    });
+    // s_t P^T for all steps, into the h half of the after-slots (the pass adds u^h_t)
+    at::Tensor a2 = after.narrow(2, 0, H).reshape({T * N, H});
+    at::mm_out(a2, after.narrow(2, H, S).reshape({T * N, S}), w_P.t());
+    const Product rec(w_R, N);  // h_{t-1} R^T
+    for (int64_t i = 0; i < T; ++i) {
+      const int64_t t = st.forward_step(i);
+      const int64_t s_in = t + st.off_in(), s_out = t + st.off_out();
+      at::Tensor a_t = ss.select(0, s_out).narrow(1, 0, H);
+      rec.add_(a_t, ss.select(0, s_in).narrow(1, 0, H));
+      const bool padded = mask.any_padded(t);
+      for_rows(N, H, [&](int64_t n) {
+        const scalar_t* hi = sb + (s_in * N + n) * W;
+        scalar_t* ho = sb + (s_out * N + n) * W;
+        scalar_t* y = yb ? yb + (t * N + n) * W : nullptr;
+        const scalar_t* u = ub + (t * N + n) * W + S;
+        const bool counts = !padded || mask.counts(t, n, N);
+        for_lanes<scalar_t>(H, [&](auto tag, int64_t j) {
+          using V = decltype(tag);
+          if (!counts) {
+            store(load(hi + j, tag), ho + j);
+            if (y) store(V(scalar_t(0)), y + j);
+            return;
+          }
+          const V h = sigm(load(ho + j, tag) + load(u + j, tag));
+          store(h, ho + j);
+          if (y) store(h, y + j);
+        });
+      });
+    }
+  });
+  at::Tensor last = ss.select(0, st.last());
+  at::Tensor h_T = last.narrow(1, 0, H).clone(at::MemoryFormat::Contiguous);
+  at::Tensor s_T = last.narrow(1, H, S).clone(at::MemoryFormat::Contiguous);
+  if (!save) {  // the after-slots are the outputs (a contiguous block of ss), masked in place
+    ys = after;
+    if (valid.has_value()) ys.mul_(valid->unsqueeze(2));
+    return {ys, h_T, s_T, absent(us)};
+  }
+  return {ys, h_T, s_T, ss};
+}
+
+Out4 scrn_sequence(const at::Tensor& us, const at::Tensor& h0, const at::Tensor& s0,
+                   const std::optional<at::Tensor>& alpha, const at::Tensor& w_P,
+                   const at::Tensor& w_R, const std::optional<at::Tensor>& valid,
+                   double fixed_alpha, bool reverse) {
+  return run_forward(true, us, h0, s0, alpha, w_P, w_R, valid, fixed_alpha, reverse);
+}
+
+// Without a backward to feed: ys is the slot buffer's after-slots (no copy), ss is not returned.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> scrn_sequence_inference(
+    const at::Tensor& us, const at::Tensor& h0, const at::Tensor& s0,
+    const std::optional<at::Tensor>& alpha, const at::Tensor& w_P, const at::Tensor& w_R,
+    const std::optional<at::Tensor>& valid, double fixed_alpha, bool reverse) {
+  auto out = run_forward(false, us, h0, s0, alpha, w_P, w_R, valid, fixed_alpha, reverse);
+  return {std::get<0>(out), std::get<1>(out), std::get<2>(out)};
+}
+
+// Returns (dus, dh0, ds0, dalpha ((0,) for a fixed alpha), dP, dR).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+scrn_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T,
+                       const at::Tensor& grad_s_T, const at::Tensor& us, const at::Tensor& /*h0*/,
+                       const at::Tensor& /*s0*/, const std::optional<at::Tensor>& alpha,
+                       const at::Tensor& w_P, const at::Tensor& w_R, const at::Tensor& ss,
+                       const std::optional<at::Tensor>& valid, double fixed_alpha, bool reverse) {
+  const int64_t T = us.size(0), N = us.size(1), H = w_P.size(0), S = w_P.size(1);
+  const int64_t W = H + S;
+  Steps st{T, reverse};
+  Mask mask(valid, T, N);
+  at::Tensor gy = grad_ys.contiguous(), ss_c = ss.contiguous();
+  at::Tensor al = alpha.has_value() ? alpha->contiguous() : at::Tensor();
+  at::Tensor du = at::empty({T, N, W}, us.options());  // [ds~_t ; da_t]
+  at::Tensor da = du.narrow(2, S, H);
+  at::Tensor dh = grad_h_T.contiguous().clone();
+  at::Tensor dh_next = at::empty_like(dh);
+  at::Tensor ds = grad_s_T.contiguous().clone();  // the context loop's ds_t, per row
+  at::Tensor acc = al.defined() ? at::zeros({N, S}, us.options()) : at::Tensor();
+  at::Tensor s_after = ss_c.narrow(0, st.off_out(), T).narrow(2, H, S).reshape({T * N, S});
+  at::Tensor da2 = da.reshape({T * N, H});
+  const Product rec(w_R.t(), N);  // da_t R
+  AT_DISPATCH_FLOATING_TYPES(us.scalar_type(), "scrn_sequence_backward", [&] {
+    const scalar_t* sb = ss_c.data_ptr<scalar_t>();
+    const scalar_t* yb = gy.data_ptr<scalar_t>();
+    scalar_t* db = du.data_ptr<scalar_t>();
+    // The h loop.
+    for (int64_t i = 0; i < T; ++i) {
+      const int64_t t = st.backward_step(i);
+      const bool padded = mask.any_padded(t);
+      const scalar_t* dhp = dh.data_ptr<scalar_t>();
+      scalar_t* dhn = dh_next.data_ptr<scalar_t>();
+      for_rows(N, H, [&](int64_t n) {
+        scalar_t* d = db + (t * N + n) * W + S;
+        if (padded && !mask.counts(t, n, N)) {  // carried: no gradient through the cell
+          std::fill(d, d + H, scalar_t(0));
+          std::copy(dhp + n * H, dhp + (n + 1) * H, dhn + n * H);
+          return;
+        }
+        const scalar_t* h = sb + ((t + st.off_out()) * N + n) * W;
+        const scalar_t* y = yb + (t * N + n) * W;
+        for_lanes<scalar_t>(H, [&](auto tag, int64_t j) {
+          using V = decltype(tag);
+          const V hv = load(h + j, tag);
+          store((load(y + j, tag) + load(dhp + n * H + j, tag)) * hv * (V(scalar_t(1)) - hv),
+                d + j);
+        });
+        if (padded) std::fill(dhn + n * H, dhn + (n + 1) * H, scalar_t(0));
+      });
+      at::Tensor da_t = da.select(0, t);
+      if (padded) {
+        rec.add_(dh_next, da_t);  // dh_{t-1} = (1 - m_t) dh_t + da_t R
+      } else {
+        rec.mm_(dh_next, da_t);
+      }
+      std::swap(dh, dh_next);
+    }
+    // da_t P for all steps, into the s half of dus (the context loop adds dy^s_t)
+    at::Tensor g2 = du.narrow(2, 0, S).reshape({T * N, S});
+    at::mm_out(g2, da2, w_P);
+    // The context loop, a row at a time through all its steps (ds kept in registers).
+    const scalar_t* ab = al.defined() ? al.data_ptr<scalar_t>() : nullptr;
+    const scalar_t fa = static_cast<scalar_t>(fixed_alpha);
+    scalar_t* dsb = ds.data_ptr<scalar_t>();
+    scalar_t* accb = acc.defined() ? acc.data_ptr<scalar_t>() : nullptr;
+    for_rows(N, T * S, [&](int64_t n) {
+      for_lanes<scalar_t>(S, [&](auto tag, int64_t j) {
+        using V = decltype(tag);
+        const V a = ab ? load(ab + j, tag) : V(fa);
+        V d = load(dsb + n * S + j, tag), ga(scalar_t(0));
+        for (int64_t i = 0; i < T; ++i) {
+          const int64_t t = st.backward_step(i);
+          scalar_t* g = db + (t * N + n) * W + j;
+          if (!mask.counts(t, n, N)) {
+            store(V(scalar_t(0)), g);
+            continue;
+          }
+          const V e = load(g, tag) + load(yb + (t * N + n) * W + H + j, tag) + d;  // ds~_t
+          store(e, g);
+          if (accb) ga = ga + e * load(sb + ((t + st.off_in()) * N + n) * W + H + j, tag);
+          d = a * e;
+        }
+        store(d, dsb + n * S + j);
+        if (accb) store(ga, accb + n * S + j);
+      });
+    });
+  });
+  at::Tensor h_before = ss_c.narrow(0, st.off_in(), T).narrow(2, 0, H).reshape({T * N, H});
+  return {du,
+          dh,
+          ds,
+          acc.defined() ? acc.sum(0) : absent(us),
+          at::mm(da2.t(), s_after),
+          at::mm(da2.t(), h_before)};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(rnnkit, CPU, m) {
+  m.impl("scrn_sequence", &scrn_sequence);
+  m.impl("scrn_sequence_inference", &scrn_sequence_inference);
+  m.impl("scrn_sequence_backward", &scrn_sequence_backward);
+}
+
+}  // namespace rnnkit
