@@ -44,7 +44,7 @@ inline Vec<s> positive(const Vec<s>& v) { return v.gt(Vec<s>(s(0))); }  // 1 or 
 template <typename V>
 inline V activate(const V& x, Act a) {
   switch (a) {
-    case Act::tanh: return tanh_(x);  // 2 sigmoid(2x) - 1 (recurrence.h)
+    case Act::tanh: return tanh_(x);
     case Act::sigmoid: return sigm(x);
     case Act::relu: return relu_(x);
     default: return x;

@@ -134,16 +134,14 @@ template <typename s>
 inline s sigm(s v) { return s(1) / (s(1) + std::exp(-v)); }
 template <typename s>
 inline Vec<s> sigm(const Vec<s>& v) { return vsigmoid(v); }
-// tanh(x) = 2 sigmoid(2 x) - 1: at::vec's tanh (Sleef's) costs 3.5x this (measured, float32
-// AVX-512: 1.5 against 0.42 ns an element), and a step's pointwise pass is mostly its tanh and
-// sigmoids. (Near 0 its error is absolute, ~1 ulp of 1, not relative: a few 1e-8 in float32.)
+// tanh: at::vec's (Sleef's, accurate to ~1 ulp). 2 sigmoid(2x) - 1 is 3.5x cheaper (float32
+// AVX-512: 0.42 against 1.5 ns an element) but loses relative accuracy near 0 (1e-3 at x = 1e-4
+// in float32), and that was enough to change a training run's outcome (tests/test_diagnostics:
+// an Elman net that should lose its gradient kept it); the step is GEMM-bound anyway.
 template <typename s>
-inline s tanh_(s v) { return s(2) / (s(1) + std::exp(s(-2) * v)) - s(1); }
+inline s tanh_(s v) { return std::tanh(v); }
 template <typename s>
-inline Vec<s> tanh_(const Vec<s>& v) {
-  const Vec<s> one(s(1));
-  return Vec<s>(s(2)) / (one + (v * Vec<s>(s(-2))).exp()) - one;
-}
+inline Vec<s> tanh_(const Vec<s>& v) { return v.tanh(); }
 
 template <typename scalar_t, typename F>
 inline void for_lanes(int64_t H, const F& f) {

@@ -4,14 +4,13 @@ Each op is defined here (schema), with a fake implementation for shapes (so ``to
 and ``torch.export`` trace through it) and its hand-derived backward registered as its autograd
 (the backward itself an op). The CPU implementation is the compiled C++ loop
 (``rnnkit/csrc``, see :mod:`rnnkit.ops.build`) where it built, else a pure-torch one with the
-same schema, so every op exists on every machine. ``compiled()`` says which one runs (for the
-ops that have a C++ loop). Where CUDA is available and triton imports, :func:`rnnkit.gpu.register`
-adds the CUDA implementation of the Elman, GRU and LSTM ops; every other op and device runs the
-pure-torch implementation.
+same schema, so every op exists on every machine. ``compiled()`` says which one runs. Where
+CUDA is available and triton imports, :func:`rnnkit.gpu.register` adds the CUDA implementation
+of the Elman, GRU and LSTM ops; every other op runs its pure-torch implementation on CUDA.
 
-So far: ``elman_sequence``, ``gru_sequence``, ``lstm_sequence`` (C++, Triton and pure torch);
+The ops: ``elman_sequence``, ``gru_sequence``, ``lstm_sequence`` (C++, Triton and pure torch);
 ``clockwork_sequence``, ``ctrnn_sequence``, ``fully_sequence``, ``jordan_sequence``,
-``scrn_sequence`` (pure torch only: no C++ loop yet).
+``scrn_sequence`` (C++ and pure torch).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""What the cell ops (clockwork, ctrnn, fully, jordan, scrn: pure torch, no C++ loop) share.
+"""What the cell ops (clockwork, ctrnn, fully, jordan, scrn) share in their pure-torch
+implementations (the fallback of their C++ loops, and what runs on CUDA).
 
 Their references: a cell's step written in plain torch ops, run over the steps as
 :func:`rnnkit.scan` runs it (padding masked the same way), differentiable to any order: what a
