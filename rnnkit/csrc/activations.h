@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "recurrence.h"
 
@@ -31,8 +32,29 @@ inline Act output_act(c10::string_view a) {
   return Act::softmax;
 }
 
+// tanh, sigmoid, relu or identity: a cell's elementwise activation (Clockwork, CTRNN)
+inline Act elementwise_act(c10::string_view a) {
+  if (a == "tanh") return Act::tanh;
+  if (a == "sigmoid") return Act::sigmoid;
+  if (a == "relu") return Act::relu;
+  TORCH_CHECK_VALUE(a == "identity", "activation: expected tanh, sigmoid, relu or identity, got ",
+                    a);
+  return Act::identity;
+}
+
+// f(std::integral_constant<Act, a>{}) for an elementwise `a`: a pass compiled once for each.
+template <typename F>
+void with_act(Act a, const F& f) {
+  switch (a) {
+    case Act::tanh: return f(std::integral_constant<Act, Act::tanh>{});
+    case Act::sigmoid: return f(std::integral_constant<Act, Act::sigmoid>{});
+    case Act::relu: return f(std::integral_constant<Act, Act::relu>{});
+    default: return f(std::integral_constant<Act, Act::identity>{});
+  }
+}
+
 template <typename s>
-inline s relu_(s v) { return v > s(0) ? v : s(0); }
+inline s relu_(s v) { return std::isnan(v) ? v : (v > s(0) ? v : s(0)); }  // NaN stays, as torch
 template <typename s>
 inline Vec<s> relu_(const Vec<s>& v) { return at::vec::maximum(v, Vec<s>(s(0))); }
 template <typename s>
@@ -61,6 +83,25 @@ inline V derivative(const V& v, Act a) {
     case Act::relu: return positive(v);
     default: return one;
   }
+}
+
+// The same with the activation known when compiling (with_act): phi(x), and phi' from the
+// value v = phi(x).
+template <Act A, typename V>
+inline V phi(const V& x) {
+  if constexpr (A == Act::tanh) return tanh_(x);
+  else if constexpr (A == Act::sigmoid) return sigm(x);
+  else if constexpr (A == Act::relu) return relu_(x);
+  else return x;
+}
+
+template <Act A, typename V>
+inline V phi_prime(const V& v) {
+  const V one(1);
+  if constexpr (A == Act::tanh) return one - v * v;
+  else if constexpr (A == Act::sigmoid) return v * (one - v);
+  else if constexpr (A == Act::relu) return positive(v);
+  else return one;
 }
 
 // y = phi_y(z + b) in place on a row of O (b: the bias, or null), copied to `out` too when not

@@ -42,60 +42,10 @@
 #include <utility>
 #include <vector>
 
-#include "recurrence.h"
+#include "activations.h"
 
 namespace rnnkit {
 namespace {
-
-enum class Act { tanh, sigmoid, relu, identity };
-
-Act act_kind(c10::string_view a) {
-  if (a == "tanh") return Act::tanh;
-  if (a == "sigmoid") return Act::sigmoid;
-  if (a == "relu") return Act::relu;
-  TORCH_CHECK_VALUE(a == "identity", "activation: expected tanh, sigmoid, relu or identity, got ",
-                    a);
-  return Act::identity;
-}
-
-// f(std::integral_constant<Act, a>{}): the pointwise loops compiled once per activation.
-template <typename F>
-void with_act(Act a, const F& f) {
-  switch (a) {
-    case Act::tanh: return f(std::integral_constant<Act, Act::tanh>{});
-    case Act::sigmoid: return f(std::integral_constant<Act, Act::sigmoid>{});
-    case Act::relu: return f(std::integral_constant<Act, Act::relu>{});
-    case Act::identity: return f(std::integral_constant<Act, Act::identity>{});
-  }
-}
-
-template <typename s>
-inline s relu(s v) { return std::isnan(v) ? v : (v > s(0) ? v : s(0)); }
-template <typename s>
-inline Vec<s> relu(const Vec<s>& v) { return at::vec::maximum(v, Vec<s>(s(0))); }
-template <typename s>
-inline s if_positive(s h, s e) { return h > s(0) ? e : s(0); }  // e [h > 0]
-template <typename s>
-inline Vec<s> if_positive(const Vec<s>& h, const Vec<s>& e) {
-  return Vec<s>::blendv(Vec<s>(s(0)), e, h > Vec<s>(s(0)));
-}
-
-template <Act a, typename V>
-inline V phi(const V& z) {
-  if constexpr (a == Act::tanh) return tanh_(z);
-  else if constexpr (a == Act::sigmoid) return sigm(z);
-  else if constexpr (a == Act::relu) return relu(z);
-  else return z;
-}
-
-// e phi'(z), from the output h = phi(z)
-template <Act a, typename V>
-inline V times_phi_prime(const V& e, const V& h) {
-  if constexpr (a == Act::tanh) return e * (V(1) - h * h);
-  else if constexpr (a == Act::sigmoid) return e * (h - h * h);
-  else if constexpr (a == Act::relu) return if_positive(h, e);
-  else return e;
-}
 
 // What the host knows before the loop: which module of which sequence is active at each step,
 // the runs of consecutive modules active in some sequence at each step, and what each module
@@ -266,7 +216,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
   check_args(us, h0, t0, w_hh, b_hh, periods);
   const int64_t T = us.size(0), N = us.size(1), H = us.size(2);
   const int64_t g = static_cast<int64_t>(periods.size()), B = H / g;
-  const Act act = act_kind(activation);
+  const Act act = elementwise_act(activation);
   Steps st{T, reverse};
   std::optional<at::Tensor> vc;
   if (valid.has_value()) vc = valid->contiguous();
@@ -378,7 +328,7 @@ clockwork_sequence_backward(
   TORCH_CHECK(grad_ys.sizes() == us.sizes() && grad_h_T.sizes() == h0.sizes() &&
                   grad_t_T.sizes() == t0.sizes(),
               "clockwork_sequence_backward: expected gradients shaped as the outputs");
-  const Act act = act_kind(activation);
+  const Act act = elementwise_act(activation);
   Steps st{T, reverse};
   std::optional<at::Tensor> vc;
   if (valid.has_value()) vc = valid->contiguous();
@@ -424,7 +374,7 @@ clockwork_sequence_backward(
                 using V = decltype(tag);
                 j += lo;
                 const V e = load(dr + j, tag) + load(gr + j, tag);
-                store(times_phi_prime<a>(e, load(hr + j, tag)), dzr + j);
+                store(e * phi_prime<a>(load(hr + j, tag)), dzr + j);
                 store(V(scalar_t(0)), dnr + j);
               });
             } else {

@@ -32,63 +32,10 @@
 #include <string_view>
 #include <type_traits>
 
-#include "recurrence.h"
+#include "activations.h"
 
 namespace rnnkit {
 namespace {
-
-enum class Act { tanh, sigmoid, relu, identity };
-
-Act act_kind(c10::string_view a) {
-  if (a == "tanh") return Act::tanh;
-  if (a == "sigmoid") return Act::sigmoid;
-  if (a == "relu") return Act::relu;
-  TORCH_CHECK(a == "identity", "activation: expected tanh, sigmoid, relu or identity, got ", a);
-  return Act::identity;
-}
-
-// f(std::integral_constant<Act, A>) for the activation `a`: the passes compiled once for each
-template <typename F>
-void with_act(Act a, const F& f) {
-  switch (a) {
-    case Act::tanh: f(std::integral_constant<Act, Act::tanh>()); break;
-    case Act::sigmoid: f(std::integral_constant<Act, Act::sigmoid>()); break;
-    case Act::relu: f(std::integral_constant<Act, Act::relu>()); break;
-    case Act::identity: f(std::integral_constant<Act, Act::identity>()); break;
-  }
-}
-
-template <typename s>
-inline s relu_(s v) { return v > s(0) ? v : s(0); }
-template <typename s>
-inline Vec<s> relu_(const Vec<s>& v) { return at::vec::maximum(v, Vec<s>(s(0))); }
-template <typename s>
-inline s positive(s v) { return v > s(0) ? s(1) : s(0); }
-template <typename s>
-inline Vec<s> positive(const Vec<s>& v) { return v.gt(Vec<s>(s(0))); }
-
-template <Act A, typename V>
-inline V phi(const V& h) {
-  if constexpr (A == Act::tanh) return tanh_(h);
-  else if constexpr (A == Act::sigmoid) return sigm(h);
-  else if constexpr (A == Act::relu) return relu_(h);
-  else return h;
-}
-
-template <typename V>
-struct Lane { using type = V; };  // the scalar type of a lane tag
-template <typename s>
-struct Lane<Vec<s>> { using type = s; };
-
-// phi'(h) from p = phi(h)
-template <Act A, typename V>
-inline V phi_prime(const V& p) {
-  const V one(typename Lane<V>::type(1));
-  if constexpr (A == Act::tanh) return one - p * p;
-  else if constexpr (A == Act::sigmoid) return p * (one - p);
-  else if constexpr (A == Act::relu) return positive(p);
-  else return one;
-}
 
 using Out5 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
@@ -100,7 +47,7 @@ Out5 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
   const int64_t T = us_in.size(0), N = us_in.size(1), H = w_hh.size(0), U = us_in.size(2);
   TORCH_CHECK(U == H + (dt_input ? 1 : 0), "us: expected ", H + (dt_input ? 1 : 0),
               " columns, got ", U);
-  const Act act = act_kind(activation);
+  const Act act = elementwise_act(activation);
   const bool identity = act == Act::identity;
   Steps st{T, reverse};
   Mask mask(valid, T, N);
@@ -221,7 +168,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ctrnn_sequence_backwa
     const std::optional<at::Tensor>& valid, double dt, bool dt_input,
     c10::string_view activation, bool reverse) {
   const int64_t T = us_in.size(0), N = us_in.size(1), H = w_hh.size(0), U = us_in.size(2);
-  const Act act = act_kind(activation);
+  const Act act = elementwise_act(activation);
   const bool identity = act == Act::identity;
   Steps st{T, reverse};
   Mask mask(valid, T, N);
