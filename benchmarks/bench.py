@@ -438,9 +438,8 @@ def report(rows: list[dict], repeats: int, seconds: float | None = None) -> str:
         "- `rnnkit.RecurrentNetwork('<cell>')` rows are every registered cell with its defaults "
         "(`native=True, fused=True`): the LSTM runs torch's own kernel; every other case runs "
         "rnnkit's registered op of the cell (`torch.ops.rnnkit.<cell>_sequence`, hand-derived "
-        "BPTT backward): a compiled C++ loop for the Elman, GRU and LSTM-family (peephole) ops "
-        "where they built, the pure-torch loop inside the op for Jordan, fully recurrent, "
-        "Clockwork, SCRN and CTRNN.",
+        "BPTT backward), which runs its compiled C++ loop on the CPU where the ops built (all "
+        "eight did here).",
         "- vs torchrecurrent = torchrecurrent's time / rnnkit's, train / inference, on the rnnkit "
         "row of the matching cell (> 1: rnnkit is faster); 'the floor allows' = torchrecurrent's "
         "time / the cell's GEMM floor, the speed-up of a kernel that did nothing but its products.",
