@@ -248,25 +248,28 @@ WHY = {
             "1.04-1.12x at H=512 and 1.4-1.45x at H=128 (benchmarks/ops_gain.py has it against "
             "the pure-torch loop)."),
         "peephole_lstm": (
-            "The compiled LSTM op: 1.16-1.23x at H=512, 1.5-1.6x at H=128. A step's products "
+            "The compiled LSTM op: 1.18-1.26x at H=512, 1.45-1.56x at H=128. A step's products "
             "take ~50 µs at H=128; the step's other costs (the recurrent GEMM issued through "
             "ATen, the pointwise pass, the saved buffers' memory traffic) are a third of that, "
             "and fusing them further (a persistent step, buffers reused across calls) is the "
             "lever left."),
-        "gru": "The compiled GRU op: as for the LSTM op, 1.12-1.26x at H=512, 1.5-1.7x at H=128.",
+        "gru": "The compiled GRU op: as for the LSTM op, 1.15-1.37x at H=512, 1.5-1.6x at H=128.",
         "elman": (
-            "The compiled Elman op: 1.1-1.2x at H=512, 1.2-1.5x at H=128, where a step's one "
-            "H x H product is small against the step's fixed costs."),
+            "The compiled Elman op: 1.1-1.15x at H=512, 1.35-1.65x at H=128, where a step's one "
+            "H x H product (32 x 128 x 128: ~12 µs) is small against the step's fixed costs "
+            "(two ATen GEMM calls a step, forward and back, and the autograd and op frame)."),
         "irnn": "The Elman op (ReLU): as for elman.",
         "jordan": (
-            "Still the pure-torch loop inside its op (no C++ loop yet): per-op dispatch from "
-            "Python, a few µs per op per step, on top of two products a step."),
-        "fully": "Still the pure-torch loop inside its op (no C++ loop yet), as for jordan.",
+            "The compiled Jordan loop (csrc/jordan.cpp): two products a step each way, each a "
+            "separate small GEMM call; 1.13-1.15x at H=512, 1.4-1.5x at H=128 (perf: the loop's "
+            "own code is ~2% of the backward, the rest the products' calls)."),
+        "fully": "The compiled loop: 1.04-1.07x at H=512 (met), 1.3-1.4x at H=128, as for jordan.",
         "clockwork": (
-            "Still the pure-torch loop inside its op (no C++ loop yet). Its floor is small (only "
-            "the modules due at a step multiply), so the loop's per-step overhead weighs most."),
-        "scrn": "Still the pure-torch loop inside its op (no C++ loop yet), as for jordan.",
-        "ctrnn": "Still the pure-torch loop inside its op (no C++ loop yet), as for jordan.",
+            "The compiled loop multiplies only the modules due at a step, so its floor is small "
+            "(0.2-0.3 of an LSTM's) and the step's fixed costs weigh most: 1.3x at H=512, "
+            "1.7-2.1x at H=128 (where it is still 0.3-0.5x torch's LSTM)."),
+        "scrn": "The compiled loop: 1.2-1.3x at H=512, 1.4-1.7x at H=128, as for jordan.",
+        "ctrnn": "The compiled loop: 1.15-1.2x at H=512, 1.6-1.8x at H=128, as for elman.",
     },
     "train_ratio": {
         "lstm": (
@@ -274,28 +277,36 @@ WHY = {
             "0.95x would need rnnkit's LSTM op to beat oneDNN's fused LSTM, which it does not "
             "yet at H=128 (1.3x) and matches at H=512 (1.0x)."),
         "peephole_lstm": (
-            "The compiled op with the peephole terms in its pointwise pass: 1.05-1.08x torch's "
+            "The compiled op with the peephole terms in its pointwise pass: 1.0-1.12x torch's "
             "LSTM at H=512 and at H=128, T=200; at H=128, T=50 the step's fixed costs weigh "
             "most (see the floor target)."),
         "gru": (
-            "The compiled GRU op, 0.8x at H=512 and 0.8-1.1x at H=128 (torch's own GRU, its row "
-            "beside, is 1.2-2.0x: its CPU backward is autograd over its cell)."),
+            "The compiled GRU op, 0.8-0.9x at H=512 and 0.75-1.07x at H=128 (torch's own GRU, its "
+            "row beside, is 1.1-2.1x: its CPU backward is autograd over its cell)."),
     },
     "infer_matched": {
         "lstm": (
             "torch's own kernel, the reference: 1.0x by construction (the aim of 0.8x would need "
             "rnnkit's op to beat it)."),
         "peephole_lstm": (
-            "torch's oneDNN LSTM forward runs at 0.8-1.0x the replayed products (one fused "
-            "primitive); the compiled op's forward at 1.2-1.9x."),
-        "gru": "Inference runs torch's own GRU kernel, itself 1.7-2.3x floor-matched.",
-        "elman": "Inference runs torch's own RNN kernel, itself 1.5-2.8x floor-matched.",
+            "torch's oneDNN LSTM forward runs at 0.87-0.91x the replayed products (one fused "
+            "primitive, which this 'floor-matched' scale credits to every cell); the compiled "
+            "op's forward runs at 1.16-1.71x its own floor."),
+        "gru": (
+            "The compiled GRU op's forward (faster than torch's own GRU kernel, itself 1.7-2.1x "
+            "floor-matched): 1.15-1.3x its own floor at H=512, 1.6-2.0x at H=128."),
+        "elman": (
+            "The compiled Elman op's forward (torch.nn.RNN: 1.5-2.6x floor-matched): 1.1-1.3x its "
+            "own floor at H=512, 1.6-1.8x at H=128, where one small GEMM call a step dominates."),
         "irnn": "As for elman.",
-        "jordan": "The pure-torch loop (no C++ loop yet), as in training.",
-        "fully": "The pure-torch loop (no C++ loop yet), as in training.",
-        "clockwork": "The pure-torch loop (no C++ loop yet), as in training.",
-        "scrn": "The pure-torch loop (no C++ loop yet), as in training.",
-        "ctrnn": "The pure-torch loop (no C++ loop yet), as in training.",
+        "jordan": "The loop's forward: 1.2-1.4x its own floor at H=512, 1.5-1.6x at H=128.",
+        "fully": "The loop's forward: 1.04-1.2x its own floor at H=512, 1.3-1.5x at H=128.",
+        "clockwork": "As in training: a small floor, so the step's fixed costs weigh most.",
+        "scrn": "The loop's forward: 1.2-1.3x its own floor at H=512, 1.45-1.75x at H=128.",
+        "ctrnn": (
+            "The compiled loop's forward: 1.26-1.98x its own floor at H=512, 2.3-2.45x at "
+            "H=128: slower against its floor than the other ops' forwards (its training step "
+            "is not); not yet understood, a lead for the next pass."),
     },
 }
 
