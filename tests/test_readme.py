@@ -59,3 +59,48 @@ def test_the_demo_prints_the_same_numbers_again(demo_run, tmp_path):
     first = demo_run[1]
     assert (again["test"]["f1"], again["test"]["intent_accuracy"], again["best"]) == \
         (first["test"]["f1"], first["test"]["intent_accuracy"], first["best"])
+
+
+# The README's cheap commands, verbatim, each run here with a few steps (the flags appended
+# last override the line's own): a command the README shows that stops working fails here.
+SMALL_DATA = ["--data.train_size=64", "--data.val_size=32", "--data.test_size=32",
+              "--data.batch_size=16", "--run.progress=false", "--run.plots=false"]
+COMMANDS = [
+    ("rnnkit cells", []),
+    ("rnnkit train --model.cell=lstm --train.lr=0.01 --train.max_steps=600 --run.out=runs/adding",
+     [*SMALL_DATA, "--train.max_steps=3", "--train.eval_every=3"]),
+    ("rnnkit evaluate runs/adding", []),
+    ("rnnkit train --run.out=runs/adding --resume --train.max_steps=1000",
+     [*SMALL_DATA, "--train.max_steps=5"]),
+    ("rnnkit train --config examples/copy.toml --model.cell=lstm",
+     [*SMALL_DATA, "--train.max_steps=2", "--train.eval_every=2", "--run.checkpoint_every=2"]),
+    ("rnnkit diagnose --cell elman", ["--steps=3", "--every=1", "--seq-len=5",
+                                      "--no-progress"]),
+]
+
+
+def readme_commands() -> set[str]:
+    """The README's shell lines (comments cut, continuation lines joined)."""
+    text = README.read_text(encoding="utf-8")
+    lines = set()
+    for block in re.findall(r"^```sh\n(.*?)^```", text, flags=re.S | re.M):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"\s+#.*$", "", line).strip()
+            lines.add(re.sub(r"\s+", " ", line))
+    return lines
+
+
+def test_the_readmes_cheap_commands_run(tmp_path, monkeypatch, capsys):
+    import shlex
+    import shutil
+
+    from rnnkit.cli import main
+
+    shown = readme_commands()
+    shutil.copytree(README.parent / "examples", tmp_path / "examples")
+    monkeypatch.chdir(tmp_path)
+    for line, small in COMMANDS:
+        assert line in shown, f"the README no longer shows {line!r}"
+        assert main([*shlex.split(line)[1:], *small]) == 0, line
+    out = capsys.readouterr().out
+    assert "resumed runs/adding at step 3" in out and "g_0 / g_" in out
