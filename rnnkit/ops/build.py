@@ -11,11 +11,12 @@ failed compile would fail the install; here a failed build is one warning and rn
 pure-torch kernels, as before.
 
 ``RNNKIT_KERNELS=python`` forces the pure-torch kernels (no build, no load);
-``RNNKIT_BUILD_DIR`` moves the cache (default ``~/.cache/rnnkit/<torch version>``).
+``RNNKIT_BUILD_DIR`` moves the cache (default ``~/.cache/rnnkit/<torch version>/<checkout>``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -34,17 +35,20 @@ _state: dict = {}  # "loaded": bool, "error": str
 
 
 def build_dir() -> Path:
-    """``RNNKIT_BUILD_DIR``, else ``~/.cache/rnnkit/<torch version>``, else (a home that cannot
-    be written) the same under the system's temporary directory."""
+    """``RNNKIT_BUILD_DIR``, else ``~/.cache/rnnkit/<torch version>/<checkout>``, else (a home
+    that cannot be written) the same under the system's temporary directory. ``<checkout>`` is
+    a short hash of this checkout's ``csrc`` path: two checkouts (a clone beside a working copy)
+    keep one build each instead of rebuilding each other's on every switch."""
     if "RNNKIT_BUILD_DIR" in os.environ:
         return Path(os.environ["RNNKIT_BUILD_DIR"])
     version = torch.__version__.replace("+", "-")
-    default = Path.home() / ".cache" / "rnnkit" / version
+    checkout = hashlib.sha256(str(CSRC).encode()).hexdigest()[:10]
+    default = Path.home() / ".cache" / "rnnkit" / version / checkout
     try:
         default.mkdir(parents=True, exist_ok=True)
         return default
     except OSError:
-        return Path(tempfile.gettempdir()) / f"rnnkit-{os.getuid()}" / version
+        return Path(tempfile.gettempdir()) / f"rnnkit-{os.getuid()}" / version / checkout
 
 
 def wanted() -> bool:
