@@ -105,9 +105,10 @@ class Trained(nn.Module):
         for n, item in enumerate(items):
             self._check_item(kind, item, n if many else None)
         if kind == "tagging":
-            tags, intents = self.task.tag_words(self.network, [_words(t) for t in items])
-            out = [(list(zip(_words(t), g, strict=True)), i)
-                   for t, g, i in zip(items, tags, intents, strict=True)]
+            words = [_words(t) for t in items]
+            tags, intents = self.task.tag_words(self.network, words)
+            out = [(list(zip(w, g, strict=True)), i)
+                   for w, g, i in zip(words, tags, intents, strict=True)]
         elif kind.endswith("classification"):
             out = self.task.classify(self.network, items)
         elif kind == "sequence to sequence":

@@ -104,9 +104,7 @@ class Seq2SeqTask(Task):
         """The decoder's start state for a chunk of rows, and the longest output each row may
         write (``(N,)``: each source's own limit, so a row decodes as it would alone)."""
         state = model.encode(rows["source"], rows["lengths"])
-        limit = self.config.model.max_length
-        return state, (torch.full_like(rows["lengths"], limit) if limit
-                       else max_output(rows["lengths"]))
+        return state, max_output(rows["lengths"], self.config.model.max_length)
 
     def outputs(self, model, rows: dict, beam_size: int) -> list[list[str]]:
         """The output tokens of every row of ``rows`` (on the model's device)."""
