@@ -78,6 +78,14 @@ def vector_flags() -> list[str]:
     return _VECTOR_FLAGS.get(capability, [])
 
 
+def openmp_flags() -> list[str]:
+    """``-fopenmp`` where torch's own parallel backend is OpenMP. Without it ATen's headers
+    compile ``at::parallel_for`` to a plain serial call, so every pointwise pass of the loops ran
+    on one thread. The library then links libgomp.so.1, the soname torch has already loaded, so
+    both share torch's thread pool and its ``torch.set_num_threads``."""
+    return ["-fopenmp"] if "OpenMP" in torch.__config__.parallel_info() else []
+
+
 def _ninja_on_path() -> None:
     """cpp_extension runs ``ninja`` from PATH; the pip package puts it beside the venv's python,
     which is not on PATH when a venv is used without activating it."""
@@ -109,7 +117,8 @@ def load(verbose: bool = False) -> bool:
                   file=sys.stderr, flush=True)
         cpp_extension.load(
             name=NAME, sources=[str(CSRC / s) for s in SOURCES], build_directory=str(out),
-            extra_cflags=["-O3", *vector_flags()], is_python_module=False, verbose=verbose)
+            extra_cflags=["-O3", *vector_flags(), *openmp_flags()],
+            extra_ldflags=openmp_flags(), is_python_module=False, verbose=verbose)
     except Exception as e:  # no compiler, no ninja, a compile error: fall back, say so once
         _state["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e) else ''}"
         msg = (f"rnnkit: the compiled kernels could not be built ({_state['error']}); running "
