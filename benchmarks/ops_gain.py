@@ -68,8 +68,9 @@ def measure(shapes, repeats: int, threads: int) -> list[dict]:
 
 def run(kernels: str, args) -> tuple[list[dict], str]:
     """``measure`` in a fresh process with ``RNNKIT_KERNELS=kernels``; its rows and status."""
+    repeats = max(1, args.repeats // args.rounds)
     code = ("import sys, json; sys.path.insert(0, sys.argv[1]); import ops_gain, rnnkit.ops\n"
-            f"rows = ops_gain.measure({args.shape_list!r}, {args.repeats}, {args.threads})\n"
+            f"rows = ops_gain.measure({args.shape_list!r}, {repeats}, {args.threads})\n"
             "print(json.dumps({'rows': rows, 'status': rnnkit.ops.build.status()}))\n")
     out = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent)],
                          env={**os.environ, "RNNKIT_KERNELS": kernels}, check=True,
@@ -78,15 +79,29 @@ def run(kernels: str, args) -> tuple[list[dict], str]:
     return result["rows"], result["status"]
 
 
+def _median_rows(rounds: list[list[dict]]) -> list[dict]:
+    """Per row, the median over the rounds of each ratio (and time)."""
+    out = []
+    for rows in zip(*rounds, strict=True):
+        merged = dict(rows[0])
+        for key in ("train_ms", "infer_ms", "train_ratio", "infer_ratio"):
+            merged[key] = statistics.median(r[key] for r in rows)
+        out.append(merged)
+    return out
+
+
 def report(python_rows, compiled_rows, status: str, args, seconds: float) -> str:
     lines = [
         "# Compiled ops against the pure-torch kernels",
         "",
         f"- Date: {datetime.date.today().isoformat()}; machine: {machine()}",
         f"- `rnnkit.RecurrentNetwork(cell, {I}, H, native=False)`, B={B}, 1 layer, float32, "
-        f"{args.threads} threads; medians of {args.repeats} interleaved repeats. Each side ran "
-        "in its own process, its cells timed with torch.nn.LSTM: the ratios are to that "
-        "process's torch.nn.LSTM, and gain = pure-torch ratio / compiled ratio.",
+        f"{args.threads} threads. Each side runs in its own process, its cells timed with "
+        "torch.nn.LSTM in interleaved repeats: the ratios are to that process's torch.nn.LSTM. "
+        f"The sides' processes alternate {args.rounds} times "
+        f"({max(1, args.repeats // args.rounds)} repeats each; this shared machine's speed "
+        "drifts by 10-30% over minutes), and a side's ratio is its median over the rounds; "
+        "gain = pure-torch ratio / compiled ratio.",
         f"- Compiled side: {status}.",
         f"- Whole run: {seconds / 60:.1f} min.",
         "",
@@ -106,14 +121,26 @@ def report(python_rows, compiled_rows, status: str, args, seconds: float) -> str
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", default=DEFAULT_SHAPES)
-    parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument("--repeats", type=int, default=21,
+                        help="timed repeats per side, split over the rounds")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternations of the two sides' processes")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     args = parser.parse_args(argv)
     args.shape_list = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     start = time.perf_counter()
-    python_rows, _ = run("python", args)
-    compiled_rows, status = run("auto", args)
+    # The two sides cannot share a process (an op has one implementation per process), and this
+    # shared machine's speed drifts by 10-30% over minutes: so the sides alternate, round after
+    # round, and each side's ratio is its median over the rounds.
+    sides: dict[str, list[list[dict]]] = {"python": [], "auto": []}
+    status = ""
+    for _ in range(args.rounds):
+        for kernels in sides:
+            rows, got = run(kernels, args)
+            sides[kernels].append(rows)
+            status = got if kernels == "auto" else status
+    python_rows, compiled_rows = _median_rows(sides["python"]), _median_rows(sides["auto"])
     text = report(python_rows, compiled_rows, status, args, time.perf_counter() - start)
     write_section(args.out, "ops-gain", text)
     print(text)
