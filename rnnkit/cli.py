@@ -173,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "say; its tags, if any, are replaced) and write it in the same format")
     predict.add_argument("--output", metavar="FILE", default=None,
                          help="with --input: write here (default: standard output)")
+    predict.add_argument("--stream", action="store_true",
+                         help="tagging runs with a unidirectional network: read words from "
+                         "standard input and print each one's tag as soon as the word is read "
+                         "(one network step a word; a newline ends a sentence)")
     predict.add_argument("--run", default="runs/atis",
                          help="the run directory of a text model (default: runs/atis, "
                          "where `make demo` trains one)")
@@ -325,10 +329,17 @@ def _dispatch(args) -> int:
         run_evaluate_cmd(args)
         return 0
     if args.command == "predict":
-        from .run import run_predict, run_predict_file
+        from .run import run_predict, run_predict_file, run_predict_stream
 
+        if args.stream:
+            if args.sentences or args.input or args.output:
+                print("rnnkit: error: predict: --stream reads standard input: no SENTENCE, "
+                      "--input or --output with it", file=sys.stderr)
+                return 2
+            run_predict_stream(args.run, which=args.checkpoint, device=args.device)
+            return 0
         if bool(args.sentences) == bool(args.input):
-            print("rnnkit: error: predict: give sentences or --input FILE (one of the two)",
+            print("rnnkit: error: predict: give sentences, --input FILE or --stream (one)",
                   file=sys.stderr)
             return 2
         if args.output and not args.input:

@@ -247,6 +247,20 @@ class CTRNN(_Named):
                             f"dt=None), got {type(dt).__name__}")
         return self._run(input, hx, lengths, side)
 
+    def step(self, input, state=None, *, valid=None, dt=None):
+        """As :meth:`RecurrentNetwork.step`, plus ``dt``: with ``dt=None`` at construction,
+        this step's Δt per sequence, ``(N,)`` (a 0-d tensor unbatched), each > 0."""
+        if self.dt is not None:
+            if dt is not None:
+                raise ValueError(f"dt: expected None, since this CTRNN has a constant "
+                                 f"dt={self.dt}, got {type(dt).__name__}")
+            return super().step(input, state, valid=valid)
+        if not isinstance(dt, torch.Tensor):
+            raise TypeError("dt: expected this step's Δt per sequence as a tensor (N,) (this "
+                            f"CTRNN was built with dt=None), got {type(dt).__name__}")
+        _check_steps(dt, None if valid is None else valid)
+        return super().step(input, state, valid=valid, side=dt.unsqueeze(-1))
+
     def _valid_steps(self, dt: torch.Tensor, lengths) -> torch.Tensor | None:
         """A bool mask of the steps ``lengths`` keeps (padding past a sequence's end may hold
         any Δt, e.g. 0); None: every step counts."""

@@ -283,6 +283,29 @@ class RecurrentNetwork(nn.Module):
         """
         return self._run(input, hx, lengths, None)
 
+    def initial_state(self, batch_size: int, *, device=None, dtype=None):
+        """The state before a stream's first :meth:`step`: zeros laid out as ``forward``'s
+        ``hx`` (a tensor ``(num_layers, N, size)``, or the cell's NamedTuple of them, e.g.
+        ``LSTMState(h, c)``; see :mod:`rnnkit.streaming`). Unidirectional networks only."""
+        from . import streaming
+
+        return streaming.initial_state(self, batch_size, device=device, dtype=dtype)
+
+    def step(self, input: Tensor, state=None, *, valid: Tensor | None = None,
+             side: Tensor | None = None):
+        """Advance one time step: ``input`` ``(N, input_size)`` (or unbatched
+        ``(input_size,)``) and the state after the previous step (None: zeros) ->
+        ``(output (N, H_out), state)``, the state laid out as ``forward``'s ``hx`` / ``h_n`` (so
+        a ``forward`` over a prompt can be continued step by step). ``valid`` ``(N,)`` bool: the
+        sequences still running (elsewhere the state is carried and the output zero, as past a
+        length in ``forward``); ``side`` ``(N, side_size)`` for a network with a side input.
+        Feeding a sequence step by step gives ``forward``'s outputs. Unidirectional networks
+        only (a reverse direction needs the sequence's end first). See
+        :mod:`rnnkit.streaming`."""
+        from . import streaming
+
+        return streaming.step(self, input, state, valid=valid, side=side)
+
     def _run(self, input, hx, lengths, side):
         """forward, plus ``side``: a per-step input laid out like ``input`` with ``side_size``
         features (a PackedSequence for a PackedSequence input), appended to every layer's."""
@@ -366,23 +389,28 @@ class RecurrentNetwork(nn.Module):
                              f"dtype {weight.dtype}; convert one with .to()")
         return x, N, unbatched, lengths
 
-    def _check_hx(self, hx, N: int, unbatched: bool, x: Tensor, state_size) -> list | None:
-        """Validate hx in torch's layout; return its leaves as ``(D*num_layers, N, size)``."""
+    def _check_hx(self, hx, N: int, unbatched: bool, x: Tensor, state_size,
+                  name: str = "hx") -> list | None:
+        """Validate hx in torch's layout; return its leaves as ``(D*num_layers, N, size)``.
+        ``name``: what errors call it (``step`` passes ``"state"``)."""
         if hx is None:
             return None
         sizes = state_leaves(state_size)
         L = self.num_directions * self.num_layers
         if len(sizes) == 1:
             if not isinstance(hx, Tensor):
-                raise TypeError(f"hx: expected a tensor of shape ({L}, N, {sizes[0]}), "
+                raise TypeError(f"{name}: expected a tensor of shape ({L}, N, {sizes[0]}), "
                                 f"got {type(hx).__name__}")
-            leaves, names = [hx], ["hx"]
+            leaves, names = [hx], [name]
         else:
             if not isinstance(hx, (tuple, list)) or len(hx) != len(sizes):
                 got = f"{len(hx)} items" if isinstance(hx, (tuple, list)) else type(hx).__name__
-                raise TypeError(f"hx: expected a tuple of {len(sizes)} state tensors "
+                raise TypeError(f"{name}: expected a tuple of {len(sizes)} state tensors "
                                 f"(as torch.nn.LSTM's (h_0, c_0)), got {got}")
-            leaves, names = list(hx), [f"hx[{i}]" for i in range(len(sizes))]
+            fields = getattr(state_size, "_fields", None)
+            leaves = list(hx)
+            names = [f"{name}.{f}" for f in fields] if fields and name != "hx" \
+                else [f"{name}[{i}]" for i in range(len(sizes))]
         for leaf, leaf_name, size in zip(leaves, names, sizes, strict=True):
             check_state_leaf(leaf_name, leaf, (L, size) if unbatched else (L, N, size), x)
         return [leaf.unsqueeze(1) for leaf in leaves] if unbatched else leaves

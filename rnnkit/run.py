@@ -295,6 +295,27 @@ def run_predict(path, sentences: list[str], *, which: str = "best", device: str 
     return results
 
 
+def run_predict_stream(path, *, which: str = "best", device: str = "cpu", stream=None,
+                       print_fn: Callable[..., object] = print) -> int:
+    """Tagging runs with a unidirectional network: read words from ``stream`` (standard
+    input) and print ``word<TAB>tag`` for each as soon as it is read, ``intent<TAB>...`` and
+    a blank line at each sentence's end (a newline). Returns the number of sentences."""
+    import sys
+
+    task, model = load_for_prediction(path, which, device)
+    if not hasattr(task, "tag_stream"):
+        raise CheckpointError(f"{path}: --stream needs a tagging run (data.task=tag or atis), "
+                              f"got data.task={task.config.data.task!r}")
+    stream = sys.stdin if stream is None else stream
+
+    def emit(word, tag):
+        print_fn("" if word is None else f"{word}\t{tag}", flush=True)
+
+    # read(1) returns as soon as a character is there (a pipe's or a terminal's), so a word is
+    # tagged when the whitespace after it arrives, not when a buffer fills
+    return task.tag_stream(model, iter(lambda: stream.read(1), ""), emit)
+
+
 def run_predict_file(path, input_path: str, output: str | None = None, *, which: str = "best",
                      device: str = "cpu", print_fn: Callable[[str], object] = print) -> int:
     """Tagging runs: tag every sentence of ``input_path`` and write it, in its own format with

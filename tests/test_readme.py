@@ -2,6 +2,7 @@
 one session): a snippet that stops working fails here. The one that loads ``runs/atis`` (what
 ``make demo`` trains) reads a short run of the demo's own configuration made here."""
 
+import io
 import re
 from pathlib import Path
 
@@ -76,6 +77,10 @@ COMMANDS = [
      [*SMALL_DATA, "--train.max_steps=2", "--train.eval_every=2", "--run.checkpoint_every=2"]),
     ("rnnkit diagnose --cell elman", ["--steps=3", "--every=1", "--seq-len=5",
                                       "--no-progress"]),
+    ("rnnkit train --data.task=atis --model.intent --model.char_filters=32 "
+     "--train.max_steps=1500 --run.out=runs/atis-stream",
+     ["--train.max_steps=3", "--train.eval_every=3", "--run.progress=false",
+      "--run.plots=false"]),
 ]
 
 
@@ -104,3 +109,11 @@ def test_the_readmes_cheap_commands_run(tmp_path, monkeypatch, capsys):
         assert main([*shlex.split(line)[1:], *small]) == 0, line
     out = capsys.readouterr().out
     assert "resumed runs/adding at step 3" in out and "g_0 / g_" in out
+    # the streaming line: `printf '...' | rnnkit predict --stream ...`, stdin as printf writes it
+    (piped,) = [line for line in shown if "predict --stream" in line]
+    left, right = piped.split(" | ")
+    typed = shlex.split(left)[1].replace("\\n", "\n")
+    monkeypatch.setattr("sys.stdin", io.StringIO(typed))
+    assert main(shlex.split(right)[1:]) == 0, piped
+    words = capsys.readouterr().out.split("\n\n")[0].splitlines()
+    assert [w.split("\t")[0] for w in words] == typed.splitlines()[0].split() + ["intent"]

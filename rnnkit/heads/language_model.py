@@ -58,6 +58,8 @@ class LanguageModel(nn.Module):
 
     def step(self, tokens: Tensor, state=None) -> tuple[Tensor, object]:
         """One step for generation: tokens (N,) -> log-probabilities (N, V) of the next token
-        and the new state."""
-        logits, state = self.forward(tokens.unsqueeze(1), state)
-        return logits[:, 0].log_softmax(-1), state
+        and the new state (the layout ``forward`` returns, so a prompt read by ``forward``
+        continues here). The network's streaming ``step``: its cells' equations once, no
+        sequence machinery."""
+        h, state = self.rnn.step(self.drop(self.embed(tokens)), state)
+        return self.out(self.drop(h)).log_softmax(-1), state

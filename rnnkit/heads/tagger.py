@@ -85,6 +85,41 @@ class SequenceTagger(nn.Module):
         pooled = self.pool(out, mask) if self.pool is not None else None  # (N, D*H)
         return self.emit(out), pooled, mask
 
+    @torch.no_grad()
+    def step(self, token: Tensor, state=None, chars: Tensor | None = None,
+             previous: Tensor | None = None):
+        """Streaming, one word at a time (a unidirectional network only): ``token`` (N,) word
+        ids, ``chars`` (N, L) their character ids with character features, ``previous`` (N,)
+        the tags given to the words before (None at a sentence's first word) ->
+        ``(tags (N,), features (N, H), state)``. The tag is the argmax of the word's scores;
+        with a CRF head, of its scores plus the transition from ``previous`` (the start score
+        at the first word): a decision made before the next word is read, so it can differ from
+        the Viterbi path of the whole sentence. ``features``: the network's output, for
+        :meth:`stream_intents` at the sentence's end."""
+        x = self.embed(token)  # (N, E)
+        if self.chars is not None:
+            if chars is None or chars.ndim != 2 or chars.shape[0] != token.shape[0]:
+                got = "None" if chars is None else tuple(chars.shape)
+                raise ValueError(f"chars: this model reads each word's character ids (N, L) "
+                                 f"with N={token.shape[0]}, got {got}")
+            x = torch.cat([x, self.chars(chars.unsqueeze(1))[:, 0]], dim=-1)  # (N, E + F)
+        h, state = self.rnn.step(self.drop(x), state)
+        scores = self.emit(self.drop(h))  # (N, K)
+        if self.crf is not None:
+            start, trans, _ = self.crf.scores()
+            scores = scores + (start if previous is None else trans[previous])
+        return scores.argmax(-1), h, state
+
+    @torch.no_grad()
+    def stream_intents(self, features: list[Tensor]) -> list[list[int]] | None:
+        """At a streamed sentence's end: its intents from the features :meth:`step` returned
+        for each word (as :meth:`predict`), or None without an intent head."""
+        if self.intent is None:
+            return None
+        out = torch.stack(features, dim=1)  # (N, T, H)
+        mask = torch.ones(out.shape[:2], dtype=torch.bool, device=out.device)
+        return _intents(self.intent(self.pool(out, mask)))
+
     def forward(self, tokens: Tensor, lengths: Tensor, tags: Tensor | None = None,
                 intents: Tensor | None = None, chars: Tensor | None = None) -> dict[str, Tensor]:
         """Scores; with ``tags`` (and ``intents``) also ``loss``: the sum over sentences of
@@ -120,8 +155,13 @@ class SequenceTagger(nn.Module):
             paths = [row[:n] for row, n in zip(best, lengths.tolist(), strict=True)]
         intents = None
         if "intent_scores" in out:
-            scores = out["intent_scores"]
-            best = scores == scores.amax(-1, keepdim=True)
-            on = torch.where((scores > 0).any(-1, keepdim=True), scores > 0, best)  # p > 1/2
-            intents = [row.nonzero().flatten().tolist() for row in on]
+            intents = _intents(out["intent_scores"])
         return paths, intents
+
+
+def _intents(scores: Tensor) -> list[list[int]]:
+    """Each sentence's intents from their scores (N, K): every k with p(k | x) > 1/2, or the
+    most probable one if none is."""
+    best = scores == scores.amax(-1, keepdim=True)
+    on = torch.where((scores > 0).any(-1, keepdim=True), scores > 0, best)
+    return [row.nonzero().flatten().tolist() for row in on]

@@ -270,6 +270,55 @@ class TaggingTask(Task):
         (tags,), (intent,) = self.tag_words(model, [words])
         return list(zip(words, tags, strict=True)), intent
 
+    def tag_stream(self, model, chunks, emit) -> int:
+        """Tag words as they arrive (``rnnkit predict --stream``): ``chunks`` yields pieces of
+        text (words, whitespace), a newline ends a sentence. Each word is tagged by one step of
+        the network (:meth:`SequenceTagger.step`) before the next is read, and ``emit(word,
+        tag)`` gets it at once; at a sentence's end ``emit("intent", intents)`` with an intent
+        head, then ``emit(None, None)``. Needs a unidirectional network. Returns the number of
+        sentences."""
+        if getattr(model.rnn, "bidirectional", False):
+            raise ValueError("--stream: this run's network is bidirectional: its reverse "
+                             "direction needs the whole sentence before it tags the first word; "
+                             "train with model.bidirectional=false to tag while reading")
+        device = next(model.parameters()).device
+        model.eval()
+        sentences, state, previous, features = 0, None, None, []
+
+        def end():
+            nonlocal state, previous, features, sentences
+            if features:
+                intents = model.stream_intents(features)
+                if intents is not None:
+                    emit("intent", ";".join(self.intents.decode(intents[0])))
+                emit(None, None)
+                sentences += 1
+            state, previous, features = None, None, []
+
+        def tag(piece: str):  # a whitespace-free piece of text: its words (tokenize's)
+            nonlocal state, previous
+            for word in tokenize(piece):
+                token = torch.tensor(self.words.encode([word]), device=device)
+                chars = (spell([[word]], self.chars)[0].to(device)
+                         if self.chars is not None else None)  # (1, L)
+                previous, h, state = model.step(token, state, chars, previous)
+                features.append(h)
+                emit(word, self.tags.decode([int(previous)])[0])
+
+        pending = ""
+        for chunk in chunks:
+            for ch in chunk:
+                if not ch.isspace():
+                    pending += ch
+                    continue
+                tag(pending)
+                pending = ""
+                if ch == "\n":
+                    end()
+        tag(pending)  # the last word, without a newline after it
+        end()
+        return sentences
+
     def tag_words(self, model, sentences: list[list[str]], size: int = 256):
         """Tags of tokenized sentences, 256 at a time: ``(tags per sentence, intents)``, an
         intent a ``;``-joined string (None without an intent head)."""
