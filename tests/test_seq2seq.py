@@ -273,7 +273,8 @@ def test_training_has_a_row_per_reference_and_evaluation_a_row_per_source(tmp_pa
     assert train["lengths"].tolist() == [2, 2, 1]
     assert valid["inputs"].tolist() == [[BOS_INDEX, x, y]]  # the first reference only
     assert task.references("val") == [[list("xy"), list("xyz")]]  # scored against both
-    assert task.state() == {"source": task.source.to_list(), "target": task.target.to_list()}
+    assert task.state() == {"source": task.source.to_list(), "target": task.target.to_list(),
+                            "longest_target": 3}  # "xyz", the longest training reference
     again = TwoPronunciations(task.config, state=task.state())  # from a checkpoint: no data
     assert again.splits == {} and again.target == task.target
 
@@ -289,6 +290,10 @@ def test_a_seq2seq_task_refuses_truncated_bptt(tmp_path):
 def test_max_output_allows_twice_the_source_plus_ten():
     assert [max_output(n) for n in (1, 5)] == [12, 20]
     assert [max_output(n, limit=7) for n in (1, 5)] == [7, 7]  # model.max_length
+    # and no more than one past the longest training target
+    assert [max_output(n, longest=15) for n in (1, 5, 40)] == [12, 16, 16]
+    assert max_output(torch.tensor([1, 5, 40]), longest=15).tolist() == [12, 16, 16]
+    assert max_output(40, limit=7, longest=15) == 7
 
 
 def test_predict_text_reads_a_words_letters_for_g2p_and_obeys_max_length():
