@@ -50,6 +50,7 @@ bench: venv
 	OMP_NUM_THREADS=2 $(PY) benchmarks/double_backward.py
 	OMP_NUM_THREADS=2 $(PY) benchmarks/ops_gain.py
 	OMP_NUM_THREADS=2 $(PY) benchmarks/compiled.py
+	OMP_NUM_THREADS=2 $(PY) benchmarks/streaming.py
 
 # Train the reference models and write their test scores into benchmarks/RESULTS.md.
 bench-accuracy: venv data
