@@ -184,6 +184,20 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default="cpu", type=_device,
                          help="device to run on (default: cpu)")
 
+    export = sub.add_parser(
+        "export", help="write a trained run as a torch.export program",
+        description="Write the run's network as an ExportedProgram (torch.export.save) with a "
+        "dynamic batch and time dimension, and beside it a JSON of its inputs, outputs, "
+        "vocabularies and tag/label maps. Tagging, classification and language-model runs. "
+        "Load it with rnnkit.export.load_program(path) (or import rnnkit, then "
+        "torch.export.load).")
+    export.add_argument("run", metavar="RUN_DIR", help="the run directory")
+    export.add_argument("--format", choices=("pt2",), default="pt2",
+                        help="pt2: a torch.export program (default)")
+    export.add_argument("--out", metavar="FILE", default=None,
+                        help="where to write it (default: RUN_DIR/model.pt2)")
+    _add_checkpoint_choice(export)
+
     generate = sub.add_parser(
         "generate", help="write text with a saved language model",
         description="Read the priming text once, then draw one token at a time from the "
@@ -350,6 +364,12 @@ def _dispatch(args) -> int:
                              device=args.device)
         else:
             run_predict(args.run, args.sentences, which=args.checkpoint, device=args.device)
+        return 0
+    if args.command == "export":
+        from .export import export_run
+
+        out = export_run(args.run, args.format, args.out, checkpoint=args.checkpoint)
+        print(f"wrote {out} and {out.with_suffix('.json')}")
         return 0
     if args.command == "generate":
         _generate(args)

@@ -81,6 +81,7 @@ COMMANDS = [
      "--train.max_steps=1500 --run.out=runs/atis-stream",
      ["--train.max_steps=3", "--train.eval_every=3", "--run.progress=false",
       "--run.plots=false"]),
+    ("rnnkit export runs/atis-stream --format pt2", []),
 ]
 
 

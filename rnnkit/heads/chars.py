@@ -63,3 +63,14 @@ class CharFeatures(nn.Module):
             h = h.masked_fill((spelled == 0)[:, None, :], float("-inf")).amax(-1)
             out[real] = torch.tanh(h)
         return out
+
+    def dense(self, chars: Tensor) -> Tensor:
+        """``forward``'s numbers without its data-dependent selection of the real words (every
+        slot through the CNN, padding slots zeroed after), which ``torch.export`` can trace
+        with a dynamic batch, length and word width."""
+        N, T, L = chars.shape
+        spelled = chars.reshape(N * T, L).long()
+        h = self.conv(self.embed(spelled).transpose(1, 2))  # (N T, F, L)
+        h = h.masked_fill((spelled == 0)[:, None, :], float("-inf")).amax(-1)
+        real = (spelled[:, 0] != 0).unsqueeze(1)  # (N T, 1)
+        return torch.where(real, torch.tanh(h), h.new_zeros(())).reshape(N, T, self.filters)
