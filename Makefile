@@ -41,6 +41,7 @@ data: venv
 
 # pytest exits 5 when it collects no test: that is a failure here, as any non-zero exit is.
 test: venv data
+	$(PIP) install --quiet -e '.[test,onnx]'
 	$(PY) -m pytest -q
 
 # torchrecurrent (the peer we compare with) is a benchmark-only extra.

@@ -185,17 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
                          help="device to run on (default: cpu)")
 
     export = sub.add_parser(
-        "export", help="write a trained run as a torch.export program",
-        description="Write the run's network as an ExportedProgram (torch.export.save) with a "
-        "dynamic batch and time dimension, and beside it a JSON of its inputs, outputs, "
-        "vocabularies and tag/label maps. Tagging, classification and language-model runs. "
-        "Load it with rnnkit.export.load_program(path) (or import rnnkit, then "
-        "torch.export.load).")
+        "export", help="write a trained run as a torch.export program or an ONNX model",
+        description="Write the run's network as an ExportedProgram (torch.export.save) or an "
+        "ONNX model with a dynamic batch and time dimension, and beside it a JSON of its inputs, "
+        "outputs, vocabularies and tag/label maps. Tagging, classification and language-model "
+        "runs. Load a pt2 program with rnnkit.export.load_program(path) (or import rnnkit, then "
+        "torch.export.load); an ONNX model with onnxruntime.InferenceSession(path).")
     export.add_argument("run", metavar="RUN_DIR", help="the run directory")
-    export.add_argument("--format", choices=("pt2",), default="pt2",
-                        help="pt2: a torch.export program (default)")
+    export.add_argument("--format", choices=("pt2", "onnx"), default="pt2",
+                        help="pt2: a torch.export program (default); onnx: an ONNX model "
+                        "(LSTM, GRU and Elman layers as ONNX's own operators; needs "
+                        "pip install 'rnnkit[onnx]')")
     export.add_argument("--out", metavar="FILE", default=None,
-                        help="where to write it (default: RUN_DIR/model.pt2)")
+                        help="where to write it (default: RUN_DIR/model.pt2 or model.onnx)")
     _add_checkpoint_choice(export)
 
     generate = sub.add_parser(

@@ -30,7 +30,7 @@ from torch.export import Dim
 
 from .errors import CheckpointError
 
-FORMATS = ("pt2",)
+FORMATS = ("pt2", "onnx")
 
 
 class _Tagger(nn.Module):
@@ -100,7 +100,8 @@ def program(trained) -> tuple[nn.Module, tuple, dict, dict]:
         x = tokens if text else torch.randn(2, 5, net.rnn.input_size)
         shapes = {"x": {0: N, 1: T}, "lengths": {0: N}}
         return _Classifier(net), (x, lengths), shapes, {
-            "inputs": ["tokens" if text else "series", "lengths"], "outputs": ["scores"]}
+            "inputs": ["x", "lengths"], "outputs": ["scores"],
+            "x": "token ids (N, T) int64" if text else "a series (N, T, C) float32"}
     if kind == "language model":
         return _LanguageModel(net), (tokens,), {"tokens": {0: N, 1: T}}, {
             "inputs": ["tokens"], "outputs": ["logits"]}
@@ -108,6 +109,47 @@ def program(trained) -> tuple[nn.Module, tuple, dict, dict]:
                      "output step by step (greedy or beam), a loop whose length depends on what "
                      "it writes, which torch.export cannot express with a dynamic length. "
                      "Exportable: tagging, classification and language-model runs")
+
+
+def to_onnx(model: nn.Module, args: tuple, path, *, dynamic_shapes=None) -> Path:
+    """Write ``model`` (an rnnkit network, or a module built on them) called on ``args`` as an
+    ONNX model at ``path``, through torch.export and torch's dynamo ONNX exporter with
+    :mod:`rnnkit.onnx_ops`' translations (LSTM, GRU and Elman layers become ONNX's LSTM, GRU
+    and RNN operators). ``dynamic_shapes``: as ``torch.export.export``'s; by default every
+    tensor argument's first two dimensions (batch and time, or time and batch) are dynamic.
+    Needs the ``onnx`` extra (``pip install rnnkit[onnx]``)."""
+    try:
+        from . import onnx_ops
+    except ImportError as e:
+        raise ImportError(f"to_onnx needs onnx and onnxscript ({e}): pip install "
+                          "'rnnkit[onnx]'") from e
+    if dynamic_shapes is None:
+        dynamic_shapes = tuple(
+            {d: Dim.DYNAMIC for d in range(min(2, a.dim()))} if isinstance(a, Tensor) else None
+            for a in args)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            exported = torch.export.export(model, args, dynamic_shapes=dynamic_shapes)
+    finally:
+        model.train(was_training)
+    try:
+        onnx_program = torch.onnx.export(exported, dynamo=True, verbose=False,
+                                         custom_translation_table=onnx_ops.table())
+    except Exception as e:  # the exporter wraps a translation's refusal: give that back
+        cause = e
+        while cause is not None and not isinstance(cause, onnx_ops.UnsupportedForOnnx):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            raise onnx_ops.UnsupportedForOnnx(str(cause)) from e
+        raise
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    onnx_program.save(str(tmp))
+    tmp.replace(path)
+    return path
 
 
 def export_run(run_dir, fmt: str = "pt2", out=None, *, checkpoint: str = "best") -> Path:
@@ -123,13 +165,16 @@ def export_run(run_dir, fmt: str = "pt2", out=None, *, checkpoint: str = "best")
     # default) records nothing through it (the ops traced are the ones that keep nothing for
     # a backward, and some fill preallocated outputs, which autograd refuses to record)
     module.requires_grad_(False)
-    with torch.no_grad():
-        exported = torch.export.export(module.eval(), inputs, dynamic_shapes=shapes)
     out = Path(out) if out is not None else Path(run_dir) / f"model.{fmt}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".tmp" + out.suffix)  # (torch wants the suffix kept)
-    torch.export.save(exported, tmp)
-    tmp.replace(out)  # atomically: a reader never sees half a program
+    if fmt == "onnx":
+        to_onnx(module, inputs, out, dynamic_shapes=shapes)
+    else:
+        with torch.no_grad():
+            exported = torch.export.export(module.eval(), inputs, dynamic_shapes=shapes)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.stem + ".tmp" + out.suffix)  # (torch wants the suffix kept)
+        torch.export.save(exported, tmp)
+        tmp.replace(out)  # atomically: a reader never sees half a program
     about = {"format": fmt, "task": trained.config.data.task, "kind": trained.kind,
              "checkpoint_step": trained.step, **about,
              "vocabularies": trained.vocabularies}

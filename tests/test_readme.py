@@ -82,6 +82,7 @@ COMMANDS = [
      ["--train.max_steps=3", "--train.eval_every=3", "--run.progress=false",
       "--run.plots=false"]),
     ("rnnkit export runs/atis-stream --format pt2", []),
+    ("rnnkit export runs/atis-stream --format onnx", []),
 ]
 
 
