@@ -127,10 +127,16 @@ def to_onnx(model: nn.Module, args: tuple, path, *, dynamic_shapes=None) -> Path
         dynamic_shapes = tuple(
             {d: Dim.DYNAMIC for d in range(min(2, a.dim()))} if isinstance(a, Tensor) else None
             for a in args)
+    from .cells import ClockworkCell, CTRNNCell, FullyRecurrentCell, JordanCell, SCRNCell
+    from .functional import traced_loops
+
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        # the cells whose ops have no ONNX translation run torch's scan over their step,
+        # which becomes an ONNX Scan
+        with torch.no_grad(), traced_loops(
+                {ClockworkCell, CTRNNCell, FullyRecurrentCell, JordanCell, SCRNCell}):
             exported = torch.export.export(model, args, dynamic_shapes=dynamic_shapes)
     finally:
         model.train(was_training)
@@ -143,6 +149,12 @@ def to_onnx(model: nn.Module, args: tuple, path, *, dynamic_shapes=None) -> Path
             cause = cause.__cause__ or cause.__context__
         if cause is not None:
             raise onnx_ops.UnsupportedForOnnx(str(cause)) from e
+        if any(isinstance(m, SCRNCell) for m in model.modules()):
+            raise onnx_ops.UnsupportedForOnnx(
+                "SCRN: torch's ONNX exporter fails on its loop when it is stacked or reads "
+                "lengths (in its type-promotion pass: 'SymInt' object has no attribute "
+                "'unsqueeze'); a single-layer SCRN without lengths exports, and --format pt2 "
+                "takes every SCRN") from e
         raise
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor
 
 from ._checks import check_dtype, check_lengths
-from .cells.base import Cell, State, check_state, map_state
+from .cells.base import Cell, State, check_state, map_state, state_from_leaves, state_leaves
 
 
 def scan(
@@ -79,6 +81,56 @@ def scan_steps(
         ys[t] = torch.where(m, y, y.new_zeros(()))
         state = map_state(lambda a, b, m=m: torch.where(m, a, b), new, state)
     return torch.stack(ys), state
+
+
+# Cell types whose layers run :func:`scan_traced` instead of their fused op, inside
+# :func:`traced_loops` (the ONNX export of cells whose ops have no ONNX translation)
+_TRACED: frozenset = frozenset()
+
+
+@contextmanager
+def traced_loops(cell_types):
+    """Inside the block, layers of these cell types run :func:`scan_traced` (torch's ``scan``
+    higher-order op, which torch.export keeps as one node with a dynamic length and torch's
+    ONNX exporter writes as an ONNX ``Scan``)."""
+    global _TRACED
+    before, _TRACED = _TRACED, frozenset(cell_types)
+    try:
+        yield
+    finally:
+        _TRACED = before
+
+
+def scan_traced(cell: Cell, xs: Tensor, state: State | None = None, *, reverse: bool = False,
+                lengths: Tensor | None = None) -> tuple[Tensor, State]:
+    """:func:`scan`'s numbers through torch's ``scan`` higher-order op over the cell's ``step``
+    (the loop a graph keeps whole, for any length, instead of unrolling it). Inference only: a
+    reverse pass runs the flipped sequence, whose padded steps then come first and carry the
+    initial state, as :func:`scan`'s reverse pass starts at each sequence's last step."""
+    from torch._higher_order_ops.scan import scan as scan_op
+
+    state, lengths = check_sequence(cell, xs, state, lengths)
+    us = cell.precompute(xs)  # (T, N, G)
+    T = xs.shape[0]
+    valid = None
+    if lengths is not None:
+        valid = torch.arange(T, device=xs.device).unsqueeze(1) < lengths.to(xs.device)
+    if reverse:
+        us = us.flip(0)
+        valid = None if valid is None else valid.flip(0)
+
+    def step(carry, inputs):  # the carry is the state's leaves (the op takes no NamedTuple)
+        u, m = inputs if valid is not None else (inputs, None)
+        before = state_from_leaves(state, list(carry))
+        y, new = cell.step(u, before)
+        if m is not None:
+            m = m.unsqueeze(1)  # (N, 1)
+            y = torch.where(m, y, torch.zeros_like(y))
+            new = map_state(lambda a, b: torch.where(m, a, b), new, before)
+        return tuple(state_leaves(new)), y.clone()
+
+    final, ys = scan_op(step, tuple(state_leaves(state)), us if valid is None else (us, valid))
+    return (ys.flip(0) if reverse else ys), state_from_leaves(state, list(final))
 
 
 def check_sequence(cell: Cell, xs, state: State | None, lengths):

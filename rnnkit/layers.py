@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import functional
 from .cells.base import Cell, State
 from .functional import scan
 from .kernels import fused_scan
@@ -34,6 +35,8 @@ class Recurrent(nn.Module):
         self, xs: Tensor, state: State | None = None, lengths: Tensor | None = None
     ) -> tuple[Tensor, State]:
         run = (fused_scan(self.cell) if self.fused else None) or scan
+        if type(self.cell) in functional._TRACED:  # (inside functional.traced_loops)
+            run = functional.scan_traced
         return run(self.cell, xs, state, reverse=self.reverse, lengths=lengths)
 
 

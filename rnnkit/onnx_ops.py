@@ -14,7 +14,9 @@ sequence's length, takes its final state at its last step and starts a reverse p
 
 An LSTM with a full (matrix) peephole, a projection (``proj_size``) or identity activations has
 no ONNX operator: exporting one raises :class:`UnsupportedForOnnx`, naming the option. The other
-cells' ops (Jordan, fully recurrent, Clockwork, SCRN, CTRNN) have no translation yet.
+cells (Jordan, fully recurrent, Clockwork, SCRN, CTRNN) have no ONNX operator either: for the
+export their layers run torch's ``scan`` over the cell's step (:func:`rnnkit.functional.
+scan_traced`), which the exporter writes as an ONNX ``Scan`` (see :func:`rnnkit.export.to_onnx`).
 """
 
 from __future__ import annotations
