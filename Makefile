@@ -52,6 +52,9 @@ bench: venv
 	OMP_NUM_THREADS=2 $(PY) benchmarks/ops_gain.py
 	OMP_NUM_THREADS=2 $(PY) benchmarks/compiled.py
 	OMP_NUM_THREADS=2 $(PY) benchmarks/streaming.py
+	$(PIP) install --quiet -e '.[onnx]'
+	test -d runs/atis/checkpoints || $(VENV)/bin/rnnkit demo
+	OMP_NUM_THREADS=2 $(PY) benchmarks/onnx_speed.py
 
 # Train the reference models and write their test scores into benchmarks/RESULTS.md.
 bench-accuracy: venv data

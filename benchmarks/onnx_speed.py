@@ -95,14 +95,14 @@ def main(argv=None) -> None:
                 f()
                 times[name].append(time.perf_counter() - t0)
         tt, to = statistics.median(times["torch"]), statistics.median(times["ort"])
-        rows.append((size, len(data), tt, to, err))
+        rows.append((size, sum(len(n) for _, n, _ in data), tt, to, err))
         print(f"batch {size} done", file=sys.stderr, flush=True)
     lines = [
         "# ONNX: the ATIS tagger in onnxruntime",
         "",
         f"- Date: {datetime.date.today().isoformat()}; machine: {machine()}; onnxruntime "
         f"{ort.__version__}",
-        f"- {args.run} (what `make demo` trains: bidirectional LSTM 128, character CNN, intent "
+        "- The tagger `make demo` trains (runs/atis: bidirectional LSTM 128, character CNN, intent "
         "head) exported with `rnnkit.export.to_onnx` (ONNX's LSTM operator per direction); both "
         f"sides score the test split's sentences with {args.threads} threads; medians of "
         f"{args.repeats} interleaved repeats (`benchmarks/onnx_speed.py`).",
