@@ -151,7 +151,7 @@ class SCRNCell(Cell):
         S = self.context_size
         # (narrow, not u[:, S:]: an open-ended slice breaks torch's ONNX export of the loop)
         s = u.narrow(1, 0, S) + s * self.alpha  # (1 - alpha) B x_t + alpha s_{t-1}
-        h = torch.sigmoid(u.narrow(1, S, u.shape[1] - S) + F.linear(s, self.weight_P)
+        h = torch.sigmoid(u.narrow(1, S, self.hidden_size) + F.linear(s, self.weight_P)
                           + F.linear(h, self.weight_R))
         return torch.cat([h, s], dim=1), SCRNState(h, s)
 
