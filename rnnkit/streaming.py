@@ -13,18 +13,33 @@ or the other way round. Per cell it is
   ``SCRNState(h, s)``.
 
 A step is the cell's own equations (``cell.step``) layer after layer, with the network's
-current weights; feeding a sequence step by step gives ``forward``'s outputs and final state
-(float64: to rounding; ``valid`` plays the part of ``lengths``). A bidirectional network cannot
-stream: its reverse direction starts from the end of the sequence.
+current weights (for a plain LSTM, GRU or Elman cell torch's fused cell kernel, as
+``torch.nn.LSTMCell`` runs); feeding a sequence step by step gives ``forward``'s outputs and
+final state (float64: to rounding; ``valid`` plays the part of ``lengths``). A bidirectional
+network cannot stream: its reverse direction starts from the end of the sequence.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import _VF, Tensor
 
 from .cells.base import map_state, state_from_leaves, state_leaves
+
+
+def _fused_step(cell, x: Tensor, state):
+    """``(y, state)`` of one step through torch's fused cell kernel (``torch.nn.LSTMCell``'s,
+    ``GRUCell``'s, ``RNNCell``'s) where the cell is exactly what it computes, else None."""
+    mode = cell.native_mode()
+    if mode is None or getattr(cell, "weight_hr", None) is not None:  # (no projection there)
+        return None
+    weights = cell.native_weights()
+    if mode == "lstm":
+        h, c = _VF.lstm_cell(x, (state.h, state.c), *weights)
+        return h, type(state)(h, c)
+    h = getattr(_VF, f"{mode}_cell")(x, state, *weights)
+    return h, h
 
 
 def _cells(net) -> list:
@@ -108,7 +123,7 @@ def step(net, input: Tensor, state=None, *, valid: Tensor | None = None,
                 x = F.dropout(x, net.dropout, training=True)
             inp = x if side is None else torch.cat([x, side], dim=-1)
             s = state_from_leaves(cell.state_size, [leaf[l] for leaf in leaves])
-            y, s_new = cell.step(cell.precompute(inp), s)
+            y, s_new = _fused_step(cell, inp, s) or cell.step(cell.precompute(inp), s)
             if valid is not None:
                 y = torch.where(valid, y, y.new_zeros(()))
                 s_new = map_state(lambda a, b: torch.where(valid, a, b), s_new, s)
