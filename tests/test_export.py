@@ -7,30 +7,18 @@ import json
 
 import pytest
 import torch
+from small_runs import text_files, train
 
 import rnnkit
 from rnnkit.cli import main
 from rnnkit.errors import CheckpointError
 from rnnkit.export import load_program
 
-QUIET = ["--run.progress=false", "--run.plots=false", "--train.eval_every=1000"]
-SMALL = ["--model.hidden_size=8", "--model.embedding_size=8", "--train.max_steps=2",
-         "--data.batch_size=8"]
-
-
-def train(out, *flags):
-    assert main(["train", *SMALL, *flags, *QUIET, f"--run.out={out}"]) == 0
-    return out
-
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
-    texts = root / "texts.tsv"
-    texts.write_text("".join(f"{'pos' if n % 2 else 'neg'}\t{'good fine' if n % 2 else 'bad'} "
-                             f"film {n}\n" for n in range(40)), encoding="utf-8")
-    lines = root / "lines.txt"
-    lines.write_text("a b c d\n" * 60, encoding="utf-8")
+    texts, lines = text_files(root)
     return {
         "atis": train(root / "atis", "--data.task=atis", "--model.intent",
                       "--model.char_filters=4", "--model.bidirectional=true",

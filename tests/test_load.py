@@ -5,36 +5,23 @@ partial or corrupt run."""
 
 import pytest
 import torch
+from small_runs import text_files, train
 
 import rnnkit
 from rnnkit.cli import main
 from rnnkit.errors import CheckpointError
 
-QUIET = ["--run.progress=false", "--run.plots=false", "--train.eval_every=1000"]
-
-
-def train(out, *flags):
-    assert main(["train", *flags, *QUIET, f"--run.out={out}"]) == 0
-    return out
-
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("load")
-    texts = root / "texts.tsv"
-    texts.write_text("".join(f"{'pos' if n % 2 else 'neg'}\t{'good fine' if n % 2 else 'bad'} "
-                             f"film {n}\n" for n in range(40)), encoding="utf-8")
-    lines = root / "lines.txt"
-    lines.write_text("a b c d\n" * 60, encoding="utf-8")
-    small = ["--model.hidden_size=8", "--model.embedding_size=8", "--train.max_steps=3",
-             "--data.batch_size=8"]
+    texts, lines = text_files(root)
     return {
-        "atis": train(root / "atis", "--data.task=atis", "--model.intent", *small),
-        "classify": train(root / "classify", "--data.task=classify", f"--data.train_file={texts}",
-                          *small),
-        "vowels": train(root / "vowels", "--data.task=vowels", *small),
+        "atis": train(root / "atis", "--data.task=atis", "--model.intent"),
+        "classify": train(root / "classify", "--data.task=classify", f"--data.train_file={texts}"),
+        "vowels": train(root / "vowels", "--data.task=vowels"),
         "text": train(root / "text", "--data.task=text", f"--data.train_file={lines}",
-                      "--data.seq_len=8", *small),
+                      "--data.seq_len=8"),
         "adding": train(root / "adding", "--data.task=adding", "--data.seq_len=10",
                         "--data.train_size=32", "--data.val_size=8", "--data.test_size=8",
                         "--data.batch_size=8", "--model.hidden_size=4", "--train.max_steps=2"),

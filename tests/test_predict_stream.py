@@ -7,28 +7,22 @@ import io
 import sys
 
 import pytest
+from small_runs import train
 
 import rnnkit
 from rnnkit.cli import main
 from rnnkit.run import run_predict_stream
 
-QUIET = ["--run.progress=false", "--run.plots=false", "--train.eval_every=1000"]
-SMALL = ["--data.task=atis", "--model.hidden_size=8", "--model.embedding_size=8",
-         "--train.max_steps=3", "--data.batch_size=8", "--model.num_layers=2"]
-
-
-def train(out, *flags):
-    assert main(["train", *SMALL, *flags, *QUIET, f"--run.out={out}"]) == 0
-    return out
+ATIS = ["--data.task=atis", "--model.num_layers=2"]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("stream")
     return {
-        "softmax": train(root / "softmax", "--model.intent", "--model.char_filters=4"),
-        "crf": train(root / "crf", "--model.head=crf", "--model.cell=gru"),
-        "bi": train(root / "bi", "--model.bidirectional=true"),
+        "softmax": train(root / "softmax", *ATIS, "--model.intent", "--model.char_filters=4"),
+        "crf": train(root / "crf", *ATIS, "--model.head=crf", "--model.cell=gru"),
+        "bi": train(root / "bi", *ATIS, "--model.bidirectional=true"),
     }
 
 
