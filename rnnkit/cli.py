@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import traceback
@@ -279,6 +280,11 @@ def main(argv: list[str] | None = None) -> int:
         print("rnnkit: interrupted; the last checkpoint is intact (resume with --resume)",
               file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`... | head`): stop quietly, as cat does
+        # stdout onto /dev/null: the flush at exit would hit the closed pipe again
+        with contextlib.suppress(OSError, AttributeError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as e:  # noqa: BLE001 (the one boundary: every error becomes a line)
         if debug:
             traceback.print_exc()

@@ -80,3 +80,16 @@ def test_bidirectional_runs_and_mixed_arguments_are_refused(runs, monkeypatch, c
         run_predict_stream(runs["bi"], stream=io.StringIO("leave boston\n"))
     assert main(["predict", "--stream", "leave boston", "--run", str(runs["crf"])]) == 2
     assert "--stream reads standard input" in capsys.readouterr().err
+
+
+def test_a_reader_that_goes_away_ends_the_stream_quietly(runs, monkeypatch, capsys):
+    """`rnnkit predict --stream ... | head -3`: the pipe closes; no error line, exit 141."""
+
+    class Closed(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("leave boston\n"))
+    monkeypatch.setattr(sys, "stdout", Closed())
+    assert main(["predict", "--stream", "--run", str(runs["crf"])]) == 141
+    assert capsys.readouterr().err == ""
