@@ -149,12 +149,6 @@ def to_onnx(model: nn.Module, args: tuple, path, *, dynamic_shapes=None) -> Path
             cause = cause.__cause__ or cause.__context__
         if cause is not None:
             raise onnx_ops.UnsupportedForOnnx(str(cause)) from e
-        if any(isinstance(m, SCRNCell) for m in model.modules()):
-            raise onnx_ops.UnsupportedForOnnx(
-                "SCRN: torch's ONNX exporter fails on its loop when it is stacked or reads "
-                "lengths (in its type-promotion pass: 'SymInt' object has no attribute "
-                "'unsqueeze'); a single-layer SCRN without lengths exports, and --format pt2 "
-                "takes every SCRN") from e
         raise
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ NETS = {
     "rnn-relu": lambda: rnnkit.RNN(I, H, nonlinearity="relu"),
     # the cells without an ONNX operator: torch's scan over the cell's step, an ONNX Scan
     **{c: (lambda c=c: rnnkit.RecurrentNetwork(c, I, H, num_layers=2, bidirectional=True))
-       for c in ("jordan", "fully", "clockwork", "ctrnn")},
+       for c in ("jordan", "fully", "clockwork", "ctrnn", "scrn")},
 }
 NATIVE = {"LSTM", "GRU", "RNN"}
 
@@ -52,7 +52,7 @@ def test_networks_run_in_onnxruntime_with_pytorchs_numbers(name, tmp_path):
     session = ort.InferenceSession(str(path))
     ops = {n.op_type for n in __import__("onnx").load(str(path)).graph.node}
     # ONNX's own recurrent operator where it has one, else a Scan over the cell's step
-    assert ops & ({"Scan"} if name in ("jordan", "fully", "clockwork", "ctrnn") else NATIVE), ops
+    assert ops & (NATIVE if name.split("-")[0] in ("lstm", "gru", "rnn") else {"Scan"}), ops
     g = torch.Generator().manual_seed(1)
     for T, N in [(6, 3), (11, 5)]:
         xx = torch.randn(T, N, I, generator=g)
@@ -69,30 +69,9 @@ def test_networks_run_in_onnxruntime_with_pytorchs_numbers(name, tmp_path):
 def test_configurations_onnx_cannot_express_are_named(tmp_path):
     x, lengths = torch.randn(5, 2, I), torch.tensor([5, 3])
     for net, what in [(rnnkit.LSTM(I, H, proj_size=3), "proj_size"),
-                      (rnnkit.LSTM(I, H, peephole="full"), "peephole='full'"),
-                      (rnnkit.SCRN(I, H), "SCRN")]:
+                      (rnnkit.LSTM(I, H, peephole="full"), "peephole='full'")]:
         with pytest.raises(UnsupportedForOnnx, match=what):
             to_onnx(WithLengths(net), (x, lengths), tmp_path / "m.onnx")
-
-
-def test_a_plain_scrn_exports_as_a_scan(tmp_path):
-    class Plain(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = rnnkit.SCRN(I, H)
-
-        def forward(self, x):
-            return self.net(x)[0]
-
-    model = Plain().eval()
-    path = to_onnx(model, (torch.randn(5, 2, I),), tmp_path / "scrn.onnx")
-    session = ort.InferenceSession(str(path))
-    for T, N in [(5, 2), (9, 4)]:
-        x = torch.randn(T, N, I)
-        with torch.no_grad():
-            want = model(x)
-        np.testing.assert_allclose(session.run(None, {"x": x.numpy()})[0], want.numpy(),
-                                   rtol=1e-5, atol=1e-5)
 
 
 def test_exported_atis_tagger_reproduces_its_test_f1(tmp_path):

@@ -149,10 +149,11 @@ class SCRNCell(Cell):
     def step(self, u: Tensor, state: SCRNState) -> tuple[Tensor, SCRNState]:
         h, s = state
         S = self.context_size
-        # (narrow, not u[:, S:]: an open-ended slice breaks torch's ONNX export of the loop)
-        s = u.narrow(1, 0, S) + s * self.alpha  # (1 - alpha) B x_t + alpha s_{t-1}
-        h = torch.sigmoid(u.narrow(1, S, self.hidden_size) + F.linear(s, self.weight_P)
-                          + F.linear(h, self.weight_R))
+        # (split, not slices or narrow: their int arguments break torch's ONNX export of the
+        # loop, in its type-promotion pass over the scan's body)
+        u_s, u_h = torch.split(u, [S, self.hidden_size], dim=1)
+        s = u_s + s * self.alpha  # (1 - alpha) B x_t + alpha s_{t-1}
+        h = torch.sigmoid(u_h + F.linear(s, self.weight_P) + F.linear(h, self.weight_R))
         return torch.cat([h, s], dim=1), SCRNState(h, s)
 
     def extra_repr(self) -> str:
