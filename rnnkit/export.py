@@ -28,7 +28,9 @@ import torch
 from torch import Tensor, nn
 from torch.export import Dim
 
+from .data.corpus import write_atomic
 from .errors import CheckpointError
+from .heads.pooling import length_mask
 
 FORMATS = ("pt2", "onnx")
 
@@ -47,8 +49,7 @@ class _Tagger(nn.Module):
         emissions = t.emit(out)
         if t.intent is None:
             return emissions
-        mask = torch.arange(tokens.shape[1], device=tokens.device) < lengths.unsqueeze(1)
-        return emissions, t.intent(t.pool(out, mask))
+        return emissions, t.intent(t.pool(out, length_mask(lengths, tokens.shape[1])))
 
 
 class _Classifier(nn.Module):
@@ -60,8 +61,7 @@ class _Classifier(nn.Module):
         c = self.classifier
         inputs = c.embed(x) if c.embed is not None else x
         out, _ = c.rnn(inputs, lengths=lengths)
-        mask = torch.arange(x.shape[1], device=x.device) < lengths.unsqueeze(1)
-        return c.out(c.pool(out, mask))
+        return c.out(c.pool(out, length_mask(lengths, x.shape[1])))
 
 
 class _LanguageModel(nn.Module):
@@ -150,10 +150,15 @@ def to_onnx(model: nn.Module, args: tuple, path, *, dynamic_shapes=None) -> Path
         if cause is not None:
             raise onnx_ops.UnsupportedForOnnx(str(cause)) from e
         raise
-    path = Path(path)
+    return _save_atomic(Path(path), lambda tmp: onnx_program.save(str(tmp)))
+
+
+def _save_atomic(path: Path, save) -> Path:
+    """``save(tmp)`` to a temporary file beside ``path`` (its suffix kept: the savers check
+    it), then move it over ``path``: a reader never sees half a model."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    onnx_program.save(str(tmp))
+    save(tmp)
     tmp.replace(path)
     return path
 
@@ -177,17 +182,11 @@ def export_run(run_dir, fmt: str = "pt2", out=None, *, checkpoint: str = "best")
     else:
         with torch.no_grad():
             exported = torch.export.export(module.eval(), inputs, dynamic_shapes=shapes)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.stem + ".tmp" + out.suffix)  # (torch wants the suffix kept)
-        torch.export.save(exported, tmp)
-        tmp.replace(out)  # atomically: a reader never sees half a program
+        _save_atomic(out, lambda tmp: torch.export.save(exported, tmp))
     about = {"format": fmt, "task": trained.config.data.task, "kind": trained.kind,
              "checkpoint_step": trained.step, **about,
              "vocabularies": trained.vocabularies}
-    meta = out.with_suffix(".json")
-    tmp = meta.with_name(meta.stem + ".tmp.json")
-    tmp.write_text(json.dumps(about, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(meta)
+    write_atomic(out.with_suffix(".json"), json.dumps(about, indent=1) + "\n")
     return out
 
 

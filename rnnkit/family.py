@@ -227,10 +227,7 @@ class CTRNN(_Named):
         ``(N, T)`` with ``batch_first``, or a ``PackedSequence`` like ``input``), each > 0;
         None (and no other value) for a CTRNN built with a constant ``dt``."""
         if self.dt is not None:
-            if dt is not None:
-                raise ValueError(f"dt: expected None, since this CTRNN has a constant "
-                                 f"dt={self.dt} (build it with dt=None to give Δt per step), "
-                                 f"got {type(dt).__name__}")
+            self._no_dt(dt)
             return super().forward(input, hx, lengths=lengths)
         if isinstance(dt, PackedSequence):
             _check_steps(dt.data, None)
@@ -251,15 +248,20 @@ class CTRNN(_Named):
         """As :meth:`RecurrentNetwork.step`, plus ``dt``: with ``dt=None`` at construction,
         this step's Δt per sequence, ``(N,)`` (a 0-d tensor unbatched), each > 0."""
         if self.dt is not None:
-            if dt is not None:
-                raise ValueError(f"dt: expected None, since this CTRNN has a constant "
-                                 f"dt={self.dt}, got {type(dt).__name__}")
+            self._no_dt(dt)
             return super().step(input, state, valid=valid)
         if not isinstance(dt, torch.Tensor):
             raise TypeError("dt: expected this step's Δt per sequence as a tensor (N,) (this "
                             f"CTRNN was built with dt=None), got {type(dt).__name__}")
         _check_steps(dt, None if valid is None else valid)
         return super().step(input, state, valid=valid, side=dt.unsqueeze(-1))
+
+    def _no_dt(self, dt) -> None:
+        """A CTRNN built with a constant dt takes no dt in forward or step."""
+        if dt is not None:
+            raise ValueError(f"dt: expected None, since this CTRNN has a constant "
+                             f"dt={self.dt} (build it with dt=None to give Δt per step), "
+                             f"got {type(dt).__name__}")
 
     def _valid_steps(self, dt: torch.Tensor, lengths) -> torch.Tensor | None:
         """A bool mask of the steps ``lengths`` keeps (padding past a sequence's end may hold

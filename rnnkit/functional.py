@@ -41,11 +41,23 @@ def scan(
     same loop serves both directions.
     """
     state, lengths = check_sequence(cell, xs, state, lengths)
-    T = xs.shape[0]
-    valid = None
-    if lengths is not None:
-        valid = torch.arange(T, device=xs.device).unsqueeze(1) < lengths.to(xs.device)  # (T, N)
+    valid = steps_mask(lengths, xs.shape[0], xs.device)
     return scan_steps(cell, cell.precompute(xs), state, reverse=reverse, valid=valid)
+
+
+def steps_mask(lengths: Tensor | None, T: int, device) -> Tensor | None:
+    """``(T, N)`` bool, True at the steps inside each sequence (``t < lengths[n]``); None
+    without lengths."""
+    if lengths is None:
+        return None
+    return torch.arange(T, device=device).unsqueeze(1) < lengths.to(device)
+
+
+def masked_step(y: Tensor, new: State, old: State, m: Tensor) -> tuple[Tensor, State]:
+    """A step's output and state where ``m`` ``(N, 1)`` marks the sequences it belongs to:
+    elsewhere the output is zero and the state ``old`` is carried."""
+    return (torch.where(m, y, y.new_zeros(())),
+            map_state(lambda a, b: torch.where(m, a, b), new, old))
 
 
 def scan_steps(
@@ -77,9 +89,7 @@ def scan_steps(
         if all_valid[t]:
             ys[t], state = y, new
             continue
-        m = valid[t].unsqueeze(1)  # (N, 1)
-        ys[t] = torch.where(m, y, y.new_zeros(()))
-        state = map_state(lambda a, b, m=m: torch.where(m, a, b), new, state)
+        ys[t], state = masked_step(y, new, state, valid[t].unsqueeze(1))
     return torch.stack(ys), state
 
 
@@ -111,10 +121,7 @@ def scan_traced(cell: Cell, xs: Tensor, state: State | None = None, *, reverse: 
 
     state, lengths = check_sequence(cell, xs, state, lengths)
     us = cell.precompute(xs)  # (T, N, G)
-    T = xs.shape[0]
-    valid = None
-    if lengths is not None:
-        valid = torch.arange(T, device=xs.device).unsqueeze(1) < lengths.to(xs.device)
+    valid = steps_mask(lengths, xs.shape[0], xs.device)
     if reverse:
         us = us.flip(0)
         valid = None if valid is None else valid.flip(0)
@@ -124,9 +131,7 @@ def scan_traced(cell: Cell, xs: Tensor, state: State | None = None, *, reverse: 
         before = state_from_leaves(state, list(carry))
         y, new = cell.step(u, before)
         if m is not None:
-            m = m.unsqueeze(1)  # (N, 1)
-            y = torch.where(m, y, torch.zeros_like(y))
-            new = map_state(lambda a, b: torch.where(m, a, b), new, before)
+            y, new = masked_step(y, new, before, m.unsqueeze(1))
         return tuple(state_leaves(new)), y.clone()
 
     final, ys = scan_op(step, tuple(state_leaves(state)), us if valid is None else (us, valid))

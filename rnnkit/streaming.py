@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import _VF, Tensor
 
 from .cells.base import map_state, state_from_leaves, state_leaves
+from .functional import masked_step
 
 
 def _fused_step(cell, x: Tensor, state):
@@ -125,8 +126,7 @@ def step(net, input: Tensor, state=None, *, valid: Tensor | None = None,
             s = state_from_leaves(cell.state_size, [leaf[l] for leaf in leaves])
             y, s_new = _fused_step(cell, inp, s) or cell.step(cell.precompute(inp), s)
             if valid is not None:
-                y = torch.where(valid, y, y.new_zeros(()))
-                s_new = map_state(lambda a, b: torch.where(valid, a, b), s_new, s)
+                y, s_new = masked_step(y, s_new, s, valid)
             new_leaves.append(state_leaves(s_new))
             x = y
     out = _pack(size, [torch.stack(group) for group in zip(*new_leaves, strict=True)])
