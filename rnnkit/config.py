@@ -5,7 +5,8 @@ dataclass of plain values (int, float, bool, str). Each field's ``metadata`` say
 documented and checked:
 
 - ``help``: the one-line help text;
-- ``min`` / ``max``: inclusive bounds (``exclusive_min=True`` makes ``min`` strict);
+- ``min`` / ``max``: inclusive bounds (``exclusive_min=True`` / ``exclusive_max=True`` make
+  them strict);
 - ``choices``: a tuple of allowed strings, or a zero-argument function returning them, called
   only when a value is checked or help is printed (so the cell registry is read then, not at
   import); if that function cannot import its module, any string is accepted;
@@ -70,6 +71,15 @@ def _is_device(value: str) -> bool:
     return DEVICE.fullmatch(value) is not None
 
 
+def _is_forget_bias(value: str) -> bool:
+    if value in ("", "chrono"):
+        return True
+    try:
+        return math.isfinite(float(value))
+    except ValueError:
+        return False
+
+
 def _is_column(value: str) -> bool:
     from .data.conllu_io import TAG_COLUMNS
 
@@ -90,6 +100,29 @@ class ModelConfig:
     bidirectional: bool = _opt(False, "also run every layer backwards in time and concatenate")
     dropout: float = _opt(0.0, "dropout probability on the outputs of every layer but the last",
                           min=0.0, max=1.0, metavar="P")
+    dropout_mode: str = _opt("standard", "how model.dropout and model.input_dropout draw "
+                             "their masks: a new one every step (standard) or one per sequence "
+                             "for all its steps (variational, Gal & Ghahramani 2016)",
+                             choices=("standard", "variational"))
+    recurrent_dropout: float = _opt(0.0, "variational dropout of the state entering each "
+                                    "layer's recurrent product, one mask per sequence",
+                                    min=0.0, max=1.0, exclusive_max=True, metavar="P")
+    weight_drop: float = _opt(0.0, "DropConnect on the recurrent weights, one mask per forward "
+                              "(Merity et al. 2018)", min=0.0, max=1.0, exclusive_max=True,
+                              metavar="P")
+    zoneout: float = _opt(0.0, "zoneout: each state unit keeps its previous value with this "
+                          "probability at each step (Krueger et al. 2017)", min=0.0, max=1.0,
+                          exclusive_max=True, metavar="P")
+    zoneout_cell: float = _opt(-1.0, "LSTM: the memory cell's own zoneout probability",
+                               min=-1.0, max=1.0, exclusive_max=True,
+                               off="-1 = model.zoneout", metavar="P")
+    forget_bias: str = _opt("", "the forget gate's initial bias (LSTM; GRU: its update gate): "
+                            "a number, or chrono (Tallec & Ollivier 2018, with model.max_lag; "
+                            "for a CTRNN: its time constants)", off="empty = the cell's "
+                            "default", check=_is_forget_bias, expects="a number or chrono",
+                            metavar="B|chrono")
+    max_lag: int = _opt(0, "the longest time lag to expect, for model.forget_bias=chrono",
+                        min=0, off="0 = none", metavar="T")
     embedding_size: int = _opt(100, "token embedding size (text tasks)", min=1, metavar="E")
     input_dropout: float = _opt(0.0, "dropout probability on the inputs (embeddings) and on the "
                                 "last layer's outputs (text tasks)", min=0.0, max=1.0, metavar="P")
@@ -289,7 +322,7 @@ def _range_words(f: dataclasses.Field, kind: type) -> str:
     lo = None if lo is None else _num(lo)
     hi = None if hi is None else _num(hi)
     if lo is not None and hi is not None:
-        return f"in [{lo}, {hi}]"
+        return f"in [{lo}, {hi}{')' if f.metadata.get('exclusive_max') else ']'}"
     if lo is not None:
         return f"{'>' if f.metadata.get('exclusive_min') else '>='} {lo}"
     if hi is not None:
@@ -314,7 +347,7 @@ def _value_problem(f: dataclasses.Field, kind: type, value: Any) -> str | None:
             return f"expected a finite number, got {value!r}"
         lo, hi = meta.get("min"), meta.get("max")
         below = lo is not None and (value <= lo if meta.get("exclusive_min") else value < lo)
-        above = hi is not None and value > hi
+        above = hi is not None and (value >= hi if meta.get("exclusive_max") else value > hi)
         if below or above:
             noun = "an integer" if kind is int else "a number"
             return f"expected {noun} {_range_words(f, kind)}, got {value!r}"

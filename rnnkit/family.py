@@ -36,11 +36,11 @@ class RNN(RecurrentNetwork):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
                  nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
                  dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None,
-                 *, native: bool = True, fused: bool = True, proj_size: int = 0):
+                 *, native: bool = True, fused: bool = True, proj_size: int = 0, **options):
         _no_projection(proj_size)
         super().__init__("elman", input_size, hidden_size, num_layers, bias, batch_first,
                          dropout, bidirectional, native=native, fused=fused, device=device,
-                         dtype=dtype, nonlinearity=nonlinearity)
+                         dtype=dtype, nonlinearity=nonlinearity, **options)
         self.nonlinearity = nonlinearity
 
 

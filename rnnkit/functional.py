@@ -18,6 +18,7 @@ def scan(
     *,
     reverse: bool = False,
     lengths: Tensor | None = None,
+    masks=None,
 ) -> tuple[Tensor, State]:
     """Run ``cell`` over a time-major sequence.
 
@@ -32,6 +33,8 @@ def scan(
         lengths: ``(N,)`` integer lengths in ``[1, T]`` of right-padded sequences. Outputs past a
             sequence's length are zero; the final state is the state after its last valid step;
             a reverse pass starts at its own last valid step, from ``state``.
+        masks: this forward's regularizer masks (:class:`rnnkit.regularize.Masks`: recurrent
+            dropout, zoneout), as a network draws them; None: none.
 
     Returns:
         ``ys`` ``(T, N, output_size)`` and the final state.
@@ -42,7 +45,13 @@ def scan(
     """
     state, lengths = check_sequence(cell, xs, state, lengths)
     valid = steps_mask(lengths, xs.shape[0], xs.device)
-    return scan_steps(cell, cell.precompute(xs), state, reverse=reverse, valid=valid)
+    us = cell.precompute(xs)
+    if masks is None:
+        return scan_steps(cell, us, state, reverse=reverse, valid=valid)
+    from .regularize import dropping
+
+    with dropping(cell, masks.drop):
+        return scan_steps(cell, us, state, reverse=reverse, valid=valid, zone=masks.zone)
 
 
 def steps_mask(lengths: Tensor | None, T: int, device) -> Tensor | None:
@@ -67,17 +76,31 @@ def scan_steps(
     *,
     reverse: bool = False,
     valid: Tensor | None = None,
+    zone: Tensor | None = None,
 ) -> tuple[Tensor, State]:
     """:func:`scan`'s time loop over precomputed inputs ``us = cell.precompute(xs)``
     ``(T, N, G)``, from ``state``, with ``valid`` a ``(T, N)`` bool mask of the steps inside each
     sequence (None: all). Differentiable to any order: the fused kernels' double backward
-    differentiates it (:func:`rnnkit.kernels._common.differentiable_backward`)."""
+    differentiates it (:func:`rnnkit.kernels._common.differentiable_backward`). ``zone``
+    ``(T, N, S)``: zoneout weights (:mod:`rnnkit.regularize`): each step's new state is
+    ``d * old + (1 - d) * new`` and its output the cell's output of that state."""
     T = us.shape[0]
     # T views (N, G) of one (T, N, G) projection. unbind, not us[t]: each us[t]'s backward would
     # write its slice into a zero-filled (T, N, G) gradient, O(T^2) memory traffic over the loop.
     us = us.unbind(0)
     steps = range(T - 1, -1, -1) if reverse else range(T)
     ys: list[Tensor | None] = [None] * T
+    if zone is not None:
+        from .regularize import zone_merge
+
+        for t in steps:
+            y, new = cell.step(us[t], state)
+            new = zone_merge(cell, new, state, zone[t])
+            y = cell.state_output(new)
+            if valid is not None:
+                y, new = masked_step(y, new, state, valid[t].unsqueeze(1))
+            ys[t], state = y, new
+        return torch.stack(ys), state
     if valid is None:
         for t in steps:
             ys[t], state = cell.step(us[t], state)

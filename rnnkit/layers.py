@@ -9,7 +9,8 @@ from torch import Tensor, nn
 from . import functional
 from .cells.base import Cell, State
 from .functional import scan
-from .kernels import fused_scan
+from .kernels import fused_scan, takes_masks
+from .regularize import locked_dropout
 
 
 class Recurrent(nn.Module):
@@ -30,14 +31,25 @@ class Recurrent(nn.Module):
         super().__init__()
         self.cell, self.reverse, self.fused = cell, reverse, fused
         self.input_size, self.output_size = cell.input_size, cell.output_size
+        # rnnkit.regularize.Regularizers of the network (recurrent dropout, zoneout), or None
+        self.regularizers = None
 
     def forward(
         self, xs: Tensor, state: State | None = None, lengths: Tensor | None = None
     ) -> tuple[Tensor, State]:
-        run = (fused_scan(self.cell) if self.fused else None) or scan
+        kernel = fused_scan(self.cell) if self.fused else None
+        run = kernel or scan
         if type(self.cell) in functional._TRACED:  # (inside functional.traced_loops)
             run = functional.scan_traced
-        return run(self.cell, xs, state, reverse=self.reverse, lengths=lengths)
+        masks = None
+        if self.regularizers is not None:
+            masks = self.regularizers.masks(self.cell, xs.shape[0], xs.shape[1], xs,
+                                            self.training)
+        if masks is None:
+            return run(self.cell, xs, state, reverse=self.reverse, lengths=lengths)
+        if run is not scan and not takes_masks(run, masks, xs, self.cell):
+            run = scan  # (a kernel without these masks: the reference loop computes them)
+        return run(self.cell, xs, state, reverse=self.reverse, lengths=lengths, masks=masks)
 
 
 class Bidirectional(nn.Module):
@@ -72,10 +84,11 @@ class Stacked(nn.Module):
     appended to every layer's input (e.g. a CTRNN's per-step Δt, which every layer needs).
     """
 
-    def __init__(self, layers: list[nn.Module], dropout: float = 0.0):
+    def __init__(self, layers: list[nn.Module], dropout: float = 0.0, mode: str = "standard"):
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.dropout = dropout
+        self.mode = mode  # "variational": one dropout mask per sequence (rnnkit.regularize)
 
     def forward(
         self,
@@ -89,7 +102,10 @@ class Stacked(nn.Module):
         finals = []
         for l, layer in enumerate(self.layers):
             if l > 0 and self.dropout > 0 and self.training:
-                xs = F.dropout(xs, self.dropout, training=True)
+                if self.mode == "variational":
+                    xs = locked_dropout(xs, self.dropout)
+                else:
+                    xs = F.dropout(xs, self.dropout, training=True)
             inputs = xs if side is None else torch.cat([xs, side], dim=-1)  # (T, N, I + k)
             xs, s = layer(inputs, states[l], lengths)
             finals.append(s)

@@ -14,6 +14,7 @@ otherwise, or with ``native=False``, each layer runs rnnkit's fused kernel for i
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import numbers
 import os
@@ -21,6 +22,7 @@ import sys
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import _VF, Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
@@ -29,6 +31,7 @@ from .cells import cell_names, get_cell
 from .cells.base import bind, state_from_leaves, state_leaves
 from .errors import ShapeError
 from .layers import Bidirectional, Recurrent, Stacked
+from .regularize import Regularizers
 
 # Native modes whose rnnkit fused kernel trains faster than torch's own on the CPU: torch's CPU
 # GRU has no fused backward (autograd over its cell), and rnnkit's GRU kernel measured a
@@ -62,6 +65,12 @@ class RecurrentNetwork(nn.Module):
             ``native=False, fused=False`` runs every layer through the reference ``scan``.
         side_size: features of a per-step side input appended to every layer's input (a
             CTRNN's Δt); the cells of every layer then take ``layer_input + side_size``.
+        recurrent_dropout, zoneout, weight_drop, dropout_mode: regularizers, off by default
+            (:mod:`rnnkit.regularize` has their equations): variational dropout of the state
+            entering the recurrent product (one mask per sequence); zoneout ``p`` (or one ``p``
+            per state tensor, ``(p_h, p_c)`` for the LSTM); DropConnect on the recurrent
+            weights (one mask per forward); ``"variational"`` makes ``dropout`` between layers
+            one mask per sequence instead of one per step.
         **cell_options: passed to every cell (e.g. ``nonlinearity="relu"``).
 
     Forward: ``net(input, hx=None, *, lengths=None) -> (output, h_n)`` exactly as torch.nn.LSTM:
@@ -94,6 +103,10 @@ class RecurrentNetwork(nn.Module):
         native: bool = True,
         fused: bool = True,
         side_size: int = 0,
+        recurrent_dropout: float = 0.0,
+        zoneout=0.0,
+        weight_drop: float = 0.0,
+        dropout_mode: str = "standard",
         device=None,
         dtype=None,
         **cell_options,
@@ -126,12 +139,21 @@ class RecurrentNetwork(nn.Module):
         self.side_size = check_positive_int("side_size", side_size, minimum=0)
         D = 2 if bidirectional else 1
         layers, size = [], input_size
+        _check_cell_options(factory, cell, cell_options)
         for _ in range(num_layers):
             cells = [factory(size + side_size, hidden_size, bias=bias, device=device, dtype=dtype,
                              **cell_options) for _ in range(D)]
             layers.append(Bidirectional(*cells) if bidirectional else Recurrent(cells[0]))
             size = layers[-1].output_size
-        self.stack = Stacked(layers, self.dropout)
+        self.regularizers = Regularizers.checked(
+            layers[0].cell if not bidirectional else layers[0].fwd.cell,
+            recurrent_dropout=recurrent_dropout, zoneout=zoneout, weight_drop=weight_drop,
+            dropout_mode=dropout_mode)
+        self.stack = Stacked(layers, self.dropout, self.regularizers.dropout_mode)
+        if self.regularizers.per_step:
+            for m in self.stack.modules():
+                if isinstance(m, Recurrent):
+                    m.regularizers = self.regularizers
         self.fused = fused
         self.output_size = size  # D * H_out, the features of `output`
 
@@ -217,12 +239,38 @@ class RecurrentNetwork(nn.Module):
                 if id(p) not in plain:
                     nn.init.uniform_(p, -k, k)
 
+    @property
+    def recurrent_dropout(self) -> float:
+        return self.regularizers.recurrent_dropout
+
+    @property
+    def zoneout(self) -> tuple[float, ...]:
+        return self.regularizers.zoneout
+
+    @property
+    def weight_drop(self) -> float:
+        return self.regularizers.weight_drop
+
+    @property
+    def dropout_mode(self) -> str:
+        return self.regularizers.dropout_mode
+
+    def _layer_by_layer(self) -> bool:
+        """Whether a regularizer changes the recurrence or what passes between layers (so
+        torch's whole-stack kernel cannot run it): zoneout, or while training recurrent
+        dropout or variational dropout between layers."""
+        reg = self.regularizers
+        return bool(reg.zoneout) or self.training and bool(
+            reg.recurrent_dropout or (reg.dropout_mode == "variational" and self.dropout))
+
     @contextlib.contextmanager
     def _bound(self):
         """Fix every cell's weights to the network's current values for one forward: each
         attribute read once (a parametrization computed once, as torch.nn's RNNs do), its shape
-        checked against the cell's."""
+        checked against the cell's; while training with ``weight_drop``, each recurrent weight
+        times this forward's DropConnect mask (scaled by 1/(1-p))."""
         params, shapes, weights = self._parameters, self._weight_shapes, {}
+        drop = self.regularizers.weight_drop if self.training else 0.0
         for _, _, c in self._cells():
             current = {}
             for own, flat in c.__dict__["_borrowed"].items():
@@ -234,6 +282,9 @@ class RecurrentNetwork(nn.Module):
                     raise ShapeError(f"{flat}: expected a tensor of shape "
                                      f"{tuple(shapes[flat])}, got {got}")
                 current[own] = w
+            if drop:
+                for own in c.recurrent_weight_names():
+                    current[own] = F.dropout(current[own], drop, training=True)
             weights[c] = current
         with bind(weights):
             yield
@@ -243,7 +294,9 @@ class RecurrentNetwork(nn.Module):
         if type(self) is RecurrentNetwork:  # the façades' names already say which cell
             s = f"{self.cell!r}, " + s
         defaults = {"num_layers": 1, "nonlinearity": "tanh", "bias": True, "batch_first": False,
-                    "dropout": 0.0, "bidirectional": False, "proj_size": 0}
+                    "dropout": 0.0, "bidirectional": False, "proj_size": 0,
+                    "dropout_mode": "standard", "recurrent_dropout": 0.0, "zoneout": (),
+                    "weight_drop": 0.0}
         for name, default in defaults.items():
             value = getattr(self, name, default)
             if value != default:
@@ -325,6 +378,8 @@ class RecurrentNetwork(nn.Module):
             mode = None  # rnnkit's compiled op (see _OP_RUNS_FASTER)
         if mode in _REGISTERED_OPS and torch.compiler.is_compiling():
             mode = None  # torch.compile/export cannot trace torch's RNN kernels; rnnkit's ops
+        if mode is not None and self._layer_by_layer():
+            mode = None  # per-layer masks (rnnkit.regularize): rnnkit's kernels, layer by layer
         x = input if isinstance(input, PackedSequence) else x
         if mode is not None:
             out, leaves = self._forward_native(mode, x, leaves, lengths, first_cell.state_size)
@@ -493,6 +548,31 @@ class RecurrentNetwork(nn.Module):
         ref = x.data if isinstance(x, PackedSequence) else x
         L = self.num_directions * self.num_layers
         return [ref.new_zeros(L, N, size) for size in state_leaves(state_size)]
+
+
+# Where the gate-bias initialisations apply (what an error names when another cell gets one)
+_OPTION_HOMES = {"forget_bias": "lstm and gru (its update gate); a ctrnn's time constants "
+                                 "take tau_init='chrono'",
+                 "max_lag": "lstm and gru with forget_bias='chrono', ctrnn with tau_init='chrono'"}
+
+
+def _check_cell_options(factory, cell, options: dict) -> None:
+    """Every option must be one the cell factory takes: else a TypeError naming the option,
+    the cell and what it does take."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    taken = [n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+             and n not in ("input_size", "hidden_size", "bias", "device", "dtype")]
+    for name in options:
+        if name not in params:
+            name_of = cell if isinstance(cell, str) else getattr(cell, "__name__", repr(cell))
+            where = f"; it applies to {_OPTION_HOMES[name]}" if name in _OPTION_HOMES else ""
+            raise TypeError(f"{name}: not an option of the {name_of} cell (its options: "
+                            f"{', '.join(taken) or 'none'}){where}")
 
 
 def _ops_compiled() -> bool:

@@ -27,6 +27,7 @@ from torch import _VF, Tensor
 
 from .cells.base import map_state, state_from_leaves, state_leaves
 from .functional import masked_step
+from .regularize import zone_merge, zoned_sizes
 
 
 def _fused_step(cell, x: Tensor, state):
@@ -85,6 +86,13 @@ def step(net, input: Tensor, state=None, *, valid: Tensor | None = None,
     ``(N, side_size)``: the per-step side input of a network built with one (a CTRNN's Δt)."""
     cells = _cells(net)
     name = type(net).__name__
+    reg = net.regularizers
+    if net.training and (reg.per_step or reg.weight_drop
+                         or reg.dropout_mode == "variational" and net.dropout):
+        raise RuntimeError(
+            f"{name}.step: the network is in training mode with regularizers whose masks hold "
+            f"for a whole sequence (recurrent_dropout, zoneout, weight_drop, variational "
+            f"dropout), which one step at a time cannot draw; call .eval() first")
     if not isinstance(input, Tensor) or input.dim() not in (1, 2) \
             or input.shape[-1] != net.input_size:
         got = tuple(input.shape) if isinstance(input, Tensor) else type(input).__name__
@@ -124,7 +132,14 @@ def step(net, input: Tensor, state=None, *, valid: Tensor | None = None,
                 x = F.dropout(x, net.dropout, training=True)
             inp = x if side is None else torch.cat([x, side], dim=-1)
             s = state_from_leaves(cell.state_size, [leaf[l] for leaf in leaves])
-            y, s_new = _fused_step(cell, inp, s) or cell.step(cell.precompute(inp), s)
+            if reg.zoneout:  # evaluation: the expectation, s = p s_{t-1} + (1 - p) s~
+                _, s_new = cell.step(cell.precompute(inp), s)
+                d = torch.cat([inp.new_full((k,), p) for k, p in
+                               zip(zoned_sizes(cell), reg.zoneout, strict=True)])
+                s_new = zone_merge(cell, s_new, s, d.expand(N, d.shape[0]))
+                y = cell.state_output(s_new)
+            else:
+                y, s_new = _fused_step(cell, inp, s) or cell.step(cell.precompute(inp), s)
             if valid is not None:
                 y, s_new = masked_step(y, s_new, s, valid)
             new_leaves.append(state_leaves(s_new))

@@ -31,7 +31,8 @@ from rnnkit.config import (
 )
 
 SECTIONS = ("model", "data", "train", "run")
-META_KEYS = {"help", "min", "max", "exclusive_min", "choices", "off", "check", "expects", "metavar"}
+META_KEYS = {"help", "min", "max", "exclusive_min", "exclusive_max", "choices", "off", "check",
+             "expects", "metavar"}
 
 
 def every_field():

@@ -27,6 +27,7 @@ or the recomputation of a double backward): every read inside sees them.
 from __future__ import annotations
 
 import math
+import numbers
 import threading
 from contextlib import contextmanager
 
@@ -154,6 +155,36 @@ class Cell(nn.Module):
             if isinstance(p, nn.Parameter):
                 nn.init.uniform_(p, -k, k)
 
+    # ---- what the regularizers (rnnkit.regularize) need to know of a cell ----
+
+    def recurrent_input(self, h: Tensor) -> Tensor:
+        """What of the carried state enters the recurrent weight product: ``h`` itself, times
+        the recurrent dropout mask where one is set for this forward (``rnnkit.regularize``).
+        Every ``step`` passes its product's state input through here."""
+        bound = _BOUND.cells
+        weights = bound.get(id(self)) if bound else None
+        mask = None if weights is None else weights.get("recurrent_mask")
+        return h if mask is None else h * mask
+
+    @property
+    def recurrent_input_size(self) -> int:
+        """The width of what :meth:`recurrent_input` receives (the recurrent dropout mask's)."""
+        return self.hidden_size
+
+    def recurrent_weight_names(self) -> tuple[str, ...]:
+        """The weights applied to the carried state (what ``weight_drop`` drops)."""
+        return ("weight_hh",)
+
+    def zoned_state_names(self) -> tuple[str, ...]:
+        """The state tensors zoneout acts on (their NamedTuple fields; ``("h",)`` for a
+        one-tensor state)."""
+        return tuple(getattr(self.state_size, "_fields", None) or ("h",))
+
+    def state_output(self, state: State) -> Tensor:
+        """The step's output ``y`` given its new state (what a zoned state outputs): the first
+        state tensor, where a cell outputs its state."""
+        return state_leaves(state)[0]
+
     def native_mode(self) -> str | None:
         """Name of the ``torch._VF`` kernel that computes exactly this cell over a sequence
         (``"lstm"``, ``"gru"``, ``"rnn_tanh"``, ``"rnn_relu"``), or None if there is none."""
@@ -164,6 +195,36 @@ class Cell(nn.Module):
         ``weight_ih, weight_hh[, bias_ih, bias_hh][, weight_hr]``."""
         names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
         return [w for w in (getattr(self, n, None) for n in names) if w is not None]
+
+
+def check_chrono(name: str, value, max_lag, *, numeric: bool = True):
+    """Check a gate-bias option that may be a number (``numeric``), None, or ``"chrono"`` (with
+    ``max_lag``, an int >= 2). Returns ``(value, max_lag)``, a number as a float."""
+    if value == "chrono" and isinstance(value, str):
+        if isinstance(max_lag, bool) or not isinstance(max_lag, numbers.Integral) \
+                or max_lag < 2:
+            raise ValueError(f"max_lag: {name}='chrono' draws its biases from the longest time "
+                             f"lag to expect (Tallec & Ollivier 2018): expected an int >= 2, got "
+                             f"{max_lag!r}")
+        return value, int(max_lag)
+    if max_lag is not None:
+        raise ValueError(f"max_lag: used only with {name}='chrono', got max_lag={max_lag!r} "
+                         f"with {name}={value!r}")
+    if value is None:
+        return None, None
+    if not numeric or isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not math.isfinite(value):
+        expected = "None, a finite number or 'chrono'" if numeric else "a number or 'chrono'"
+        real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        raise (ValueError if real and numeric else TypeError)(
+            f"{name}: expected {expected}, got {value!r}")
+    return float(value), None
+
+
+def chrono(n: int, max_lag: int, like: Tensor) -> Tensor:
+    """The chrono initialisation (Tallec & Ollivier 2018): ``n`` values log U(1, max_lag - 1),
+    so a gate sigma(b) keeps its memory over ~U(2, max_lag) steps."""
+    return torch.empty(n, dtype=like.dtype, device=like.device).uniform_(1, max_lag - 1).log_()
 
 
 @contextmanager

@@ -134,9 +134,13 @@ class ClockworkCell(Cell):
     def precompute(self, xs: Tensor) -> Tensor:
         return F.linear(xs, self.weight_ih, self.bias_ih)  # (..., H)
 
+    def zoned_state_names(self) -> tuple[str, ...]:
+        return ("h",)  # (t counts steps: never zoned)
+
     def step(self, u: Tensor, state: ClockworkState) -> tuple[Tensor, ClockworkState]:
         h, t = state  # (N, H), (N, 1)
-        candidate = self.phi(u + F.linear(h, self.weight_hh * self.mask, self.bias_hh))  # (N, H)
+        candidate = self.phi(u + F.linear(self.recurrent_input(h), self.weight_hh * self.mask,
+                                            self.bias_hh))  # (N, H)
         active = torch.remainder(torch.round(t), self.unit_periods) == 0  # (N, H)
         h = torch.where(active, candidate, h)
         return h, ClockworkState(h, t + 1)

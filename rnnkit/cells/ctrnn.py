@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_positive_int
-from .base import Cell
+from .base import Cell, check_chrono, chrono
 
 
 def _identity(x: Tensor) -> Tensor:
@@ -53,7 +53,10 @@ class CTRNNCell(Cell):
             gets the option, so deeper layers would read a hidden unit as their
             :math:`\Delta t`: use it in the first layer (or a one-layer network).
         activation: ``"tanh"``, ``"sigmoid"``, ``"relu"`` or ``"identity"``.
-        tau_init: initial :math:`\tau > 0` of every unit.
+        tau_init: initial :math:`\tau > 0` of every unit, or ``"chrono"`` (with ``max_lag``,
+            Tallec & Ollivier 2018): :math:`\tau / \Delta t \sim 1 + U(1, T_{max} - 1)` per unit,
+            the time constants the chrono LSTM's forget gates start with.
+        max_lag: :math:`T_{max}` for ``tau_init="chrono"``.
 
     Shapes: x ``(N, I)``, state h ``(N, H)``, y ``(N, H)``.
 
@@ -76,7 +79,8 @@ class CTRNNCell(Cell):
         dt: float = 1.0,
         dt_input: bool = False,
         activation: str = "tanh",
-        tau_init: float = 1.0,
+        tau_init: float | str = 1.0,
+        max_lag: int | None = None,
         device=None,
         dtype=None,
     ):
@@ -87,7 +91,9 @@ class CTRNNCell(Cell):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name}: expected a bool, got {type(flag).__name__} ({flag!r})")
         _check_positive_number("dt", dt)
-        _check_positive_number("tau_init", tau_init)
+        tau_init, max_lag = check_chrono("tau_init", tau_init, max_lag)
+        if tau_init != "chrono":
+            _check_positive_number("tau_init", tau_init)
         if dt_input and dt != 1.0:
             raise ValueError(
                 f"dt: unused with dt_input=True (Δt is read from the last input channel); "
@@ -106,7 +112,8 @@ class CTRNNCell(Cell):
         H = hidden_size
         self.input_size = input_size
         self.hidden_size = self.output_size = self.state_size = H
-        self.dt, self.dt_input, self.tau_init = float(dt), dt_input, float(tau_init)
+        self.dt, self.dt_input, self.tau_init = float(dt), dt_input, tau_init
+        self.max_lag = max_lag
         self.activation = activation
         self.phi = _ACTIVATIONS[activation]
         self.weight_ih = nn.Parameter(torch.empty(H, input_size - dt_input, **kw))
@@ -121,7 +128,12 @@ class CTRNNCell(Cell):
         k = 1.0 / math.sqrt(self.hidden_size)
         with torch.no_grad():
             for name, p in self.named_weights():
-                if name == "log_tau":
+                if name == "log_tau" and self.tau_init == "chrono":
+                    # 1 / alpha = tau / dt ~ 1 + U(1, T_max - 1): the time constants the
+                    # chrono LSTM's forget gates start with, in steps of dt
+                    dt = 1.0 if self.dt_input else self.dt
+                    p.copy_(chrono(p.shape[0], self.max_lag, p).exp_().add_(1).mul_(dt).log_())
+                elif name == "log_tau":
                     p.fill_(math.log(self.tau_init))
                 elif isinstance(p, nn.Parameter):  # (see Cell.reset_parameters)
                     nn.init.uniform_(p, -k, k)
@@ -132,20 +144,25 @@ class CTRNNCell(Cell):
         drive = F.linear(xs[..., :-1], self.weight_ih, self.bias)
         return torch.cat([drive, xs[..., -1:]], dim=-1)  # (..., H + 1): [W_ih x + b ; Δt]
 
+    def state_output(self, h: Tensor) -> Tensor:
+        return self.phi(h)
+
     def step(self, u: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
         if self.dt_input:
             drive, dt = u[:, :-1], u[:, -1:]  # (N, H), (N, 1)
         else:
             drive, dt = u, self.dt
         alpha = dt / torch.exp(self.log_tau)  # (N, H) or (H,)
-        h = (1 - alpha) * h + alpha * (F.linear(self.phi(h), self.weight_hh) + drive)
+        fed_back = F.linear(self.recurrent_input(self.phi(h)), self.weight_hh)  # W phi(h)
+        h = (1 - alpha) * h + alpha * (fed_back + drive)
         return self.phi(h), h
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, "
         s += "dt_input=True" if self.dt_input else f"dt={self.dt}"
         s += f", activation={self.activation!r}" if self.activation != "tanh" else ""
-        s += f", tau_init={self.tau_init}" if self.tau_init != 1.0 else ""
+        s += f", tau_init={self.tau_init!r}" if self.tau_init != 1.0 else ""
+        s += f", max_lag={self.max_lag}" if self.max_lag is not None else ""
         return s if self.bias is not None else s + ", bias=False"
 
 

@@ -97,7 +97,7 @@ class ElmanCell(Cell):
         return F.linear(xs, self.weight_ih, self.bias_ih)  # (..., H)
 
     def step(self, u: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.phi(u + F.linear(h, self.weight_hh, self.bias_hh))
+        h = self.phi(u + F.linear(self.recurrent_input(h), self.weight_hh, self.bias_hh))
         return h, h
 
     def native_mode(self) -> str | None:

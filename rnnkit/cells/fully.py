@@ -83,8 +83,18 @@ class FullyRecurrentCell(Cell):
     def precompute(self, xs: Tensor) -> Tensor:
         return F.linear(xs, self.weight_ih, self.bias_ih)  # (..., H)
 
+    @property
+    def recurrent_input_size(self) -> int:
+        return self.hidden_size + self.output_size  # [h; y]_{t-1}
+
+    def recurrent_weight_names(self) -> tuple[str, ...]:
+        return ("weight_mh", "weight_my")
+
+    def state_output(self, state: FullyState) -> Tensor:
+        return state.y
+
     def step(self, u: Tensor, state: FullyState) -> tuple[Tensor, FullyState]:
-        m = torch.cat(state, dim=1)  # (N, H+O), every neuron's previous output
+        m = self.recurrent_input(torch.cat(state, dim=1))  # (N, H+O): every previous output
         h = self.phi_h(u + F.linear(m, self.weight_mh))  # (N, H)
         y = self.phi_y(F.linear(h, self.weight_hy, self.bias_hy) + F.linear(m, self.weight_my))
         return y, FullyState(h, y)  # y (N, O)

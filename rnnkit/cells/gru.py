@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_positive_int
-from .base import Cell
+from .base import Cell, check_chrono, chrono
 
 
 class GRUCell(Cell):
@@ -23,6 +23,12 @@ class GRUCell(Cell):
 
     Args:
         input_size: I.  hidden_size: H.  bias: if False, no biases.
+        forget_bias: None (torch's init), a number b, or ``"chrono"`` (with ``max_lag``): the
+            initial bias of the update gate z, which keeps the old state (the GRU's forget gate
+            read the other way round): :math:`b_{iz} = b, b_{hz} = 0`; chrono (Tallec & Ollivier
+            2018): :math:`b_{iz} \sim \log U(1, T_{max} - 1)` per unit. Only an
+            initialisation: torch's kernel still runs.
+        max_lag: :math:`T_{max}` for ``forget_bias="chrono"``.
 
     Shapes: x ``(N, I)``, state h ``(N, H)``, y ``(N, H)``.
 
@@ -36,11 +42,17 @@ class GRUCell(Cell):
     """
 
     def __init__(
-        self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None
+        self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None,
+        *, forget_bias: float | str | None = None, max_lag: int | None = None,
     ):
         super().__init__()
         check_positive_int("input_size", input_size)
         check_positive_int("hidden_size", hidden_size)
+        forget_bias, max_lag = check_chrono("forget_bias", forget_bias, max_lag)
+        if forget_bias is not None and not bias:
+            raise ValueError(f"forget_bias: expected None with bias=False (there is no update-"
+                             f"gate bias to initialise), got {forget_bias!r}")
+        self.forget_bias, self.max_lag = forget_bias, max_lag
         kw = {"device": device, "dtype": dtype}
         H = hidden_size
         self.input_size, self.bias = input_size, bias
@@ -51,12 +63,25 @@ class GRUCell(Cell):
         self.bias_hh = nn.Parameter(torch.empty(3 * H, **kw)) if bias else None
         self.reset_parameters()
 
+    def reset_parameters(self) -> None:
+        """torch's initialisation, then ``forget_bias`` (the update gate's) if given."""
+        super().reset_parameters()
+        if self.forget_bias is not None:
+            H = self.hidden_size
+            with torch.no_grad():
+                if self.forget_bias == "chrono":
+                    self.bias_ih[H : 2 * H].copy_(chrono(H, self.max_lag, self.bias_ih))
+                else:
+                    self.bias_ih[H : 2 * H].fill_(self.forget_bias)
+                self.bias_hh[H : 2 * H].zero_()
+
     def precompute(self, xs: Tensor) -> Tensor:
         return F.linear(xs, self.weight_ih, self.bias_ih)  # (..., 3H)
 
     def step(self, u: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
         u_r, u_z, u_n = u.chunk(3, dim=1)  # input parts, (N, H) each
-        w_r, w_z, w_n = F.linear(h, self.weight_hh, self.bias_hh).chunk(3, dim=1)
+        w_r, w_z, w_n = F.linear(self.recurrent_input(h), self.weight_hh,
+                                    self.bias_hh).chunk(3, dim=1)
         r = torch.sigmoid(u_r + w_r)
         z = torch.sigmoid(u_z + w_z)
         n = torch.tanh(u_n + r * w_n)
@@ -68,4 +93,8 @@ class GRUCell(Cell):
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
-        return s if self.bias else s + ", bias=False"
+        s += "" if self.bias else ", bias=False"
+        for name in ("forget_bias", "max_lag"):
+            if getattr(self, name) is not None:
+                s += f", {name}={getattr(self, name)!r}"
+        return s

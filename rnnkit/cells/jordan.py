@@ -123,8 +123,19 @@ class JordanCell(Cell):
     def precompute(self, xs: Tensor) -> Tensor:
         return F.linear(xs, self.weight_ih, self.bias_ih)  # (..., H)
 
+    @property
+    def recurrent_input_size(self) -> int:
+        return self.output_size  # y_{t-1} is what enters the recurrent product
+
+    def recurrent_weight_names(self) -> tuple[str, ...]:
+        return ("weight_yh",)
+
+    def zoned_state_names(self) -> tuple[str, ...]:
+        return ("y",)
+
     def step(self, u: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.phi_h(u + F.linear(y, self.weight_yh, self.bias_yh))  # (N, H)
+        h = self.phi_h(u + F.linear(self.recurrent_input(y), self.weight_yh,
+                                    self.bias_yh))  # (N, H)
         y = self.phi_y(F.linear(h, self.weight_hy, self.bias_hy))  # (N, O)
         return y, y
 

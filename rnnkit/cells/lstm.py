@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import NamedTuple
 
 import torch
@@ -11,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_positive_int
-from .base import Cell
+from .base import Cell, check_chrono, chrono
 
 
 class LSTMState(NamedTuple):
@@ -71,6 +69,10 @@ class LSTMCell(Cell):
             open (:math:`f \approx \sigma(b)`), so the memory and its gradient survive the early
             updates instead of decaying by about 1/2 per step. Only an initialisation: the
             parameters, their names and torch's kernel stay as without it. Needs ``bias=True``.
+            ``"chrono"`` (with ``max_lag``): Tallec & Ollivier 2018's chrono initialisation,
+            :math:`b_f \sim \log U(1, T_{max} - 1)` per unit and :math:`b_i = -b_f`, so the
+            units start with memories spread over 2 to :math:`T_{max}` steps.
+        max_lag: :math:`T_{max}`, the longest time lag to expect, for ``forget_bias="chrono"``.
         candidate_activation: :math:`\gamma`, ``"tanh"`` (default) or ``"identity"``.
         cell_activation: :math:`\phi`, the squash of the memory in :math:`h_t`, ``"tanh"``
             (default) or ``"identity"`` (with both identity, the cell adds and outputs raw
@@ -106,7 +108,8 @@ class LSTMCell(Cell):
         dtype=None,
         *,
         peephole: str | None = None,
-        forget_bias: float | None = None,
+        forget_bias: float | str | None = None,
+        max_lag: int | None = None,
         candidate_activation: str = "tanh",
         cell_activation: str = "tanh",
     ):
@@ -126,27 +129,17 @@ class LSTMCell(Cell):
         _check_choice("peephole", peephole, _PEEPHOLES)
         _check_choice("candidate_activation", candidate_activation, tuple(_ACTIVATIONS))
         _check_choice("cell_activation", cell_activation, tuple(_ACTIVATIONS))
-        if forget_bias is not None:
-            if isinstance(forget_bias, bool) or not isinstance(forget_bias, numbers.Real):
-                raise TypeError(
-                    f"forget_bias: expected None or a number, "
-                    f"got {type(forget_bias).__name__} ({forget_bias!r})"
-                )
-            if not math.isfinite(forget_bias):
-                raise ValueError(
-                    f"forget_bias: expected None or a finite number, got {forget_bias!r}"
-                )
-            if not bias:
-                raise ValueError(
-                    f"forget_bias: expected None with bias=False (there is no forget-gate bias "
-                    f"to initialise), got {forget_bias!r}"
-                )
-            forget_bias = float(forget_bias)
+        forget_bias, max_lag = check_chrono("forget_bias", forget_bias, max_lag)
+        if forget_bias is not None and not bias:
+            raise ValueError(
+                f"forget_bias: expected None with bias=False (there is no forget-gate bias "
+                f"to initialise), got {forget_bias!r}"
+            )
         kw = {"device": device, "dtype": dtype}
         H, R = hidden_size, proj_size or hidden_size  # R: size of the recurrent h
         self.input_size, self.hidden_size = input_size, H
         self.proj_size, self.bias = proj_size, bias
-        self.peephole, self.forget_bias = peephole, forget_bias
+        self.peephole, self.forget_bias, self.max_lag = peephole, forget_bias, max_lag
         self.candidate_activation, self.cell_activation = candidate_activation, cell_activation
         self._gamma = _ACTIVATIONS[candidate_activation]
         self._phi = _ACTIVATIONS[cell_activation]
@@ -165,20 +158,27 @@ class LSTMCell(Cell):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """torch's initialisation of every parameter, then ``forget_bias`` if given."""
+        r"""torch's initialisation of every parameter, then ``forget_bias`` if given (chrono:
+        :math:`b_f \sim \log U(1, T_{max} - 1)` and :math:`b_i = -b_f`)."""
         super().reset_parameters()
         if self.forget_bias is not None:
             H = self.hidden_size
             with torch.no_grad():
-                self.bias_ih[H : 2 * H].fill_(self.forget_bias)
-                self.bias_hh[H : 2 * H].zero_()
+                if self.forget_bias == "chrono":
+                    b_f = chrono(H, self.max_lag, self.bias_ih)
+                    self.bias_ih[H : 2 * H].copy_(b_f)
+                    self.bias_ih[:H].copy_(-b_f)
+                    self.bias_hh[: 2 * H].zero_()
+                else:
+                    self.bias_ih[H : 2 * H].fill_(self.forget_bias)
+                    self.bias_hh[H : 2 * H].zero_()
 
     def precompute(self, xs: Tensor) -> Tensor:
         return F.linear(xs, self.weight_ih, self.bias_ih)  # (..., 4H)
 
     def step(self, u: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
         h, c = state
-        z = u + F.linear(h, self.weight_hh, self.bias_hh)  # (N, 4H)
+        z = u + F.linear(self.recurrent_input(h), self.weight_hh, self.bias_hh)  # (N, 4H)
         i, f, g, o = z.chunk(4, dim=1)
         if self.peephole is None:
             i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), self._gamma(g), torch.sigmoid(o)
@@ -201,6 +201,10 @@ class LSTMCell(Cell):
             h = F.linear(h, self.weight_hr)  # (N, P)
         return h, LSTMState(h, c)
 
+    @property
+    def recurrent_input_size(self) -> int:
+        return self.output_size  # h: proj_size wide with a projection
+
     def native_mode(self) -> str | None:
         plain = self.candidate_activation == "tanh" and self.cell_activation == "tanh"
         return "lstm" if self.peephole is None and plain else None
@@ -209,7 +213,7 @@ class LSTMCell(Cell):
         s = f"{self.input_size}, {self.hidden_size}"
         s += f", proj_size={self.proj_size}" if self.proj_size else ""
         s += "" if self.bias else ", bias=False"
-        for name, default in (("peephole", None), ("forget_bias", None),
+        for name, default in (("peephole", None), ("forget_bias", None), ("max_lag", None),
                               ("candidate_activation", "tanh"), ("cell_activation", "tanh")):
             value = getattr(self, name)
             if value != default:

@@ -146,6 +146,12 @@ class SCRNCell(Cell):
             bias = torch.cat([bias.new_zeros(self.context_size), bias])
         return F.linear(xs, weight, bias)
 
+    def recurrent_weight_names(self) -> tuple[str, ...]:
+        return ("weight_R",)  # (P reads the current context s_t, not a carried state)
+
+    def state_output(self, state: SCRNState) -> Tensor:
+        return torch.cat(list(state), dim=1)
+
     def step(self, u: Tensor, state: SCRNState) -> tuple[Tensor, SCRNState]:
         h, s = state
         S = self.context_size
@@ -153,7 +159,8 @@ class SCRNCell(Cell):
         # loop, in its type-promotion pass over the scan's body)
         u_s, u_h = torch.split(u, [S, self.hidden_size], dim=1)
         s = u_s + s * self.alpha  # (1 - alpha) B x_t + alpha s_{t-1}
-        h = torch.sigmoid(u_h + F.linear(s, self.weight_P) + F.linear(h, self.weight_R))
+        h = torch.sigmoid(u_h + F.linear(s, self.weight_P)
+                          + F.linear(self.recurrent_input(h), self.weight_R))
         return torch.cat([h, s], dim=1), SCRNState(h, s)
 
     def extra_repr(self) -> str:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit.regularize import SequenceDropout
 from rnnkit.tasks.base import recurrent_from_config
 
 from .pooling import Pooling, length_mask
@@ -37,7 +38,7 @@ class SequenceClassifier(nn.Module):
         if vocab_size is not None:
             self.embed = nn.Embedding(vocab_size, model_cfg.embedding_size, padding_idx=0)
             input_size = model_cfg.embedding_size
-        self.drop = nn.Dropout(model_cfg.input_dropout)
+        self.drop = SequenceDropout(model_cfg.input_dropout, model_cfg.dropout_mode)
         self.word_dropout = model_cfg.word_dropout
         self.rnn = recurrent_from_config(model_cfg, input_size)
         directions = 2 if model_cfg.bidirectional else 1

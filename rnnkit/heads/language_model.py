@@ -16,6 +16,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from rnnkit.errors import ConfigError
+from rnnkit.regularize import SequenceDropout
 from rnnkit.tasks.base import recurrent_from_config
 
 
@@ -29,7 +30,7 @@ class LanguageModel(nn.Module):
             raise ConfigError("model.bidirectional: a language model predicts the next token "
                               "from the past only; use model.bidirectional=false")
         self.embed = nn.Embedding(vocab_size, model_cfg.embedding_size)
-        self.drop = nn.Dropout(model_cfg.input_dropout)
+        self.drop = SequenceDropout(model_cfg.input_dropout, model_cfg.dropout_mode)
         self.rnn = recurrent_from_config(model_cfg, model_cfg.embedding_size)
         self.out = nn.Linear(self.rnn.output_size, vocab_size)
         if model_cfg.tie_weights:

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit.regularize import SequenceDropout
 from rnnkit.tasks.base import recurrent_from_config
 
 from .chars import CHAR_SPECIALS, CharFeatures
@@ -41,7 +42,7 @@ class SequenceTagger(nn.Module):
                  allowed: tuple[Tensor, Tensor] | None = None, num_chars: int = 0) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab_size, model_cfg.embedding_size, padding_idx=0)
-        self.drop = nn.Dropout(model_cfg.input_dropout)
+        self.drop = SequenceDropout(model_cfg.input_dropout, model_cfg.dropout_mode)
         self.word_dropout = model_cfg.word_dropout
         self.chars = None
         inputs = model_cfg.embedding_size

@@ -22,6 +22,7 @@ from ..cells.gru import GRUCell
 from ..cells.jordan import JordanCell
 from ..cells.lstm import LSTMCell, LSTMState
 from ..cells.scrn import SCRNCell
+from ._common import recording
 from .clockwork import clockwork_sequence
 from .ctrnn import ctrnn_sequence
 from .elman import elman_sequence
@@ -51,6 +52,22 @@ _KERNELS: dict[type, Callable] = {
 }
 
 
+# Kernels that take a forward's regularizer masks (rnnkit.regularize.Masks) as ``masks=``;
+# a layer of another cell runs the reference loop (rnnkit.scan) while masks apply.
+_TAKES_MASKS: frozenset = frozenset()
+
+
+def takes_masks(kernel: Callable, masks, xs: Tensor, cell) -> bool:
+    """Whether ``kernel`` computes this call with ``masks``: it takes them, and its backward
+    holds for them (zoneout's expectation at evaluation mixes old and new states, which a
+    kernel's backward does not undo: a recorded evaluation-mode call runs the reference)."""
+    if kernel not in _TAKES_MASKS:
+        return False
+    if masks.zone is not None and not masks.training:
+        return not recording(xs, *(w for _, w in cell.named_weights()))
+    return True
+
+
 def fused_scan(cell) -> Callable | None:
     """``f(cell, xs, state, *, reverse, lengths) -> (ys, final_state)``, equal to
     :func:`rnnkit.scan` for ``cell``, or None where no fused kernel covers its type."""
@@ -60,5 +77,5 @@ def fused_scan(cell) -> Callable | None:
 __all__ = [
     "clockwork_sequence", "ctrnn_sequence", "elman_sequence",
     "fully_sequence", "fused_scan", "gru_sequence", "jordan_sequence", "lstm_sequence",
-    "scrn_sequence",
+    "scrn_sequence", "takes_masks",
 ]

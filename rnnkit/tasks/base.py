@@ -116,7 +116,40 @@ def recurrent_from_config(model_cfg, input_size: int, **options):
     return RecurrentNetwork(model_cfg.cell, input_size, model_cfg.hidden_size,
                             num_layers=model_cfg.num_layers, batch_first=True,
                             dropout=model_cfg.dropout, bidirectional=model_cfg.bidirectional,
-                            **options)
+                            **regularizer_options(model_cfg), **options)
+
+
+def regularizer_options(model_cfg) -> dict:
+    """The network's regularizer and gate-initialisation options from ``model.*`` (only those
+    set, so a cell without them is built as before)."""
+    from rnnkit.errors import ConfigError
+
+    opts: dict = {}
+    if model_cfg.dropout_mode != "standard":
+        opts["dropout_mode"] = model_cfg.dropout_mode
+    for name in ("recurrent_dropout", "weight_drop"):
+        if getattr(model_cfg, name):
+            opts[name] = getattr(model_cfg, name)
+    if model_cfg.zoneout or model_cfg.zoneout_cell >= 0:
+        p_c = model_cfg.zoneout if model_cfg.zoneout_cell < 0 else model_cfg.zoneout_cell
+        if model_cfg.zoneout_cell >= 0 and "lstm" not in model_cfg.cell:
+            raise ConfigError(f"model.zoneout_cell: only an LSTM has a memory cell, got "
+                              f"model.cell={model_cfg.cell}; use model.zoneout")
+        opts["zoneout"] = (model_cfg.zoneout, p_c) if "lstm" in model_cfg.cell \
+            else model_cfg.zoneout
+    if model_cfg.forget_bias:
+        key = "tau_init" if model_cfg.cell == "ctrnn" else "forget_bias"
+        value = model_cfg.forget_bias
+        opts[key] = value if value == "chrono" else float(value)
+        if value == "chrono":
+            if model_cfg.max_lag < 2:
+                raise ConfigError(f"model.max_lag: model.forget_bias=chrono needs the longest "
+                                  f"time lag to expect, an integer >= 2, got {model_cfg.max_lag}")
+            opts["max_lag"] = model_cfg.max_lag
+    elif model_cfg.max_lag:
+        raise ConfigError(f"model.max_lag: used only with model.forget_bias=chrono, got "
+                          f"{model_cfg.max_lag}")
+    return opts  # (the network checks the values against its cell)
 
 
 def in_chunks(fn, data: dict[str, Tensor], model: nn.Module, size: int = 500) -> list:
