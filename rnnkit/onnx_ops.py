@@ -53,8 +53,19 @@ def _common(w_ih, w_hh, b_ih, b_hh, valid, order):
     return W, R, B, lens
 
 
+def _no_masks(drop, zone) -> None:
+    if zone is not None:
+        raise UnsupportedForOnnx("zoneout: ONNX's recurrent operators have no zoneout (its "
+                                 "evaluation-time mix of old and new states); export the "
+                                 "network built with zoneout=0")
+    if drop is not None:  # (a traced evaluation-mode program draws no dropout masks)
+        raise UnsupportedForOnnx("recurrent_dropout: export a network in eval mode")
+
+
 def lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, valid, peephole: str = "none",
-         tanh_candidate: bool = True, tanh_cell: bool = True, reverse: bool = False):
+         tanh_candidate: bool = True, tanh_cell: bool = True, reverse: bool = False, drop=None,
+         zone=None):
+    _no_masks(drop, zone)
     if w_hr is not None:
         raise UnsupportedForOnnx("proj_size: ONNX's LSTM operator has no projection of h")
     if peephole == "full":
@@ -73,7 +84,8 @@ def lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, valid, peephole: str =
     return op.Squeeze(Y, [1]), op.Squeeze(Y_h, [0]), op.Squeeze(Y_c, [0])
 
 
-def gru(x, h0, w_ih, w_hh, b_ih, b_hh, valid, reverse: bool = False):
+def gru(x, h0, w_ih, w_hh, b_ih, b_hh, valid, reverse: bool = False, drop=None, zone=None):
+    _no_masks(drop, zone)
     W, R, B, lens = _common(w_ih, w_hh, b_ih, b_hh, valid, (1, 0, 2))
     Y, Y_h = op.GRU(x, W, R, B, lens, op.Unsqueeze(h0, [0]),
                     direction="reverse" if reverse else "forward",
@@ -81,7 +93,9 @@ def gru(x, h0, w_ih, w_hh, b_ih, b_hh, valid, reverse: bool = False):
     return op.Squeeze(Y, [1]), op.Squeeze(Y_h, [0])
 
 
-def elman(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu: bool = False, reverse: bool = False):
+def elman(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu: bool = False, reverse: bool = False,
+          drop=None, zone=None):
+    _no_masks(drop, zone)
     W, R, B, lens = _common(w_ih, w_hh, b_ih, b_hh, valid, (0,))
     Y, Y_h = op.RNN(x, W, R, B, lens, op.Unsqueeze(h0, [0]),
                     direction="reverse" if reverse else "forward",

@@ -308,3 +308,63 @@ def test_networks_infer_through_the_inference_ops():
         with context(), Ops() as seen:
             net(x)
         assert want in seen.names, seen.names
+
+
+# ---- the regularizer masks (rnnkit.regularize): drop (N, R) and zoneout weights (T, N, S) ------
+
+MASK_CASES = [(name, make, flags) for name, (_, cases) in OPS.items()
+              for make, flags in cases[:2]]
+MASK_IDS = [f"{n.split('_')[0]}-{'-'.join(map(str, f))}" for n, _, f in MASK_CASES]
+
+
+def regularizer_masks(name, args, which, seed=1):
+    """A scaled recurrent dropout mask and 0/1 zoneout weights for op ``name``'s states (or
+    None, by ``which``: "drop", "zone" or "both")."""
+    g = torch.Generator().manual_seed(seed)
+    states = args[1 : 1 + _wiring._specs[name][1]]
+    drop = (torch.rand(N, states[0].shape[1], generator=g, dtype=F64) > 0.3).to(F64) / 0.7
+    zone = (torch.rand(T, N, sum(s.shape[1] for s in states), generator=g, dtype=F64)
+            < 0.4).to(F64)
+    return (drop if which != "zone" else None), (zone if which != "drop" else None)
+
+
+@pytest.mark.parametrize("which", ["drop", "zone", "both"])
+@pytest.mark.parametrize("name, make, flags", MASK_CASES, ids=MASK_IDS)
+def test_masked_op_equals_its_reference_gradchecks_and_passes_opcheck(name, make, flags, which):
+    """Recurrent dropout and zoneout inside the op: its outputs and its hand-derived backward
+    (compiled where it built) equal the differentiable reference's, float64 gradcheck passes
+    (and gradgradcheck, which differentiates the reference), and so does opcheck."""
+    args = make()
+    masks = regularizer_masks(name, args, which)
+    states = _wiring._specs[name][1]
+    got = op(name)(*args, VALID, *flags, *masks)[: 1 + states]
+    want = OPS[name][0].reference(*args, VALID, *flags, *masks)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    present = tuple(a for a in args if a is not None)
+
+    def f(*a):
+        it = iter(a)
+        full = [next(it) if t is not None else None for t in args]
+        return op(name)(*full, VALID, *flags, *masks)[: 1 + states]
+
+    assert gradcheck(f, present)
+    if which == "both":
+        assert gradgradcheck(f, present)
+    torch.library.opcheck(op(name).default, (*args, VALID, *flags, *masks))
+
+
+@pytest.mark.parametrize("name, make, flags", MASK_CASES, ids=MASK_IDS)
+def test_zoneout_expectation_in_the_inference_op(name, make, flags):
+    """At evaluation zoneout mixes old and new states by p (fractional weights): the inference
+    op (compiled where it built) computes the reference's numbers, and the pure-torch one too."""
+    args = tuple(a.detach() if a is not None else None for a in make())
+    states = _wiring._specs[name][1]
+    S = sum(s.shape[1] for s in args[1 : 1 + states])
+    zone = torch.full((T, N, S), 0.3, dtype=F64)
+    want = OPS[name][0].reference(*args, VALID, *flags, None, zone)
+    got = op(name + "_inference")(*args, VALID, *flags, None, zone)
+    by_reference = _wiring._by_reference[name][0](*args, VALID, *flags, None, zone)
+    for a, b, c in zip(got, want, by_reference, strict=False):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(c, b, rtol=0, atol=0)

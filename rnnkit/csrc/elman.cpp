@@ -10,7 +10,8 @@
 //   da_t = m_t (dy_t + dh_t) phi'(h~_t)     (tanh: 1 - h~^2, relu: [h~ > 0])
 //   dh_{t-1} = (1 - m_t) dh_t + W_hh^T da_t
 // then over all T N rows at once: dX = dA W_ih, dW_ih = dA^T X, dW_hh = sum_t da_t h_{t-1}^T,
-// db_ih = db_hh = sum da_t.
+// db_ih = db_hh = sum da_t. Recurrent dropout and zoneout (drop, zone): see Regularize in
+// recurrence.h (h_{t-1} -> m h_{t-1} in the product; h_t = d h_{t-1} + (1 - d) h~_t, y_t = m_t h_t).
 #include <torch/library.h>
 
 #include "recurrence.h"
@@ -32,10 +33,12 @@ inline scalar_t phi_prime(scalar_t h, bool relu) {  // from the output h~ = phi(
 std::tuple<at::Tensor, at::Tensor, at::Tensor> elman_sequence(
     const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih, const at::Tensor& w_hh,
     const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
-    const std::optional<at::Tensor>& valid, bool relu, bool reverse) {
+    const std::optional<at::Tensor>& valid, bool relu, bool reverse,
+    const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone) {
   const int64_t T = x.size(0), N = x.size(1), H = w_hh.size(0);
   Steps st{T, reverse};
   Mask mask(valid, T, N);
+  Regularize reg(drop, zone);
   // u_t + b_ih + b_hh for every step: one GEMM, written straight into the after-slots
   at::Tensor hs = at::empty({T + 1, N, H}, x.options());
   at::Tensor bias;
@@ -56,7 +59,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> elman_sequence(
       const int64_t t = st.forward_step(i);
       at::Tensor h_in = hs.select(0, t + st.off_in());
       at::Tensor h_out = hs.select(0, t + st.off_out());
-      rec.add_(h_out, h_in);  // a_t = (u_t + b) + h_{t-1} W_hh^T
+      rec.add_(h_out, reg.input(h_in));  // a_t = (u_t + b) + h_{t-1} W_hh^T
       scalar_t* out = base + (t + st.off_out()) * N * H;
       const scalar_t* in = base + (t + st.off_in()) * N * H;
       const bool padded = mask.any_padded(t);
@@ -74,6 +77,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> elman_sequence(
         }
         for (; j < H; ++j) o[j] = phi(o[j], relu);
       });
+      reg.merge(t, h_out, h_in, 0);
     }
   });
   at::Tensor ys = after.clone();
@@ -88,11 +92,13 @@ elman_sequence_backward(
     const at::Tensor& grad_ys, const at::Tensor& grad_h_T, const at::Tensor& x,
     const at::Tensor& /*h0*/, const at::Tensor& w_ih, const at::Tensor& w_hh,
     const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
-    const at::Tensor& hs, const std::optional<at::Tensor>& valid, bool relu, bool reverse) {
+    const at::Tensor& hs, const std::optional<at::Tensor>& valid, bool relu, bool reverse,
+    const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone) {
   const int64_t T = x.size(0), N = x.size(1), H = w_hh.size(0);
   Steps st{T, reverse};
   Mask mask(valid, T, N);
-  at::Tensor gy = grad_ys.contiguous();
+  const Regularize reg(drop, zone);
+  at::Tensor gy = reg.zoning() ? grad_ys.contiguous().clone() : grad_ys.contiguous();
   at::Tensor hs_c = hs.contiguous();
   at::Tensor da = at::empty({T, N, H}, x.options());
   at::Tensor dh = grad_h_T.contiguous().clone();
@@ -104,6 +110,8 @@ elman_sequence_backward(
     scalar_t* dabase = da.data_ptr<scalar_t>();
     for (int64_t i = 0; i < T; ++i) {
       const int64_t t = st.backward_step(i);
+      at::Tensor carry;
+      if (reg.zoning()) carry = reg.split(t, dh, gy.select(0, t), valid, 0);
       const scalar_t* h_new = hbase + (t + st.off_out()) * N * H;
       const scalar_t* g = gbase + t * N * H;
       const scalar_t* d = dh.data_ptr<scalar_t>();
@@ -119,7 +127,7 @@ elman_sequence_backward(
         for (int64_t j = 0; j < H; ++j) ar[j] = (gr[j] + dr[j]) * phi_prime(hr[j], relu);
       });
       dh_next.zero_();
-      rec.add_(dh_next, da.select(0, t));  // W_hh^T da_t, as rows
+      reg.add_back(rec, dh_next, da.select(0, t));  // W_hh^T da_t, as rows
       if (padded) {  // a padded sequence carries its dh past the step
         scalar_t* nx = dh_next.data_ptr<scalar_t>();
         for (int64_t n = 0; n < N; ++n) {
@@ -127,11 +135,12 @@ elman_sequence_backward(
           for (int64_t j = 0; j < H; ++j) nx[n * H + j] += d[n * H + j];
         }
       }
+      if (carry.defined()) dh_next.add_(carry);
       std::swap(dh, dh_next);
     }
   });
   at::Tensor da2 = da.view({T * N, H});
-  at::Tensor before = hs_c.narrow(0, st.off_in(), T).reshape({T * N, H});
+  at::Tensor before = reg.before(hs_c.narrow(0, st.off_in(), T)).reshape({T * N, H});
   at::Tensor dx = at::mm(da2, w_ih).view({T, N, x.size(2)});
   at::Tensor dw_ih = at::mm(da2.t(), x.reshape({T * N, x.size(2)}));
   at::Tensor dw_hh = at::mm(da2.t(), before);
@@ -145,8 +154,9 @@ elman_sequence_backward(
 std::tuple<at::Tensor, at::Tensor> elman_sequence_inference(
     const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih, const at::Tensor& w_hh,
     const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
-    const std::optional<at::Tensor>& valid, bool relu, bool reverse) {
-  auto out = elman_sequence(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu, reverse);
+    const std::optional<at::Tensor>& valid, bool relu, bool reverse,
+    const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone) {
+  auto out = elman_sequence(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu, reverse, drop, zone);
   return {std::get<0>(out), std::get<1>(out)};
 }
 

@@ -13,6 +13,8 @@
 //   dh_{t-1} = (1 - m_t) dh_t + e z + W_hh^T [da^r ; da^z ; dg^n]
 // then over all T N rows: dU = [da^r, da^z, da^n], dX = dU W_ih, dW_ih = dU^T X,
 // db_ih = sum dU, dW_hh = sum_t [da^r; da^z; dg^n] h_{t-1}^T, db_hh = sum [da^r; da^z; dg^n].
+// Recurrent dropout and zoneout (drop, zone): see Regularize in recurrence.h (g_t = W_hh (m h_{t-1})
+// + b_hh, the interpolation keeps the whole h_{t-1}; h_t = d h_{t-1} + (1 - d) h~_t).
 #include <torch/library.h>
 
 #include <cmath>
@@ -30,10 +32,12 @@ inline scalar_t sigmoid(scalar_t v) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_sequence(
     const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih, const at::Tensor& w_hh,
     const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
-    const std::optional<at::Tensor>& valid, bool reverse) {
+    const std::optional<at::Tensor>& valid, bool reverse, const std::optional<at::Tensor>& drop,
+    const std::optional<at::Tensor>& zone) {
   const int64_t T = x.size(0), N = x.size(1), H = w_hh.size(1), H3 = 3 * H;
   Steps st{T, reverse};
   Mask mask(valid, T, N);
+  Regularize reg(drop, zone);
   at::Tensor x2 = x.reshape({T * N, x.size(2)});
   at::Tensor us = b_ih.has_value() ? at::addmm(*b_ih, x2, w_ih.t()) : at::mm(x2, w_ih.t());
   us = us.view({T, N, H3});
@@ -56,7 +60,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_seque
     for (int64_t i = 0; i < T; ++i) {
       const int64_t t = st.forward_step(i);
       at::Tensor g_t = gs.select(0, t);
-      rec.add_(g_t, hs.select(0, t + st.off_in()));
+      rec.add_(g_t, reg.input(hs.select(0, t + st.off_in())));
       const scalar_t* h_in = hb + (t + st.off_in()) * N * H;
       scalar_t* h_out = hb + (t + st.off_out()) * N * H;
       const bool padded = mask.any_padded(t);
@@ -89,6 +93,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_seque
           ho[j] = counts ? nn + z * (hi[j] - nn) : hi[j];
         }
       });
+      reg.merge(t, hs.select(0, t + st.off_out()), hs.select(0, t + st.off_in()), 0);
     }
   });
   at::Tensor ys = hs.narrow(0, st.off_out(), T).clone();
@@ -102,11 +107,14 @@ gru_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T, con
                       const std::optional<at::Tensor>& b_ih,
                       const std::optional<at::Tensor>& b_hh, const at::Tensor& hs,
                       const at::Tensor& gs, const at::Tensor& ns,
-                      const std::optional<at::Tensor>& valid, bool reverse) {
+                      const std::optional<at::Tensor>& valid, bool reverse,
+                      const std::optional<at::Tensor>& drop,
+                      const std::optional<at::Tensor>& zone) {
   const int64_t T = x.size(0), N = x.size(1), H = w_hh.size(1), H3 = 3 * H;
   Steps st{T, reverse};
   Mask mask(valid, T, N);
-  at::Tensor gy = grad_ys.contiguous(), hs_c = hs.contiguous(), gs_c = gs.contiguous(),
+  const Regularize reg(drop, zone);
+  at::Tensor gy = reg.zoning() ? grad_ys.contiguous().clone() : grad_ys.contiguous(), hs_c = hs.contiguous(), gs_c = gs.contiguous(),
              ns_c = ns.contiguous();
   at::Tensor dG = at::empty({T, N, H3}, x.options());  // [da^r, da^z, dg^n]
   at::Tensor dU = at::empty({T, N, H3}, x.options());  // [da^r, da^z, da^n]
@@ -122,6 +130,8 @@ gru_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T, con
     scalar_t* dub = dU.data_ptr<scalar_t>();
     for (int64_t i = 0; i < T; ++i) {
       const int64_t t = st.backward_step(i);
+      at::Tensor carry;
+      if (reg.zoning()) carry = reg.split(t, dh, gy.select(0, t), valid, 0);
       const scalar_t* h_prev = hb + (t + st.off_in()) * N * H;
       const scalar_t* d = dh.data_ptr<scalar_t>();
       scalar_t* dn = dh_next.data_ptr<scalar_t>();
@@ -175,12 +185,13 @@ gru_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T, con
           dnr[j] = e * z;
         }
       });
-      rec.add_(dh_next, dG.select(0, t));  // + W_hh^T [da^r ; da^z ; dg^n], as rows
+      reg.add_back(rec, dh_next, dG.select(0, t));  // + W_hh^T [da^r ; da^z ; dg^n], as rows
+      if (carry.defined()) dh_next.add_(carry);
       std::swap(dh, dh_next);
     }
   });
   at::Tensor dU2 = dU.view({T * N, H3}), dG2 = dG.view({T * N, H3});
-  at::Tensor before = hs_c.narrow(0, st.off_in(), T).reshape({T * N, H});
+  at::Tensor before = reg.before(hs_c.narrow(0, st.off_in(), T)).reshape({T * N, H});
   at::Tensor x2 = x.reshape({T * N, x.size(2)});
   return {at::mm(dU2, w_ih).view(x.sizes()), dh, at::mm(dU2.t(), x2), at::mm(dG2.t(), before),
           b_ih ? dU2.sum(0) : absent(x), b_hh ? dG2.sum(0) : absent(x)};
@@ -192,8 +203,9 @@ gru_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T, con
 std::tuple<at::Tensor, at::Tensor> gru_sequence_inference(
     const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih, const at::Tensor& w_hh,
     const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
-    const std::optional<at::Tensor>& valid, bool reverse) {
-  auto out = gru_sequence(x, h0, w_ih, w_hh, b_ih, b_hh, valid, reverse);
+    const std::optional<at::Tensor>& valid, bool reverse, const std::optional<at::Tensor>& drop,
+    const std::optional<at::Tensor>& zone) {
+  auto out = gru_sequence(x, h0, w_ih, w_hh, b_ih, b_hh, valid, reverse, drop, zone);
   return {std::get<0>(out), std::get<1>(out)};
 }
 

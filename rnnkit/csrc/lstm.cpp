@@ -20,6 +20,10 @@
 // then over all T N rows: dX = dZ W_ih, dW_ih = dZ^T X, dW_hh = dZ^T H_prev, db = sum dZ,
 // dW_hr = E^T R, dp_{i|f} = sum dz^{i|f} c_{t-1}, dp_o = sum dz^o c~ (full: dZ^T C products). At a
 // padded step dz = 0, so the carried c_t stands in for c~ there.
+// Recurrent dropout and zoneout (drop, zone): see Regularize in recurrence.h. W_hh (m h_{t-1});
+// h_t = d^h h_{t-1} + (1 - d^h) h~_t, c_t = d^c c_{t-1} + (1 - d^c) c~_t (zone's columns [h | c]),
+// h~ from the unzoned c~ (Krueger et al. 2017). Backward then recomputes c~ = f c_{t-1} + i g
+// from the saved gates: where d^c = 1 the slot holds c_{t-1}, but h~ still needs c~.
 #include <torch/library.h>
 
 #include <string_view>
@@ -48,7 +52,8 @@ run_forward(bool save, const at::Tensor& x, const at::Tensor& h0, const at::Tens
               const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
               const std::optional<at::Tensor>& w_hr, const std::optional<at::Tensor>& w_peep,
               const std::optional<at::Tensor>& valid, c10::string_view peephole, bool tanh_g,
-              bool tanh_phi, bool reverse) {
+              bool tanh_phi, bool reverse, const std::optional<at::Tensor>& drop,
+              const std::optional<at::Tensor>& zone) {
   const int64_t T = x.size(0), N = x.size(1), H4 = w_hh.size(0), H = H4 / 4, R = w_hh.size(1);
   const Peep peep = peep_kind(peephole);
   TORCH_CHECK(peep == Peep::none || w_peep.has_value(), "w_peep: required by peephole ",
@@ -56,6 +61,7 @@ run_forward(bool save, const at::Tensor& x, const at::Tensor& h0, const at::Tens
   const bool proj = w_hr.has_value();
   Steps st{T, reverse};
   Mask mask(valid, T, N);
+  Regularize reg(drop, zone);
   at::Tensor x2 = x.reshape({T * N, x.size(2)});
   at::Tensor bias;
   if (b_ih.has_value()) bias = b_hh.has_value() ? *b_ih + *b_hh : *b_ih;
@@ -87,7 +93,7 @@ run_forward(bool save, const at::Tensor& x, const at::Tensor& h0, const at::Tens
       const int64_t t = st.forward_step(i);
       const int64_t s_in = t + st.off_in(), s_out = t + st.off_out();
       at::Tensor z_t = gates.select(0, t);
-      rec.add_(z_t, hs.select(0, s_in));
+      rec.add_(z_t, reg.input(hs.select(0, s_in)));
       if (peep == Peep::full) {
         at::Tensor z_if = z_t.narrow(1, 0, 2 * H);
         peep_if->add_(z_if, cs.select(0, s_in));
@@ -162,6 +168,8 @@ run_forward(bool save, const at::Tensor& x, const at::Tensor& h0, const at::Tens
           }
         }
       }
+      reg.merge(t, hs.select(0, s_out), hs.select(0, s_in), 0);
+      reg.merge(t, cs.select(0, s_out), cs.select(0, s_in), R);
     }
   });
   at::Tensor ys = hs.narrow(0, st.off_out(), T).clone();
@@ -178,9 +186,10 @@ Out8 lstm_sequence(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& 
                    const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
                    const std::optional<at::Tensor>& w_hr, const std::optional<at::Tensor>& w_peep,
                    const std::optional<at::Tensor>& valid, c10::string_view peephole,
-                   bool tanh_g, bool tanh_phi, bool reverse) {
+                   bool tanh_g, bool tanh_phi, bool reverse,
+                   const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone) {
   return run_forward(true, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, valid, peephole,
-                     tanh_g, tanh_phi, reverse);
+                     tanh_g, tanh_phi, reverse, drop, zone);
 }
 
 // Without a backward to feed: k = phi(c~) is not kept.
@@ -189,9 +198,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sequence_inference(
     const at::Tensor& w_hh, const std::optional<at::Tensor>& b_ih,
     const std::optional<at::Tensor>& b_hh, const std::optional<at::Tensor>& w_hr,
     const std::optional<at::Tensor>& w_peep, const std::optional<at::Tensor>& valid,
-    c10::string_view peephole, bool tanh_g, bool tanh_phi, bool reverse) {
+    c10::string_view peephole, bool tanh_g, bool tanh_phi, bool reverse,
+    const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone) {
   auto out = run_forward(false, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, valid,
-                         peephole, tanh_g, tanh_phi, reverse);
+                         peephole, tanh_g, tanh_phi, reverse, drop, zone);
   return {std::get<0>(out), std::get<1>(out), std::get<2>(out)};
 }
 
@@ -203,15 +213,22 @@ Out9 lstm_sequence_backward(
     const std::optional<at::Tensor>& w_peep, const at::Tensor& gates, const at::Tensor& hs,
     const at::Tensor& cs, const at::Tensor& ks, const at::Tensor& rs,
     const std::optional<at::Tensor>& valid, c10::string_view peephole, bool tanh_g,
-    bool tanh_phi, bool reverse) {
+    bool tanh_phi, bool reverse, const std::optional<at::Tensor>& drop,
+    const std::optional<at::Tensor>& zone) {
   const int64_t T = x.size(0), N = x.size(1), H4 = w_hh.size(0), H = H4 / 4, R = w_hh.size(1);
   const Peep peep = peep_kind(peephole);
   const bool proj = w_hr.has_value();
   Steps st{T, reverse};
   Mask mask(valid, T, N);
-  at::Tensor gy = grad_ys.contiguous(), gz = gates.contiguous(), hs_c = hs.contiguous(),
+  const Regularize reg(drop, zone);
+  at::Tensor gy = reg.zoning() ? grad_ys.contiguous().clone() : grad_ys.contiguous(), gz = gates.contiguous(), hs_c = hs.contiguous(),
              cs_c = cs.contiguous(), ks_c = ks.contiguous();
   at::Tensor wp = w_peep.has_value() ? w_peep->contiguous() : at::Tensor();
+  at::Tensor ct;  // c~ = f c_{t-1} + i g (T, N, H), where zoneout may have left c_{t-1} in a slot
+  if (reg.zoning()) {
+    at::Tensor g4 = gz.view({T, N, 4, H});
+    ct = g4.select(2, 1) * cs_c.narrow(0, st.off_in(), T) + g4.select(2, 0) * g4.select(2, 2);
+  }
   at::Tensor dz = at::empty({T, N, H4}, x.options());
   at::Tensor es = proj ? at::empty({T, N, R}, x.options()) : absent(x);  // e_t (projection)
   at::Tensor dr = proj ? at::empty({N, H}, x.options()) : absent(x);
@@ -234,10 +251,16 @@ Out9 lstm_sequence_backward(
     const scalar_t* pd = peep == Peep::diagonal ? wp.data_ptr<scalar_t>() : nullptr;
     scalar_t* db = dz.data_ptr<scalar_t>();
     scalar_t* eb = proj ? es.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* ctb = ct.defined() ? ct.data_ptr<scalar_t>() : nullptr;
     for (int64_t i = 0; i < T; ++i) {
       const int64_t t = st.backward_step(i);
       const int64_t s_in = t + st.off_in(), s_out = t + st.off_out();
       const bool padded = mask.any_padded(t);
+      at::Tensor carry_h, carry_c;
+      if (reg.zoning()) {
+        carry_h = reg.split(t, dh, gy.select(0, t), valid, 0);
+        carry_c = reg.split(t, dc, at::Tensor(), valid, R);
+      }
       scalar_t* dhp = dh.data_ptr<scalar_t>();
       scalar_t* dcp = dc.data_ptr<scalar_t>();
       scalar_t* dhn = dh_next.data_ptr<scalar_t>();
@@ -269,7 +292,7 @@ Out9 lstm_sequence_backward(
           }
           const scalar_t* z = zb + row * H4;
           const scalar_t* cp = cb + (s_in * N + n) * H;
-          const scalar_t* cn = cb + (s_out * N + n) * H;
+          const scalar_t* cn = ctb ? ctb + row * H : cb + (s_out * N + n) * H;
           const scalar_t* k_row = kb ? kb + row * H : cn;
           const scalar_t* y = yb + row * R;
           for_lanes<scalar_t>(H, [&](auto tag, int64_t j) {
@@ -314,16 +337,20 @@ Out9 lstm_sequence_backward(
       } else {
         pass(true, true);
       }
-      rec.add_(dh_next, dz_t);  // dh_{t-1} += dz_t W_hh
+      reg.add_back(rec, dh_next, dz_t);  // dh_{t-1} += dz_t W_hh
+      if (carry_h.defined()) {
+        dh_next.add_(carry_h);
+        dc_next.add_(carry_c);
+      }
       std::swap(dh, dh_next);
       std::swap(dc, dc_next);
     }
   });
   at::Tensor dz2 = dz.view({T * N, H4});
   at::Tensor x2 = x.reshape({T * N, x.size(2)});
-  at::Tensor h_prev = hs_c.narrow(0, st.off_in(), T).reshape({T * N, R});
+  at::Tensor h_prev = reg.before(hs_c.narrow(0, st.off_in(), T)).reshape({T * N, R});
   at::Tensor c_prev = cs_c.narrow(0, st.off_in(), T);
-  at::Tensor c_new = cs_c.narrow(0, st.off_out(), T);
+  at::Tensor c_new = ct.defined() ? ct : cs_c.narrow(0, st.off_out(), T);
   at::Tensor db = (b_ih || b_hh) ? dz2.sum(0) : absent(x);
   at::Tensor d_peep = absent(x);
   if (peep == Peep::diagonal) {

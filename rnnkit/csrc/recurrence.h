@@ -109,6 +109,71 @@ class Product {
   at::Tensor w_t_, packed_;
 };
 
+// A call's regularizer masks (rnnkit/regularize.py), both optional:
+// - drop (N, R): recurrent dropout, one scaled 0/(1/(1-p)) mask per sequence, multiplying the
+//   state where it enters the recurrent product: W_hh (m h_{t-1}). Backward: dh_{t-1} gets
+//   m (W_hh^T dz_t) from the product, and dW_hh = sum_t dz_t (m h_{t-1})^T.
+// - zone (T, N, S): zoneout weights d (0/1 while training, p at evaluation), the zoned state
+//   tensors' columns side by side: after step t, s_t = d s_{t-1} + (1 - d) s~_t (merge). The
+//   zoned s_t is what is carried and output. Backward (0/1 weights only: where d = 1, the slot
+//   holds s_{t-1} and no gradient reaches s~, so a cell's backward may read the slot as s~):
+//   with g = dL/ds_t (output gradient, zero at padded steps, plus the carried one),
+//   dL/ds~_t = (1 - d) g goes through the cell and d g passes straight to s_{t-1} (split).
+class Regularize {
+ public:
+  Regularize(const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone) {
+    if (drop.has_value()) drop_ = drop->contiguous();
+    if (zone.has_value()) zone_ = *zone;
+  }
+  bool dropping() const { return drop_.defined(); }
+  bool zoning() const { return zone_.defined(); }
+
+  // The recurrent product's input at a step: h, or m h (into a buffer reused every step).
+  const at::Tensor& input(const at::Tensor& h) {
+    if (!drop_.defined()) return h;
+    if (!buf_.defined()) buf_ = at::empty_like(h);
+    at::mul_out(buf_, h, drop_);
+    return buf_;
+  }
+  // out += (x W^T) m: the recurrent product's backward into dh_{t-1}.
+  void add_back(const Product& p, at::Tensor& out, const at::Tensor& x) const {
+    if (!drop_.defined()) {
+      p.add_(out, x);
+      return;
+    }
+    at::Tensor prod = at::zeros_like(out);
+    p.add_(prod, x);
+    out.addcmul_(prod, drop_);
+  }
+  // The states the recurrent weight's gradient multiplies: h_prev (T, N, R), or m h_prev.
+  at::Tensor before(const at::Tensor& h_prev) const {
+    return drop_.defined() ? h_prev * drop_ : h_prev;
+  }
+  // Forward, after step t wrote s~ to `s_out` (the zoned columns [off, off + width)).
+  void merge(int64_t t, at::Tensor s_out, const at::Tensor& s_in, int64_t off) const {
+    if (!zone_.defined()) return;
+    s_out.lerp_(s_in, zone_.select(0, t).narrow(1, off, s_out.size(1)));
+  }
+  // Backward, before step t's cell backward: `ds` (N, width) the carried gradient of s_t and
+  // `gy` its output gradient at t (undefined where the state is not output): both scaled by
+  // (1 - d) in place, what passes straight to s_{t-1} (d (m gy + ds)) returned, to add to
+  // dL/ds_{t-1} after the cell's backward.
+  at::Tensor split(int64_t t, at::Tensor& ds, at::Tensor gy, const std::optional<at::Tensor>& valid,
+                   int64_t off) const {
+    at::Tensor d = zone_.select(0, t).narrow(1, off, ds.size(1));
+    at::Tensor g = ds.clone();
+    if (gy.defined()) {
+      g.add_(valid.has_value() ? gy * valid->select(0, t).unsqueeze(1) : gy);
+      gy.sub_(gy * d);
+    }
+    ds.sub_(ds * d);
+    return g.mul_(d);
+  }
+
+ private:
+  at::Tensor drop_, zone_, buf_;
+};
+
 // What an op returns for an unused buffer or the gradient of an absent optional input.
 inline at::Tensor absent(const at::Tensor& like) { return at::empty({0}, like.options()); }
 

@@ -44,12 +44,14 @@ def register() -> bool:
         _registered.append(False)
         return False
     from ..ops import LIB
+    from ..ops._wiring import unless_masked
     from . import elman, gru, lstm
 
     for name, module in (("elman_sequence", elman), ("gru_sequence", gru),
                          ("lstm_sequence", lstm)):
-        LIB.impl(name, module.forward, "CUDA")
-        LIB.impl(f"{name}_backward", module.backward, "CUDA")
+        # (calls with regularizer masks compute from the op's reference)
+        LIB.impl(name, unless_masked(name, module.forward, 0), "CUDA")
+        LIB.impl(f"{name}_backward", unless_masked(name, module.backward, 1), "CUDA")
     _registered.append(True)
     return True
 

@@ -33,10 +33,11 @@ from .lstm import lstm_sequence
 from .scrn import scrn_sequence
 
 
-def _lstm(cell: LSTMCell, xs: Tensor, state=None, *, reverse: bool = False, lengths=None):
+def _lstm(cell: LSTMCell, xs: Tensor, state=None, *, reverse: bool = False, lengths=None,
+          masks=None):
     if state is None:
         state = cell.init_state(xs.shape[1], device=xs.device, dtype=xs.dtype)
-    ys, h, c = lstm_sequence(cell, xs, *state, reverse=reverse, lengths=lengths)
+    ys, h, c = lstm_sequence(cell, xs, *state, reverse=reverse, lengths=lengths, masks=masks)
     return ys, LSTMState(h, c)
 
 
@@ -54,7 +55,7 @@ _KERNELS: dict[type, Callable] = {
 
 # Kernels that take a forward's regularizer masks (rnnkit.regularize.Masks) as ``masks=``;
 # a layer of another cell runs the reference loop (rnnkit.scan) while masks apply.
-_TAKES_MASKS: frozenset = frozenset()
+_TAKES_MASKS: frozenset = frozenset({elman_sequence, gru_sequence, _lstm})
 
 
 def takes_masks(kernel: Callable, masks, xs: Tensor, cell) -> bool:

@@ -184,15 +184,17 @@ def gru_sequence(
     *,
     reverse: bool = False,
     lengths: Tensor | None = None,
+    masks=None,
 ) -> tuple[Tensor, Tensor]:
     """Run ``cell`` over ``xs`` ``(T, N, I)`` from ``state`` ``(N, H)`` (zeros if None), fused.
 
     Returns ``(ys (T, N, H), h_T)``, exactly ``rnnkit.scan(cell, xs, state, reverse=reverse,
-    lengths=lengths)``, with a hand-written BPTT backward (module docstring).
+    lengths=lengths, masks=masks)``, with a hand-written BPTT backward (module docstring).
     """
     h0, valid = checked(cell, GRUCell, xs, state, lengths)
     args = (xs, h0, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, bool(reverse),
             valid)
     from ..ops import gru as op  # (loads the ops on first use)
 
-    return op.gru_sequence(*args[:6], valid, bool(reverse))
+    drop, zone = (None, None) if masks is None else masks[:2]
+    return op.gru_sequence(*args[:6], valid, bool(reverse), drop, zone)

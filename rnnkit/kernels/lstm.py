@@ -290,11 +290,13 @@ def lstm_sequence(
     *,
     reverse: bool = False,
     lengths: Tensor | None = None,
+    masks=None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Run ``cell`` over ``xs`` ``(T, N, I)`` from ``(h0 (N, R), c0 (N, H))``, fused.
 
     Returns ``(ys (T, N, R), h_T, c_T)``, exactly ``rnnkit.scan(cell, xs, LSTMState(h0, c0),
-    reverse=reverse, lengths=lengths)``, with a hand-written BPTT backward (module docstring).
+    reverse=reverse, lengths=lengths, masks=masks)``, with a hand-written BPTT backward (module
+    docstring; the regularizer masks as ``csrc/lstm.cpp`` writes them out).
     """
     for name, s in (("h0", h0), ("c0", c0)):
         if not isinstance(s, Tensor):
@@ -308,4 +310,5 @@ def lstm_sequence(
             cell.cell_activation == "tanh", bool(reverse), valid)
     from .. import ops  # (loaded on first use)
 
-    return ops.lstm.lstm_sequence(*args[:9], valid, peephole or "none", *args[10:13])
+    drop, zone = (None, None) if masks is None else masks[:2]
+    return ops.lstm.lstm_sequence(*args[:9], valid, peephole or "none", *args[10:13], drop, zone)

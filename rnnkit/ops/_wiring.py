@@ -13,6 +13,12 @@ first, then the initial states, then the weights, some optional) and ``S`` carri
 - ``<name>_inference(*inputs, Tensor? valid, <flags>) -> (ys, *finals)``: the forward with
   nothing kept for a backward, for calls that autograd does not record (see :func:`call`).
 
+An op defined with ``masks=True`` takes two more trailing arguments, in all three:
+``Tensor? drop=None, Tensor? zone=None``, a forward's regularizer masks (recurrent dropout
+``(N, R)`` and zoneout weights ``(T, N, S)``, :mod:`rnnkit.regularize`; the compiled loops apply
+them, ``Regularize`` in ``csrc/recurrence.h``). Where they are given, the pure-torch and Triton
+implementations compute the op from its differentiable reference (which takes them too).
+
 An implementation registered for a device before :func:`register` runs (the compiled C++ on
 the CPU, rnnkit.gpu's Triton kernels on CUDA) is kept; the pure-torch one fills every op and
 device key (CPU, CUDA) still empty.
@@ -27,7 +33,10 @@ import torch
 from ..kernels._common import differentiate, recording
 from . import LIB
 
-_specs: dict[str, tuple[int, int, int]] = {}  # name -> (number of inputs, states, flags)
+# name -> (number of inputs, states, flags, masks: 2 trailing mask arguments or 0)
+_specs: dict[str, tuple[int, int, int, int]] = {}
+_MASKS = ", Tensor? drop=None, Tensor? zone=None"
+_n_saved: dict[str, int] = {}  # name -> number of saved buffers
 # the ops whose CPU implementation was registered before register() (the compiled C++ loop)
 _compiled_cpu: set[str] = set()
 
@@ -36,22 +45,26 @@ def _names(schema: str) -> list[str]:
     return [arg.split()[-1] for arg in schema.split(",")]
 
 
-def define(name: str, inputs: str, states: int, flags: str, saved: list[str]) -> None:
+def define(name: str, inputs: str, states: int, flags: str, saved: list[str],
+           masks: bool = False) -> None:
     """Define the op ``name`` and ``name_backward`` with the frame above: ``inputs`` the schema of
     the differentiable inputs (``"Tensor x, Tensor h0, Tensor w_ih, Tensor? b_ih"``), ``states``
     how many of them (after ``x``) are initial states, ``flags`` the schema of the trailing
-    arguments (``"bool relu, bool reverse"``), ``saved`` the names of the saved buffers."""
+    arguments (``"bool relu, bool reverse"``), ``saved`` the names of the saved buffers,
+    ``masks`` whether the op takes the regularizer masks ``drop, zone``."""
     n_in = len(_names(inputs))
     outs = ", ".join(["Tensor"] * (1 + states + len(saved)))
-    LIB.define(f"{name}({inputs}, Tensor? valid, {flags}) -> ({outs})")
+    tail = flags + (_MASKS if masks else "")
+    LIB.define(f"{name}({inputs}, Tensor? valid, {tail}) -> ({outs})")
     finals = "".join(f", Tensor grad_final{i}" for i in range(states))
     saved_args = "".join(f", Tensor {s}" for s in saved)
     grads = ", ".join(["Tensor"] * n_in)
     LIB.define(f"{name}_backward(Tensor grad_ys{finals}, {inputs}{saved_args}, Tensor? valid, "
-               f"{flags}) -> ({grads})")
-    LIB.define(f"{name}_inference({inputs}, Tensor? valid, {flags}) -> "
+               f"{tail}) -> ({grads})")
+    LIB.define(f"{name}_inference({inputs}, Tensor? valid, {tail}) -> "
                f"({', '.join(['Tensor'] * (1 + states))})")
-    _specs[name] = (n_in, states, len(_names(flags)))
+    _specs[name] = (n_in, states, len(_names(flags)), 2 if masks else 0)
+    _n_saved[name] = len(saved)
 
 
 def absent(like: torch.Tensor) -> torch.Tensor:
@@ -70,9 +83,10 @@ def register(name: str, *, fake: Callable, reference: Callable, python_forward: 
     ``python_inference``, by default the forward's first outputs) have the ops' signatures and
     returns.
     """
-    n_in, n_states, _ = _specs[name]
+    n_in, n_states, n_flags, n_masks = _specs[name]
     if torch._C._dispatch_has_kernel_for_dispatch_key(f"rnnkit::{name}", "CPU"):
         _compiled_cpu.add(name)
+    after_flags = n_in + 1 + n_flags  # where the masks start among a forward's arguments
 
     def fake_backward(*args):
         inputs = args[1 + n_states : 1 + n_states + n_in]
@@ -82,25 +96,29 @@ def register(name: str, *, fake: Callable, reference: Callable, python_forward: 
         # No zero-filled gradients for the outputs nothing used (the saved buffers, as large
         # as the sequence): backward takes None for them (it fills the states' and ys' itself)
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(*inputs[: n_in + 1], *output[1 + n_states :])
-        ctx.flags = tuple(inputs[n_in + 1 :])
+        masks = tuple(inputs[after_flags:])  # (a call may leave the masks to their defaults)
+        masks += (None,) * (n_masks - len(masks))
+        ctx.save_for_backward(*inputs[: n_in + 1], *masks, *output[1 + n_states :])
+        ctx.flags = tuple(inputs[n_in + 1 : after_flags])
         ctx.ys_shape = output[0].shape
 
     def backward(ctx, grad_ys, *grads):
         saved_tensors = ctx.saved_tensors
-        inputs, valid, saved = saved_tensors[:n_in], saved_tensors[n_in], saved_tensors[n_in + 1 :]
+        inputs, valid = saved_tensors[:n_in], saved_tensors[n_in]
+        masks = saved_tensors[n_in + 1 : n_in + 1 + n_masks]
+        saved = saved_tensors[n_in + 1 + n_masks :]
         finals = [g if g is not None else torch.zeros_like(s)
                   for g, s in zip(grads[:n_states], inputs[1 : 1 + n_states], strict=True)]
         if grad_ys is None:
             grad_ys = inputs[0].new_zeros(ctx.ys_shape)
-        tail = (None,) * (1 + len(ctx.flags))  # valid and the flags
+        tail = (None,) * (1 + len(ctx.flags) + n_masks)  # valid, the flags and the masks
         if torch.is_grad_enabled():  # create_graph=True: differentiate the reference instead
             wrt = [i for i, t in enumerate(inputs) if t is not None and t.requires_grad]
-            got = differentiate(reference, (*inputs, valid, *ctx.flags), wrt,
+            got = differentiate(reference, (*inputs, valid, *ctx.flags, *masks), wrt,
                                 (grad_ys, *finals))
             return (*got[:n_in], *tail)
         op = getattr(torch.ops.rnnkit, f"{name}_backward")
-        got = op(grad_ys, *finals, *inputs, *saved, valid, *ctx.flags)
+        got = op(grad_ys, *finals, *inputs, *saved, valid, *ctx.flags, *masks)
         got = [g if t is not None else None for g, t in zip(got, inputs, strict=True)]
         return (*got, *tail)
 
@@ -113,12 +131,69 @@ def register(name: str, *, fake: Callable, reference: Callable, python_forward: 
     if python_inference is None:
         def python_inference(*args):  # the device's own forward (C++, Triton or pure torch)
             return tuple(getattr(torch.ops.rnnkit, name)(*args)[: 1 + n_states])
+    if n_masks:
+        _by_reference[name] = _reference_implementations(name, reference, fake)
+        python_forward = unless_masked(name, python_forward, 0)
+        python_backward = unless_masked(name, python_backward, 1)
     # The pure-torch loops are device-generic: they fill every key no compiled kernel took.
     for key in ("CPU", "CUDA"):
         for op, fn in ((name, python_forward), (f"{name}_backward", python_backward),
                        (f"{name}_inference", python_inference)):
             if not torch._C._dispatch_has_kernel_for_dispatch_key(f"rnnkit::{op}", key):
                 LIB.impl(op, fn, key)
+
+
+# name -> (forward, backward) computed from the op's reference, for calls with masks
+_by_reference: dict[str, tuple[Callable, Callable]] = {}
+
+
+def _reference_implementations(name: str, reference: Callable, fake: Callable) -> tuple:
+    """The op's forward and backward from its differentiable reference: the outputs (the saved
+    buffers, which this backward does not read, zeros of the fake's shapes), and the
+    reference's vector-Jacobian product."""
+    n_in, n_states, n_flags, n_masks = _specs[name]
+
+    def forward(*args):
+        with torch.no_grad():
+            outs = reference(*args)
+        return (*(o.clone() for o in outs), *(t.zero_() for t in fake(*args)[1 + n_states :]))
+
+    def backward(*args):  # (grad_ys, *grad_finals, *inputs, *saved, valid, *flags, drop, zone)
+        grads = args[: 1 + n_states]
+        inputs = args[1 + n_states : 1 + n_states + n_in]
+        tail = args[len(args) - (1 + n_flags + n_masks) :]  # valid, flags, masks
+        wrt = [i for i, t in enumerate(inputs) if t is not None]
+        with torch.enable_grad():
+            leaves = [t.detach().requires_grad_() if t is not None else None for t in inputs]
+            outs = reference(*leaves, *tail)
+            pairs = [(o, g) for o, g in zip(outs, grads, strict=True) if o.requires_grad]
+            got = torch.autograd.grad([o for o, _ in pairs], [leaves[i] for i in wrt],
+                                      [g for _, g in pairs], allow_unused=True)
+        result = [absent(args[0])] * n_in
+        for i, g in zip(wrt, got, strict=True):
+            result[i] = g if g is not None else torch.zeros_like(inputs[i])
+        return tuple(result)
+
+    return forward, backward
+
+
+def unless_masked(name: str, implementation: Callable, which: int) -> Callable:
+    """``implementation`` (a forward, ``which=0``, or backward, ``1``, of an op defined with
+    ``masks=True`` that does not apply the masks itself: the pure-torch loops, the Triton
+    kernels) for calls without masks; a call with masks computes from the op's reference."""
+    n_in, n_states, n_flags, n_masks = _specs[name]
+    # the arguments before the masks (torch leaves out trailing ones equal to their defaults)
+    n_args = n_in + 1 + n_flags
+    if which == 1:
+        n_args += 1 + n_states + _n_saved[name]
+
+    def run(*args):
+        if any(m is not None for m in args[n_args:]):
+            args += (None,) * (n_args + n_masks - len(args))
+            return _by_reference[name][which](*args)
+        return implementation(*args[:n_args])
+
+    return run
 
 
 def compiled_on_cpu(name: str) -> bool:
@@ -130,7 +205,7 @@ def call(name: str, *args) -> tuple:
     """``(ys, *finals)`` of op ``name``: the op itself where autograd records the call (some
     input requires a gradient and grad mode is on), else ``name_inference``, which keeps nothing
     for a backward."""
-    n_in, n_states, _ = _specs[name]
+    n_in, n_states = _specs[name][:2]
     if recording(*args[:n_in]):
         return getattr(torch.ops.rnnkit, name)(*args)[: 1 + n_states]
     return tuple(getattr(torch.ops.rnnkit, f"{name}_inference")(*args))

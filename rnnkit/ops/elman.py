@@ -20,11 +20,13 @@ from ..kernels._common import befores, outputs, steps
 from . import _wiring
 
 INPUTS = "Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh"
-_wiring.define("elman_sequence", INPUTS, 1, "bool relu, bool reverse", ["hs"])
+_wiring.define("elman_sequence", INPUTS, 1, "bool relu, bool reverse", ["hs"], masks=True)
 
 
-def _slots(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu: bool, reverse: bool):
-    """The forward in differentiable torch ops: ``(ys, hs)``."""
+def _slots(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu: bool, reverse: bool, drop=None,
+           zone=None):
+    """The forward in differentiable torch ops: ``(ys, hs)`` (with the regularizer masks:
+    ``h_{t-1} -> drop h_{t-1}`` in the product, ``h_t = lerp(h~_t, h_{t-1}, zone_t)``)."""
     T = x.shape[0]
     u = torch.nn.functional.linear(x, w_ih, b_ih)
     if b_hh is not None:
@@ -35,7 +37,9 @@ def _slots(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu: bool, reverse: bool):
     slots[st.first] = h0
     for t in st.order:
         h_in = slots[t + st.off_in]
-        h = phi(torch.addmm(u[t], h_in, w_hh.t()))
+        h = phi(torch.addmm(u[t], h_in if drop is None else h_in * drop, w_hh.t()))
+        if zone is not None:
+            h = torch.lerp(h, h_in, zone[t])
         if valid is not None:
             h = torch.where(valid[t].unsqueeze(1), h, h_in)
         slots[t + st.off_out] = h
@@ -46,9 +50,10 @@ def _slots(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu: bool, reverse: bool):
     return ys, hs
 
 
-def reference(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu: bool, reverse: bool):
+def reference(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu: bool, reverse: bool, drop=None,
+              zone=None):
     """``(ys, h_T)`` in differentiable torch ops (what a recorded backward differentiates)."""
-    ys, hs = _slots(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu, reverse)
+    ys, hs = _slots(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu, reverse, drop, zone)
     return ys, hs[steps(x.shape[0], reverse).last]
 
 
@@ -84,7 +89,7 @@ def _python_backward(grad_ys, grad_h_t, x, h0, w_ih, w_hh, b_ih, b_hh, hs, valid
         db_ih, db_hh
 
 
-def _fake(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu, reverse):
+def _fake(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu, reverse, drop=None, zone=None):
     T, N, H = x.shape[0], x.shape[1], h0.shape[1]
     return x.new_empty(T, N, H), x.new_empty(N, H), x.new_empty(T + 1, N, H)
 
@@ -97,7 +102,8 @@ def register() -> None:
 
 
 def elman_sequence(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih, b_hh, valid,
-                   relu: bool, reverse: bool) -> tuple[Tensor, Tensor]:
+                   relu: bool, reverse: bool, drop=None, zone=None) -> tuple[Tensor, Tensor]:
     """``(ys, h_T)`` of the op (its ``hs`` is for backward only; not kept where autograd does
     not record)."""
-    return _wiring.call("elman_sequence", x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu, reverse)
+    return _wiring.call("elman_sequence", x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu, reverse,
+                        drop, zone)

@@ -22,19 +22,24 @@ from ..kernels._common import steps
 from . import _wiring
 
 INPUTS = "Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh"
-_wiring.define("gru_sequence", INPUTS, 1, "bool reverse", ["hs", "gs", "ns"])
+_wiring.define("gru_sequence", INPUTS, 1, "bool reverse", ["hs", "gs", "ns"], masks=True)
 
 
-def reference(x, h0, w_ih, w_hh, b_ih, b_hh, valid, reverse: bool):
-    """``(ys, h_T)`` in differentiable torch ops (what a recorded backward differentiates)."""
+def reference(x, h0, w_ih, w_hh, b_ih, b_hh, valid, reverse: bool, drop=None, zone=None):
+    """``(ys, h_T)`` in differentiable torch ops (what a recorded backward differentiates);
+    with the regularizer masks, ``g_t = W_hh (drop h_{t-1}) + b_hh`` and
+    ``h_t = lerp(h~_t, h_{t-1}, zone_t)``."""
     T = x.shape[0]
     u_r, u_z, u_n = torch.nn.functional.linear(x, w_ih, b_ih).chunk(3, dim=2)
     h, ys = h0, [None] * T
     for t in steps(T, reverse).order:
-        g_r, g_z, g_n = torch.nn.functional.linear(h, w_hh, b_hh).chunk(3, dim=1)
+        g_r, g_z, g_n = torch.nn.functional.linear(h if drop is None else h * drop, w_hh,
+                                                   b_hh).chunk(3, dim=1)
         r, z = torch.sigmoid(u_r[t] + g_r), torch.sigmoid(u_z[t] + g_z)
         n = torch.tanh(u_n[t] + r * g_n)
         new = n + z * (h - n)
+        if zone is not None:
+            new = torch.lerp(new, h, zone[t])
         if valid is not None:
             m = valid[t].unsqueeze(1)
             ys[t], h = new * m, torch.where(m, new, h)
@@ -58,7 +63,7 @@ def _python_backward(grad_ys, grad_h_t, x, h0, w_ih, w_hh, b_ih, b_hh, hs, gs, n
     return tuple(g if g is not None else _wiring.absent(x) for g in grads)
 
 
-def _fake(x, h0, w_ih, w_hh, b_ih, b_hh, valid, reverse):
+def _fake(x, h0, w_ih, w_hh, b_ih, b_hh, valid, reverse, drop=None, zone=None):
     T, N, H = x.shape[0], x.shape[1], h0.shape[1]
     return (x.new_empty(T, N, H), x.new_empty(N, H), x.new_empty(T + 1, N, H),
             x.new_empty(T, N, 3 * H), x.new_empty(T, N, H))
@@ -70,7 +75,8 @@ def register() -> None:
 
 
 def gru_sequence(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih, b_hh, valid,
-                 reverse: bool) -> tuple[Tensor, Tensor]:
+                 reverse: bool, drop=None, zone=None) -> tuple[Tensor, Tensor]:
     """``(ys, h_T)`` of the op (its other outputs are for backward only; not kept where
     autograd does not record)."""
-    return _wiring.call("gru_sequence", x, h0, w_ih, w_hh, b_ih, b_hh, valid, reverse)
+    return _wiring.call("gru_sequence", x, h0, w_ih, w_hh, b_ih, b_hh, valid, reverse, drop,
+                        zone)

@@ -32,7 +32,7 @@ from . import _wiring
 INPUTS = ("Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
           "Tensor? w_hr, Tensor? w_peep")
 FLAGS = "str peephole, bool tanh_candidate, bool tanh_cell, bool reverse"
-_wiring.define("lstm_sequence", INPUTS, 2, FLAGS, ["gates", "hs", "cs", "ks", "rs"])
+_wiring.define("lstm_sequence", INPUTS, 2, FLAGS, ["gates", "hs", "cs", "ks", "rs"], masks=True)
 
 
 def _peep(c: Tensor, p: Tensor, peephole: str) -> Tensor:
@@ -40,8 +40,10 @@ def _peep(c: Tensor, p: Tensor, peephole: str) -> Tensor:
 
 
 def reference(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, valid, peephole: str,
-              tanh_g: bool, tanh_phi: bool, reverse: bool):
-    """``(ys, h_T, c_T)`` in differentiable torch ops (what a recorded backward differentiates)."""
+              tanh_g: bool, tanh_phi: bool, reverse: bool, drop=None, zone=None):
+    """``(ys, h_T, c_T)`` in differentiable torch ops (what a recorded backward differentiates);
+    with the regularizer masks, ``W_hh (drop h_{t-1})``, and ``h_t, c_t`` zoned out by
+    ``zone_t``'s ``[h | c]`` columns (``h~`` from the unzoned ``c~``)."""
     T = x.shape[0]
     u = torch.nn.functional.linear(x, w_ih, b_ih)
     if b_hh is not None:
@@ -50,7 +52,8 @@ def reference(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, valid, peephole: 
         p_i, p_f, p_o = w_peep.chunk(3)
     h, c, ys = h0, c0, [None] * T
     for t in steps(T, reverse).order:
-        z_i, z_f, z_g, z_o = torch.addmm(u[t], h, w_hh.t()).chunk(4, dim=1)
+        z_i, z_f, z_g, z_o = torch.addmm(u[t], h if drop is None else h * drop,
+                                         w_hh.t()).chunk(4, dim=1)
         if peephole != "none":
             z_i, z_f = z_i + _peep(c, p_i, peephole), z_f + _peep(c, p_f, peephole)
         g = torch.tanh(z_g) if tanh_g else z_g
@@ -60,6 +63,10 @@ def reference(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, valid, peephole: 
         h_new = torch.sigmoid(z_o) * (torch.tanh(c_new) if tanh_phi else c_new)
         if w_hr is not None:
             h_new = h_new @ w_hr.t()
+        if zone is not None:
+            R = h.shape[1]
+            h_new = torch.lerp(h_new, h, zone[t][:, :R])
+            c_new = torch.lerp(c_new, c, zone[t][:, R:])
         if valid is not None:
             m = valid[t].unsqueeze(1)
             ys[t], h, c = h_new * m, torch.where(m, h_new, h), torch.where(m, c_new, c)
@@ -90,7 +97,7 @@ def _python_backward(grad_ys, grad_h_t, grad_c_t, x, h0, c0, w_ih, w_hh, b_ih, b
 
 
 def _fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, valid, peephole, tanh_g, tanh_phi,
-          reverse):
+          reverse, drop=None, zone=None):
     T, N, R, H = x.shape[0], x.shape[1], h0.shape[1], c0.shape[1]
     return (x.new_empty(T, N, R), x.new_empty(N, R), x.new_empty(N, H),
             x.new_empty(T, N, 4 * H), x.new_empty(T + 1, N, R), x.new_empty(T + 1, N, H),
@@ -105,8 +112,8 @@ def register() -> None:
 
 def lstm_sequence(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih, b_hh,
                   w_hr, w_peep, valid, peephole: str, tanh_g: bool, tanh_phi: bool,
-                  reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
+                  reverse: bool, drop=None, zone=None) -> tuple[Tensor, Tensor, Tensor]:
     """``(ys, h_T, c_T)`` of the op (its other outputs are for backward only; not kept where
     autograd does not record)."""
     return _wiring.call("lstm_sequence", x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, valid,
-                        peephole, tanh_g, tanh_phi, reverse)
+                        peephole, tanh_g, tanh_phi, reverse, drop, zone)
