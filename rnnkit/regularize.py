@@ -191,6 +191,8 @@ def locked_dropout(x: Tensor, p: float) -> Tensor:
     (variational / locked dropout), scaled by 1/(1-p)."""
     if p == 0:
         return x
+    if p >= 1:  # (as F.dropout: everything dropped)
+        return x * 0
     keep = 1.0 - p
     mask = x.new_empty(1, x.shape[1], x.shape[2]).bernoulli_(keep).div_(keep)
     return x * mask

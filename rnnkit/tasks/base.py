@@ -146,7 +146,7 @@ def regularizer_options(model_cfg) -> dict:
                 raise ConfigError(f"model.max_lag: model.forget_bias=chrono needs the longest "
                                   f"time lag to expect, an integer >= 2, got {model_cfg.max_lag}")
             opts["max_lag"] = model_cfg.max_lag
-    elif model_cfg.max_lag:
+    if model_cfg.max_lag and model_cfg.forget_bias != "chrono":
         raise ConfigError(f"model.max_lag: used only with model.forget_bias=chrono, got "
                           f"{model_cfg.max_lag}")
     return opts  # (the network checks the values against its cell)
