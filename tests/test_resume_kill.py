@@ -1,6 +1,7 @@
 """A run killed with SIGKILL mid-training and resumed ends with the same weights, bit for bit,
-as an uninterrupted run with the same seed (CPU, a small 2-layer GRU with dropout, truncated
-BPTT, Adam and a cosine schedule: every piece of state that must survive does)."""
+as an uninterrupted run with the same seed (CPU, a small 2-layer GRU with variational dropout,
+recurrent dropout, zoneout and weight drop, truncated BPTT, Adam and a cosine schedule: every
+piece of state that must survive does, the random masks' generator too)."""
 
 import os
 import signal
@@ -17,6 +18,8 @@ STEPS = 600
 ARGS = ["--data.task=copy", "--data.seq_len=10", "--data.train_size=512", "--data.val_size=64",
         "--data.test_size=64", "--data.batch_size=16", "--model.cell=gru",
         "--model.hidden_size=16", "--model.num_layers=2", "--model.dropout=0.1",
+        "--model.dropout_mode=variational", "--model.recurrent_dropout=0.2",
+        "--model.zoneout=0.1", "--model.weight_drop=0.2",
         f"--train.max_steps={STEPS}", "--train.eval_every=50", "--train.tbptt=10",
         "--train.schedule=cosine", "--train.lr=0.01", "--train.threads=1",
         "--run.checkpoint_every=20", "--run.progress=false", "--run.plots=false"]
