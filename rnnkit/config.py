@@ -116,6 +116,8 @@ class ModelConfig:
     zoneout_cell: float = _opt(-1.0, "LSTM: the memory cell's own zoneout probability",
                                min=-1.0, max=1.0, exclusive_max=True,
                                off="-1 = model.zoneout", metavar="P")
+    layer_norm: bool = _opt(False, "layer normalization of each layer's input and recurrent "
+                            "products (and of the LSTM's cell), Ba et al. 2016")
     forget_bias: str = _opt("", "the forget gate's initial bias (LSTM; GRU: its update gate): "
                             "a number, or chrono (Tallec & Ollivier 2018, with model.max_lag; "
                             "for a CTRNN: its time constants)", off="empty = the cell's "

@@ -180,7 +180,10 @@ def export_run(run_dir, fmt: str = "pt2", out=None, *, checkpoint: str = "best")
     if fmt == "onnx":
         to_onnx(module, inputs, out, dynamic_shapes=shapes)
     else:
-        with torch.no_grad():
+        from .functional import traced_loops
+
+        # (layers without a fused kernel, layer-normalized or zoned out, run torch's scan)
+        with torch.no_grad(), traced_loops():
             exported = torch.export.export(module.eval(), inputs, dynamic_shapes=shapes)
         _save_atomic(out, lambda tmp: torch.export.save(exported, tmp))
     about = {"format": fmt, "task": trained.config.data.task, "kind": trained.kind,

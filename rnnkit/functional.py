@@ -119,45 +119,63 @@ def scan_steps(
 # Cell types whose layers run :func:`scan_traced` instead of their fused op, inside
 # :func:`traced_loops` (the ONNX export of cells whose ops have no ONNX translation)
 _TRACED: frozenset = frozenset()
+_TRACING = False  # inside traced_loops: layers without a fused kernel run scan_traced too
 
 
 @contextmanager
-def traced_loops(cell_types):
-    """Inside the block, layers of these cell types run :func:`scan_traced` (torch's ``scan``
-    higher-order op, which torch.export keeps as one node with a dynamic length and torch's
-    ONNX exporter writes as an ONNX ``Scan``)."""
-    global _TRACED
-    before, _TRACED = _TRACED, frozenset(cell_types)
+def traced_loops(cell_types=()):
+    """Inside the block, layers of these cell types, and every layer that would run the
+    reference loop (:func:`scan`: layer normalization, zoneout), run :func:`scan_traced`
+    (torch's ``scan`` higher-order op, which torch.export keeps as one node with a dynamic
+    length and torch's ONNX exporter writes as an ONNX ``Scan``)."""
+    global _TRACED, _TRACING
+    before = _TRACED, _TRACING
+    _TRACED, _TRACING = frozenset(cell_types), True
     try:
         yield
     finally:
-        _TRACED = before
+        _TRACED, _TRACING = before
 
 
 def scan_traced(cell: Cell, xs: Tensor, state: State | None = None, *, reverse: bool = False,
-                lengths: Tensor | None = None) -> tuple[Tensor, State]:
+                lengths: Tensor | None = None, masks=None) -> tuple[Tensor, State]:
     """:func:`scan`'s numbers through torch's ``scan`` higher-order op over the cell's ``step``
     (the loop a graph keeps whole, for any length, instead of unrolling it). Inference only: a
     reverse pass runs the flipped sequence, whose padded steps then come first and carry the
-    initial state, as :func:`scan`'s reverse pass starts at each sequence's last step."""
+    initial state, as :func:`scan`'s reverse pass starts at each sequence's last step.
+    ``masks``: zoneout's evaluation weights (an inference program draws no dropout)."""
     from torch._higher_order_ops.scan import scan as scan_op
 
     state, lengths = check_sequence(cell, xs, state, lengths)
     us = cell.precompute(xs)  # (T, N, G)
     valid = steps_mask(lengths, xs.shape[0], xs.device)
+    zone = None if masks is None else masks.zone
+    if masks is not None and masks.drop is not None:
+        raise ValueError("recurrent_dropout: a traced (exported) network runs in eval mode, "
+                         "without dropout masks")
     if reverse:
         us = us.flip(0)
         valid = None if valid is None else valid.flip(0)
+        zone = None if zone is None else zone.flip(0)
 
     def step(carry, inputs):  # the carry is the state's leaves (the op takes no NamedTuple)
-        u, m = inputs if valid is not None else (inputs, None)
+        it = iter(inputs)
+        u = next(it)
+        m = next(it) if valid is not None else None
+        d = next(it) if zone is not None else None
         before = state_from_leaves(state, list(carry))
         y, new = cell.step(u, before)
+        if d is not None:
+            from .regularize import zone_merge
+
+            new = zone_merge(cell, new, before, d)
+            y = cell.state_output(new)
         if m is not None:
             y, new = masked_step(y, new, before, m.unsqueeze(1))
         return tuple(state_leaves(new)), y.clone()
 
-    final, ys = scan_op(step, tuple(state_leaves(state)), us if valid is None else (us, valid))
+    scanned = tuple(t for t in (us, valid, zone) if t is not None)  # (the op takes no None)
+    final, ys = scan_op(step, tuple(state_leaves(state)), scanned)
     return (ys.flip(0) if reverse else ys), state_from_leaves(state, list(final))
 
 

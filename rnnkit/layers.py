@@ -39,15 +39,16 @@ class Recurrent(nn.Module):
     ) -> tuple[Tensor, State]:
         kernel = fused_scan(self.cell) if self.fused else None
         run = kernel or scan
-        if type(self.cell) in functional._TRACED:  # (inside functional.traced_loops)
-            run = functional.scan_traced
         masks = None
         if self.regularizers is not None:
             masks = self.regularizers.masks(self.cell, xs.shape[0], xs.shape[1], xs,
                                             self.training)
-        if masks is None:
+        if functional._TRACING and (type(self.cell) in functional._TRACED or run is scan
+                                    or masks is not None):
+            run = functional.scan_traced  # (inside functional.traced_loops: an export)
+        elif masks is None:
             return run(self.cell, xs, state, reverse=self.reverse, lengths=lengths)
-        if run is not scan and not takes_masks(run, masks, xs, self.cell):
+        if run is kernel and not takes_masks(run, masks, xs, self.cell):
             run = scan  # (a kernel without these masks: the reference loop computes them)
         return run(self.cell, xs, state, reverse=self.reverse, lengths=lengths, masks=masks)
 

@@ -26,7 +26,8 @@ def runs(tmp_path_factory):
         "crf": train(root / "crf", "--data.task=atis", "--model.head=crf", "--model.cell=gru"),
         "classify": train(root / "classify", "--data.task=classify",
                           f"--data.train_file={texts}"),
-        "vowels": train(root / "vowels", "--data.task=vowels", "--model.cell=peephole_lstm"),
+        "vowels": train(root / "vowels", "--data.task=vowels", "--model.cell=peephole_lstm",
+                        "--model.layer_norm=true", "--model.zoneout=0.1"),
         "text": train(root / "text", "--data.task=text", f"--data.train_file={lines}",
                       "--data.seq_len=8", "--model.cell=scrn"),
     }

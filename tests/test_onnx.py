@@ -29,6 +29,11 @@ NETS = {
     # the cells without an ONNX operator: torch's scan over the cell's step, an ONNX Scan
     **{c: (lambda c=c: rnnkit.RecurrentNetwork(c, I, H, num_layers=2, bidirectional=True))
        for c in ("jordan", "fully", "clockwork", "ctrnn", "scrn")},
+    # layer normalization and zoneout (its evaluation mix): a Scan over the cell's step too
+    "lstm-scan-layer-norm": lambda: rnnkit.LSTM(I, H, num_layers=2, bidirectional=True,
+                                                layer_norm=True),
+    "gru-scan-zoneout": lambda: rnnkit.GRU(I, H, bidirectional=True, zoneout=0.2),
+    "jordan-layer-norm-zoneout": lambda: rnnkit.Jordan(I, H, layer_norm=True, zoneout=0.3),
 }
 NATIVE = {"LSTM", "GRU", "RNN"}
 
@@ -52,7 +57,8 @@ def test_networks_run_in_onnxruntime_with_pytorchs_numbers(name, tmp_path):
     session = ort.InferenceSession(str(path))
     ops = {n.op_type for n in __import__("onnx").load(str(path)).graph.node}
     # ONNX's own recurrent operator where it has one, else a Scan over the cell's step
-    assert ops & (NATIVE if name.split("-")[0] in ("lstm", "gru", "rnn") else {"Scan"}), ops
+    native = name.split("-")[0] in ("lstm", "gru", "rnn") and "scan" not in name
+    assert ops & (NATIVE if native else {"Scan"}), ops
     g = torch.Generator().manual_seed(1)
     for T, N in [(6, 3), (11, 5)]:
         xx = torch.randn(T, N, I, generator=g)

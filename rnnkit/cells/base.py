@@ -32,11 +32,13 @@ import threading
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_dtype, check_state_leaf
 
 State = Tensor | tuple
+LN_EPS = 1e-5  # layer normalization's epsilon (torch.nn.LayerNorm's)
 
 # Per thread, {id(cell): {name: tensor}}: the weights bind() fixed. Per thread, so that two
 # threads running one network each see their own (and a backward in the autograd engine's
@@ -151,9 +153,41 @@ class Cell(nn.Module):
         (A weight its network computes, by a reparametrization, is not a parameter: the network
         re-initialises what it is computed from; see ``RecurrentNetwork.reset_parameters``.)"""
         k = 1.0 / math.sqrt(self.hidden_size)
-        for _, p in self.named_weights():
-            if isinstance(p, nn.Parameter):
+        for name, p in self.named_weights():
+            if isinstance(p, nn.Parameter) and not init_layer_norm(name, p):
                 nn.init.uniform_(p, -k, k)
+
+    # ---- layer normalization (Ba, Kiros & Hinton 2016), a cell option ----
+
+    layer_norm = False  # (a cell built with layer_norm=True has its own True)
+
+    def add_layer_norm(self, on: bool, sizes: dict, device=None, dtype=None) -> None:
+        """The ``layer_norm`` option: if ``on``, for each ``name: width``, a gain
+        ``weight_ln_<name>`` (ones) and a bias ``bias_ln_<name>`` (zeros), registered after the
+        cell's others."""
+        if not isinstance(on, bool):
+            raise TypeError(f"layer_norm: expected a bool, got {type(on).__name__} ({on!r})")
+        if not on:
+            return
+        self.layer_norm = True
+        for name, width in sizes.items():
+            setattr(self, f"weight_ln_{name}",
+                    nn.Parameter(torch.ones(width, device=device, dtype=dtype)))
+            setattr(self, f"bias_ln_{name}",
+                    nn.Parameter(torch.zeros(width, device=device, dtype=dtype)))
+
+    def normalized(self, z: Tensor, name: str) -> Tensor:
+        r""":math:`\alpha \odot (z - \mu) / \sqrt{\sigma^2 + 10^{-5}} + \beta` over ``z``'s last
+        dimension, with the gain and bias ``name``."""
+        return F.layer_norm(z, z.shape[-1:], getattr(self, f"weight_ln_{name}"),
+                            getattr(self, f"bias_ln_{name}"), eps=LN_EPS)
+
+    def project(self, x: Tensor, weight: Tensor, bias: Tensor | None, name: str) -> Tensor:
+        """``x W^T + b``; with layer normalization ``LN_name(x W^T) + b``."""
+        if not self.layer_norm:
+            return F.linear(x, weight, bias)
+        z = self.normalized(F.linear(x, weight), name)
+        return z if bias is None else z + bias
 
     # ---- what the regularizers (rnnkit.regularize) need to know of a cell ----
 
@@ -195,6 +229,20 @@ class Cell(nn.Module):
         ``weight_ih, weight_hh[, bias_ih, bias_hh][, weight_hr]``."""
         names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
         return [w for w in (getattr(self, n, None) for n in names) if w is not None]
+
+
+def init_layer_norm(name: str, p: Tensor) -> bool:
+    """Initialise ``p`` if it is a layer normalization gain (ones) or bias (zeros); return
+    whether it was one."""
+    if name.startswith("weight_ln_"):
+        with torch.no_grad():
+            p.fill_(1.0)
+        return True
+    if name.startswith("bias_ln_"):
+        with torch.no_grad():
+            p.zero_()
+        return True
+    return False
 
 
 def check_chrono(name: str, value, max_lag, *, numeric: bool = True):

@@ -6,7 +6,6 @@ import numbers
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_positive_int
@@ -61,6 +60,11 @@ class ClockworkCell(Cell):
             (so g = 1, a plain Elman cell with a counter, if H is odd and not a multiple of 3).
         activation: ``"tanh"``, ``"sigmoid"``, ``"relu"`` or ``"identity"``.
 
+    Layer normalization (``layer_norm=True``, Ba, Kiros & Hinton 2016): the candidate is
+    :math:`\phi(\mathrm{LN}_{ih}(W_{ih} x_t) + b_{ih} + \mathrm{LN}_{hh}((W_{hh} \odot M)
+    h_{t-1}) + b_{hh})`, each product normalized over all H units (``weight_ln_ih, bias_ln_ih,
+    weight_ln_hh, bias_ln_hh``).
+
     Shapes: x ``(N, I)``, state ``ClockworkState(h (N, H), t (N, 1))``, y ``(N, H)``. The counter
     t is a float tensor of the state's dtype, so it stacks, pads and is validated like any state
     tensor; a module's test rounds it first (``round(t) mod T_k``), so its derivative is zero.
@@ -89,6 +93,7 @@ class ClockworkCell(Cell):
         *,
         periods=None,
         activation: str = "tanh",
+        layer_norm: bool = False,
         device=None,
         dtype=None,
     ):
@@ -122,6 +127,7 @@ class ClockworkCell(Cell):
         self.weight_hh = nn.Parameter(torch.empty(H, H, **kw))
         self.bias_ih = nn.Parameter(torch.empty(H, **kw)) if bias else None
         self.bias_hh = nn.Parameter(torch.empty(H, **kw)) if bias else None
+        self.add_layer_norm(layer_norm, {"ih": H, "hh": H}, **kw)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -132,15 +138,15 @@ class ClockworkCell(Cell):
             self.weight_hh.mul_(self.mask)
 
     def precompute(self, xs: Tensor) -> Tensor:
-        return F.linear(xs, self.weight_ih, self.bias_ih)  # (..., H)
+        return self.project(xs, self.weight_ih, self.bias_ih, "ih")  # (..., H)
 
     def zoned_state_names(self) -> tuple[str, ...]:
         return ("h",)  # (t counts steps: never zoned)
 
     def step(self, u: Tensor, state: ClockworkState) -> tuple[Tensor, ClockworkState]:
         h, t = state  # (N, H), (N, 1)
-        candidate = self.phi(u + F.linear(self.recurrent_input(h), self.weight_hh * self.mask,
-                                            self.bias_hh))  # (N, H)
+        candidate = self.phi(u + self.project(self.recurrent_input(h), self.weight_hh * self.mask,
+                                              self.bias_hh, "hh"))  # (N, H)
         active = torch.remainder(torch.round(t), self.unit_periods) == 0  # (N, H)
         h = torch.where(active, candidate, h)
         return h, ClockworkState(h, t + 1)
@@ -148,6 +154,7 @@ class ClockworkCell(Cell):
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, periods={self.periods}"
         s += f", activation={self.activation!r}" if self.activation != "tanh" else ""
+        s += ", layer_norm=True" if self.layer_norm else ""
         return s if self.bias else s + ", bias=False"
 
 

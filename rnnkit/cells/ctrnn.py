@@ -6,11 +6,10 @@ import math
 import numbers
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_positive_int
-from .base import Cell, check_chrono, chrono
+from .base import Cell, check_chrono, chrono, init_layer_norm
 
 
 def _identity(x: Tensor) -> Tensor:
@@ -58,6 +57,10 @@ class CTRNNCell(Cell):
             the time constants the chrono LSTM's forget gates start with.
         max_lag: :math:`T_{max}` for ``tau_init="chrono"``.
 
+    Layer normalization (``layer_norm=True``, Ba, Kiros & Hinton 2016): the drive is
+    :math:`\mathrm{LN}_{hh}(W_{hh} \phi(h)) + \mathrm{LN}_{ih}(W_{ih} x) + b` (``weight_ln_ih,
+    bias_ln_ih, weight_ln_hh, bias_ln_hh``, H each).
+
     Shapes: x ``(N, I)``, state h ``(N, H)``, y ``(N, H)``.
 
     Parameters, in order: ``weight_ih`` (H, I, or I - 1 with ``dt_input``), ``weight_hh``
@@ -81,6 +84,7 @@ class CTRNNCell(Cell):
         activation: str = "tanh",
         tau_init: float | str = 1.0,
         max_lag: int | None = None,
+        layer_norm: bool = False,
         device=None,
         dtype=None,
     ):
@@ -120,6 +124,7 @@ class CTRNNCell(Cell):
         self.weight_hh = nn.Parameter(torch.empty(H, H, **kw))
         self.bias = nn.Parameter(torch.empty(H, **kw)) if bias else None
         self.log_tau = nn.Parameter(torch.empty(H, **kw))
+        self.add_layer_norm(layer_norm, {"ih": H, "hh": H}, **kw)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -135,13 +140,13 @@ class CTRNNCell(Cell):
                     p.copy_(chrono(p.shape[0], self.max_lag, p).exp_().add_(1).mul_(dt).log_())
                 elif name == "log_tau":
                     p.fill_(math.log(self.tau_init))
-                elif isinstance(p, nn.Parameter):  # (see Cell.reset_parameters)
-                    nn.init.uniform_(p, -k, k)
+                elif isinstance(p, nn.Parameter) and not init_layer_norm(name, p):
+                    nn.init.uniform_(p, -k, k)  # (see Cell.reset_parameters)
 
     def precompute(self, xs: Tensor) -> Tensor:
         if not self.dt_input:
-            return F.linear(xs, self.weight_ih, self.bias)  # (..., H)
-        drive = F.linear(xs[..., :-1], self.weight_ih, self.bias)
+            return self.project(xs, self.weight_ih, self.bias, "ih")  # (..., H)
+        drive = self.project(xs[..., :-1], self.weight_ih, self.bias, "ih")
         return torch.cat([drive, xs[..., -1:]], dim=-1)  # (..., H + 1): [W_ih x + b ; Δt]
 
     def state_output(self, h: Tensor) -> Tensor:
@@ -153,7 +158,7 @@ class CTRNNCell(Cell):
         else:
             drive, dt = u, self.dt
         alpha = dt / torch.exp(self.log_tau)  # (N, H) or (H,)
-        fed_back = F.linear(self.recurrent_input(self.phi(h)), self.weight_hh)  # W phi(h)
+        fed_back = self.project(self.recurrent_input(self.phi(h)), self.weight_hh, None, "hh")
         h = (1 - alpha) * h + alpha * (fed_back + drive)
         return self.phi(h), h
 
@@ -163,6 +168,7 @@ class CTRNNCell(Cell):
         s += f", activation={self.activation!r}" if self.activation != "tanh" else ""
         s += f", tau_init={self.tau_init!r}" if self.tau_init != 1.0 else ""
         s += f", max_lag={self.max_lag}" if self.max_lag is not None else ""
+        s += ", layer_norm=True" if self.layer_norm else ""
         return s if self.bias is not None else s + ", bias=False"
 
 

@@ -6,11 +6,10 @@ import math
 import numbers
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_positive_int
-from .base import Cell
+from .base import Cell, init_layer_norm
 
 _ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
 
@@ -32,6 +31,12 @@ class ElmanCell(Cell):
             :math:`W_{hh} = s I`, zero biases, :math:`W_{ih} \sim \mathcal{N}(0, 0.001^2)`.
             See :func:`irnn`. ``reset_parameters()`` re-applies whichever is chosen.
 
+    Layer normalization (``layer_norm=True``, Ba, Kiros & Hinton 2016) normalizes each product:
+    :math:`h_t = \phi(\mathrm{LN}_{ih}(W_{ih} x_t) + b_{ih} + \mathrm{LN}_{hh}(W_{hh} h_{t-1}) +
+    b_{hh})`, :math:`\mathrm{LN}(z) = \alpha \odot (z - \mu_z) / \sqrt{\sigma^2_z + 10^{-5}} +
+    \beta` over the row, with gains and biases ``weight_ln_ih, bias_ln_ih, weight_ln_hh,
+    bias_ln_hh`` (H each; ones and zeros at initialisation).
+
     Shapes: x ``(N, I)``, state h ``(N, H)``, y ``(N, H)``.
 
     Parameters (torch's names): ``weight_ih`` (H, I), ``weight_hh`` (H, H), ``bias_ih`` (H),
@@ -51,6 +56,7 @@ class ElmanCell(Cell):
         nonlinearity: str = "tanh",
         *,
         identity_init: float | None = None,
+        layer_norm: bool = False,
         device=None,
         dtype=None,
     ):
@@ -81,11 +87,14 @@ class ElmanCell(Cell):
                 raise ValueError(f"identity_init: expected a finite number, got {identity_init!r}")
             identity_init = float(identity_init)
         self.identity_init = identity_init
+        self.add_layer_norm(layer_norm, {"ih": hidden_size, "hh": hidden_size}, **kw)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         if self.identity_init is None:
             return super().reset_parameters()
+        for name, p in self.named_weights():
+            init_layer_norm(name, p)
         with torch.no_grad():  # IRNN: identity recurrence, zero biases, tiny input weights
             nn.init.normal_(self.weight_ih, mean=0.0, std=0.001)
             nn.init.eye_(self.weight_hh).mul_(self.identity_init)  # (H, H) = s I
@@ -94,18 +103,19 @@ class ElmanCell(Cell):
                 self.bias_hh.zero_()
 
     def precompute(self, xs: Tensor) -> Tensor:
-        return F.linear(xs, self.weight_ih, self.bias_ih)  # (..., H)
+        return self.project(xs, self.weight_ih, self.bias_ih, "ih")  # (..., H)
 
     def step(self, u: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.phi(u + F.linear(self.recurrent_input(h), self.weight_hh, self.bias_hh))
+        h = self.phi(u + self.project(self.recurrent_input(h), self.weight_hh, self.bias_hh, "hh"))
         return h, h
 
     def native_mode(self) -> str | None:
-        return "rnn_" + self.nonlinearity
+        return None if self.layer_norm else "rnn_" + self.nonlinearity
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, nonlinearity={self.nonlinearity!r}"
         s += f", identity_init={self.identity_init}" if self.identity_init is not None else ""
+        s += ", layer_norm=True" if self.layer_norm else ""
         return s if self.bias else s + ", bias=False"
 
 
@@ -115,6 +125,7 @@ def irnn(
     bias: bool = True,
     *,
     scale: float = 1.0,
+    layer_norm: bool = False,
     device=None,
     dtype=None,
 ) -> ElmanCell:
@@ -142,6 +153,7 @@ def irnn(
         hidden_size: H, units of :math:`h_t`.
         bias: if False, no :math:`b_{ih}, b_{hh}`.
         scale: s, the recurrent matrix at initialisation is :math:`s I`.
+        layer_norm: as :class:`ElmanCell`'s.
 
     Shapes: x ``(N, I)``, state h ``(N, H)``, y ``(N, H)``.
 
@@ -156,5 +168,5 @@ def irnn(
         raise TypeError(f"scale: expected a real number, got {type(scale).__name__} ({scale!r})")
     if not math.isfinite(scale):
         raise ValueError(f"scale: expected a finite real number, got {scale!r}")
-    return ElmanCell(input_size, hidden_size, bias, "relu", identity_init=scale, device=device,
-                     dtype=dtype)
+    return ElmanCell(input_size, hidden_size, bias, "relu", identity_init=scale,
+                     layer_norm=layer_norm, device=device, dtype=dtype)

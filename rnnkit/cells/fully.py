@@ -42,6 +42,11 @@ class FullyRecurrentCell(Cell):
         output_activation: :math:`\phi_y`, ``"tanh"``, ``"sigmoid"``, ``"identity"`` or
             ``"softmax"``.
 
+    Layer normalization (``layer_norm=True``, Ba, Kiros & Hinton 2016):
+    :math:`h_t = \phi_h(\mathrm{LN}_{ih}(W_{ih} x_t) + b_{ih} + \mathrm{LN}_{hh}(W_{mh} m_{t-1}))`;
+    the output layer is not normalized (``weight_ln_ih, bias_ln_ih, weight_ln_hh, bias_ln_hh``,
+    H each).
+
     Shapes: x ``(N, I)``, state ``FullyState(h (N, H), y (N, O))``, y ``(N, O)``.
 
     Parameters (in this order): ``weight_ih`` (H, I), ``bias_ih`` (H), ``weight_mh`` (H, H+O),
@@ -63,6 +68,7 @@ class FullyRecurrentCell(Cell):
         output_size: int | None = None,
         activation: str = "tanh",
         output_activation: str = "tanh",
+        layer_norm: bool = False,
         device=None,
         dtype=None,
     ):
@@ -78,10 +84,11 @@ class FullyRecurrentCell(Cell):
         self.weight_hy = nn.Parameter(torch.empty(O, H, **kw))
         self.weight_my = nn.Parameter(torch.empty(O, H + O, **kw))
         self.bias_hy = nn.Parameter(torch.empty(O, **kw)) if bias else None
+        self.add_layer_norm(layer_norm, {"ih": H, "hh": H}, **kw)
         self.reset_parameters()
 
     def precompute(self, xs: Tensor) -> Tensor:
-        return F.linear(xs, self.weight_ih, self.bias_ih)  # (..., H)
+        return self.project(xs, self.weight_ih, self.bias_ih, "ih")  # (..., H)
 
     @property
     def recurrent_input_size(self) -> int:
@@ -95,7 +102,7 @@ class FullyRecurrentCell(Cell):
 
     def step(self, u: Tensor, state: FullyState) -> tuple[Tensor, FullyState]:
         m = self.recurrent_input(torch.cat(state, dim=1))  # (N, H+O): every previous output
-        h = self.phi_h(u + F.linear(m, self.weight_mh))  # (N, H)
+        h = self.phi_h(u + self.project(m, self.weight_mh, None, "hh"))  # (N, H)
         y = self.phi_y(F.linear(h, self.weight_hy, self.bias_hy) + F.linear(m, self.weight_my))
         return y, FullyState(h, y)  # y (N, O)
 

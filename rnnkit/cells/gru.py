@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_positive_int
@@ -30,6 +29,12 @@ class GRUCell(Cell):
             initialisation: torch's kernel still runs.
         max_lag: :math:`T_{max}` for ``forget_bias="chrono"``.
 
+    Layer normalization (``layer_norm=True``, Ba, Kiros & Hinton 2016): the input and recurrent
+    products are each normalized as one 3H row, :math:`u_t = \mathrm{LN}_{ih}(W_{ih} x_t) +
+    b_{ih}`, :math:`g_t = \mathrm{LN}_{hh}(W_{hh} h_{t-1}) + b_{hh}`, then the equations above
+    with :math:`u, g` in place of the products (``weight_ln_ih, bias_ln_ih, weight_ln_hh,
+    bias_ln_hh``, 3H each).
+
     Shapes: x ``(N, I)``, state h ``(N, H)``, y ``(N, H)``.
 
     Parameters (torch's names and gate order r, z, n): ``weight_ih`` (3H, I),
@@ -44,6 +49,7 @@ class GRUCell(Cell):
     def __init__(
         self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None,
         *, forget_bias: float | str | None = None, max_lag: int | None = None,
+        layer_norm: bool = False,
     ):
         super().__init__()
         check_positive_int("input_size", input_size)
@@ -61,6 +67,7 @@ class GRUCell(Cell):
         self.weight_hh = nn.Parameter(torch.empty(3 * H, H, **kw))
         self.bias_ih = nn.Parameter(torch.empty(3 * H, **kw)) if bias else None
         self.bias_hh = nn.Parameter(torch.empty(3 * H, **kw)) if bias else None
+        self.add_layer_norm(layer_norm, {"ih": 3 * H, "hh": 3 * H}, **kw)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -76,12 +83,12 @@ class GRUCell(Cell):
                 self.bias_hh[H : 2 * H].zero_()
 
     def precompute(self, xs: Tensor) -> Tensor:
-        return F.linear(xs, self.weight_ih, self.bias_ih)  # (..., 3H)
+        return self.project(xs, self.weight_ih, self.bias_ih, "ih")  # (..., 3H)
 
     def step(self, u: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
         u_r, u_z, u_n = u.chunk(3, dim=1)  # input parts, (N, H) each
-        w_r, w_z, w_n = F.linear(self.recurrent_input(h), self.weight_hh,
-                                    self.bias_hh).chunk(3, dim=1)
+        w_r, w_z, w_n = self.project(self.recurrent_input(h), self.weight_hh, self.bias_hh,
+                                     "hh").chunk(3, dim=1)
         r = torch.sigmoid(u_r + w_r)
         z = torch.sigmoid(u_z + w_z)
         n = torch.tanh(u_n + r * w_n)
@@ -89,11 +96,12 @@ class GRUCell(Cell):
         return h, h
 
     def native_mode(self) -> str | None:
-        return "gru"
+        return None if self.layer_norm else "gru"
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
         s += "" if self.bias else ", bias=False"
+        s += ", layer_norm=True" if self.layer_norm else ""
         for name in ("forget_bias", "max_lag"):
             if getattr(self, name) is not None:
                 s += f", {name}={getattr(self, name)!r}"

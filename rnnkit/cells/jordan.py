@@ -59,6 +59,7 @@ def output_cell_repr(cell: Cell) -> str:
         s += f", activation={cell.activation!r}"
     if cell.output_activation != "tanh":
         s += f", output_activation={cell.output_activation!r}"
+    s += ", layer_norm=True" if cell.layer_norm else ""
     return s if cell.bias else s + ", bias=False"
 
 
@@ -82,6 +83,11 @@ class JordanCell(Cell):
         output_activation: :math:`\phi_y`, ``"tanh"``, ``"sigmoid"``, ``"identity"`` or
             ``"softmax"``.
 
+    Layer normalization (``layer_norm=True``, Ba, Kiros & Hinton 2016):
+    :math:`h_t = \phi_h(\mathrm{LN}_{ih}(W_{ih} x_t) + b_{ih} + \mathrm{LN}_{hh}(W_{yh} y_{t-1}) +
+    b_{yh})`; the output layer is not normalized (``weight_ln_ih, bias_ln_ih, weight_ln_hh,
+    bias_ln_hh``, H each).
+
     Shapes: x ``(N, I)``, state :math:`y_{t-1}` ``(N, O)``, y ``(N, O)``.
 
     Parameters (in this order): ``weight_ih`` (H, I), ``bias_ih`` (H), ``weight_yh`` (H, O),
@@ -103,6 +109,7 @@ class JordanCell(Cell):
         output_size: int | None = None,
         activation: str = "tanh",
         output_activation: str = "tanh",
+        layer_norm: bool = False,
         device=None,
         dtype=None,
     ):
@@ -118,10 +125,11 @@ class JordanCell(Cell):
         self.bias_yh = nn.Parameter(torch.empty(H, **kw)) if bias else None
         self.weight_hy = nn.Parameter(torch.empty(O, H, **kw))
         self.bias_hy = nn.Parameter(torch.empty(O, **kw)) if bias else None
+        self.add_layer_norm(layer_norm, {"ih": H, "hh": H}, **kw)
         self.reset_parameters()
 
     def precompute(self, xs: Tensor) -> Tensor:
-        return F.linear(xs, self.weight_ih, self.bias_ih)  # (..., H)
+        return self.project(xs, self.weight_ih, self.bias_ih, "ih")  # (..., H)
 
     @property
     def recurrent_input_size(self) -> int:
@@ -134,8 +142,8 @@ class JordanCell(Cell):
         return ("y",)
 
     def step(self, u: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.phi_h(u + F.linear(self.recurrent_input(y), self.weight_yh,
-                                    self.bias_yh))  # (N, H)
+        h = self.phi_h(u + self.project(self.recurrent_input(y), self.weight_yh, self.bias_yh,
+                                        "hh"))  # (N, H)
         y = self.phi_y(F.linear(h, self.weight_hy, self.bias_hy))  # (N, O)
         return y, y
 

@@ -78,6 +78,13 @@ class LSTMCell(Cell):
             (default) or ``"identity"`` (with both identity, the cell adds and outputs raw
             values, as in hand-set textbook LSTMs: ``examples/handset_lstm.py``).
 
+    Layer normalization (``layer_norm=True``, Ba, Kiros & Hinton 2016): the gate
+    pre-activations are :math:`\mathrm{LN}_{ih}(W_{ih} x_t) + b_{ih} + \mathrm{LN}_{hh}(W_{hh}
+    h_{t-1}) + b_{hh}` (each 4H row normalized whole; peephole terms added after), and
+    :math:`h_t = o_t \odot \phi(\mathrm{LN}_c(c_t))` (the carried :math:`c_t` stays
+    unnormalized); gains and biases ``weight_ln_ih, bias_ln_ih, weight_ln_hh, bias_ln_hh`` (4H)
+    and ``weight_ln_c, bias_ln_c`` (H). Networks of it leave torch's kernel.
+
     Shapes: x ``(N, I)``, state ``LSTMState(h (N, H or P), c (N, H))``, y ``(N, H or P)``.
 
     Parameters (torch's names and gate order i, f, g, o): ``weight_ih`` (4H, I),
@@ -112,6 +119,7 @@ class LSTMCell(Cell):
         max_lag: int | None = None,
         candidate_activation: str = "tanh",
         cell_activation: str = "tanh",
+        layer_norm: bool = False,
     ):
         super().__init__()
         check_positive_int("input_size", input_size)
@@ -155,6 +163,7 @@ class LSTMCell(Cell):
             self.weight_peephole = nn.Parameter(torch.empty(3 * H, **kw))  # p_i, p_f, p_o
         elif peephole == "full":
             self.weight_ch = nn.Parameter(torch.empty(3 * H, H, **kw))  # P_i; P_f; P_o
+        self.add_layer_norm(layer_norm, {"ih": 4 * H, "hh": 4 * H, "c": H}, **kw)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -174,11 +183,11 @@ class LSTMCell(Cell):
                     self.bias_hh[H : 2 * H].zero_()
 
     def precompute(self, xs: Tensor) -> Tensor:
-        return F.linear(xs, self.weight_ih, self.bias_ih)  # (..., 4H)
+        return self.project(xs, self.weight_ih, self.bias_ih, "ih")  # (..., 4H)
 
     def step(self, u: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
         h, c = state
-        z = u + F.linear(self.recurrent_input(h), self.weight_hh, self.bias_hh)  # (N, 4H)
+        z = u + self.project(self.recurrent_input(h), self.weight_hh, self.bias_hh, "hh")
         i, f, g, o = z.chunk(4, dim=1)
         if self.peephole is None:
             i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), self._gamma(g), torch.sigmoid(o)
@@ -196,7 +205,7 @@ class LSTMCell(Cell):
             i, f, g = torch.sigmoid(i + peep_i), torch.sigmoid(f + peep_f), self._gamma(g)
             c = f * c + i * g
             o = torch.sigmoid(o + (p_o * c if diagonal else F.linear(c, p_o)))  # sees the new c_t
-        h = o * self._phi(c)
+        h = o * self._phi(self.normalized(c, "c") if self.layer_norm else c)
         if self.weight_hr is not None:
             h = F.linear(h, self.weight_hr)  # (N, P)
         return h, LSTMState(h, c)
@@ -207,14 +216,15 @@ class LSTMCell(Cell):
 
     def native_mode(self) -> str | None:
         plain = self.candidate_activation == "tanh" and self.cell_activation == "tanh"
-        return "lstm" if self.peephole is None and plain else None
+        return "lstm" if self.peephole is None and plain and not self.layer_norm else None
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
         s += f", proj_size={self.proj_size}" if self.proj_size else ""
         s += "" if self.bias else ", bias=False"
         for name, default in (("peephole", None), ("forget_bias", None), ("max_lag", None),
-                              ("candidate_activation", "tanh"), ("cell_activation", "tanh")):
+                              ("candidate_activation", "tanh"), ("cell_activation", "tanh"),
+                              ("layer_norm", False)):
             value = getattr(self, name)
             if value != default:
                 s += f", {name}={value!r}"

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_positive_int
-from .base import Cell, bound_weight
+from .base import Cell, bound_weight, init_layer_norm
 
 
 class SCRNState(NamedTuple):
@@ -52,6 +52,11 @@ class SCRNCell(Cell):
             a = 17 in float32); otherwise :math:`\alpha` is the fixed float ``alpha`` (as in
             the paper).
 
+    Layer normalization (``layer_norm=True``, Ba, Kiros & Hinton 2016): :math:`h_t =
+    \sigma(\mathrm{LN}_{ih}(A x_t) + b + P s_t + \mathrm{LN}_{hh}(R h_{t-1}))`; the context and
+    its projection are not normalized (``weight_ln_ih, bias_ln_ih, weight_ln_hh, bias_ln_hh``,
+    H each).
+
     Shapes: x ``(N, I)``, state ``SCRNState(h (N, H), s (N, S))``, y ``(N, H + S)``.
 
     Parameters: ``weight_B`` (S, I), ``weight_P`` (H, S), ``weight_A`` (H, I), ``weight_R``
@@ -75,6 +80,7 @@ class SCRNCell(Cell):
         context_size: int | None = None,
         alpha: float = 0.95,
         learn_alpha: bool = False,
+        layer_norm: bool = False,
         device=None,
         dtype=None,
     ):
@@ -115,13 +121,15 @@ class SCRNCell(Cell):
             self.alpha_logit = nn.Parameter(torch.empty(S, **kw))
         else:
             self.register_parameter("alpha_logit", None)
+        self.add_layer_norm(layer_norm, {"ih": H, "hh": H}, **kw)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """Weights and bias U(-1/sqrt(H), 1/sqrt(H)); ``alpha_logit`` = logit(alpha)."""
         k = 1.0 / math.sqrt(self.hidden_size)
         for name, p in self.named_weights():
-            if name != "alpha_logit" and isinstance(p, nn.Parameter):  # (see Cell's)
+            if name != "alpha_logit" and isinstance(p, nn.Parameter) \
+                    and not init_layer_norm(name, p):  # (see Cell's)
                 nn.init.uniform_(p, -k, k)
         if self.alpha_logit is not None:
             a = self.alpha_init
@@ -142,6 +150,11 @@ class SCRNCell(Cell):
             keep = keep.unsqueeze(1)  # scales the rows of B
         weight = torch.cat([keep * self.weight_B, self.weight_A])  # (S + H, I)
         bias = self.bias
+        if self.layer_norm:  # LN(A x) + b; the context's projection is not normalized
+            u_s, u_h = torch.split(F.linear(xs, weight), [self.context_size, self.hidden_size],
+                                   dim=-1)
+            u_h = self.normalized(u_h, "ih")
+            return torch.cat([u_s, u_h if bias is None else u_h + bias], dim=-1)
         if bias is not None:
             bias = torch.cat([bias.new_zeros(self.context_size), bias])
         return F.linear(xs, weight, bias)
@@ -160,11 +173,12 @@ class SCRNCell(Cell):
         u_s, u_h = torch.split(u, [S, self.hidden_size], dim=1)
         s = u_s + s * self.alpha  # (1 - alpha) B x_t + alpha s_{t-1}
         h = torch.sigmoid(u_h + F.linear(s, self.weight_P)
-                          + F.linear(self.recurrent_input(h), self.weight_R))
+                          + self.project(self.recurrent_input(h), self.weight_R, None, "hh"))
         return torch.cat([h, s], dim=1), SCRNState(h, s)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, context_size={self.context_size}"
         s += f", alpha={self.alpha_init}"
         s += ", learn_alpha=True" if self.learn_alpha else ""
+        s += ", layer_norm=True" if self.layer_norm else ""
         return s if self.bias is not None else s + ", bias=False"

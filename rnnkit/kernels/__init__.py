@@ -71,7 +71,10 @@ def takes_masks(kernel: Callable, masks, xs: Tensor, cell) -> bool:
 
 def fused_scan(cell) -> Callable | None:
     """``f(cell, xs, state, *, reverse, lengths) -> (ys, final_state)``, equal to
-    :func:`rnnkit.scan` for ``cell``, or None where no fused kernel covers its type."""
+    :func:`rnnkit.scan` for ``cell``, or None where no fused kernel covers it (its type, or
+    layer normalization, which the kernels do not compute yet: the reference loop does)."""
+    if cell.layer_norm:
+        return None
     return _KERNELS.get(type(cell))
 
 

@@ -36,6 +36,9 @@ def checked(cell, kind: type, xs: Tensor, state, lengths: Tensor | None):
     if not isinstance(cell, kind):
         raise TypeError(f"cell: expected {_article(kind.__name__)} {kind.__name__}, got "
                         f"{type(cell).__name__}")
+    if cell.layer_norm:
+        raise ValueError(f"cell: a {kind.__name__} with layer_norm=True: the fused kernels do "
+                         "not compute layer normalization; run it with rnnkit.scan")
     state, lengths = check_sequence(cell, xs, state, lengths)
     return state, valid_mask(lengths, xs.shape[0], xs.device)
 

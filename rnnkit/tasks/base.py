@@ -137,6 +137,8 @@ def regularizer_options(model_cfg) -> dict:
                               f"model.cell={model_cfg.cell}; use model.zoneout")
         opts["zoneout"] = (model_cfg.zoneout, p_c) if "lstm" in model_cfg.cell \
             else model_cfg.zoneout
+    if model_cfg.layer_norm:
+        opts["layer_norm"] = True
     if model_cfg.forget_bias:
         key = "tau_init" if model_cfg.cell == "ctrnn" else "forget_bias"
         value = model_cfg.forget_bias
