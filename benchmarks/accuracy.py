@@ -216,6 +216,23 @@ RUNS = [
         language_model("ptb", "scrn", lr=20.0, epochs=18, decay_every=8,
                        recurrent_lr_scale=3.0),
         {}, "Mikolov et al. 2015 (SCRN, 100 units): 115", at_most={"ppl": 115.0}),
+    # The regularizers' evidence (rnnkit/regularize.py): one 2-layer 200-unit LSTM, the same
+    # optimizer and epochs, three ways (Zaremba et al. 2014's "small" model size).
+    Run("ptb-lstm200-plain", "2-layer LSTM 200, word level, no regularization",
+        language_model("ptb", "lstm", lr=20.0, epochs=13, decay_every=5, hidden=200,
+                       input_dropout=0.0, num_layers=2),
+        {}, "Zaremba et al. 2014 (2 x 200, no regularization): 114.5"),
+    Run("ptb-lstm200-dropout", "2-layer LSTM 200, word level, standard dropout 0.25 on the "
+        "embeddings, between layers and on the outputs",
+        language_model("ptb", "lstm", lr=20.0, epochs=13, decay_every=5, hidden=200,
+                       input_dropout=0.25, dropout=0.25, num_layers=2),
+        {}, "Zaremba et al. 2014 (2 x 200, no regularization): 114.5"),
+    Run("ptb-lstm200-variational", "2-layer LSTM 200, word level, variational dropout 0.25 "
+        "(embeddings, between layers, outputs), weight drop 0.25, zoneout 0.05",
+        language_model("ptb", "lstm", lr=20.0, epochs=13, decay_every=5, hidden=200,
+                       input_dropout=0.25, dropout=0.25, dropout_mode="variational",
+                       weight_drop=0.25, zoneout=0.05, num_layers=2),
+        {}, "Zaremba et al. 2014 (2 x 200, no regularization): 114.5", at_most={"ppl": 105.0}),
 ]
 
 
