@@ -283,3 +283,89 @@ def test_both_implementations_agree(name):
                     want = module._python_backward(*grads, *args, *py[1 + S :], *tail)
                     for a, b in zip(got, want, strict=True):
                         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+# ---- the regularizer masks in the Clockwork, SCRN and CTRNN ops (rnnkit.regularize) ----------
+# (recurrent dropout drop (N, H), zoneout weights zone (T, N, Z): Z = H, SCRN's H + S; the
+# Clockwork's counter is not zoned)
+
+from rnnkit.ops import _wiring  # noqa: E402
+from rnnkit.regularize import Masks  # noqa: E402
+
+MASKED_OPS = {"clockwork": ["pow2-tanh", "coprime-relu-nobias"],
+              "scrn": ["learned", "fixed"],
+              "ctrnn": ["tanh-dt", "identity", "sigmoid-dt"]}
+MASKED_CASES = [(name, cfg) for name, cfgs in MASKED_OPS.items() for cfg in cfgs]
+MASKED_IDS = [f"{n}-{c}" for n, c in MASKED_CASES]
+
+
+def _op_masks(name, args, which, seed=1, p=None):
+    """A scaled recurrent dropout mask and 0/1 zoneout weights (``p``: the evaluation weights,
+    p everywhere, no drop) for op ``name``'s state (None, by ``which``: "drop", "zone",
+    "both")."""
+    g = torch.Generator().manual_seed(seed)
+    H = args[1].shape[1]
+    Z = H + (args[2].shape[1] if name == "scrn" else 0)
+    if p is not None:
+        return None, torch.full((T, N, Z), p, dtype=F64)
+    drop = (torch.rand(N, H, generator=g, dtype=F64) > 0.3).to(F64) / 0.7
+    zone = (torch.rand(T, N, Z, generator=g, dtype=F64) < 0.4).to(F64)
+    return (drop if which != "zone" else None), (zone if which != "drop" else None)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("which", ["drop", "zone", "both"])
+@pytest.mark.parametrize("name, cfg", MASKED_CASES, ids=MASKED_IDS)
+def test_masked_cell_op_equals_scan_and_its_reference_gradchecks_and_passes_opcheck(
+        name, cfg, which, reverse):
+    """Recurrent dropout and zoneout inside the op: its outputs (compiled where it built)
+    equal ``scan`` of the cell with these masks and the op's reference, its hand-derived
+    backward passes float64 gradcheck (and gradgradcheck, which differentiates the reference),
+    and opcheck passes."""
+    build, module, cfgs = OPS[name]
+    cell, xs, state, args, flags = build(cfgs[cfg])
+    masks = _op_masks(name, args, which)
+    op = getattr(torch.ops.rnnkit, f"{name}_sequence")
+    tail = (VALID, *flags, reverse, *masks)
+    S = len(_leaves(state))
+    with torch.no_grad():
+        got = op(*args, *tail)[: 1 + S]
+        ref = module.reference(*args, *tail)
+        ys, final = scan(cell, xs, state, reverse=reverse, lengths=LENGTHS,
+                         masks=Masks(*masks, True))
+    for a, b, c in zip(got, ref, [ys, *_leaves(final)], strict=True):
+        torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(b, c, rtol=1e-12, atol=1e-12)
+    present = tuple(a for a in args if a is not None)
+
+    def f(*a):
+        it = iter(a)
+        full = [next(it) if t is not None else None for t in args]
+        return op(*full, *tail)[: 1 + S]
+
+    assert gradcheck(f, present)
+    if which == "both":
+        assert gradgradcheck(f, present, fast_mode=True)
+    torch.library.opcheck(op.default, (*args, *tail))
+
+
+@pytest.mark.parametrize("name, cfg", MASKED_CASES, ids=MASKED_IDS)
+def test_cell_op_zoneout_expectation_in_the_inference_op(name, cfg):
+    """At evaluation zoneout mixes old and new states by p (fractional weights): the inference
+    op (compiled where it built) computes the reference's and ``scan``'s numbers, and the
+    pure-torch implementation (from the reference) too."""
+    build, module, cfgs = OPS[name]
+    cell, xs, state, args, flags = build(cfgs[cfg])
+    args = tuple(a.detach() if a is not None else None for a in args)
+    for reverse in (False, True):
+        tail = (VALID, *flags, reverse, *_op_masks(name, args, "zone", p=0.3))
+        want = module.reference(*args, *tail)
+        got = getattr(torch.ops.rnnkit, f"{name}_sequence_inference")(*args, *tail)
+        by_reference = _wiring._by_reference[f"{name}_sequence"][0](*args, *tail)
+        with torch.no_grad():
+            ys, final = scan(cell, xs, state, reverse=reverse, lengths=LENGTHS,
+                             masks=Masks(None, tail[-1], False))
+        for a, b, c, d in zip(got, want, by_reference, [ys, *_leaves(final)], strict=False):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(c, b, rtol=0, atol=0)
+            torch.testing.assert_close(b, d, rtol=1e-12, atol=1e-12)

@@ -34,6 +34,17 @@
 // then over all T N rows: du = dz, dW_hh = M * sum_t dz_t h_{t-1}^T (one GEMM per module's rows,
 // over the columns it reads and the steps where it is active in some sequence), db_hh = sum dz,
 // dh_0 = d, dt_0 = dt_T (round has zero derivative and t -> t + 1 is the identity).
+//
+// Recurrent dropout and zoneout (drop m (N, H), zone d (T, N, H); see Regularize in
+// recurrence.h). Forward: z_t = u_t + b_hh + W~ (m h_{t-1}) (the runs' GEMMs read m h_{t-1}; a
+// resting unit keeps its whole h_{t-1}), then h_t = d h_{t-1} + (1 - d) h^_t with h^_t the step
+// above (A_t phi(z_t) + (1 - A_t) h_{t-1}; a resting unit's is h_{t-1} whatever d), only h zoned
+// (never the counter); y_t = m_t h_t of the zoned h_t. Backward, with e = d_carried + m_t dy_t
+// the gradient of the zoned h_t: e^ = (1 - d) e reaches h^_t and d e passes straight to h_{t-1}
+// (Regularize::split scales d and dy_t by 1 - d and returns d e), so
+//   dz_t = A_t e^ phi'(h_t),  d_{t-1} = (1 - A_t) e^ + d e + m (W~^T dz_t)
+// (phi' read off the slot: where d = 1 it holds h_{t-1}, not phi(z_t), but e^ = 0 there), and
+// dW_hh = M * sum_t dz_t (m h_{t-1})^T. A padded step still carries d_{t-1} = d_carried.
 #include <torch/library.h>
 
 #include <cmath>
@@ -212,7 +223,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
     bool save, const at::Tensor& us, const at::Tensor& h0, const at::Tensor& t0,
     const at::Tensor& w_hh, const std::optional<at::Tensor>& b_hh,
     const std::optional<at::Tensor>& valid, c10::IntArrayRef periods,
-    c10::string_view activation, bool reverse) {
+    c10::string_view activation, bool reverse, const std::optional<at::Tensor>& drop,
+    const std::optional<at::Tensor>& zone) {
   check_args(us, h0, t0, w_hh, b_hh, periods);
   const int64_t T = us.size(0), N = us.size(1), H = us.size(2);
   const int64_t g = static_cast<int64_t>(periods.size()), B = H / g;
@@ -221,6 +233,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
   std::optional<at::Tensor> vc;
   if (valid.has_value()) vc = valid->contiguous();
   Mask mask(vc, T, N);
+  Regularize reg(drop, zone);
   const auto opts = us.options();
   at::Tensor u = us.contiguous(), h0c = h0.contiguous(), t0c = t0.contiguous();
   at::Tensor bias = b_hh.has_value() ? b_hh->contiguous() : at::zeros({H}, opts);
@@ -247,8 +260,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
       for (int64_t i = 0; i < T; ++i) {
         const int64_t t = st.forward_step(i);
         at::Tensor after = save ? xs.select(0, t + st.off_out()) : ys.select(0, t);
-        for (int64_t r = clock.first[t]; r < clock.first[t + 1]; ++r)
-          products.forward(after, before, clock.runs[r].first, clock.runs[r].second);
+        if (clock.first[t] < clock.first[t + 1]) {
+          const at::Tensor& h_prod = reg.input(before);  // h_{t-1}, or m h_{t-1}
+          for (int64_t r = clock.first[t]; r < clock.first[t + 1]; ++r)
+            products.forward(after, h_prod, clock.runs[r].first, clock.runs[r].second);
+        }
         const scalar_t* in = before.data_ptr<scalar_t>();
         scalar_t* out = after.data_ptr<scalar_t>();
         scalar_t* y_t = save ? ysp + t * N * H : nullptr;
@@ -281,6 +297,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
             k = k2;
           }
         });
+        reg.merge(t, after, before, 0);  // (a resting unit: lerp(h_{t-1}, h_{t-1}, d) = h_{t-1})
         before = after;
       }
     });
@@ -292,23 +309,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
           if (clock.act[r * g + k]) std::fill(ap + r * H + k * B, ap + r * H + (k + 1) * B, true);
     }
   });
-  if (!save && vc.has_value()) ys.mul_(vc->unsqueeze(2));
+  if (save && reg.zoning()) ys.copy_(xs.narrow(0, st.off_out(), T));  // the zoned h_t
+  if ((!save || reg.zoning()) && vc.has_value()) ys.mul_(vc->unsqueeze(2));
   return {ys, h_T, t_T, xs, active};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> clockwork_sequence(
     const at::Tensor& us, const at::Tensor& h0, const at::Tensor& t0, const at::Tensor& w_hh,
     const std::optional<at::Tensor>& b_hh, const std::optional<at::Tensor>& valid,
-    c10::IntArrayRef periods, c10::string_view activation, bool reverse) {
-  return run_forward(true, us, h0, t0, w_hh, b_hh, valid, periods, activation, reverse);
+    c10::IntArrayRef periods, c10::string_view activation, bool reverse,
+    const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone) {
+  return run_forward(true, us, h0, t0, w_hh, b_hh, valid, periods, activation, reverse, drop,
+                     zone);
 }
 
 // Without a backward to feed: no slot buffer (the outputs are the slots) and no activity mask.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> clockwork_sequence_inference(
     const at::Tensor& us, const at::Tensor& h0, const at::Tensor& t0, const at::Tensor& w_hh,
     const std::optional<at::Tensor>& b_hh, const std::optional<at::Tensor>& valid,
-    c10::IntArrayRef periods, c10::string_view activation, bool reverse) {
-  auto out = run_forward(false, us, h0, t0, w_hh, b_hh, valid, periods, activation, reverse);
+    c10::IntArrayRef periods, c10::string_view activation, bool reverse,
+    const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone) {
+  auto out = run_forward(false, us, h0, t0, w_hh, b_hh, valid, periods, activation, reverse,
+                         drop, zone);
   return {std::get<0>(out), std::get<1>(out), std::get<2>(out)};
 }
 
@@ -319,7 +341,8 @@ clockwork_sequence_backward(
     const at::Tensor& us, const at::Tensor& h0, const at::Tensor& t0, const at::Tensor& w_hh,
     const std::optional<at::Tensor>& b_hh, const at::Tensor& xs, const at::Tensor& /*active*/,
     const std::optional<at::Tensor>& valid, c10::IntArrayRef periods,
-    c10::string_view activation, bool reverse) {
+    c10::string_view activation, bool reverse, const std::optional<at::Tensor>& drop,
+    const std::optional<at::Tensor>& zone) {
   check_args(us, h0, t0, w_hh, b_hh, periods);
   const int64_t T = us.size(0), N = us.size(1), H = us.size(2);
   const int64_t g = static_cast<int64_t>(periods.size()), B = H / g;
@@ -333,11 +356,16 @@ clockwork_sequence_backward(
   std::optional<at::Tensor> vc;
   if (valid.has_value()) vc = valid->contiguous();
   Mask mask(vc, T, N);
+  const Regularize reg(drop, zone);
   const auto opts = us.options();
-  at::Tensor gy = grad_ys.contiguous(), xs_c = xs.contiguous(), t0c = t0.contiguous();
+  // (zoneout scales the step's output gradient in place: a copy)
+  at::Tensor gy = reg.zoning() ? grad_ys.contiguous().clone() : grad_ys.contiguous();
+  at::Tensor xs_c = xs.contiguous(), t0c = t0.contiguous();
   at::Tensor w = w_hh.clone(at::MemoryFormat::Contiguous);  // W~ below
   at::Tensor dz = at::empty({T, N, H}, opts);
   at::Tensor d = grad_h_T.contiguous().clone(), d_next = at::empty_like(d);
+  at::Tensor mdrop = drop.has_value() ? drop->contiguous() : at::Tensor();
+  at::Tensor prod = mdrop.defined() ? at::empty_like(d) : at::Tensor();  // W~^T dz_t, dropping
   at::Tensor g_w = at::zeros({H, H}, opts);
   AT_DISPATCH_FLOATING_TYPES(us.scalar_type(), "clockwork_sequence_backward", [&] {
     zero_unread<scalar_t>(w, periods);
@@ -350,6 +378,8 @@ clockwork_sequence_backward(
       constexpr Act a = decltype(kind)::value;
       for (int64_t i = 0; i < T; ++i) {
         const int64_t t = st.backward_step(i);
+        at::Tensor carry;  // d e, straight to h_{t-1} (zoneout); d and gy_t scaled by 1 - d
+        if (reg.zoning()) carry = reg.split(t, d, gy.select(0, t), vc, 0);
         const scalar_t* h_t = hp + (t + st.off_out()) * N * H;
         const scalar_t* gy_t = gyp + t * N * H;
         scalar_t* dz_t = dzp + t * N * H;
@@ -392,8 +422,16 @@ clockwork_sequence_backward(
           }
         });
         at::Tensor dz_step = dz.select(0, t);
-        for (int64_t r = clock.first[t]; r < clock.first[t + 1]; ++r)
-          products.backward(d_next, dz_step, clock.runs[r].first, clock.runs[r].second);
+        if (!mdrop.defined()) {
+          for (int64_t r = clock.first[t]; r < clock.first[t + 1]; ++r)
+            products.backward(d_next, dz_step, clock.runs[r].first, clock.runs[r].second);
+        } else if (clock.first[t] < clock.first[t + 1]) {  // d_{t-1} += m (W~^T dz_t)
+          prod.zero_();
+          for (int64_t r = clock.first[t]; r < clock.first[t + 1]; ++r)
+            products.backward(prod, dz_step, clock.runs[r].first, clock.runs[r].second);
+          d_next.addcmul_(prod, mdrop);
+        }
+        if (carry.defined()) d_next.add_(carry);
         std::swap(d, d_next);
       }
     });
@@ -405,7 +443,7 @@ clockwork_sequence_backward(
       for (int64_t r = clock.first[t]; r < clock.first[t + 1]; ++r)
         for (int64_t k = clock.runs[r].first; k < clock.runs[r].second; ++k)
           steps_of[k].push_back(t);
-    at::Tensor h_prev = xs_c.narrow(0, st.off_in(), T);  // (T, N, H)
+    at::Tensor h_prev = reg.before(xs_c.narrow(0, st.off_in(), T));  // (T, N, H): (m) h_{t-1}
     for (int64_t k = 0; k < g; ++k) {
       const std::vector<int64_t>& on = steps_of[k];
       if (on.empty()) continue;

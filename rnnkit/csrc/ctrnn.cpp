@@ -27,8 +27,21 @@
 // sum_i D_t,i (z - h_{t-1})_i / tau_i), and over all T N rows dW = sum_t (a D_t) p_{t-1}^T,
 // dlog_tau = -sum_{t,n} a D (z_t - h_{t-1}) (constant a: sum_j W_ij dW_ij +
 // sum_{t,n} a D (u_t - h_{t-1}), no z needed; the row sums gathered in the loop's pass).
+//
+// Recurrent dropout and zoneout (drop m (N, H), zone d (T, N, H); see Regularize in
+// recurrence.h). Forward: z_t = W (m p_{t-1}) + u_t (the GEMM reads m p_{t-1}; the leak keeps
+// the whole h_{t-1}, so the identity's M, which holds the leak, is not used while dropping),
+// h~_t as above, then h_t = d h_{t-1} + (1 - d) h~_t (in the pass, before phi), p_t = phi(h_t)
+// and y_t = m_t p_t of the zoned h_t (CTRNNCell.state_output). Backward (0/1 weights): E_t as
+// above is then the gradient of the zoned h_t (phi' read off the after-slot's p_t = phi(h_t),
+// zoned), and only (1 - d) E_t reaches h~_t:
+//   D_t = m_t (1 - d_t) E_t,
+//   dh_{t-1} = (1 - m_t) E_t + m_t d_t E_t + (1 - a) D_t + phi'(h_{t-1}) m W^T (a D_t)
+// and dus_t = a D_t (d(dt_t) = sum_i D_t,i (z - h_{t-1})_i / tau_i), dW = sum_t (a D_t)
+// (m p_{t-1})^T, dlog_tau as above with this D and dW (sum_j W_ij dW_ij is sum a D (W m p)).
 #include <torch/library.h>
 
+#include <cmath>
 #include <string_view>
 #include <type_traits>
 
@@ -37,13 +50,26 @@
 namespace rnnkit {
 namespace {
 
+// torch.lerp's a + w (b - a): exact at w = 0 and w = 1 (0/1 zoneout weights), a lane or a vector
+// (as scrn.cpp's; recurrence.h could hold one for both)
+template <typename s>
+inline s lerp_w(s a, s b, s w) {
+  return std::abs(w) < s(0.5) ? a + w * (b - a) : b - (b - a) * (s(1) - w);
+}
+template <typename s>
+inline Vec<s> lerp_w(const Vec<s>& a, const Vec<s>& b, const Vec<s>& w) {
+  const Vec<s> small = a + w * (b - a), large = b - (b - a) * (Vec<s>(s(1)) - w);
+  return Vec<s>::blendv(large, small, w.abs() < Vec<s>(s(0.5)));
+}
+
 using Out5 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
 // save: keep hs, ps (and zs) for a backward; else h and p live in two slots each, and the
 // pre-activations in ys itself.
 Out5 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const at::Tensor& w_hh,
                  const at::Tensor& log_tau, const std::optional<at::Tensor>& valid, double dt,
-                 bool dt_input, c10::string_view activation, bool reverse) {
+                 bool dt_input, c10::string_view activation, bool reverse,
+                 const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone) {
   const int64_t T = us_in.size(0), N = us_in.size(1), H = w_hh.size(0), U = us_in.size(2);
   TORCH_CHECK(U == H + (dt_input ? 1 : 0), "us: expected ", H + (dt_input ? 1 : 0),
               " columns, got ", U);
@@ -51,6 +77,10 @@ Out5 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
   const bool identity = act == Act::identity;
   Steps st{T, reverse};
   Mask mask(valid, T, N);
+  Regularize reg(drop, zone);
+  // the identity's GEMM holds the leak (M), unless dropping (m p_{t-1} there, the leak whole h)
+  const bool fold = identity && !reg.dropping();
+  at::Tensor zc = reg.zoning() ? zone->contiguous() : at::Tensor();
   at::Tensor us = us_in.contiguous();
   const auto opts = us.options();
   at::Tensor tau = at::exp(log_tau).contiguous();
@@ -70,7 +100,7 @@ Out5 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
     a = (at::reciprocal(tau) * dt).contiguous();  // exactly as the cell: dt / exp(log_tau)
     oma = (1 - a).contiguous();
     w = w_hh * a.unsqueeze(1);  // diag(a) W
-    if (identity) w.diagonal().add_(oma);  // M
+    if (fold) w.diagonal().add_(oma);  // M
   }
   hs.select(0, slot(st.first())).copy_(h0);
   const Product rec(w, N);
@@ -86,6 +116,7 @@ Out5 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
       const scalar_t* taub = tau.data_ptr<scalar_t>();
       const scalar_t* ab = dt_input ? nullptr : a.data_ptr<scalar_t>();
       const scalar_t* omab = dt_input ? nullptr : oma.data_ptr<scalar_t>();
+      const scalar_t* zdb = zc.defined() ? zc.data_ptr<scalar_t>() : nullptr;
       if constexpr (A != Act::identity) {  // p_0 = phi(h_0)
         const int64_t k = slot(st.first());
         for_rows(N, H, [&](int64_t n) {
@@ -98,7 +129,7 @@ Out5 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
         const int64_t t = st.forward_step(i);
         const int64_t k_in = slot(t + st.off_in()), k_out = slot(t + st.off_out());
         at::Tensor pre_t = pre.select(0, t);
-        rec.mm_(pre_t, ps.select(0, k_in));  // ps is hs for the identity
+        rec.mm_(pre_t, reg.input(ps.select(0, k_in)));  // ps is hs for the identity
         const bool padded = mask.any_padded(t);
         for_rows(N, H, [&](int64_t n) {
           const int64_t row = t * N + n;
@@ -111,6 +142,7 @@ Out5 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
           const scalar_t* u = ub + row * U;
           scalar_t* z = zb ? zb + row * H : nullptr;
           const scalar_t dt_row = dt_input ? ub[row * U + H] : scalar_t(0);
+          const scalar_t* zone_r = zdb ? zdb + row * H : nullptr;
           const bool counts = !padded || mask.counts(t, n, N);
           for_lanes<scalar_t>(H, [&](auto tag, int64_t j) {
             using V = decltype(tag);
@@ -120,9 +152,9 @@ Out5 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
               const V zd = q + uv - h_in;
               if (z) store(zd, z + j);
               h = h_in + V(dt_row) / load(taub + j, tag) * zd;
-            } else if (identity) {  // q = h_{t-1} M^T
+            } else if (fold) {  // q = h_{t-1} M^T
               h = q + load(ab + j, tag) * uv;
-            } else {  // q = a W p_{t-1}
+            } else {  // q = a W (m) p_{t-1}
               h = q + load(ab + j, tag) * uv + load(omab + j, tag) * h_in;
             }
             if (!counts) {
@@ -131,6 +163,7 @@ Out5 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
               store(V(scalar_t(0)), y + j);
               return;
             }
+            if (zone_r) h = lerp_w(h, h_in, load(zone_r + j, tag));  // the zoned h_t
             const V p = phi<A>(h);
             store(h, ho + j);
             if (!identity) store(p, po + j);
@@ -147,16 +180,20 @@ Out5 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
 
 Out5 ctrnn_sequence(const at::Tensor& us, const at::Tensor& h0, const at::Tensor& w_hh,
                     const at::Tensor& log_tau, const std::optional<at::Tensor>& valid, double dt,
-                    bool dt_input, c10::string_view activation, bool reverse) {
-  return run_forward(true, us, h0, w_hh, log_tau, valid, dt, dt_input, activation, reverse);
+                    bool dt_input, c10::string_view activation, bool reverse,
+                    const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone) {
+  return run_forward(true, us, h0, w_hh, log_tau, valid, dt, dt_input, activation, reverse, drop,
+                     zone);
 }
 
 // Without a backward to feed: h and p in two slots each, the pre-activations formed in ys.
 std::tuple<at::Tensor, at::Tensor> ctrnn_sequence_inference(
     const at::Tensor& us, const at::Tensor& h0, const at::Tensor& w_hh, const at::Tensor& log_tau,
     const std::optional<at::Tensor>& valid, double dt, bool dt_input,
-    c10::string_view activation, bool reverse) {
-  auto out = run_forward(false, us, h0, w_hh, log_tau, valid, dt, dt_input, activation, reverse);
+    c10::string_view activation, bool reverse, const std::optional<at::Tensor>& drop,
+    const std::optional<at::Tensor>& zone) {
+  auto out = run_forward(false, us, h0, w_hh, log_tau, valid, dt, dt_input, activation, reverse,
+                         drop, zone);
   return {std::get<0>(out), std::get<1>(out)};
 }
 
@@ -166,12 +203,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ctrnn_sequence_backwa
     const at::Tensor& /*h0*/, const at::Tensor& w_hh, const at::Tensor& log_tau,
     const at::Tensor& hs, const at::Tensor& ps, const at::Tensor& zs,
     const std::optional<at::Tensor>& valid, double dt, bool dt_input,
-    c10::string_view activation, bool reverse) {
+    c10::string_view activation, bool reverse, const std::optional<at::Tensor>& drop,
+    const std::optional<at::Tensor>& zone) {
   const int64_t T = us_in.size(0), N = us_in.size(1), H = w_hh.size(0), U = us_in.size(2);
   const Act act = elementwise_act(activation);
   const bool identity = act == Act::identity;
   Steps st{T, reverse};
   Mask mask(valid, T, N);
+  const Regularize reg(drop, zone);
+  at::Tensor zc = reg.zoning() ? zone->contiguous() : at::Tensor();
+  at::Tensor mdrop = reg.dropping() ? drop->contiguous() : at::Tensor();
   at::Tensor us = us_in.contiguous(), gy = grad_ys.contiguous(), hs_c = hs.contiguous();
   at::Tensor ps_c = identity ? hs_c : ps.contiguous();
   at::Tensor zs_c = dt_input ? zs.contiguous() : at::Tensor();
@@ -208,11 +249,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ctrnn_sequence_backwa
       scalar_t* accb = acc.data_ptr<scalar_t>();
       scalar_t* h0b = dh0.data_ptr<scalar_t>();
       const scalar_t* ghb = gh.data_ptr<scalar_t>();
+      const scalar_t* zdb = zc.defined() ? zc.data_ptr<scalar_t>() : nullptr;
+      const scalar_t* mb = mdrop.defined() ? mdrop.data_ptr<scalar_t>() : nullptr;
       // a at step t, row n, lane j
       auto a_at = [&](auto tag, int64_t t, int64_t n, int64_t j) {
         using V = decltype(tag);
         if (dt_input) return V(ub[(t * N + n) * U + H]) / load(taub + j, tag);
         return load(ab + j, tag);
+      };
+      // 1 - d at step t, row n, lane j: the part of E_t that reaches h~_t (zoneout)
+      auto keep_at = [&](auto tag, int64_t t, int64_t n, int64_t j) {
+        using V = decltype(tag);
+        return V(scalar_t(1)) - load(zdb + (t * N + n) * H + j, tag);
       };
       // E_t0 = dL/dh_T + m dy phi'(h_T), and a D_t0, for the first step going back
       {
@@ -229,7 +277,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ctrnn_sequence_backwa
             V ev = load(ghb + n * H + j, tag);
             if (counts) ev = ev + load(y + j, tag) * phi_prime<A>(load(p + j, tag));
             store(ev, e + j);
-            store(counts ? a_at(tag, t, n, j) * ev : V(scalar_t(0)), d + j);
+            V dv = ev;  // D_t
+            if (zdb) dv = keep_at(tag, t, n, j) * ev;
+            store(counts ? a_at(tag, t, n, j) * dv : V(scalar_t(0)), d + j);
           });
         });
       }
@@ -265,10 +315,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ctrnn_sequence_backwa
             V dh = ev;
             if (counts) {
               const V av = a_at(tag, t, n, j);
-              dh = (one - av) * ev + pd * load(qr + j, tag);
-              const V ad_v = av * ev;
+              V dv = ev;  // D_t
+              V qv = load(qr + j, tag);
+              if (mb) qv = qv * load(mb + n * H + j, tag);  // m W^T (a D_t)
+              if (zdb) {
+                const V kv = keep_at(tag, t, n, j);
+                dv = kv * ev;
+                dh = (one - av) * dv + (one - kv) * ev + pd * qv;  // + d E_t
+              } else {
+                dh = (one - av) * ev + pd * qv;
+              }
+              const V ad_v = av * dv;
               if (zr) {
-                const V r = ev * load(zr + j, tag);  // D (z - h_{t-1}) = dL/da
+                const V r = dv * load(zr + j, tag);  // D (z - h_{t-1}) = dL/da
                 store(load(ac + j, tag) + av * r, ac + j);
                 const V g = r * load(itb + j, tag);
                 if constexpr (std::is_same_v<V, scalar_t>) gdt_s += g;
@@ -283,7 +342,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ctrnn_sequence_backwa
             }
             if (counts2) dh = dh + load(y2 + j, tag) * pd;  // E_{t-1}
             store(dh, out + j);
-            store(counts2 ? a_at(tag, t2, n, j) * dh : V(scalar_t(0)), d2 + j);
+            V dv2 = dh;  // D_{t-1}
+            if (zdb && counts2) dv2 = keep_at(tag, t2, n, j) * dh;
+            store(counts2 ? a_at(tag, t2, n, j) * dv2 : V(scalar_t(0)), d2 + j);
           });
           if (dt_input) {
             scalar_t lanes[Vec<scalar_t>::size()];
@@ -297,7 +358,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ctrnn_sequence_backwa
     });
   });
   at::Tensor ad2 = ad.reshape({T * N, H});
-  at::Tensor p_prev = ps_c.narrow(0, st.off_in(), T).reshape({T * N, H});
+  at::Tensor p_prev = reg.before(ps_c.narrow(0, st.off_in(), T)).reshape({T * N, H});
   at::Tensor dw = at::mm(ad2.t(), p_prev);  // sum_t (a D_t) p_{t-1}^T
   at::Tensor dlog_tau = acc.sum(0);
   if (!dt_input) dlog_tau.add_((w_hh * dw).sum(1));  // + sum_t a D_t (W p_{t-1})

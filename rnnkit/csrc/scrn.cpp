@@ -18,12 +18,40 @@
 //   ds~_t = m_t (ds_t + g_t),  ds_{t-1} = (1 - m_t) ds_t + alpha ds~_t
 // and over all T N rows: dus = [ds~ ; da], dP = sum_t da_t s_t^T, dR = sum_t da_t h_{t-1}^T,
 // dalpha = sum_{t,n} ds~_t s_{t-1} (a learned alpha); dh_0, ds_0 the dh, ds left after the loops.
+//
+// Recurrent dropout and zoneout (drop m (N, H), zone d = [d^h | d^s] (T, N, H + S); see
+// Regularize in recurrence.h). Forward: the whole step first, from the unzoned s~,
+//   s~_t = u^s_t + alpha s_{t-1},  h~_t = sigmoid(u^h_t + P s~_t + R (m h_{t-1})),
+// then the state zoned, h_t = d^h h_{t-1} + (1 - d^h) h~_t, s_t = d^s s_{t-1} + (1 - d^s) s~_t
+// (the carry at a padded step after that), y_t = m_t [h_t ; s_t] of the zoned state. The context
+// loop keeps s~ apart (P s~_t for all steps), since the slot holds the zoned s_t. Backward (0/1
+// weights): with G^h = dh_t + m_t dy^h_t, G^s = ds_t + m_t dy^s_t the gradients of the zoned
+// h_t, s_t,
+//   da_t = m_t (1 - d^h) G^h h~_t (1 - h~_t),  dh_{t-1} = d^h G^h + m (R^T da_t)  (+ the carry)
+//   ds~_t = m_t ((1 - d^s) G^s + P^T da_t),  ds_{t-1} = alpha ds~_t + d^s G^s     (+ the carry)
+// (h~ read off the slot: where d^h = 1 it holds h_{t-1}, but then da_t = 0), dR = sum_t da_t
+// (m h_{t-1})^T, and dP = sum_t da_t s~_t^T with s~_t = u^s_t + alpha s_{t-1} made again from
+// the inputs: where d^s = 1 the slot holds s_{t-1}, but h~ was computed from s~ (as the LSTM's
+// c~). dus, dalpha as above (ds~ there is this one).
 #include <torch/library.h>
+
+#include <cmath>
 
 #include "recurrence.h"
 
 namespace rnnkit {
 namespace {
+
+// torch.lerp's a + w (b - a): exact at w = 0 and w = 1 (0/1 zoneout weights), a lane or a vector
+template <typename s>
+inline s lerp_w(s a, s b, s w) {
+  return std::abs(w) < s(0.5) ? a + w * (b - a) : b - (b - a) * (s(1) - w);
+}
+template <typename s>
+inline Vec<s> lerp_w(const Vec<s>& a, const Vec<s>& b, const Vec<s>& w) {
+  const Vec<s> small = a + w * (b - a), large = b - (b - a) * (Vec<s>(s(1)) - w);
+  return Vec<s>::blendv(large, small, w.abs() < Vec<s>(s(0.5)));
+}
 
 using Out4 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
@@ -31,15 +59,20 @@ using Out4 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 Out4 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const at::Tensor& s0,
                  const std::optional<at::Tensor>& alpha, const at::Tensor& w_P,
                  const at::Tensor& w_R, const std::optional<at::Tensor>& valid,
-                 double fixed_alpha, bool reverse) {
+                 double fixed_alpha, bool reverse, const std::optional<at::Tensor>& drop,
+                 const std::optional<at::Tensor>& zone) {
   const int64_t T = us_in.size(0), N = us_in.size(1), H = w_P.size(0), S = w_P.size(1);
   const int64_t W = H + S;
   Steps st{T, reverse};
   Mask mask(valid, T, N);
+  Regularize reg(drop, zone);
   at::Tensor us = us_in.contiguous();
   at::Tensor al = alpha.has_value() ? alpha->contiguous() : at::Tensor();
   at::Tensor ss = at::empty({T + 1, N, W}, us.options());
   at::Tensor ys = save ? at::empty({T, N, W}, us.options()) : at::Tensor();
+  // zoning: the zone weights read by the context loop, and s~ (T, N, S) kept apart for P s~
+  at::Tensor zc = reg.zoning() ? zone->contiguous() : at::Tensor();
+  at::Tensor s_new = reg.zoning() ? at::empty({T, N, S}, us.options()) : at::Tensor();
   ss.select(0, st.first()).narrow(1, 0, H).copy_(h0);
   ss.select(0, st.first()).narrow(1, H, S).copy_(s0);
   at::Tensor after = ss.narrow(0, st.off_out(), T);  // (T, N, H + S), contiguous
@@ -49,6 +82,8 @@ Out4 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
     scalar_t* yb = save ? ys.data_ptr<scalar_t>() : nullptr;
     const scalar_t* ab = al.defined() ? al.data_ptr<scalar_t>() : nullptr;
     const scalar_t fa = static_cast<scalar_t>(fixed_alpha);
+    const scalar_t* zb = zc.defined() ? zc.data_ptr<scalar_t>() : nullptr;
+    scalar_t* nb = s_new.defined() ? s_new.data_ptr<scalar_t>() : nullptr;
     // The context, a row at a time through all its steps (s kept in registers).
     for_rows(N, T * S, [&](int64_t n) {
       for_lanes<scalar_t>(S, [&](auto tag, int64_t j) {
@@ -58,21 +93,29 @@ Out4 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
         for (int64_t i = 0; i < T; ++i) {
           const int64_t t = st.forward_step(i);
           const bool counts = mask.counts(t, n, N);
-          if (counts) s = load(ub + (t * N + n) * W + j, tag) + a * s;
+          if (nb) {  // zoneout: s~ kept for P s~, the slot gets the zoned s_t
+            const V s_t = counts ? load(ub + (t * N + n) * W + j, tag) + a * s : s;
+            store(s_t, nb + (t * N + n) * S + j);
+            if (counts) s = lerp_w(s_t, s, load(zb + (t * N + n) * W + H + j, tag));
+          } else if (counts) {
+            s = load(ub + (t * N + n) * W + j, tag) + a * s;
+          }
           store(s, sb + ((t + st.off_out()) * N + n) * W + H + j);
           if (yb) store(counts ? s : V(scalar_t(0)), yb + (t * N + n) * W + H + j);
         }
       });
     });
-    // s_t P^T for all steps, into the h half of the after-slots (the pass adds u^h_t)
+    // s~_t P^T for all steps, into the h half of the after-slots (the pass adds u^h_t)
     at::Tensor a2 = after.narrow(2, 0, H).reshape({T * N, H});
-    at::mm_out(a2, after.narrow(2, H, S).reshape({T * N, S}), w_P.t());
+    at::Tensor s_tilde = s_new.defined() ? s_new.view({T * N, S})
+                                         : after.narrow(2, H, S).reshape({T * N, S});
+    at::mm_out(a2, s_tilde, w_P.t());
     const Product rec(w_R, N);  // h_{t-1} R^T
     for (int64_t i = 0; i < T; ++i) {
       const int64_t t = st.forward_step(i);
       const int64_t s_in = t + st.off_in(), s_out = t + st.off_out();
       at::Tensor a_t = ss.select(0, s_out).narrow(1, 0, H);
-      rec.add_(a_t, ss.select(0, s_in).narrow(1, 0, H));
+      rec.add_(a_t, reg.input(ss.select(0, s_in).narrow(1, 0, H)));  // (m) h_{t-1} R^T
       const bool padded = mask.any_padded(t);
       for_rows(N, H, [&](int64_t n) {
         const scalar_t* hi = sb + (s_in * N + n) * W;
@@ -92,8 +135,14 @@ Out4 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
           if (y) store(h, y + j);
         });
       });
+      reg.merge(t, ss.select(0, s_out).narrow(1, 0, H), ss.select(0, s_in).narrow(1, 0, H), 0);
     }
   });
+  if (save && reg.zoning()) {  // y^h_t of the zoned h_t (the context loop wrote the zoned s_t)
+    at::Tensor y_h = ys.narrow(2, 0, H);
+    y_h.copy_(after.narrow(2, 0, H));
+    if (valid.has_value()) y_h.mul_(valid->unsqueeze(2));
+  }
   at::Tensor last = ss.select(0, st.last());
   at::Tensor h_T = last.narrow(1, 0, H).clone(at::MemoryFormat::Contiguous);
   at::Tensor s_T = last.narrow(1, H, S).clone(at::MemoryFormat::Contiguous);
@@ -108,16 +157,19 @@ Out4 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
 Out4 scrn_sequence(const at::Tensor& us, const at::Tensor& h0, const at::Tensor& s0,
                    const std::optional<at::Tensor>& alpha, const at::Tensor& w_P,
                    const at::Tensor& w_R, const std::optional<at::Tensor>& valid,
-                   double fixed_alpha, bool reverse) {
-  return run_forward(true, us, h0, s0, alpha, w_P, w_R, valid, fixed_alpha, reverse);
+                   double fixed_alpha, bool reverse, const std::optional<at::Tensor>& drop,
+                   const std::optional<at::Tensor>& zone) {
+  return run_forward(true, us, h0, s0, alpha, w_P, w_R, valid, fixed_alpha, reverse, drop, zone);
 }
 
 // Without a backward to feed: ys is the slot buffer's after-slots (no copy), ss is not returned.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> scrn_sequence_inference(
     const at::Tensor& us, const at::Tensor& h0, const at::Tensor& s0,
     const std::optional<at::Tensor>& alpha, const at::Tensor& w_P, const at::Tensor& w_R,
-    const std::optional<at::Tensor>& valid, double fixed_alpha, bool reverse) {
-  auto out = run_forward(false, us, h0, s0, alpha, w_P, w_R, valid, fixed_alpha, reverse);
+    const std::optional<at::Tensor>& valid, double fixed_alpha, bool reverse,
+    const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone) {
+  auto out = run_forward(false, us, h0, s0, alpha, w_P, w_R, valid, fixed_alpha, reverse, drop,
+                         zone);
   return {std::get<0>(out), std::get<1>(out), std::get<2>(out)};
 }
 
@@ -127,12 +179,18 @@ scrn_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T,
                        const at::Tensor& grad_s_T, const at::Tensor& us, const at::Tensor& /*h0*/,
                        const at::Tensor& /*s0*/, const std::optional<at::Tensor>& alpha,
                        const at::Tensor& w_P, const at::Tensor& w_R, const at::Tensor& ss,
-                       const std::optional<at::Tensor>& valid, double fixed_alpha, bool reverse) {
+                       const std::optional<at::Tensor>& valid, double fixed_alpha, bool reverse,
+                       const std::optional<at::Tensor>& drop,
+                       const std::optional<at::Tensor>& zone) {
   const int64_t T = us.size(0), N = us.size(1), H = w_P.size(0), S = w_P.size(1);
   const int64_t W = H + S;
   Steps st{T, reverse};
   Mask mask(valid, T, N);
-  at::Tensor gy = grad_ys.contiguous(), ss_c = ss.contiguous();
+  const Regularize reg(drop, zone);
+  // (zoneout scales dy^h in place: a copy)
+  at::Tensor gy = reg.zoning() ? grad_ys.contiguous().clone() : grad_ys.contiguous();
+  at::Tensor ss_c = ss.contiguous();
+  at::Tensor zc = reg.zoning() ? zone->contiguous() : at::Tensor();
   at::Tensor al = alpha.has_value() ? alpha->contiguous() : at::Tensor();
   at::Tensor du = at::empty({T, N, W}, us.options());  // [ds~_t ; da_t]
   at::Tensor da = du.narrow(2, S, H);
@@ -140,7 +198,15 @@ scrn_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T,
   at::Tensor dh_next = at::empty_like(dh);
   at::Tensor ds = grad_s_T.contiguous().clone();  // the context loop's ds_t, per row
   at::Tensor acc = al.defined() ? at::zeros({N, S}, us.options()) : at::Tensor();
-  at::Tensor s_after = ss_c.narrow(0, st.off_out(), T).narrow(2, H, S).reshape({T * N, S});
+  // s~_t for dP: the after-slots, or (zoning: a slot may hold s_{t-1}) u^s_t + alpha s_{t-1}
+  at::Tensor s_after;
+  if (reg.zoning()) {
+    at::Tensor s_prev = ss_c.narrow(0, st.off_in(), T).narrow(2, H, S);
+    at::Tensor u_s = us.narrow(2, 0, S);
+    s_after = (al.defined() ? u_s + s_prev * al : u_s + s_prev * fixed_alpha).reshape({T * N, S});
+  } else {
+    s_after = ss_c.narrow(0, st.off_out(), T).narrow(2, H, S).reshape({T * N, S});
+  }
   at::Tensor da2 = da.reshape({T * N, H});
   const Product rec(w_R.t(), N);  // da_t R
   AT_DISPATCH_FLOATING_TYPES(us.scalar_type(), "scrn_sequence_backward", [&] {
@@ -151,6 +217,8 @@ scrn_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T,
     for (int64_t i = 0; i < T; ++i) {
       const int64_t t = st.backward_step(i);
       const bool padded = mask.any_padded(t);
+      at::Tensor carry;  // d^h G^h, straight to h_{t-1}; dh and dy^h_t scaled by 1 - d^h
+      if (reg.zoning()) carry = reg.split(t, dh, gy.select(0, t).narrow(1, 0, H), valid, 0);
       const scalar_t* dhp = dh.data_ptr<scalar_t>();
       scalar_t* dhn = dh_next.data_ptr<scalar_t>();
       for_rows(N, H, [&](int64_t n) {
@@ -172,10 +240,14 @@ scrn_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T,
       });
       at::Tensor da_t = da.select(0, t);
       if (padded) {
-        rec.add_(dh_next, da_t);  // dh_{t-1} = (1 - m_t) dh_t + da_t R
+        reg.add_back(rec, dh_next, da_t);  // dh_{t-1} = (1 - m_t) dh_t + (da_t R) m
+      } else if (reg.dropping()) {
+        dh_next.zero_();
+        reg.add_back(rec, dh_next, da_t);
       } else {
         rec.mm_(dh_next, da_t);
       }
+      if (carry.defined()) dh_next.add_(carry);
       std::swap(dh, dh_next);
     }
     // da_t P for all steps, into the s half of dus (the context loop adds dy^s_t)
@@ -184,6 +256,7 @@ scrn_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T,
     // The context loop, a row at a time through all its steps (ds kept in registers).
     const scalar_t* ab = al.defined() ? al.data_ptr<scalar_t>() : nullptr;
     const scalar_t fa = static_cast<scalar_t>(fixed_alpha);
+    const scalar_t* zb = zc.defined() ? zc.data_ptr<scalar_t>() : nullptr;
     scalar_t* dsb = ds.data_ptr<scalar_t>();
     scalar_t* accb = acc.defined() ? acc.data_ptr<scalar_t>() : nullptr;
     for_rows(N, T * S, [&](int64_t n) {
@@ -198,6 +271,15 @@ scrn_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T,
             store(V(scalar_t(0)), g);
             continue;
           }
+          if (zb) {  // G^s = ds_t + dy^s_t: (1 - d^s) G^s to s~_t, d^s G^s to s_{t-1}
+            const V G = load(yb + (t * N + n) * W + H + j, tag) + d;
+            const V w = load(zb + (t * N + n) * W + H + j, tag);
+            const V e = load(g, tag) + (V(scalar_t(1)) - w) * G;  // ds~_t
+            store(e, g);
+            if (accb) ga = ga + e * load(sb + ((t + st.off_in()) * N + n) * W + H + j, tag);
+            d = a * e + w * G;
+            continue;
+          }
           const V e = load(g, tag) + load(yb + (t * N + n) * W + H + j, tag) + d;  // ds~_t
           store(e, g);
           if (accb) ga = ga + e * load(sb + ((t + st.off_in()) * N + n) * W + H + j, tag);
@@ -208,7 +290,8 @@ scrn_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T,
       });
     });
   });
-  at::Tensor h_before = ss_c.narrow(0, st.off_in(), T).narrow(2, 0, H).reshape({T * N, H});
+  at::Tensor h_before =
+      reg.before(ss_c.narrow(0, st.off_in(), T).narrow(2, 0, H)).reshape({T * N, H});
   return {du,
           dh,
           ds,

@@ -313,18 +313,21 @@ def clockwork_sequence(
     *,
     reverse: bool = False,
     lengths: Tensor | None = None,
+    masks=None,
 ) -> tuple[Tensor, ClockworkState]:
     """Run ``cell`` over ``xs`` ``(T, N, I)`` from ``state`` (zeros if None), fused.
 
     Returns ``(ys (T, N, H), ClockworkState(h_T, t_T))``, exactly ``rnnkit.scan(cell, xs,
-    state, reverse=reverse, lengths=lengths)``, with a hand-written BPTT backward (module
-    docstring), through the op ``torch.ops.rnnkit.clockwork_sequence`` (so torch.compile and
-    torch.export trace it).
+    state, reverse=reverse, lengths=lengths, masks=masks)``, with a hand-written BPTT backward
+    (module docstring; the regularizer masks, :class:`rnnkit.regularize.Masks`, as
+    ``csrc/clockwork.cpp`` writes them out), through the op
+    ``torch.ops.rnnkit.clockwork_sequence`` (so torch.compile and torch.export trace it).
     """
     from ..ops import clockwork as op  # (loads the ops on first use)
     state, valid = checked(cell, ClockworkCell, xs, state, lengths)
     h0, t0 = state
+    drop, zone = (None, None) if masks is None else masks[:2]
     ys, h_t, t_t = op.clockwork_sequence(cell.precompute(xs), h0, t0, cell.weight_hh,
                                          cell.bias_hh, valid, list(cell.periods),
-                                         cell.activation, bool(reverse))
+                                         cell.activation, bool(reverse), drop, zone)
     return ys, ClockworkState(h_t, t_t)

@@ -290,15 +290,19 @@ def ctrnn_sequence(
     *,
     reverse: bool = False,
     lengths: Tensor | None = None,
+    masks=None,
 ) -> tuple[Tensor, Tensor]:
     """Run ``cell`` over ``xs`` ``(T, N, I)`` from ``state`` ``h0 (N, H)`` (zeros if None),
     fused.
 
     Returns ``(ys (T, N, H), h_T)``, exactly ``rnnkit.scan(cell, xs, state, reverse=reverse,
-    lengths=lengths)``, with a hand-written BPTT backward (module docstring), through the op
-    ``torch.ops.rnnkit.ctrnn_sequence`` (so torch.compile and torch.export trace it).
+    lengths=lengths, masks=masks)``, with a hand-written BPTT backward (module docstring; the
+    regularizer masks, :class:`rnnkit.regularize.Masks`, as ``csrc/ctrnn.cpp`` writes them
+    out), through the op ``torch.ops.rnnkit.ctrnn_sequence`` (so torch.compile and torch.export
+    trace it).
     """
     from ..ops import ctrnn as op  # (loads the ops on first use)
     h0, valid = checked(cell, CTRNNCell, xs, state, lengths)
+    drop, zone = (None, None) if masks is None else masks[:2]
     return op.ctrnn_sequence(cell.precompute(xs), h0, cell.weight_hh, cell.log_tau, valid,
-                             cell.dt, cell.dt_input, cell.activation, bool(reverse))
+                             cell.dt, cell.dt_input, cell.activation, bool(reverse), drop, zone)

@@ -188,18 +188,21 @@ def scrn_sequence(
     *,
     reverse: bool = False,
     lengths: Tensor | None = None,
+    masks=None,
 ) -> tuple[Tensor, SCRNState]:
     """Run ``cell`` over ``xs`` ``(T, N, I)`` from ``state`` (zeros if None), fused.
 
     Returns ``(ys (T, N, H + S), SCRNState(h_T, s_T))``, exactly ``rnnkit.scan(cell, xs, state,
-    reverse=reverse, lengths=lengths)``, with a hand-written backward (module docstring),
-    through the op ``torch.ops.rnnkit.scrn_sequence`` (so torch.compile and torch.export trace
-    it).
+    reverse=reverse, lengths=lengths, masks=masks)``, with a hand-written backward (module
+    docstring; the regularizer masks, :class:`rnnkit.regularize.Masks`, as ``csrc/scrn.cpp``
+    writes them out), through the op ``torch.ops.rnnkit.scrn_sequence`` (so torch.compile and
+    torch.export trace it).
     """
     from ..ops import scrn as op  # (loads the ops on first use)
     (h0, s0), valid = checked(cell, SCRNCell, xs, state, lengths)
     alpha = cell.alpha  # the fixed float, or the learned (S,) tensor
     learned, fixed = (alpha, 0.0) if isinstance(alpha, Tensor) else (None, float(alpha))
+    drop, zone = (None, None) if masks is None else masks[:2]
     ys, h, s = op.scrn_sequence(cell.precompute(xs), h0, s0, learned, cell.weight_P,
-                                cell.weight_R, valid, fixed, bool(reverse))
+                                cell.weight_R, valid, fixed, bool(reverse), drop, zone)
     return ys, SCRNState(h, s)

@@ -10,10 +10,12 @@ counter (part of the state), :math:`\phi` tanh/sigmoid/relu/identity, :math:`m_t
 mask, and the unit periods :math:`T_{\mathrm{unit}}` and block upper-triangular mask :math:`M`
 made from ``periods`` (``H / len(periods)`` units a module), as the cell makes its buffers.
 ``clockwork_sequence(us (T, N, H), h0 (N, H), t0 (N, 1), w_hh (H, H), b_hh? (H), valid?,
-periods, activation, reverse) -> (ys (T, N, H), h_T, t_T (N, 1), xs (T + 1, N, H), active
-(T, N, H) bool)``: the carried-state slot buffer and the activity mask :math:`A` (all False,
-unused, where every step is fast) for ``clockwork_sequence_backward``, which makes the fast
-steps' runs again from ``t0`` and ``valid``.
+periods, activation, reverse, drop?, zone?) -> (ys (T, N, H), h_T, t_T (N, 1), xs (T + 1, N, H),
+active (T, N, H) bool)``: the carried-state slot buffer and the activity mask :math:`A` (all
+False, unused, where every step is fast) for ``clockwork_sequence_backward``, which makes the
+fast steps' runs again from ``t0`` and ``valid``. ``drop`` ``(N, H)`` and ``zone``
+``(T, N, H)``: the regularizer masks (:func:`reference`; the compiled loop applies them, the
+pure-torch one computes such calls from the reference).
 
 Two implementations. On the CPU a compiled C++ loop (``rnnkit/csrc/clockwork.cpp``: at each step
 one GEMM per run of modules active in some sequence, over those rows of :math:`W_{hh} \odot M`
@@ -38,18 +40,25 @@ from . import _cells, _wiring
 
 INPUTS = "Tensor us, Tensor h0, Tensor t0, Tensor w_hh, Tensor? b_hh"
 FLAGS = "int[] periods, str activation, bool reverse"
-_wiring.define("clockwork_sequence", INPUTS, 2, FLAGS, ["xs", "active"])
+_wiring.define("clockwork_sequence", INPUTS, 2, FLAGS, ["xs", "active"], masks=True)
 
 
-def reference(us, h0, t0, w_hh, b_hh, valid, periods, activation: str, reverse: bool):
-    """``(ys, h_T, t_T)`` in differentiable torch ops (``ClockworkCell.step``'s)."""
+def reference(us, h0, t0, w_hh, b_hh, valid, periods, activation: str, reverse: bool,
+              drop=None, zone=None):
+    """``(ys, h_T, t_T)`` in differentiable torch ops (``ClockworkCell.step``'s); with the
+    regularizer masks, ``W~ (drop h_{t-1})`` (the resting modules keep their whole
+    ``h_{t-1}``) and ``h_t = lerp(h_t, h_{t-1}, zone_t)`` (the counter is not zoned)."""
     mask, unit_periods = kernel.unit_buffers(periods, h0.shape[1], us)
     phi = _ACTIVATIONS[activation]
+    # zone_t in the order _cells.run visits the steps
+    zones = None if zone is None else iter(zone.unbind(0)[:: -1 if reverse else 1])
 
     def step(u, h, t):
-        candidate = phi(u + F.linear(h, w_hh * mask, b_hh))
-        h = torch.where(torch.remainder(torch.round(t), unit_periods) == 0, candidate, h)
-        return h, h, t + 1
+        candidate = phi(u + F.linear(h if drop is None else h * drop, w_hh * mask, b_hh))
+        new = torch.where(torch.remainder(torch.round(t), unit_periods) == 0, candidate, h)
+        if zones is not None:
+            new = torch.lerp(new, h, next(zones))
+        return new, new, t + 1
 
     return _cells.run(step, us, (h0, t0), valid, reverse)
 
@@ -76,7 +85,7 @@ def _python_backward(grad_ys, grad_h_t, grad_t_t, us, h0, t0, w_hh, b_hh, xs_, a
     return _cells.gradients(grads, (us, h0, t0, w_hh, b_hh), us)
 
 
-def _fake(us, h0, t0, w_hh, b_hh, valid, periods, activation, reverse):
+def _fake(us, h0, t0, w_hh, b_hh, valid, periods, activation, reverse, drop=None, zone=None):
     T, N, H = us.shape
     return (us.new_empty(T, N, H), us.new_empty(N, H), torch.empty_like(t0),
             us.new_empty(T + 1, N, H), us.new_empty(T, N, H, dtype=torch.bool))
@@ -91,9 +100,9 @@ def register() -> None:
 
 
 def clockwork_sequence(us: Tensor, h0: Tensor, t0: Tensor, w_hh: Tensor, b_hh, valid,
-                       periods: list[int], activation: str,
-                       reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
+                       periods: list[int], activation: str, reverse: bool, drop=None,
+                       zone=None) -> tuple[Tensor, Tensor, Tensor]:
     """``(ys, h_T, t_T)`` of the op (its other outputs are for backward only; not kept where
     autograd does not record)."""
     return _wiring.call("clockwork_sequence", us, h0, t0, w_hh, b_hh, valid, periods, activation,
-                        reverse)
+                        reverse, drop, zone)

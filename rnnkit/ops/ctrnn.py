@@ -11,15 +11,17 @@ tanh/sigmoid/relu/identity and :math:`m_t` the padding mask; :math:`\Delta t` is
 ``dt``, or with ``dt_input`` the last column of ``us`` (per step and sequence, so ``us`` is
 ``(T, N, H + 1)`` and its gradient reaches :math:`\Delta t` too).
 ``ctrnn_sequence(us (T, N, H[+1]), h0 (N, H), w_hh (H, H), log_tau (H), valid?, dt, dt_input,
-activation, reverse) -> (ys (T, N, H), h_T, hs (T + 1, N, H), ps (T + 1, N, H), zs (T, N, H))``:
-``hs`` and ``ps`` are the slot buffers of the carried state and its activation (``ps`` absent,
-``(0,)``, for the identity), ``zs`` the ``dt_input`` loop's :math:`z_t - h_{t-1}` (absent
-without it), for ``ctrnn_sequence_backward``, which reads only its own forward's buffers. On the
-CPU the op is the compiled C++ loop (``rnnkit/csrc/ctrnn.cpp``) where it built; its buffers hold
-:math:`h`, :math:`\phi(h)` and :math:`z_t - h_{t-1}` themselves. The pure-torch loop's (CUDA,
-and the CPU without the build) hold the same with sigmoid, relu and identity, but with tanh
-:math:`2h`, :math:`\mathrm{sigmoid}(2h)` and :math:`2 (z_t - h_{t-1})` (its trick against
-torch's slow CPU tanh). Derivation and loops (the pure-torch implementation):
+activation, reverse, drop?, zone?) -> (ys (T, N, H), h_T, hs (T + 1, N, H), ps (T + 1, N, H),
+zs (T, N, H))``: ``hs`` and ``ps`` are the slot buffers of the carried state and its activation
+(``ps`` absent, ``(0,)``, for the identity), ``zs`` the ``dt_input`` loop's
+:math:`z_t - h_{t-1}` (absent without it), for ``ctrnn_sequence_backward``, which reads only its
+own forward's buffers. ``drop`` ``(N, H)`` and ``zone`` ``(T, N, H)``: the regularizer masks
+(:func:`reference`; the compiled loop applies them, the pure-torch one computes such calls from
+the reference). On the CPU the op is the compiled C++ loop (``rnnkit/csrc/ctrnn.cpp``) where it
+built; its buffers hold :math:`h`, :math:`\phi(h)` and :math:`z_t - h_{t-1}` themselves. The
+pure-torch loop's (CUDA, and the CPU without the build) hold the same with sigmoid, relu and
+identity, but with tanh :math:`2h`, :math:`\mathrm{sigmoid}(2h)` and :math:`2 (z_t - h_{t-1})`
+(its trick against torch's slow CPU tanh). Derivation and loops (the pure-torch implementation):
 :mod:`rnnkit.kernels.ctrnn`; frame, autograd and fallback: :mod:`rnnkit.ops._wiring`.
 """
 
@@ -35,19 +37,26 @@ from . import _cells, _wiring
 
 INPUTS = "Tensor us, Tensor h0, Tensor w_hh, Tensor log_tau"
 FLAGS = "float dt, bool dt_input, str activation, bool reverse"
-_wiring.define("ctrnn_sequence", INPUTS, 1, FLAGS, ["hs", "ps", "zs"])
+_wiring.define("ctrnn_sequence", INPUTS, 1, FLAGS, ["hs", "ps", "zs"], masks=True)
 
 
 def reference(us, h0, w_hh, log_tau, valid, dt: float, dt_input: bool, activation: str,
-              reverse: bool):
-    """``(ys, h_T)`` in differentiable torch ops (``CTRNNCell.step``'s)."""
+              reverse: bool, drop=None, zone=None):
+    """``(ys, h_T)`` in differentiable torch ops (``CTRNNCell.step``'s); with the regularizer
+    masks, ``W_hh (drop phi(h_{t-1}))`` (the leak keeps the whole ``h_{t-1}``) and
+    ``h_t = lerp(h~_t, h_{t-1}, zone_t)``, the output ``phi(h_t)`` of the zoned state."""
     phi = _ACTIVATIONS[activation]
+    # zone_t in the order _cells.run visits the steps
+    zones = None if zone is None else iter(zone.unbind(0)[:: -1 if reverse else 1])
 
     def step(u, h):
         drive, step_dt = (u[:, :-1], u[:, -1:]) if dt_input else (u, dt)
         alpha = step_dt / torch.exp(log_tau)
-        h = (1 - alpha) * h + alpha * (F.linear(phi(h), w_hh) + drive)
-        return phi(h), h
+        p = phi(h) if drop is None else phi(h) * drop
+        new = (1 - alpha) * h + alpha * (F.linear(p, w_hh) + drive)
+        if zones is not None:
+            new = torch.lerp(new, h, next(zones))
+        return phi(new), new
 
     return _cells.run(step, us, (h0,), valid, reverse)
 
@@ -70,7 +79,8 @@ def _python_backward(grad_ys, grad_h_t, us, h0, w_hh, log_tau, hs, ps, zs, valid
     return _cells.gradients(grads, (us, h0, w_hh, log_tau), us)
 
 
-def _fake(us, h0, w_hh, log_tau, valid, dt, dt_input, activation, reverse):
+def _fake(us, h0, w_hh, log_tau, valid, dt, dt_input, activation, reverse, drop=None,
+          zone=None):
     T, N, H = us.shape[0], us.shape[1], h0.shape[1]
     ps = us.new_empty(0) if activation == "identity" else us.new_empty(T + 1, N, H)
     zs = us.new_empty(T, N, H) if dt_input else us.new_empty(0)
@@ -85,8 +95,9 @@ def register() -> None:
 
 
 def ctrnn_sequence(us: Tensor, h0: Tensor, w_hh: Tensor, log_tau: Tensor, valid, dt: float,
-                   dt_input: bool, activation: str, reverse: bool) -> tuple[Tensor, Tensor]:
+                   dt_input: bool, activation: str, reverse: bool, drop=None,
+                   zone=None) -> tuple[Tensor, Tensor]:
     """``(ys, h_T)`` of the op (its other outputs are for backward only; not kept where autograd
     does not record)."""
     return _wiring.call("ctrnn_sequence", us, h0, w_hh, log_tau, valid, dt, dt_input, activation,
-                        reverse)
+                        reverse, drop, zone)

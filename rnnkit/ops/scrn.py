@@ -8,13 +8,15 @@ r"""``torch.ops.rnnkit.scrn_sequence``: the SCRN recurrence over a whole sequenc
 :math:`[u^s_t ; u^h_t] = [(1 - \alpha) B x_t ; A x_t + b]` (``cell.precompute``, outside the op,
 which so also differentiates a learned :math:`\alpha = \sigma(a)` there).
 ``scrn_sequence(us (T, N, S + H), h0 (N, H), s0 (N, S), alpha? (S), w_P (H, S), w_R (H, H),
-valid?, fixed_alpha, reverse) -> (ys (T, N, H + S), h_T, s_T, ss (T + 1, N, H + S))``: a learned
-:math:`\alpha` is the tensor ``alpha``, a fixed one the float ``fixed_alpha`` with ``alpha``
-None; ``ss`` is the slot buffer of the carried ``[h ; s]`` for ``scrn_sequence_backward`` (the
-same content in both implementations). On the CPU the op is the compiled C++ loop
-(``rnnkit/csrc/scrn.cpp``) where it built; elsewhere the pure-torch one. Derivation and loops
-(the pure-torch implementation): :mod:`rnnkit.kernels.scrn`; frame, autograd and fallback:
-:mod:`rnnkit.ops._wiring`.
+valid?, fixed_alpha, reverse, drop?, zone?) -> (ys (T, N, H + S), h_T, s_T, ss (T + 1, N,
+H + S))``: a learned :math:`\alpha` is the tensor ``alpha``, a fixed one the float
+``fixed_alpha`` with ``alpha`` None; ``ss`` is the slot buffer of the carried ``[h ; s]`` for
+``scrn_sequence_backward`` (the same content in both implementations). ``drop`` ``(N, H)`` and
+``zone`` ``(T, N, H + S)``: the regularizer masks (:func:`reference`; the compiled loop applies
+them, the pure-torch one computes such calls from the reference). On the CPU the op is the
+compiled C++ loop (``rnnkit/csrc/scrn.cpp``) where it built; elsewhere the pure-torch one.
+Derivation and loops (the pure-torch implementation): :mod:`rnnkit.kernels.scrn`; frame,
+autograd and fallback: :mod:`rnnkit.ops._wiring`.
 """
 
 from __future__ import annotations
@@ -28,18 +30,28 @@ from . import _cells, _wiring
 
 INPUTS = "Tensor us, Tensor h0, Tensor s0, Tensor? alpha, Tensor w_P, Tensor w_R"
 FLAGS = "float fixed_alpha, bool reverse"
-_wiring.define("scrn_sequence", INPUTS, 2, FLAGS, ["ss"])
+_wiring.define("scrn_sequence", INPUTS, 2, FLAGS, ["ss"], masks=True)
 
 
-def reference(us, h0, s0, alpha, w_P, w_R, valid, fixed_alpha: float, reverse: bool):
-    """``(ys, h_T, s_T)`` in differentiable torch ops (``SCRNCell.step``'s)."""
+def reference(us, h0, s0, alpha, w_P, w_R, valid, fixed_alpha: float, reverse: bool, drop=None,
+              zone=None):
+    """``(ys, h_T, s_T)`` in differentiable torch ops (``SCRNCell.step``'s); with the
+    regularizer masks, ``R (drop h_{t-1})``, and ``h_t, s_t`` zoned out by ``zone_t``'s
+    ``[h | s]`` columns after the whole step (``h~`` from the unzoned ``s~``), the output
+    ``[h_t ; s_t]`` of the zoned state."""
     a = alpha if alpha is not None else fixed_alpha
-    S = s0.shape[1]
+    H, S = h0.shape[1], s0.shape[1]
+    # zone_t in the order _cells.run visits the steps
+    zones = None if zone is None else iter(zone.unbind(0)[:: -1 if reverse else 1])
 
     def step(u, h, s):
-        s = u[:, :S] + a * s
-        h = torch.sigmoid(u[:, S:] + F.linear(s, w_P) + F.linear(h, w_R))
-        return torch.cat([h, s], dim=1), h, s
+        s_new = u[:, :S] + a * s
+        h_new = torch.sigmoid(u[:, S:] + F.linear(s_new, w_P)
+                              + F.linear(h if drop is None else h * drop, w_R))
+        if zones is not None:
+            d = next(zones)
+            h_new, s_new = torch.lerp(h_new, h, d[:, :H]), torch.lerp(s_new, s, d[:, H:])
+        return torch.cat([h_new, s_new], dim=1), h_new, s_new
 
     return _cells.run(step, us, (h0, s0), valid, reverse)
 
@@ -61,7 +73,7 @@ def _python_backward(grad_ys, grad_h_t, grad_s_t, us, h0, s0, alpha, w_P, w_R, s
     return _cells.gradients(grads, (us, h0, s0, alpha, w_P, w_R), us)
 
 
-def _fake(us, h0, s0, alpha, w_P, w_R, valid, fixed_alpha, reverse):
+def _fake(us, h0, s0, alpha, w_P, w_R, valid, fixed_alpha, reverse, drop=None, zone=None):
     (T, N, _), (H, S) = us.shape, w_P.shape
     return (us.new_empty(T, N, H + S), us.new_empty(N, H), us.new_empty(N, S),
             us.new_empty(T + 1, N, H + S))
@@ -75,7 +87,9 @@ def register() -> None:
 
 
 def scrn_sequence(us: Tensor, h0: Tensor, s0: Tensor, alpha, w_P: Tensor, w_R: Tensor, valid,
-                  fixed_alpha: float, reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
+                  fixed_alpha: float, reverse: bool, drop=None,
+                  zone=None) -> tuple[Tensor, Tensor, Tensor]:
     """``(ys, h_T, s_T)`` of the op (its ``ss`` is for backward only; not kept where autograd does
     not record)."""
-    return _wiring.call("scrn_sequence", us, h0, s0, alpha, w_P, w_R, valid, fixed_alpha, reverse)
+    return _wiring.call("scrn_sequence", us, h0, s0, alpha, w_P, w_R, valid, fixed_alpha, reverse,
+                        drop, zone)
