@@ -50,18 +50,6 @@
 namespace rnnkit {
 namespace {
 
-// torch.lerp's a + w (b - a): exact at w = 0 and w = 1 (0/1 zoneout weights), a lane or a vector
-// (as scrn.cpp's; recurrence.h could hold one for both)
-template <typename s>
-inline s lerp_w(s a, s b, s w) {
-  return std::abs(w) < s(0.5) ? a + w * (b - a) : b - (b - a) * (s(1) - w);
-}
-template <typename s>
-inline Vec<s> lerp_w(const Vec<s>& a, const Vec<s>& b, const Vec<s>& w) {
-  const Vec<s> small = a + w * (b - a), large = b - (b - a) * (Vec<s>(s(1)) - w);
-  return Vec<s>::blendv(large, small, w.abs() < Vec<s>(s(0.5)));
-}
-
 using Out5 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
 // save: keep hs, ps (and zs) for a backward; else h and p live in two slots each, and the

@@ -14,6 +14,7 @@
 #include <ATen/cpu/vec/vec.h>  // Vectorized<T>: AVX2/AVX-512 with the flags rnnkit.ops.build sets
 
 #include <algorithm>
+#include <cmath>
 #include <optional>
 
 namespace rnnkit {
@@ -210,6 +211,18 @@ template <typename s>
 inline s tanh_(s v) { return std::tanh(v); }
 template <typename s>
 inline Vec<s> tanh_(const Vec<s>& v) { return v.tanh(); }
+
+// torch.lerp's a + w (b - a), a lane or a vector: exact at w = 0 and w = 1 (the 0/1 zoneout
+// weights), as torch's (which switches to b - (b - a)(1 - w) from w = 0.5 on).
+template <typename s>
+inline s lerp_w(s a, s b, s w) {
+  return std::abs(w) < s(0.5) ? a + w * (b - a) : b - (b - a) * (s(1) - w);
+}
+template <typename s>
+inline Vec<s> lerp_w(const Vec<s>& a, const Vec<s>& b, const Vec<s>& w) {
+  const Vec<s> small = a + w * (b - a), large = b - (b - a) * (Vec<s>(s(1)) - w);
+  return Vec<s>::blendv(large, small, w.abs() < Vec<s>(s(0.5)));
+}
 
 template <typename scalar_t, typename F>
 inline void for_lanes(int64_t H, const F& f) {
