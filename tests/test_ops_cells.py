@@ -369,3 +369,101 @@ def test_cell_op_zoneout_expectation_in_the_inference_op(name, cfg):
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
             torch.testing.assert_close(c, b, rtol=0, atol=0)
             torch.testing.assert_close(b, d, rtol=1e-12, atol=1e-12)
+
+
+# ---- the regularizer masks (rnnkit.regularize) in the Jordan and fully recurrent ops --------
+
+MASKED_OPS = ("jordan", "fully")
+MASK_CASES = [(name, cfg, i % 2 == 1) for name in MASKED_OPS
+              for i, cfg in enumerate(OPS[name][2])]
+MASK_IDS = [f"{n}-{c}-{'rev' if r else 'fwd'}" for n, c, r in MASK_CASES]
+
+
+def _masks(state, which, seed=1):
+    """A scaled recurrent dropout mask (N, R) and 0/1 zoneout weights (T, N, S) for a state of
+    these leaves (R = S: every leaf enters the product and is zoned), or None, by ``which``:
+    "drop", "zone" or "both"."""
+    g = torch.Generator().manual_seed(seed)
+    S = sum(s.shape[1] for s in _leaves(state))
+    drop = (torch.rand(N, S, generator=g, dtype=F64) > 0.3).to(F64) / 0.7
+    zone = (torch.rand(T, N, S, generator=g, dtype=F64) < 0.4).to(F64)
+    return (drop if which != "zone" else None), (zone if which != "drop" else None)
+
+
+@pytest.mark.parametrize("which", ["drop", "zone", "both"])
+@pytest.mark.parametrize("name, cfg, reverse", MASK_CASES, ids=MASK_IDS)
+def test_masked_op_equals_its_reference_and_scan_gradchecks_and_passes_opcheck(name, cfg, reverse,
+                                                                              which):
+    """Recurrent dropout and zoneout inside the op (compiled where it built): its outputs equal
+    its differentiable reference's and ``scan``'s with the same masks, its hand-derived backward
+    passes float64 gradcheck (and gradgradcheck, which differentiates the reference), and
+    opcheck passes; padded sequences throughout."""
+    from rnnkit.regularize import Masks
+
+    build, module, cfgs = OPS[name]
+    cell, xs, state, args, flags = build(cfgs[cfg])
+    drop, zone = _masks(state, which)
+    op = getattr(torch.ops.rnnkit, f"{name}_sequence")
+    tail = (VALID, *flags, reverse, drop, zone)
+    S = len(_leaves(state))
+    with torch.no_grad():
+        got = op(*args, *tail)[: 1 + S]
+        inference = getattr(torch.ops.rnnkit, f"{name}_sequence_inference")(*args, *tail)
+        ref = module.reference(*args, *tail)
+        ys, final = scan(cell, xs, state, reverse=reverse, lengths=LENGTHS,
+                         masks=Masks(drop, zone, True))
+    for a, b, c, d in zip(got, inference, ref, [ys, *_leaves(final)], strict=True):
+        torch.testing.assert_close(a, d, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(b, d, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(c, d, rtol=1e-12, atol=1e-12)
+
+    def f(*a):
+        return op(*a, *tail)[: 1 + S]
+
+    assert gradcheck(f, args)
+    if which == "both":
+        assert gradgradcheck(f, args, fast_mode=True)
+    torch.library.opcheck(op.default, (*args, *tail))
+
+
+def test_fully_zoned_hidden_layer_still_feeds_the_output_layer():
+    """Where zoneout keeps h_{t-1} (d^h = 1) but not y (d^y = 0), y~_t still comes from the
+    unzoned h~_t: the backward needs h~ though the slot holds h_{t-1} (so it recomputes it)."""
+    build, module, cfgs = OPS["fully"]
+    for cfg in cfgs.values():
+        _, _, state, args, flags = build(cfg)
+        Hh = state[0].shape[1]
+        zone = torch.zeros(T, N, Hh + state[1].shape[1], dtype=F64)
+        zone[..., :Hh] = 1
+        zone[1, 0] = 0  # (one step where h moves too)
+        for reverse in (False, True):
+            tail = (VALID, *flags, reverse, None, zone)
+
+            def f(*a, tail=tail):
+                return torch.ops.rnnkit.fully_sequence(*a, *tail)[:3]
+
+            with torch.no_grad():
+                for a, b in zip(f(*args), module.reference(*args, *tail), strict=True):
+                    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+            assert gradcheck(f, args)
+
+
+@pytest.mark.parametrize("name, cfg, reverse", MASK_CASES, ids=MASK_IDS)
+def test_zoneout_expectation_in_the_inference_op(name, cfg, reverse):
+    """At evaluation zoneout mixes old and new states by p (fractional weights): the inference
+    op (compiled where it built) computes the reference's numbers, and the pure-torch
+    implementation (from the reference) too."""
+    from rnnkit.ops import _wiring
+
+    build, module, cfgs = OPS[name]
+    _, _, state, args, flags = build(cfgs[cfg])
+    args = tuple(a.detach() if a is not None else None for a in args)
+    S = sum(s.shape[1] for s in _leaves(state))
+    zone = torch.full((S,), 0.3, dtype=F64).expand(T, N, S)  # (as a network draws it)
+    tail = (VALID, *flags, reverse, None, zone)
+    want = module.reference(*args, *tail)
+    got = getattr(torch.ops.rnnkit, f"{name}_sequence_inference")(*args, *tail)
+    by_reference = _wiring._by_reference[f"{name}_sequence"][0](*args, *tail)
+    for a, b, c in zip(got, want, by_reference, strict=False):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(c, b, rtol=0, atol=0)

@@ -29,6 +29,24 @@
 // then carries its dm). Then over all T N rows at once:
 //   du_t = da_t,  [dW_mh ; dW_my] = sum_t [da_t ; dz_t] m_{t-1}^T,  dW_hy = sum_t dz_t h~_t^T,
 //   db_hy = sum dz,  [dh_0 ; dy_0] = the dm left after the loop.
+//
+// Recurrent dropout and zoneout (drop r (N, S), zone d = [d^h | d^y] (T, N, S); Regularize in
+// recurrence.h): both products read r m_{t-1},
+//   [p_t ; q_t] = W_m (r m_{t-1}),  h~_t, z_t, y~_t as above (y~ from the UNZONED h~),
+//   [h^z_t ; y^z_t] = d_t m_{t-1} + (1 - d_t) [h~_t ; y~_t]
+//   [h_t ; y_t] = m_t [h^z_t ; y^z_t] + (1 - m_t) m_{t-1},  output_t = m_t y^z_t
+// (the slot after step t holds the zoned state; the inference loop's other slot still holds
+// m_{t-1} when the step merges). Backward: with g^h = m_t dh, g^y = m_t (dy_t + dy) (the
+// gradients of h^z_t, y^z_t), the cell sees (1 - d^h) g^h, (1 - d^y) g^y in place of dh and
+// m_t (dy_t + dy) above and d g passes straight to m_{t-1} (split):
+//   e_t = (1 - d^y) g^y,  dz_t = phi_y'(z_t) e_t,
+//   da_t = m_t phi_h'(h~_t) ((1 - d^h) g^h + W_hy^T dz_t),
+//   dm <- (1 - m_t) dm + d_t [g^h ; g^y] + r (W_m^T [da_t ; dz_t]),
+//   [dW_mh ; dW_my] = sum_t [da_t ; dz_t] (r m_{t-1})^T,  dW_hy = sum_t dz_t h~_t^T.
+// The zoned slot no longer holds [h~_t ; y~_t], and where d^h = 1 and d^y = 0 the y branch still
+// needs h~ (phi_h', dW_hy; softmax needs the whole row y~ too): the backward recomputes
+// [h~ ; y~] for all T N rows at once from the saved m_{t-1} and us (a GEMM with W_m, the pass,
+// a GEMM with W_hy, the pass), so it holds for any weights d, not only 0/1.
 #include <torch/library.h>
 
 #include "activations.h"
@@ -46,12 +64,15 @@ Out4 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
                  const at::Tensor& w_mh, const at::Tensor& w_hy, const at::Tensor& w_my,
                  const std::optional<at::Tensor>& b_hy, const std::optional<at::Tensor>& valid,
                  c10::string_view activation, c10::string_view output_activation,
-                 bool reverse) {
+                 bool reverse, const std::optional<at::Tensor>& drop,
+                 const std::optional<at::Tensor>& zone) {
   const Act act_h = hidden_act(activation), act_y = output_act(output_activation);
   const at::Tensor us = us_in.contiguous();
   const int64_t T = us.size(0), N = us.size(1), H = us.size(2), O = w_hy.size(0), S = H + O;
   Steps st{T, reverse};
   Mask mask(valid, T, N);
+  Regularize reg(drop, zone);
+  const bool zoning = reg.zoning();
   const Slots ss(save, T + 1, 2, N, S, us.options());
   at::Tensor ys = at::empty({T, N, O}, us.options());
   at::Tensor first = ss[st.first()];
@@ -65,7 +86,7 @@ Out4 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
     for (int64_t i = 0; i < T; ++i) {
       const int64_t t = st.forward_step(i);
       at::Tensor m_in = ss[t + st.off_in()], m_out = ss[t + st.off_out()];
-      rec_m.mm_(m_out, m_in);  // [p ; q]
+      rec_m.mm_(m_out, reg.input(m_in));  // [p ; q]
       const scalar_t* mi = m_in.data_ptr<scalar_t>();
       scalar_t* mo = m_out.data_ptr<scalar_t>();
       const scalar_t* ub = us.data_ptr<scalar_t>() + t * N * H;
@@ -88,8 +109,16 @@ Out4 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
           std::fill(out, out + O, scalar_t(0));
           return;
         }
-        output_row(m + H, byp, out, O, act_y);
+        output_row(m + H, byp, zoning ? nullptr : out, O, act_y);  // (zoned: after merge)
       });
+      if (zoning) {  // [h ; y]^z_t = lerp([h~ ; y~]_t, m_{t-1}, d_t) (padded: lerp(m, m, d) = m)
+        reg.merge(t, m_out, m_in, 0);
+        for_rows(N, O, [&](int64_t n) {
+          if (!padded || mask.counts(t, n, N)) {
+            std::copy(mo + n * S + H, mo + (n + 1) * S, ob + n * O);
+          }
+        });
+      }
     }
   });
   const at::Tensor last = ss[st.last()];
@@ -101,9 +130,10 @@ Out4 fully_sequence(const at::Tensor& us, const at::Tensor& h0, const at::Tensor
                     const at::Tensor& w_mh, const at::Tensor& w_hy, const at::Tensor& w_my,
                     const std::optional<at::Tensor>& b_hy, const std::optional<at::Tensor>& valid,
                     c10::string_view activation, c10::string_view output_activation,
-                    bool reverse) {
+                    bool reverse, const std::optional<at::Tensor>& drop,
+                    const std::optional<at::Tensor>& zone) {
   return run_forward(true, us, h0, y0, w_mh, w_hy, w_my, b_hy, valid, activation,
-                     output_activation, reverse);
+                     output_activation, reverse, drop, zone);
 }
 
 // Without a backward to feed: nothing saved (two slots, reused).
@@ -111,42 +141,79 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fully_sequence_inference(
     const at::Tensor& us, const at::Tensor& h0, const at::Tensor& y0, const at::Tensor& w_mh,
     const at::Tensor& w_hy, const at::Tensor& w_my, const std::optional<at::Tensor>& b_hy,
     const std::optional<at::Tensor>& valid, c10::string_view activation,
-    c10::string_view output_activation, bool reverse) {
+    c10::string_view output_activation, bool reverse, const std::optional<at::Tensor>& drop,
+    const std::optional<at::Tensor>& zone) {
   auto out = run_forward(false, us, h0, y0, w_mh, w_hy, w_my, b_hy, valid, activation,
-                         output_activation, reverse);
+                         output_activation, reverse, drop, zone);
   return {std::get<0>(out), std::get<1>(out), std::get<2>(out)};
 }
 
 // Returns (dus, dh0, dy0, dw_mh, dw_hy, dw_my, db_hy) (a (0,) tensor for an absent bias).
 Out7 fully_sequence_backward(
     const at::Tensor& grad_ys, const at::Tensor& grad_h_T, const at::Tensor& grad_y_T,
-    const at::Tensor& /*us*/, const at::Tensor& /*h0*/, const at::Tensor& /*y0*/,
+    const at::Tensor& us, const at::Tensor& /*h0*/, const at::Tensor& /*y0*/,
     const at::Tensor& w_mh, const at::Tensor& w_hy, const at::Tensor& w_my,
     const std::optional<at::Tensor>& b_hy, const at::Tensor& ss,
     const std::optional<at::Tensor>& valid, c10::string_view activation,
-    c10::string_view output_activation, bool reverse) {
+    c10::string_view output_activation, bool reverse, const std::optional<at::Tensor>& drop,
+    const std::optional<at::Tensor>& zone) {
   const Act act_h = hidden_act(activation), act_y = output_act(output_activation);
   const int64_t T = ss.size(0) - 1, N = ss.size(1), S = ss.size(2), H = w_mh.size(0),
                 O = S - H;
   Steps st{T, reverse};
   Mask mask(valid, T, N);
-  const at::Tensor gy = grad_ys.contiguous(), ss_c = ss.contiguous();
+  const Regularize reg(drop, zone);
+  // (split scales the output's gradient in place: a copy of it where zoning)
+  const at::Tensor gy = reg.zoning() ? grad_ys.contiguous().clone() : grad_ys.contiguous();
+  const at::Tensor ss_c = ss.contiguous();
+  const at::Tensor w_m = at::cat({w_mh, w_my});
+  // r m_{t-1} for every step (T N, S): what the products read
+  const at::Tensor before = reg.before(ss_c.narrow(0, st.off_in(), T)).reshape({T * N, S});
+  at::Tensor mt;  // [h~ ; y~] (T, N, S), recomputed where zoneout left [h^z ; y^z] in the slots
+  if (reg.zoning()) mt = at::mm(before, w_m.t()).view({T, N, S});  // [p ; q], then in place
   at::Tensor dd = at::empty({T, N, S}, ss.options());  // [da ; dz]
   at::Tensor du = at::empty({T, N, H}, ss.options());  // da again, laid out as us
   at::Tensor dm = at::cat({grad_h_T, grad_y_T}, 1);     // [dh ; dy], (N, S)
   at::Tensor dm_next = at::empty_like(dm);
   const Product back_y(w_hy.t(), N);                   // dz_t W_hy
-  const Product back_m(at::cat({w_mh, w_my}).t(), N);  // [da_t ; dz_t] W_m
+  const Product back_m(w_m.t(), N);                    // [da_t ; dz_t] W_m
   AT_DISPATCH_FLOATING_TYPES(ss.scalar_type(), "fully_sequence_backward", [&] {
     const scalar_t* sb = ss_c.data_ptr<scalar_t>();
     const scalar_t* gb = gy.data_ptr<scalar_t>();
     scalar_t* ddb = dd.data_ptr<scalar_t>();
     scalar_t* dub = du.data_ptr<scalar_t>();
+    if (mt.defined()) {  // h~ = phi_h(u + p), then y~ = phi_y(q + h~ W_hy^T + b_hy), as forward
+      const at::Tensor us_c = us.contiguous();
+      const at::Tensor by = b_hy ? b_hy->contiguous() : at::Tensor();
+      const scalar_t* byp = by.defined() ? by.data_ptr<scalar_t>() : nullptr;
+      const scalar_t* ub = us_c.data_ptr<scalar_t>();
+      scalar_t* mb = mt.data_ptr<scalar_t>();
+      for_rows(T * N, H, [&](int64_t r) {
+        scalar_t* h = mb + r * S;
+        const scalar_t* u = ub + r * H;
+        for_lanes<scalar_t>(H, [&](auto tag, int64_t j) {
+          store(activate(load(h + j, tag) + load(u + j, tag), act_h), h + j);
+        });
+      });
+      at::Tensor m2 = mt.view({T * N, S});
+      m2.narrow(1, H, O).addmm_(m2.narrow(1, 0, H), w_hy.t());
+      for_rows(T * N, O, [&](int64_t r) {
+        output_row(mb + r * S + H, byp, static_cast<scalar_t*>(nullptr), O, act_y);
+      });
+    }
+    // [h~_t ; y~_t]'s rows (T N, S): recomputed, else the after-slots (where counting)
+    const scalar_t* mtb = mt.defined() ? mt.data_ptr<scalar_t>() : sb + st.off_out() * N * S;
     for (int64_t i = 0; i < T; ++i) {
       const int64_t t = st.backward_step(i);
       const bool padded = mask.any_padded(t);
+      at::Tensor carry_h, carry_y;  // d g, straight to m_{t-1}; dm and dy_t scaled by (1 - d)
+      if (reg.zoning()) {
+        at::Tensor dh_t = dm.narrow(1, 0, H), dy_t = dm.narrow(1, H, O);
+        carry_h = reg.split(t, dh_t, at::Tensor(), valid, 0);
+        carry_y = reg.split(t, dy_t, gy.select(0, t), valid, H);
+      }
       const scalar_t* d = dm.data_ptr<scalar_t>();
-      const scalar_t* m = sb + (t + st.off_out()) * N * S;  // [h~_t ; y~_t] where counting
+      const scalar_t* m = mtb + t * N * S;  // [h~_t ; y~_t] where counting
       for_rows(N, O, [&](int64_t n) {
         scalar_t* dzr = ddb + (t * N + n) * S + H;
         if (padded && !mask.counts(t, n, N)) {  // carried: no gradient through the cell
@@ -175,20 +242,30 @@ Out7 fully_sequence_backward(
           store(v, ua + j);
         });
       });
-      back_m.mm_(dm_next, dd_t);
+      if (reg.dropping()) {  // r (W_m^T [da_t ; dz_t])
+        dm_next.zero_();
+        reg.add_back(back_m, dm_next, dd_t);
+      } else {
+        back_m.mm_(dm_next, dd_t);
+      }
       if (padded) {  // a padded sequence carries its dm past the step (its [da ; dz] is zero)
         scalar_t* nx = dm_next.data_ptr<scalar_t>();
         for (int64_t n = 0; n < N; ++n) {
           if (!mask.counts(t, n, N)) std::copy(d + n * S, d + (n + 1) * S, nx + n * S);
         }
       }
+      if (carry_h.defined()) {
+        dm_next.narrow(1, 0, H).add_(carry_h);
+        dm_next.narrow(1, H, O).add_(carry_y);
+      }
       std::swap(dm, dm_next);
     }
   });
   const at::Tensor dd2 = dd.view({T * N, S});
   const at::Tensor dz2 = dd2.narrow(1, H, O);
-  const at::Tensor before = ss_c.narrow(0, st.off_in(), T).reshape({T * N, S});
-  const at::Tensor h_new = ss_c.narrow(0, st.off_out(), T).reshape({T * N, S}).narrow(1, 0, H);
+  const at::Tensor h_new = (mt.defined() ? mt : ss_c.narrow(0, st.off_out(), T))
+                               .reshape({T * N, S})
+                               .narrow(1, 0, H);
   return {du,
           dm.narrow(1, 0, H).clone(at::MemoryFormat::Contiguous),
           dm.narrow(1, H, O).clone(at::MemoryFormat::Contiguous),

@@ -25,6 +25,19 @@
 // padded row then carries its dy). Then over all T N rows at once:
 //   du_t = da_t,  dW_yh = sum_t da_t y_{t-1}^T,  db_yh = sum da,  dW_hy = sum_t dz_t h_t^T,
 //   db_hy = sum dz,  dy_0 = the dy left after the loop.
+//
+// Recurrent dropout and zoneout (drop r (N, O), zone d (T, N, O); Regularize in recurrence.h):
+//   a_t = u_t + b_yh + W_yh (r y_{t-1}),  ...,  y^z_t = d_t y_{t-1} + (1 - d_t) y~_t
+//   y_t = m_t y^z_t + (1 - m_t) y_{t-1},  output_t = m_t y^z_t
+// the slot after step t holds the zoned y^z_t (what the next step reads, and the output). The
+// inference loop's two slots still hold y_{t-1} in the other slot when the step merges. Backward:
+// with g = m_t (dy_t + dy) (the output's and the carried gradient of y^z_t), the cell sees
+// (1 - d_t) g in place of m_t (dy_t + dy) above and d_t g passes straight to dy_{t-1} (split):
+//   e_t = (1 - d_t) g,  dz_t = phi_y'(z_t) e_t,  da_t = phi_h'(a_t) W_hy^T dz_t,
+//   dy <- (1 - m_t) dy + d_t g + r (W_yh^T da_t),  dW_yh = sum_t da_t (r y_{t-1})^T
+// where phi_y' (softmax: the whole row y~_t) needs y~_t, which the zoned slot no longer holds:
+// the backward recomputes y~ = phi_y(W_hy h + b_hy) for all T N rows at once from the saved
+// hidden values (one GEMM), so it holds for any weights d, not only 0/1.
 #include <torch/library.h>
 
 #include "activations.h"
@@ -41,12 +54,15 @@ Out4 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& y0, const
                  const std::optional<at::Tensor>& b_yh, const at::Tensor& w_hy,
                  const std::optional<at::Tensor>& b_hy, const std::optional<at::Tensor>& valid,
                  c10::string_view activation, c10::string_view output_activation,
-                 bool reverse) {
+                 bool reverse, const std::optional<at::Tensor>& drop,
+                 const std::optional<at::Tensor>& zone) {
   const Act act_h = hidden_act(activation), act_y = output_act(output_activation);
   const at::Tensor us = us_in.contiguous();
   const int64_t T = us.size(0), N = us.size(1), H = us.size(2), O = w_hy.size(0);
   Steps st{T, reverse};
   Mask mask(valid, T, N);
+  Regularize reg(drop, zone);
+  const bool zoning = reg.zoning();
   const Slots hs(save, T, 1, N, H, us.options());
   const Slots ss(save, T + 1, 2, N, O, us.options());
   at::Tensor ys = at::empty({T, N, O}, us.options());
@@ -61,7 +77,7 @@ Out4 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& y0, const
     for (int64_t i = 0; i < T; ++i) {
       const int64_t t = st.forward_step(i);
       at::Tensor h_t = hs[t], y_in = ss[t + st.off_in()], y_out = ss[t + st.off_out()];
-      rec_h.mm_(h_t, y_in);
+      rec_h.mm_(h_t, reg.input(y_in));
       scalar_t* hb = h_t.data_ptr<scalar_t>();
       const scalar_t* ub = us.data_ptr<scalar_t>() + t * N * H;
       for_rows(N, H, [&](int64_t n) {
@@ -86,8 +102,14 @@ Out4 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& y0, const
           std::fill(out, out + O, scalar_t(0));
           return;
         }
-        output_row(y, byp, out, O, act_y);
+        output_row(y, byp, zoning ? nullptr : out, O, act_y);  // (zoned: output after merge)
       });
+      if (zoning) {  // y^z_t = lerp(y~_t, y_{t-1}, d_t) (a padded row: lerp(y, y, d) = y), output
+        reg.merge(t, y_out, y_in, 0);
+        for_rows(N, O, [&](int64_t n) {
+          if (!padded || mask.counts(t, n, N)) std::copy(yo + n * O, yo + (n + 1) * O, ob + n * O);
+        });
+      }
     }
   });
   return {ys, ss[st.last()].clone(), hs.saved(), ss.saved()};
@@ -97,9 +119,10 @@ Out4 jordan_sequence(const at::Tensor& us, const at::Tensor& y0, const at::Tenso
                      const std::optional<at::Tensor>& b_yh, const at::Tensor& w_hy,
                      const std::optional<at::Tensor>& b_hy,
                      const std::optional<at::Tensor>& valid, c10::string_view activation,
-                     c10::string_view output_activation, bool reverse) {
+                     c10::string_view output_activation, bool reverse,
+                     const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone) {
   return run_forward(true, us, y0, w_yh, b_yh, w_hy, b_hy, valid, activation, output_activation,
-                     reverse);
+                     reverse, drop, zone);
 }
 
 // Without a backward to feed: nothing saved (one step's hidden rows, two state slots).
@@ -107,9 +130,10 @@ std::tuple<at::Tensor, at::Tensor> jordan_sequence_inference(
     const at::Tensor& us, const at::Tensor& y0, const at::Tensor& w_yh,
     const std::optional<at::Tensor>& b_yh, const at::Tensor& w_hy,
     const std::optional<at::Tensor>& b_hy, const std::optional<at::Tensor>& valid,
-    c10::string_view activation, c10::string_view output_activation, bool reverse) {
+    c10::string_view activation, c10::string_view output_activation, bool reverse,
+    const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone) {
   auto out = run_forward(false, us, y0, w_yh, b_yh, w_hy, b_hy, valid, activation,
-                         output_activation, reverse);
+                         output_activation, reverse, drop, zone);
   return {std::get<0>(out), std::get<1>(out)};
 }
 
@@ -119,12 +143,20 @@ Out6 jordan_sequence_backward(
     const at::Tensor& /*y0*/, const at::Tensor& w_yh, const std::optional<at::Tensor>& b_yh,
     const at::Tensor& w_hy, const std::optional<at::Tensor>& b_hy, const at::Tensor& hs,
     const at::Tensor& ss, const std::optional<at::Tensor>& valid, c10::string_view activation,
-    c10::string_view output_activation, bool reverse) {
+    c10::string_view output_activation, bool reverse, const std::optional<at::Tensor>& drop,
+    const std::optional<at::Tensor>& zone) {
   const Act act_h = hidden_act(activation), act_y = output_act(output_activation);
   const int64_t T = hs.size(0), N = hs.size(1), H = hs.size(2), O = ss.size(2);
   Steps st{T, reverse};
   Mask mask(valid, T, N);
-  const at::Tensor gy = grad_ys.contiguous(), hs_c = hs.contiguous(), ss_c = ss.contiguous();
+  const Regularize reg(drop, zone);
+  // (split scales the output's gradient in place: a copy of it where zoning)
+  const at::Tensor gy = reg.zoning() ? grad_ys.contiguous().clone() : grad_ys.contiguous();
+  const at::Tensor hs_c = hs.contiguous(), ss_c = ss.contiguous();
+  at::Tensor yt;  // y~ (T, N, O), recomputed where zoneout left y^z in the slots
+  if (reg.zoning()) {
+    yt = at::mm(hs_c.view({T * N, H}), w_hy.t()).view({T, N, O});
+  }
   at::Tensor da = at::empty({T, N, H}, hs.options());
   at::Tensor dz = at::empty({T, N, O}, hs.options());
   at::Tensor dy = grad_y_T.contiguous().clone();
@@ -137,9 +169,21 @@ Out6 jordan_sequence_backward(
     const scalar_t* gb = gy.data_ptr<scalar_t>();
     scalar_t* dab = da.data_ptr<scalar_t>();
     scalar_t* dzb = dz.data_ptr<scalar_t>();
+    const scalar_t* ytb = nullptr;  // y~_t's rows where recomputed, else the slots hold them
+    if (yt.defined()) {  // y~ = phi_y(h W_hy^T + b_hy), row by row as the forward's pass
+      const at::Tensor bh = b_hy ? b_hy->contiguous() : at::Tensor();
+      const scalar_t* byp = bh.defined() ? bh.data_ptr<scalar_t>() : nullptr;
+      scalar_t* yb = yt.data_ptr<scalar_t>();
+      for_rows(T * N, O, [&](int64_t r) {
+        output_row(yb + r * O, byp, static_cast<scalar_t*>(nullptr), O, act_y);
+      });
+      ytb = yb;
+    }
     for (int64_t i = 0; i < T; ++i) {
       const int64_t t = st.backward_step(i);
       const bool padded = mask.any_padded(t);
+      at::Tensor carry;  // d_t g, straight to dy_{t-1}; dy and dy_t scaled by (1 - d_t)
+      if (reg.zoning()) carry = reg.split(t, dy, gy.select(0, t), valid, 0);
       const scalar_t* d = dy.data_ptr<scalar_t>();
       for_rows(N, O, [&](int64_t n) {
         scalar_t* dzr = dzb + (t * N + n) * O;
@@ -147,8 +191,8 @@ Out6 jordan_sequence_backward(
           std::fill(dzr, dzr + O, scalar_t(0));
           return;
         }
-        output_grad_row(sb + ((t + st.off_out()) * N + n) * O, gb + (t * N + n) * O, d + n * O,
-                        dzr, O, act_y);
+        const scalar_t* y = ytb ? ytb + (t * N + n) * O : sb + ((t + st.off_out()) * N + n) * O;
+        output_grad_row(y, gb + (t * N + n) * O, d + n * O, dzr, O, act_y);
       });
       at::Tensor da_t = da.select(0, t);
       back_y.mm_(da_t, dz.select(0, t));
@@ -159,18 +203,24 @@ Out6 jordan_sequence_backward(
           store(load(a + j, tag) * derivative(load(h + j, tag), act_h), a + j);
         });
       });
-      back_h.mm_(dy_next, da_t);
+      if (reg.dropping()) {  // r (W_yh^T da_t)
+        dy_next.zero_();
+        reg.add_back(back_h, dy_next, da_t);
+      } else {
+        back_h.mm_(dy_next, da_t);
+      }
       if (padded) {  // a padded sequence carries its dy past the step (its da row is zero)
         scalar_t* nx = dy_next.data_ptr<scalar_t>();
         for (int64_t n = 0; n < N; ++n) {
           if (!mask.counts(t, n, N)) std::copy(d + n * O, d + (n + 1) * O, nx + n * O);
         }
       }
+      if (carry.defined()) dy_next.add_(carry);
       std::swap(dy, dy_next);
     }
   });
   const at::Tensor da2 = da.view({T * N, H}), dz2 = dz.view({T * N, O});
-  const at::Tensor before = ss_c.narrow(0, st.off_in(), T).reshape({T * N, O});
+  const at::Tensor before = reg.before(ss_c.narrow(0, st.off_in(), T)).reshape({T * N, O});
   return {da,
           dy,
           at::mm(da2.t(), before),

@@ -55,8 +55,10 @@ _KERNELS: dict[type, Callable] = {
 
 # Kernels that take a forward's regularizer masks (rnnkit.regularize.Masks) as ``masks=``;
 # a layer of another cell runs the reference loop (rnnkit.scan) while masks apply.
-_TAKES_MASKS: frozenset = frozenset({elman_sequence, gru_sequence, _lstm, clockwork_sequence,
-                                     scrn_sequence, ctrnn_sequence})
+# (every kernel: recurrent dropout and zoneout act inside each compiled loop)
+_TAKES_MASKS: frozenset = frozenset({elman_sequence, gru_sequence, _lstm, jordan_sequence,
+                                     fully_sequence, clockwork_sequence, scrn_sequence,
+                                     ctrnn_sequence})
 
 
 def takes_masks(kernel: Callable, masks, xs: Tensor, cell) -> bool:

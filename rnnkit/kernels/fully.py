@@ -231,18 +231,22 @@ def fully_sequence(
     *,
     reverse: bool = False,
     lengths: Tensor | None = None,
+    masks=None,
 ) -> tuple[Tensor, FullyState]:
     """Run ``cell`` over ``xs`` ``(T, N, I)`` from ``state`` ``FullyState(h (N, H), y (N, O))``
     (zeros if None), fused.
 
     Returns ``(ys (T, N, O), FullyState(h_T, y_T))``, exactly ``rnnkit.scan(cell, xs, state,
-    reverse=reverse, lengths=lengths)``, with a hand-written BPTT backward (module docstring),
-    through the op ``torch.ops.rnnkit.fully_sequence`` (so torch.compile and torch.export
-    trace it).
+    reverse=reverse, lengths=lengths, masks=masks)``, with a hand-written BPTT backward (module
+    docstring; the regularizer masks, :class:`rnnkit.regularize.Masks`, as
+    ``csrc/fully.cpp`` writes them out), through the op ``torch.ops.rnnkit.fully_sequence``
+    (so torch.compile and torch.export trace it).
     """
     from ..ops import fully as op  # (loads the ops on first use)
     (h0, y0), valid = checked(cell, FullyRecurrentCell, xs, state, lengths)
+    drop, zone = (None, None) if masks is None else masks[:2]
     ys, h_t, y_t = op.fully_sequence(cell.precompute(xs), h0, y0, cell.weight_mh,
                                      cell.weight_hy, cell.weight_my, cell.bias_hy, valid,
-                                     cell.activation, cell.output_activation, bool(reverse))
+                                     cell.activation, cell.output_activation, bool(reverse),
+                                     drop, zone)
     return ys, FullyState(h_t, y_t)

@@ -241,16 +241,20 @@ def jordan_sequence(
     *,
     reverse: bool = False,
     lengths: Tensor | None = None,
+    masks=None,
 ) -> tuple[Tensor, Tensor]:
     """Run ``cell`` over ``xs`` ``(T, N, I)`` from ``state`` :math:`y_0` ``(N, O)`` (zeros if
     None), fused.
 
     Returns ``(ys (T, N, O), y_T)``, exactly ``rnnkit.scan(cell, xs, state, reverse=reverse,
-    lengths=lengths)``, with a hand-written BPTT backward (module docstring), through the op
-    ``torch.ops.rnnkit.jordan_sequence`` (so torch.compile and torch.export trace it).
+    lengths=lengths, masks=masks)``, with a hand-written BPTT backward (module docstring; the
+    regularizer masks, :class:`rnnkit.regularize.Masks`, as ``csrc/jordan.cpp`` writes them
+    out), through the op ``torch.ops.rnnkit.jordan_sequence`` (so torch.compile and
+    torch.export trace it).
     """
     from ..ops import jordan as op  # (loads the ops on first use)
     y0, valid = checked(cell, JordanCell, xs, state, lengths)
+    drop, zone = (None, None) if masks is None else masks[:2]
     return op.jordan_sequence(cell.precompute(xs), y0, cell.weight_yh, cell.bias_yh,
                               cell.weight_hy, cell.bias_hy, valid, cell.activation,
-                              cell.output_activation, bool(reverse))
+                              cell.output_activation, bool(reverse), drop, zone)

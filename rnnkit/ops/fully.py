@@ -10,12 +10,16 @@ op.
 with :math:`u_t = W_{ih} x_t + b_{ih}` (``cell.precompute``, outside the op), :math:`\phi_h`
 tanh/relu/sigmoid, :math:`\phi_y` tanh/sigmoid/identity/softmax and :math:`m_t` the padding
 mask. ``fully_sequence(us (T, N, H), h0 (N, H), y0 (N, O), w_mh (H, H + O), w_hy (O, H),
-w_my (O, H + O), b_hy? (O), valid?, activation, output_activation, reverse) -> (ys (T, N, O),
-h_T, y_T, ss (T + 1, N, H + O))``: ``ss`` is the carried-state slot buffer for
-``fully_sequence_backward``, which reads that of its own implementation's forward: the compiled
-CPU loop (``rnnkit/csrc/fully.cpp``) keeps the values :math:`[h ; y]`; the pure-torch loop keeps
-a tanh layer as :math:`s = \sigma(2x)` (its value :math:`2 s - 1`), since torch's CPU tanh is
-slow. Derivation and loops (the pure-torch implementation): :mod:`rnnkit.kernels.fully`; frame,
+w_my (O, H + O), b_hy? (O), valid?, activation, output_activation, reverse, drop? (N, H + O),
+zone? (T, N, H + O)) -> (ys (T, N, O), h_T, y_T, ss (T + 1, N, H + O))``: ``ss`` is the
+carried-state slot buffer for ``fully_sequence_backward``, which reads that of its own
+implementation's forward: the compiled CPU loop (``rnnkit/csrc/fully.cpp``) keeps the values
+:math:`[h ; y]`; the pure-torch loop keeps a tanh layer as :math:`s = \sigma(2x)` (its value
+:math:`2 s - 1`), since torch's CPU tanh is slow. ``drop`` and ``zone`` are the regularizer
+masks (:mod:`rnnkit.regularize`): both products read :math:`\text{drop} \odot [h ; y]_{t-1}`,
+and after the step (:math:`\tilde y_t` from the unzoned :math:`\tilde h_t`) :math:`h_t, y_t`
+are zoned out by ``zone``'s :math:`[h | y]` columns. Derivation and loops (the pure-torch
+implementation): :mod:`rnnkit.kernels.fully` (the masks: ``rnnkit/csrc/fully.cpp``); frame,
 autograd and fallback: :mod:`rnnkit.ops._wiring`.
 """
 
@@ -32,21 +36,31 @@ from . import _cells, _wiring
 INPUTS = ("Tensor us, Tensor h0, Tensor y0, Tensor w_mh, Tensor w_hy, Tensor w_my, "
           "Tensor? b_hy")
 FLAGS = "str activation, str output_activation, bool reverse"
-_wiring.define("fully_sequence", INPUTS, 2, FLAGS, ["ss"])
+_wiring.define("fully_sequence", INPUTS, 2, FLAGS, ["ss"], masks=True)
 
 
 def reference(us, h0, y0, w_mh, w_hy, w_my, b_hy, valid, activation: str,
-              output_activation: str, reverse: bool):
-    """``(ys, h_T, y_T)`` in differentiable torch ops (``FullyRecurrentCell.step``'s)."""
+              output_activation: str, reverse: bool, drop=None, zone=None):
+    """``(ys, h_T, y_T)`` in differentiable torch ops (``FullyRecurrentCell.step``'s); with the
+    regularizer masks, both products read ``drop [h; y]_{t-1}``, and after the step (``y~`` from
+    the unzoned ``h~``) ``h_t, y_t`` are zoned out by ``zone_t``'s ``[h | y]`` columns."""
     phi_h, phi_y = HIDDEN_ACTIVATIONS[activation], OUTPUT_ACTIVATIONS[output_activation]
+    H = us.shape[2]
 
     def step(u, h, y):
+        if zone is not None:  # (each step's zoneout weights ride next to its input)
+            u, d = u[:, :H], u[:, H:]
         m = torch.cat([h, y], dim=1)
-        h = phi_h(u + F.linear(m, w_mh))
-        y = phi_y(F.linear(h, w_hy, b_hy) + F.linear(m, w_my))
-        return y, h, y
+        if drop is not None:
+            m = m * drop
+        h_new = phi_h(u + F.linear(m, w_mh))
+        y_new = phi_y(F.linear(h_new, w_hy, b_hy) + F.linear(m, w_my))
+        if zone is not None:
+            h_new, y_new = torch.lerp(h_new, h, d[:, :H]), torch.lerp(y_new, y, d[:, H:])
+        return y_new, h_new, y_new
 
-    return _cells.run(step, us, (h0, y0), valid, reverse)
+    inputs = us if zone is None else torch.cat([us, zone.to(us.dtype)], 2)
+    return _cells.run(step, inputs, (h0, y0), valid, reverse)
 
 
 def _python_forward(us, h0, y0, w_mh, w_hy, w_my, b_hy, valid, activation, output_activation,
@@ -66,7 +80,8 @@ def _python_backward(grad_ys, grad_h_t, grad_y_t, us, h0, y0, w_mh, w_hy, w_my, 
     return _cells.gradients(grads, (us, h0, y0, w_mh, w_hy, w_my, b_hy), us)
 
 
-def _fake(us, h0, y0, w_mh, w_hy, w_my, b_hy, valid, activation, output_activation, reverse):
+def _fake(us, h0, y0, w_mh, w_hy, w_my, b_hy, valid, activation, output_activation, reverse,
+          drop=None, zone=None):
     (T, N, H), O = us.shape, w_hy.shape[0]
     return (us.new_empty(T, N, O), us.new_empty(N, H), us.new_empty(N, O),
             us.new_empty(T + 1, N, H + O))
@@ -81,8 +96,8 @@ def register() -> None:
 
 def fully_sequence(us: Tensor, h0: Tensor, y0: Tensor, w_mh: Tensor, w_hy: Tensor,
                    w_my: Tensor, b_hy, valid, activation: str, output_activation: str,
-                   reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
+                   reverse: bool, drop=None, zone=None) -> tuple[Tensor, Tensor, Tensor]:
     """``(ys, h_T, y_T)`` of the op (its ``ss`` is for backward only; not kept where autograd does
     not record)."""
     return _wiring.call("fully_sequence", us, h0, y0, w_mh, w_hy, w_my, b_hy, valid, activation,
-                        output_activation, reverse)
+                        output_activation, reverse, drop, zone)

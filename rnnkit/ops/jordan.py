@@ -8,14 +8,17 @@ r"""``torch.ops.rnnkit.jordan_sequence``: the Jordan recurrence over a whole seq
 with :math:`u_t = W_{ih} x_t + b_{ih}` (``cell.precompute``, outside the op), :math:`\phi_h`
 tanh/relu/sigmoid, :math:`\phi_y` tanh/sigmoid/identity/softmax and :math:`m_t` the padding
 mask. ``jordan_sequence(us (T, N, H), y0 (N, O), w_yh (H, O), b_yh? (H), w_hy (O, H),
-b_hy? (O), valid?, activation, output_activation, reverse) -> (ys (T, N, O), y_T,
-hs (T, N, H), ss (T + 1, N, O))``: ``hs`` and ``ss`` are the hidden and carried-state buffers
-for ``jordan_sequence_backward``, which reads those of its own implementation's forward: the
-compiled CPU loop (``rnnkit/csrc/jordan.cpp``) keeps the layers' values :math:`h_t` and the
-slots of :math:`y`; the pure-torch loop keeps a tanh layer as :math:`s = \sigma(2x)` (its value
-:math:`2 s - 1`), since torch's CPU tanh is slow. Derivation and loops (the pure-torch
-implementation): :mod:`rnnkit.kernels.jordan`; frame, autograd and fallback:
-:mod:`rnnkit.ops._wiring`.
+b_hy? (O), valid?, activation, output_activation, reverse, drop? (N, O), zone? (T, N, O)) ->
+(ys (T, N, O), y_T, hs (T, N, H), ss (T + 1, N, O))``: ``hs`` and ``ss`` are the hidden and
+carried-state buffers for ``jordan_sequence_backward``, which reads those of its own
+implementation's forward: the compiled CPU loop (``rnnkit/csrc/jordan.cpp``) keeps the layers'
+values :math:`h_t` and the slots of :math:`y`; the pure-torch loop keeps a tanh layer as
+:math:`s = \sigma(2x)` (its value :math:`2 s - 1`), since torch's CPU tanh is slow. ``drop`` and
+``zone`` are the regularizer masks (:mod:`rnnkit.regularize`): :math:`W_{yh} (\text{drop} \odot
+y_{t-1})` in the product and :math:`y_t = \text{lerp}(\tilde y_t, y_{t-1}, \text{zone}_t)`,
+carried and output. Derivation and loops (the pure-torch implementation):
+:mod:`rnnkit.kernels.jordan` (the masks: ``rnnkit/csrc/jordan.cpp``); frame, autograd and
+fallback: :mod:`rnnkit.ops._wiring`.
 """
 
 from __future__ import annotations
@@ -30,20 +33,28 @@ from . import _cells, _wiring
 
 INPUTS = "Tensor us, Tensor y0, Tensor w_yh, Tensor? b_yh, Tensor w_hy, Tensor? b_hy"
 FLAGS = "str activation, str output_activation, bool reverse"
-_wiring.define("jordan_sequence", INPUTS, 1, FLAGS, ["hs", "ss"])
+_wiring.define("jordan_sequence", INPUTS, 1, FLAGS, ["hs", "ss"], masks=True)
 
 
 def reference(us, y0, w_yh, b_yh, w_hy, b_hy, valid, activation: str, output_activation: str,
-              reverse: bool):
-    """``(ys, y_T)`` in differentiable torch ops (``JordanCell.step``'s)."""
+              reverse: bool, drop=None, zone=None):
+    """``(ys, y_T)`` in differentiable torch ops (``JordanCell.step``'s); with the regularizer
+    masks, ``W_yh (drop y_{t-1})`` and ``y_t = lerp(y~_t, y_{t-1}, zone_t)``, carried and
+    output."""
     phi_h, phi_y = HIDDEN_ACTIVATIONS[activation], OUTPUT_ACTIVATIONS[output_activation]
+    H = us.shape[2]
 
     def step(u, y):
-        h = phi_h(u + F.linear(y, w_yh, b_yh))
-        y = phi_y(F.linear(h, w_hy, b_hy))
-        return y, y
+        if zone is not None:  # (each step's zoneout weights ride next to its input)
+            u, d = u[:, :H], u[:, H:]
+        h = phi_h(u + F.linear(y if drop is None else y * drop, w_yh, b_yh))
+        new = phi_y(F.linear(h, w_hy, b_hy))
+        if zone is not None:
+            new = torch.lerp(new, y, d)
+        return new, new
 
-    return _cells.run(step, us, (y0,), valid, reverse)
+    inputs = us if zone is None else torch.cat([us, zone.to(us.dtype)], 2)
+    return _cells.run(step, inputs, (y0,), valid, reverse)
 
 
 def _python_forward(us, y0, w_yh, b_yh, w_hy, b_hy, valid, activation, output_activation,
@@ -63,7 +74,8 @@ def _python_backward(grad_ys, grad_y_t, us, y0, w_yh, b_yh, w_hy, b_hy, hs, ss, 
     return _cells.gradients(grads, (us, y0, w_yh, b_yh, w_hy, b_hy), us)
 
 
-def _fake(us, y0, w_yh, b_yh, w_hy, b_hy, valid, activation, output_activation, reverse):
+def _fake(us, y0, w_yh, b_yh, w_hy, b_hy, valid, activation, output_activation, reverse,
+          drop=None, zone=None):
     (T, N, H), O = us.shape, w_hy.shape[0]
     return (us.new_empty(T, N, O), us.new_empty(N, O), us.new_empty(T, N, H),
             us.new_empty(T + 1, N, O))
@@ -77,9 +89,9 @@ def register() -> None:
 
 
 def jordan_sequence(us: Tensor, y0: Tensor, w_yh: Tensor, b_yh, w_hy: Tensor, b_hy, valid,
-                    activation: str, output_activation: str,
-                    reverse: bool) -> tuple[Tensor, Tensor]:
+                    activation: str, output_activation: str, reverse: bool, drop=None,
+                    zone=None) -> tuple[Tensor, Tensor]:
     """``(ys, y_T)`` of the op (its other outputs are for backward only; not kept where autograd
     does not record)."""
     return _wiring.call("jordan_sequence", us, y0, w_yh, b_yh, w_hy, b_hy, valid, activation,
-                        output_activation, reverse)
+                        output_activation, reverse, drop, zone)
