@@ -19,16 +19,19 @@ from torch import Tensor
 from ..kernels._common import steps
 
 
-def run(step: Callable, us: Tensor, state: tuple, valid: Tensor | None, reverse: bool) -> tuple:
+def run(step: Callable, us: Tensor, state: tuple, valid: Tensor | None, reverse: bool,
+        zone: Tensor | None = None) -> tuple:
     """``(ys, *final state)`` of ``step(u_t, *state) -> (y_t, *new state)`` over ``us``
     ``(T, N, G)`` from ``state`` (a tuple of ``(N, S)`` tensors); ``valid`` a ``(T, N)`` bool
     mask (None: every step counts): at a padded step the output is zero and the state carried,
-    as in ``scan``."""
+    as in ``scan``. With ``zone`` ``(T, N, S)`` (zoneout weights) each step is called as
+    ``step(u_t, *state, d=zone_t)``."""
     T = us.shape[0]
     u = us.unbind(0)  # (not us[t]: see rnnkit.functional.scan_steps)
+    d = None if zone is None else zone.unbind(0)
     ys: list = [None] * T
     for t in steps(T, reverse).order:
-        y, *new = step(u[t], *state)
+        y, *new = step(u[t], *state) if d is None else step(u[t], *state, d=d[t])
         if valid is not None:
             m = valid[t].unsqueeze(1)  # (N, 1)
             y = torch.where(m, y, y.new_zeros(()))

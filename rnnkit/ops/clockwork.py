@@ -50,17 +50,15 @@ def reference(us, h0, t0, w_hh, b_hh, valid, periods, activation: str, reverse: 
     ``h_{t-1}``) and ``h_t = lerp(h_t, h_{t-1}, zone_t)`` (the counter is not zoned)."""
     mask, unit_periods = kernel.unit_buffers(periods, h0.shape[1], us)
     phi = _ACTIVATIONS[activation]
-    # zone_t in the order _cells.run visits the steps
-    zones = None if zone is None else iter(zone.unbind(0)[:: -1 if reverse else 1])
 
-    def step(u, h, t):
+    def step(u, h, t, d=None):
         candidate = phi(u + F.linear(h if drop is None else h * drop, w_hh * mask, b_hh))
         new = torch.where(torch.remainder(torch.round(t), unit_periods) == 0, candidate, h)
-        if zones is not None:
-            new = torch.lerp(new, h, next(zones))
+        if d is not None:
+            new = torch.lerp(new, h, d)
         return new, new, t + 1
 
-    return _cells.run(step, us, (h0, t0), valid, reverse)
+    return _cells.run(step, us, (h0, t0), valid, reverse, zone)
 
 
 def _python_forward(us, h0, t0, w_hh, b_hh, valid, periods, activation, reverse):

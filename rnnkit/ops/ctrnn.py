@@ -46,19 +46,17 @@ def reference(us, h0, w_hh, log_tau, valid, dt: float, dt_input: bool, activatio
     masks, ``W_hh (drop phi(h_{t-1}))`` (the leak keeps the whole ``h_{t-1}``) and
     ``h_t = lerp(h~_t, h_{t-1}, zone_t)``, the output ``phi(h_t)`` of the zoned state."""
     phi = _ACTIVATIONS[activation]
-    # zone_t in the order _cells.run visits the steps
-    zones = None if zone is None else iter(zone.unbind(0)[:: -1 if reverse else 1])
 
-    def step(u, h):
+    def step(u, h, d=None):
         drive, step_dt = (u[:, :-1], u[:, -1:]) if dt_input else (u, dt)
         alpha = step_dt / torch.exp(log_tau)
         p = phi(h) if drop is None else phi(h) * drop
         new = (1 - alpha) * h + alpha * (F.linear(p, w_hh) + drive)
-        if zones is not None:
-            new = torch.lerp(new, h, next(zones))
+        if d is not None:
+            new = torch.lerp(new, h, d)
         return phi(new), new
 
-    return _cells.run(step, us, (h0,), valid, reverse)
+    return _cells.run(step, us, (h0,), valid, reverse, zone)
 
 
 def _python_forward(us, h0, w_hh, log_tau, valid, dt, dt_input, activation, reverse):

@@ -47,20 +47,17 @@ def reference(us, h0, y0, w_mh, w_hy, w_my, b_hy, valid, activation: str,
     phi_h, phi_y = HIDDEN_ACTIVATIONS[activation], OUTPUT_ACTIVATIONS[output_activation]
     H = us.shape[2]
 
-    def step(u, h, y):
-        if zone is not None:  # (each step's zoneout weights ride next to its input)
-            u, d = u[:, :H], u[:, H:]
+    def step(u, h, y, d=None):
         m = torch.cat([h, y], dim=1)
         if drop is not None:
             m = m * drop
         h_new = phi_h(u + F.linear(m, w_mh))
         y_new = phi_y(F.linear(h_new, w_hy, b_hy) + F.linear(m, w_my))
-        if zone is not None:
+        if d is not None:
             h_new, y_new = torch.lerp(h_new, h, d[:, :H]), torch.lerp(y_new, y, d[:, H:])
         return y_new, h_new, y_new
 
-    inputs = us if zone is None else torch.cat([us, zone.to(us.dtype)], 2)
-    return _cells.run(step, inputs, (h0, y0), valid, reverse)
+    return _cells.run(step, us, (h0, y0), valid, reverse, zone)
 
 
 def _python_forward(us, h0, y0, w_mh, w_hy, w_my, b_hy, valid, activation, output_activation,

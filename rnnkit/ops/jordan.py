@@ -42,19 +42,15 @@ def reference(us, y0, w_yh, b_yh, w_hy, b_hy, valid, activation: str, output_act
     masks, ``W_yh (drop y_{t-1})`` and ``y_t = lerp(y~_t, y_{t-1}, zone_t)``, carried and
     output."""
     phi_h, phi_y = HIDDEN_ACTIVATIONS[activation], OUTPUT_ACTIVATIONS[output_activation]
-    H = us.shape[2]
 
-    def step(u, y):
-        if zone is not None:  # (each step's zoneout weights ride next to its input)
-            u, d = u[:, :H], u[:, H:]
+    def step(u, y, d=None):
         h = phi_h(u + F.linear(y if drop is None else y * drop, w_yh, b_yh))
         new = phi_y(F.linear(h, w_hy, b_hy))
-        if zone is not None:
+        if d is not None:
             new = torch.lerp(new, y, d)
         return new, new
 
-    inputs = us if zone is None else torch.cat([us, zone.to(us.dtype)], 2)
-    return _cells.run(step, inputs, (y0,), valid, reverse)
+    return _cells.run(step, us, (y0,), valid, reverse, zone)
 
 
 def _python_forward(us, y0, w_yh, b_yh, w_hy, b_hy, valid, activation, output_activation,

@@ -41,19 +41,16 @@ def reference(us, h0, s0, alpha, w_P, w_R, valid, fixed_alpha: float, reverse: b
     ``[h_t ; s_t]`` of the zoned state."""
     a = alpha if alpha is not None else fixed_alpha
     H, S = h0.shape[1], s0.shape[1]
-    # zone_t in the order _cells.run visits the steps
-    zones = None if zone is None else iter(zone.unbind(0)[:: -1 if reverse else 1])
 
-    def step(u, h, s):
+    def step(u, h, s, d=None):
         s_new = u[:, :S] + a * s
         h_new = torch.sigmoid(u[:, S:] + F.linear(s_new, w_P)
                               + F.linear(h if drop is None else h * drop, w_R))
-        if zones is not None:
-            d = next(zones)
+        if d is not None:
             h_new, s_new = torch.lerp(h_new, h, d[:, :H]), torch.lerp(s_new, s, d[:, H:])
         return torch.cat([h_new, s_new], dim=1), h_new, s_new
 
-    return _cells.run(step, us, (h0, s0), valid, reverse)
+    return _cells.run(step, us, (h0, s0), valid, reverse, zone)
 
 
 def _python_forward(us, h0, s0, alpha, w_P, w_R, valid, fixed_alpha, reverse):
