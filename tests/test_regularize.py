@@ -41,6 +41,7 @@ from rnnkit.regularize import (
     Masks,
     Regularizers,
     SequenceDropout,
+    bernoulli,
     locked_dropout,
     zone_merge,
     zoned_sizes,
@@ -471,8 +472,20 @@ def test_masks_draw_recurrent_dropout_then_zoneout():
     masks = reg.masks(cell, T, N, like, True)
     torch.manual_seed(2)
     drop = torch.empty(N, H, dtype=F64).bernoulli_(0.7).div_(0.7)
-    zone = torch.empty(T, N, H, dtype=F64).bernoulli_(0.4)
+    zone = bernoulli((T, N, H), 0.4, like)
     assert torch.equal(masks.drop, drop) and torch.equal(masks.zone, zone) and masks.training
+
+
+def test_fast_bernoulli_draws_with_its_probability():
+    """Zoneout's draws (15 random bits each, four per 64-bit number): 0/1 in the dtype asked,
+    each of the four lanes of a number at rate p, p rounded to a multiple of 2^-15."""
+    torch.manual_seed(0)
+    for p in (0.05, 0.5, 0.93):
+        x = bernoulli((400, 50, 100), p, torch.zeros((), dtype=F64))
+        assert x.dtype == F64 and set(x.unique().tolist()) <= {0.0, 1.0}
+        lanes = x.reshape(-1, 4).mean(0)  # draw k of each 64-bit number
+        assert (lanes - p).abs().max() < 0.005, (p, lanes)
+    assert bernoulli((3, 2), 0.0, torch.zeros(())).sum() == 0
 
 
 # ---- 3. off means bit-identical ------------------------------------------------------------------

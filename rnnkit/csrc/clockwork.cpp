@@ -356,7 +356,7 @@ clockwork_sequence_backward(
   std::optional<at::Tensor> vc;
   if (valid.has_value()) vc = valid->contiguous();
   Mask mask(vc, T, N);
-  const Regularize reg(drop, zone);
+  Regularize reg(drop, zone);
   const auto opts = us.options();
   // (zoneout scales the step's output gradient in place: a copy)
   at::Tensor gy = reg.zoning() ? grad_ys.contiguous().clone() : grad_ys.contiguous();

@@ -198,7 +198,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ctrnn_sequence_backwa
   const bool identity = act == Act::identity;
   Steps st{T, reverse};
   Mask mask(valid, T, N);
-  const Regularize reg(drop, zone);
+  Regularize reg(drop, zone);
   at::Tensor zc = reg.zoning() ? zone->contiguous() : at::Tensor();
   at::Tensor mdrop = reg.dropping() ? drop->contiguous() : at::Tensor();
   at::Tensor us = us_in.contiguous(), gy = grad_ys.contiguous(), hs_c = hs.contiguous();

@@ -97,7 +97,7 @@ elman_sequence_backward(
   const int64_t T = x.size(0), N = x.size(1), H = w_hh.size(0);
   Steps st{T, reverse};
   Mask mask(valid, T, N);
-  const Regularize reg(drop, zone);
+  Regularize reg(drop, zone);
   at::Tensor gy = reg.zoning() ? grad_ys.contiguous().clone() : grad_ys.contiguous();
   at::Tensor hs_c = hs.contiguous();
   at::Tensor da = at::empty({T, N, H}, x.options());

@@ -162,7 +162,7 @@ Out7 fully_sequence_backward(
                 O = S - H;
   Steps st{T, reverse};
   Mask mask(valid, T, N);
-  const Regularize reg(drop, zone);
+  Regularize reg(drop, zone);
   // (split scales the output's gradient in place: a copy of it where zoning)
   const at::Tensor gy = reg.zoning() ? grad_ys.contiguous().clone() : grad_ys.contiguous();
   const at::Tensor ss_c = ss.contiguous();

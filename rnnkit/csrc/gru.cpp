@@ -113,7 +113,7 @@ gru_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T, con
   const int64_t T = x.size(0), N = x.size(1), H = w_hh.size(1), H3 = 3 * H;
   Steps st{T, reverse};
   Mask mask(valid, T, N);
-  const Regularize reg(drop, zone);
+  Regularize reg(drop, zone);
   at::Tensor gy = reg.zoning() ? grad_ys.contiguous().clone() : grad_ys.contiguous(), hs_c = hs.contiguous(), gs_c = gs.contiguous(),
              ns_c = ns.contiguous();
   at::Tensor dG = at::empty({T, N, H3}, x.options());  // [da^r, da^z, dg^n]

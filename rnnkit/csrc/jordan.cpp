@@ -149,7 +149,7 @@ Out6 jordan_sequence_backward(
   const int64_t T = hs.size(0), N = hs.size(1), H = hs.size(2), O = ss.size(2);
   Steps st{T, reverse};
   Mask mask(valid, T, N);
-  const Regularize reg(drop, zone);
+  Regularize reg(drop, zone);
   // (split scales the output's gradient in place: a copy of it where zoning)
   const at::Tensor gy = reg.zoning() ? grad_ys.contiguous().clone() : grad_ys.contiguous();
   const at::Tensor hs_c = hs.contiguous(), ss_c = ss.contiguous();

@@ -220,7 +220,7 @@ Out9 lstm_sequence_backward(
   const bool proj = w_hr.has_value();
   Steps st{T, reverse};
   Mask mask(valid, T, N);
-  const Regularize reg(drop, zone);
+  Regularize reg(drop, zone);
   at::Tensor gy = reg.zoning() ? grad_ys.contiguous().clone() : grad_ys.contiguous(), gz = gates.contiguous(), hs_c = hs.contiguous(),
              cs_c = cs.contiguous(), ks_c = ks.contiguous();
   at::Tensor wp = w_peep.has_value() ? w_peep->contiguous() : at::Tensor();

@@ -137,14 +137,14 @@ class Regularize {
     return buf_;
   }
   // out += (x W^T) m: the recurrent product's backward into dh_{t-1}.
-  void add_back(const Product& p, at::Tensor& out, const at::Tensor& x) const {
+  void add_back(const Product& p, at::Tensor& out, const at::Tensor& x) {
     if (!drop_.defined()) {
       p.add_(out, x);
       return;
     }
-    at::Tensor prod = at::zeros_like(out);
-    p.add_(prod, x);
-    out.addcmul_(prod, drop_);
+    if (!back_.defined()) back_ = at::empty_like(out);
+    p.mm_(back_, x);
+    out.addcmul_(back_, drop_);
   }
   // The states the recurrent weight's gradient multiplies: h_prev (T, N, R), or m h_prev.
   at::Tensor before(const at::Tensor& h_prev) const {
@@ -159,20 +159,41 @@ class Regularize {
   // `gy` its output gradient at t (undefined where the state is not output): both scaled by
   // (1 - d) in place, what passes straight to s_{t-1} (d (m gy + ds)) returned, to add to
   // dL/ds_{t-1} after the cell's backward.
+  // One pass over the rows (ds and gy (N, width) with unit column strides, possibly column
+  // windows of wider rows; zone 0/1 and contiguous).
   at::Tensor split(int64_t t, at::Tensor& ds, at::Tensor gy, const std::optional<at::Tensor>& valid,
                    int64_t off) const {
-    at::Tensor d = zone_.select(0, t).narrow(1, off, ds.size(1));
-    at::Tensor g = ds.clone();
-    if (gy.defined()) {
-      g.add_(valid.has_value() ? gy * valid->select(0, t).unsqueeze(1) : gy);
-      gy.sub_(gy * d);
-    }
-    ds.sub_(ds * d);
-    return g.mul_(d);
+    const int64_t N = ds.size(0), W = ds.size(1), S = zone_.size(2);
+    TORCH_CHECK(ds.stride(1) == 1 && (!gy.defined() || gy.stride(1) == 1),
+                "zoneout: expected unit column strides");
+    const at::Tensor z = zone_.contiguous();  // (a training call's weights are: no copy)
+    at::Tensor carry = at::empty({N, W}, ds.options());
+    const bool* v = valid.has_value() ? valid->data_ptr<bool>() + t * N : nullptr;
+    const int64_t ds_row = ds.stride(0), gy_row = gy.defined() ? gy.stride(0) : 0;
+    AT_DISPATCH_FLOATING_TYPES(ds.scalar_type(), "zoneout_split", [&] {
+      const scalar_t* zb = z.data_ptr<scalar_t>() + t * N * S + off;
+      scalar_t* db = ds.data_ptr<scalar_t>();
+      scalar_t* gb = gy.defined() ? gy.data_ptr<scalar_t>() : nullptr;
+      scalar_t* cb = carry.data_ptr<scalar_t>();
+      for_rows(N, W, [&](int64_t n) {
+        const scalar_t* d = zb + n * S;
+        scalar_t* dr = db + n * ds_row;
+        scalar_t* cr = cb + n * W;
+        scalar_t* gr = gb && (v == nullptr || v[n]) ? gb + n * gy_row : nullptr;  // 0 if padded
+        for (int64_t j = 0; j < W; ++j) {
+          const scalar_t keep = scalar_t(1) - d[j];
+          const scalar_t g = dr[j] + (gr ? gr[j] : scalar_t(0));
+          cr[j] = d[j] * g;
+          dr[j] *= keep;
+          if (gr) gr[j] *= keep;
+        }
+      });
+    });
+    return carry;
   }
 
  private:
-  at::Tensor drop_, zone_, buf_;
+  at::Tensor drop_, zone_, buf_, back_;
 };
 
 // What an op returns for an unused buffer or the gradient of an absent optional input.

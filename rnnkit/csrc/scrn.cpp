@@ -175,7 +175,7 @@ scrn_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T,
   const int64_t W = H + S;
   Steps st{T, reverse};
   Mask mask(valid, T, N);
-  const Regularize reg(drop, zone);
+  Regularize reg(drop, zone);
   // (zoneout scales dy^h in place: a copy)
   at::Tensor gy = reg.zoning() ? grad_ys.contiguous().clone() : grad_ys.contiguous();
   at::Tensor ss_c = ss.contiguous();
