@@ -154,3 +154,13 @@ def check_compiles_like_eager(net, x, lengths, extra=lambda x: {}) -> None:
         xx = torch.randn(*shape, requires_grad=True)
         torch.testing.assert_close(compiled(xx, **extra(xx))[0], net(xx, **extra(xx))[0])
     assert counters["stats"]["unique_graphs"] == graphs  # no recompilation
+
+
+def gen(seed):
+    """A CPU generator seeded with ``seed``."""
+    return torch.Generator().manual_seed(seed)
+
+
+def randn(*shape, seed=1):
+    """float64 normal numbers of ``shape``, the same for the same seed."""
+    return torch.randn(*shape, dtype=torch.float64, generator=gen(seed))

@@ -14,7 +14,7 @@ import math
 
 import pytest
 import torch
-from kernel_checks import graph_names
+from kernel_checks import gen, graph_names, randn
 
 import rnnkit
 from rnnkit import kernels, scan
@@ -38,14 +38,6 @@ F64 = torch.float64
 T, N, I, H = 5, 3, 3, 4
 LENGTHS = torch.tensor([5, 2, 4])
 TIGHT = {"atol": 1e-12, "rtol": 1e-12}
-
-
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
-
-
-def randn(*shape, seed=1):
-    return torch.randn(*shape, dtype=F64, generator=gen(seed))
 
 
 def randomize_ln(module, seed=7):

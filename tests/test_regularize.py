@@ -18,7 +18,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from kernel_checks import graph_names
+from kernel_checks import gen, graph_names, randn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
@@ -53,14 +53,6 @@ T, N, I, H = 5, 4, 3, 6
 LENGTHS = torch.tensor([5, 2, 4, 1])
 TIGHT = {"atol": 1e-12, "rtol": 1e-12}
 CLOSE = {"atol": 1e-10, "rtol": 1e-10}
-
-
-def gen(seed):
-    return torch.Generator().manual_seed(seed)
-
-
-def randn(*shape, seed=1):
-    return torch.randn(*shape, dtype=F64, generator=gen(seed))
 
 
 # ---- cells and their equations, naively -------------------------------------------------------
