@@ -44,7 +44,7 @@ class Recurrent(nn.Module):
             masks = self.regularizers.masks(self.cell, xs.shape[0], xs.shape[1], xs,
                                             self.training)
         if functional._TRACING and (type(self.cell) in functional._TRACED or run is scan
-                                    or masks is not None):
+                                    or masks is not None or self.cell.layer_norm):
             run = functional.scan_traced  # (inside functional.traced_loops: an export)
         elif masks is None:
             return run(self.cell, xs, state, reverse=self.reverse, lengths=lengths)

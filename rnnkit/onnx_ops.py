@@ -53,7 +53,9 @@ def _common(w_ih, w_hh, b_ih, b_hh, valid, order):
     return W, R, B, lens
 
 
-def _no_masks(drop, zone) -> None:
+def _no_masks(drop, zone, *norms) -> None:
+    if any(n is not None for n in norms):  # (rnnkit.export traces such layers' loops instead)
+        raise UnsupportedForOnnx("layer_norm: ONNX's recurrent operators do not normalize")
     if zone is not None:
         raise UnsupportedForOnnx("zoneout: ONNX's recurrent operators have no zoneout (its "
                                  "evaluation-time mix of old and new states); export the "
@@ -64,8 +66,8 @@ def _no_masks(drop, zone) -> None:
 
 def lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, valid, peephole: str = "none",
          tanh_candidate: bool = True, tanh_cell: bool = True, reverse: bool = False, drop=None,
-         zone=None):
-    _no_masks(drop, zone)
+         zone=None, ln_ih=None, ln_hh=None, ln_c=None):
+    _no_masks(drop, zone, ln_ih, ln_hh, ln_c)
     if w_hr is not None:
         raise UnsupportedForOnnx("proj_size: ONNX's LSTM operator has no projection of h")
     if peephole == "full":

@@ -24,11 +24,15 @@
 // h_t = d^h h_{t-1} + (1 - d^h) h~_t, c_t = d^c c_{t-1} + (1 - d^c) c~_t (zone's columns [h | c]),
 // h~ from the unzoned c~ (Krueger et al. 2017). Backward then recomputes c~ = f c_{t-1} + i g
 // from the saved gates: where d^c = 1 the slot holds c_{t-1}, but h~ still needs c~.
+// Layer normalization (ln_ih, ln_hh, ln_c; layer_norm.h): z_t = LN_ih(W_ih x_t) + LN_hh(W_hh h_{t-1})
+// + b, and k = phi(LN_c(c~)) (the carried c~ unnormalized; the peephole sees it too). Backward:
+// with a = dr o phi'(.), dc~ gets LN_c's backward of a (in place of dr o phi'), dW_hh and
+// dh_{t-1} take LN_hh's backward of dz, dW_ih and dX LN_ih's.
 #include <torch/library.h>
 
 #include <string_view>
 
-#include "recurrence.h"
+#include "layer_norm.h"
 
 namespace rnnkit {
 namespace {
@@ -42,18 +46,17 @@ Peep peep_kind(c10::string_view p) {
   return Peep::full;
 }
 
-using Out9 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                        at::Tensor, at::Tensor, at::Tensor>;
+using Out12 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                         at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-           at::Tensor>
-run_forward(bool save, const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
+Out12 run_forward(bool save, const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
               const at::Tensor& w_ih, const at::Tensor& w_hh,
               const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
               const std::optional<at::Tensor>& w_hr, const std::optional<at::Tensor>& w_peep,
               const std::optional<at::Tensor>& valid, c10::string_view peephole, bool tanh_g,
               bool tanh_phi, bool reverse, const std::optional<at::Tensor>& drop,
-              const std::optional<at::Tensor>& zone) {
+              const std::optional<at::Tensor>& zone, const std::optional<at::Tensor>& ln_ih,
+              const std::optional<at::Tensor>& ln_hh, const std::optional<at::Tensor>& ln_c) {
   const int64_t T = x.size(0), N = x.size(1), H4 = w_hh.size(0), H = H4 / 4, R = w_hh.size(1);
   const Peep peep = peep_kind(peephole);
   TORCH_CHECK(peep == Peep::none || w_peep.has_value(), "w_peep: required by peephole ",
@@ -62,12 +65,27 @@ run_forward(bool save, const at::Tensor& x, const at::Tensor& h0, const at::Tens
   Steps st{T, reverse};
   Mask mask(valid, T, N);
   Regularize reg(drop, zone);
+  Norms norms(ln_ih, ln_hh, ln_c);
+  norms.allocate(save, T, N, H4, H, x);
   at::Tensor x2 = x.reshape({T * N, x.size(2)});
   at::Tensor bias;
   if (b_ih.has_value()) bias = b_hh.has_value() ? *b_ih + *b_hh : *b_ih;
   else if (b_hh.has_value()) bias = *b_hh;
-  at::Tensor gates = bias.defined() ? at::addmm(bias, x2, w_ih.t()) : at::mm(x2, w_ih.t());
+  bias = norms.bias(bias);
+  at::Tensor gates;
+  if (norms.ih) {
+    gates = at::mm(x2, w_ih.t());
+    norms.input(gates, T, N);
+    if (bias.defined()) gates.add_(bias);
+  } else {
+    gates = bias.defined() ? at::addmm(bias, x2, w_ih.t()) : at::mm(x2, w_ih.t());
+  }
   gates = gates.view({T, N, H4});
+  // W_hh h_{t-1} before LN_hh (N, 4H), and the gains of LN_hh and LN_c and LN_c's bias
+  at::Tensor rbuf = norms.hh ? at::empty({N, H4}, x.options()) : at::Tensor();
+  at::Tensor a_hh = norms.hh ? norms.hh->select(0, 0).contiguous() : at::Tensor();
+  at::Tensor a_c = norms.c ? norms.c->select(0, 0).contiguous() : at::Tensor();
+  at::Tensor b_c = norms.c ? norms.c->select(0, 1).contiguous() : at::Tensor();
   at::Tensor hs = at::empty({T + 1, N, R}, x.options());
   at::Tensor cs = at::empty({T + 1, N, H}, x.options());
   at::Tensor ks = tanh_phi && save ? at::empty({T, N, H}, x.options()) : absent(x);
@@ -89,20 +107,32 @@ run_forward(bool save, const at::Tensor& x, const at::Tensor& h0, const at::Tens
     scalar_t* kb = tanh_phi && save ? ks.data_ptr<scalar_t>() : nullptr;
     scalar_t* rb = proj ? rs.data_ptr<scalar_t>() : nullptr;
     const scalar_t* pd = peep == Peep::diagonal ? wp.data_ptr<scalar_t>() : nullptr;
+    scalar_t* rbb = norms.hh ? rbuf.data_ptr<scalar_t>() : nullptr;
+    scalar_t* rnb = norms.hh ? norms.rn.data_ptr<scalar_t>() : nullptr;
+    scalar_t* cnb = norms.c ? norms.cn.data_ptr<scalar_t>() : nullptr;
+    scalar_t* sdb = norms.on() ? norms.rstd.data_ptr<scalar_t>() : nullptr;  // (3, T, N)
+    const scalar_t* ahh = norms.hh ? a_hh.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* ac = norms.c ? a_c.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* bc = norms.c ? b_c.data_ptr<scalar_t>() : nullptr;
     for (int64_t i = 0; i < T; ++i) {
       const int64_t t = st.forward_step(i);
       const int64_t s_in = t + st.off_in(), s_out = t + st.off_out();
+      const int64_t tk = save ? t : 0;  // the step's rows of rn and cn
       at::Tensor z_t = gates.select(0, t);
-      rec.add_(z_t, reg.input(hs.select(0, s_in)));
+      if (rbb) {
+        rec.mm_(rbuf, reg.input(hs.select(0, s_in)));
+      } else {
+        rec.add_(z_t, reg.input(hs.select(0, s_in)));
+      }
       if (peep == Peep::full) {
         at::Tensor z_if = z_t.narrow(1, 0, 2 * H);
         peep_if->add_(z_if, cs.select(0, s_in));
       }
       const bool padded = mask.any_padded(t);
       // One pass over the rows; `gate` computes i, f, g and c~ (c~ into the c slot), `out`
-      // computes o, k, r and the carried c and h from it. A full peephole runs them apart.
-      auto pass = [&](bool gate, bool out) {
-        for_rows(N, H4, [&](int64_t n) {
+      // computes o, k, r and the carried c and h from it. A full peephole runs them apart, LN_c
+      // within a row (its statistics need the whole c~ row).
+      auto row = [&](int64_t n, bool gate, bool out) {
           scalar_t* z = zb + (t * N + n) * H4;
           const scalar_t* ci = cb + (s_in * N + n) * H;
           scalar_t* co = cb + (s_out * N + n) * H;
@@ -111,6 +141,11 @@ run_forward(bool save, const at::Tensor& x, const at::Tensor& h0, const at::Tens
           scalar_t* k_row = kb ? kb + (t * N + n) * H : nullptr;
           scalar_t* r_row = rb ? rb + (t * N + n) * H : nullptr;
           const bool counts = !padded || mask.counts(t, n, N);
+          scalar_t* cn_row = nullptr;  // LN_c: c~ normalized
+          if (out && cnb) {
+            cn_row = cnb + (tk * N + n) * H;
+            sdb[(2 * T + t) * N + n] = ln_row(co, H, cn_row);
+          }
           for_lanes<scalar_t>(H, [&](auto tag, int64_t j) {
             using V = decltype(tag);
             const V cp = load(ci + j, tag);
@@ -137,7 +172,9 @@ run_forward(bool save, const at::Tensor& x, const at::Tensor& h0, const at::Tens
             V zo = load(z + 3 * H + j, tag);
             if (pd) zo = zo + load(pd + 2 * H + j, tag) * c;
             const V o = sigm(zo);
-            const V k = tanh_phi ? tanh_(c) : c;
+            V kin = c;
+            if (cn_row) kin = load(ac + j, tag) * load(cn_row + j, tag) + load(bc + j, tag);
+            const V k = tanh_phi ? tanh_(kin) : kin;
             store(o, z + 3 * H + j);
             if (k_row) store(k, k_row + j);
             store(counts ? c : cp, co + j);
@@ -147,6 +184,23 @@ run_forward(bool save, const at::Tensor& x, const at::Tensor& h0, const at::Tens
               store(counts ? o * k : load(hi + j, tag), ho + j);
             }
           });
+      };
+      auto pass = [&](bool gate, bool out) {
+        for_rows(N, H4, [&](int64_t n) {
+          if (gate && rbb) {  // z += a_hh LN(W_hh h_{t-1}) (its bias is in z already)
+            scalar_t* rn_row = rnb + (tk * N + n) * H4;
+            scalar_t* z = zb + (t * N + n) * H4;
+            sdb[(T + t) * N + n] = ln_row(rbb + n * H4, H4, rn_row);
+            for_lanes<scalar_t>(H4, [&](auto tag, int64_t j) {
+              store(load(z + j, tag) + load(ahh + j, tag) * load(rn_row + j, tag), z + j);
+            });
+          }
+          if (cnb && gate && out) {
+            row(n, true, false);
+            row(n, false, true);
+          } else {
+            row(n, gate, out);
+          }
         });
       };
       if (peep == Peep::full) {
@@ -175,21 +229,20 @@ run_forward(bool save, const at::Tensor& x, const at::Tensor& h0, const at::Tens
   at::Tensor ys = hs.narrow(0, st.off_out(), T).clone();
   if (valid.has_value()) ys.mul_(valid->unsqueeze(2));
   return {ys, hs.select(0, st.last()).clone(), cs.select(0, st.last()).clone(),
-          gates, hs, cs, ks, rs};
+          gates, hs, cs, ks, rs, norms.xn, norms.rn, norms.cn, norms.rstd};
 }
 
-using Out8 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                        at::Tensor, at::Tensor>;
-
-Out8 lstm_sequence(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
+Out12 lstm_sequence(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
                    const at::Tensor& w_ih, const at::Tensor& w_hh,
                    const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
                    const std::optional<at::Tensor>& w_hr, const std::optional<at::Tensor>& w_peep,
                    const std::optional<at::Tensor>& valid, c10::string_view peephole,
                    bool tanh_g, bool tanh_phi, bool reverse,
-                   const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone) {
+                   const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone,
+                   const std::optional<at::Tensor>& ln_ih, const std::optional<at::Tensor>& ln_hh,
+                   const std::optional<at::Tensor>& ln_c) {
   return run_forward(true, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, valid, peephole,
-                     tanh_g, tanh_phi, reverse, drop, zone);
+                     tanh_g, tanh_phi, reverse, drop, zone, ln_ih, ln_hh, ln_c);
 }
 
 // Without a backward to feed: k = phi(c~) is not kept.
@@ -199,22 +252,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sequence_inference(
     const std::optional<at::Tensor>& b_hh, const std::optional<at::Tensor>& w_hr,
     const std::optional<at::Tensor>& w_peep, const std::optional<at::Tensor>& valid,
     c10::string_view peephole, bool tanh_g, bool tanh_phi, bool reverse,
-    const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone) {
+    const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone,
+    const std::optional<at::Tensor>& ln_ih, const std::optional<at::Tensor>& ln_hh,
+    const std::optional<at::Tensor>& ln_c) {
   auto out = run_forward(false, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, valid,
-                         peephole, tanh_g, tanh_phi, reverse, drop, zone);
+                         peephole, tanh_g, tanh_phi, reverse, drop, zone, ln_ih, ln_hh, ln_c);
   return {std::get<0>(out), std::get<1>(out), std::get<2>(out)};
 }
 
-Out9 lstm_sequence_backward(
+Out12 lstm_sequence_backward(
     const at::Tensor& grad_ys, const at::Tensor& grad_h_T, const at::Tensor& grad_c_T,
     const at::Tensor& x, const at::Tensor& /*h0*/, const at::Tensor& /*c0*/,
     const at::Tensor& w_ih, const at::Tensor& w_hh, const std::optional<at::Tensor>& b_ih,
     const std::optional<at::Tensor>& b_hh, const std::optional<at::Tensor>& w_hr,
     const std::optional<at::Tensor>& w_peep, const at::Tensor& gates, const at::Tensor& hs,
-    const at::Tensor& cs, const at::Tensor& ks, const at::Tensor& rs,
+    const at::Tensor& cs, const at::Tensor& ks, const at::Tensor& rs, const at::Tensor& xn,
+    const at::Tensor& rn, const at::Tensor& cn, const at::Tensor& rstd,
     const std::optional<at::Tensor>& valid, c10::string_view peephole, bool tanh_g,
     bool tanh_phi, bool reverse, const std::optional<at::Tensor>& drop,
-    const std::optional<at::Tensor>& zone) {
+    const std::optional<at::Tensor>& zone, const std::optional<at::Tensor>& ln_ih,
+    const std::optional<at::Tensor>& ln_hh, const std::optional<at::Tensor>& ln_c) {
   const int64_t T = x.size(0), N = x.size(1), H4 = w_hh.size(0), H = H4 / 4, R = w_hh.size(1);
   const Peep peep = peep_kind(peephole);
   const bool proj = w_hr.has_value();
@@ -232,7 +289,15 @@ Out9 lstm_sequence_backward(
   at::Tensor dz = at::empty({T, N, H4}, x.options());
   at::Tensor es = proj ? at::empty({T, N, R}, x.options()) : absent(x);  // e_t (projection)
   at::Tensor dr = proj ? at::empty({N, H}, x.options()) : absent(x);
-  at::Tensor dct = peep == Peep::full ? at::empty({N, H}, x.options()) : absent(x);
+  const bool lnc = ln_c.has_value(), lnh = ln_hh.has_value();
+  // dc~ apart from the gates' pass: for a full peephole, and for LN_c (a row reduction first)
+  at::Tensor dct = peep == Peep::full || lnc ? at::empty({N, H}, x.options()) : absent(x);
+  at::Tensor as = lnc ? at::empty({T, N, H}, x.options()) : absent(x);  // a = dr o phi'
+  at::Tensor drn = lnh ? at::empty({T, N, H4}, x.options()) : absent(x);  // d(W_hh h_{t-1})
+  at::Tensor rn_c = rn.contiguous(), cn_c = cn.contiguous(), sd = rstd.contiguous();
+  at::Tensor a_hh = lnh ? ln_hh->select(0, 0).contiguous() : at::Tensor();
+  at::Tensor a_c = lnc ? ln_c->select(0, 0).contiguous() : at::Tensor();
+  at::Tensor b_c = lnc ? ln_c->select(0, 1).contiguous() : at::Tensor();
   at::Tensor dh = grad_h_T.contiguous().clone(), dc = grad_c_T.contiguous().clone();
   at::Tensor dh_next = at::empty_like(dh), dc_next = at::empty_like(dc);
   const Product rec(w_hh.t(), N);  // dz_t W_hh
@@ -252,6 +317,14 @@ Out9 lstm_sequence_backward(
     scalar_t* db = dz.data_ptr<scalar_t>();
     scalar_t* eb = proj ? es.data_ptr<scalar_t>() : nullptr;
     const scalar_t* ctb = ct.defined() ? ct.data_ptr<scalar_t>() : nullptr;
+    scalar_t* asb = lnc ? as.data_ptr<scalar_t>() : nullptr;
+    scalar_t* drnb = lnh ? drn.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* rnb = lnh ? rn_c.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* cnb = lnc ? cn_c.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* sdb = lnh || lnc ? sd.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* ahh = lnh ? a_hh.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* ac = lnc ? a_c.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* bc = lnc ? b_c.data_ptr<scalar_t>() : nullptr;
     for (int64_t i = 0; i < T; ++i) {
       const int64_t t = st.backward_step(i);
       const int64_t s_in = t + st.off_in(), s_out = t + st.off_out();
@@ -275,15 +348,17 @@ Out9 lstm_sequence_backward(
         in_proj->mm_(dr, es.select(0, t));
       }
       const scalar_t* drb = proj ? dr.data_ptr<scalar_t>() : nullptr;
-      scalar_t* dctb = peep == Peep::full ? dct.data_ptr<scalar_t>() : nullptr;
-      // `out` forms dz^o and dc~ (into dctb for a full peephole); `gate` the rest from dc~.
-      auto pass = [&](bool out, bool gate) {
-        for_rows(N, H4, [&](int64_t n) {
+      scalar_t* dctb = dct.numel() ? dct.data_ptr<scalar_t>() : nullptr;
+      // `out` forms dz^o and dc~ (into dctb for a full peephole or LN_c); `gate` the rest from
+      // dc~, then LN_hh's backward of the row's dz.
+      auto one_row = [&](int64_t n, bool out, bool gate) {
           const int64_t row = t * N + n;
           scalar_t* d = db + row * H4;
           if (padded && !mask.counts(t, n, N)) {  // carried: no gradient through the cell
             std::fill(d, d + H4, scalar_t(0));
             if (dctb) std::fill(dctb + n * H, dctb + (n + 1) * H, scalar_t(0));
+            if (asb) std::fill(asb + row * H, asb + (row + 1) * H, scalar_t(0));
+            if (drnb) std::fill(drnb + row * H4, drnb + (row + 1) * H4, scalar_t(0));
             if (gate) {
               std::copy(dcp + n * H, dcp + (n + 1) * H, dcn + n * H);
               std::copy(dhp + n * R, dhp + (n + 1) * R, dhn + n * R);
@@ -295,6 +370,8 @@ Out9 lstm_sequence_backward(
           const scalar_t* cn = ctb ? ctb + row * H : cb + (s_out * N + n) * H;
           const scalar_t* k_row = kb ? kb + row * H : cn;
           const scalar_t* y = yb + row * R;
+          scalar_t* a_row = asb ? asb + row * H : nullptr;
+          const scalar_t* cn_row = cnb ? cnb + row * H : nullptr;
           for_lanes<scalar_t>(H, [&](auto tag, int64_t j) {
             using V = decltype(tag);
             const V one(scalar_t(1));
@@ -302,12 +379,22 @@ Out9 lstm_sequence_backward(
             if (out) {
               const V drv = drb ? load(drb + n * H + j, tag)
                                 : load(y + j, tag) + load(dhp + n * R + j, tag);
-              const V o = load(z + 3 * H + j, tag), k = load(k_row + j, tag);
+              const V o = load(z + 3 * H + j, tag);
+              // k = phi(c~), saved where phi is tanh; else c~ itself, or LN_c(c~)
+              const V k = kb || !cn_row ? load(k_row + j, tag)
+                                        : load(ac + j, tag) * load(cn_row + j, tag) +
+                                              load(bc + j, tag);
               const V dzo = drv * k * o * (one - o);
-              dc_t = load(dcp + n * H + j, tag) + drv * o * (tanh_phi ? one - k * k : one);
+              const V a = drv * o * (tanh_phi ? one - k * k : one);
+              dc_t = load(dcp + n * H + j, tag);
+              if (a_row) {
+                store(a, a_row + j);
+              } else {
+                dc_t = dc_t + a;
+              }
               if (pd) dc_t = dc_t + load(pd + 2 * H + j, tag) * dzo;
               store(dzo, d + 3 * H + j);
-              if (!gate) {
+              if (!gate || a_row) {
                 store(dc_t, dctb + n * H + j);
                 return;
               }
@@ -325,7 +412,22 @@ Out9 lstm_sequence_backward(
             store(dzg, d + 2 * H + j);
             store(dcn_v, dcn + n * H + j);
           });
-          if (gate) std::fill(dhn + n * R, dhn + (n + 1) * R, scalar_t(0));
+          if (out && a_row)  // dc~ += LN_c's backward of a
+            ln_row_backward(a_row, ac, cn_row, sdb[(2 * T + t) * N + n], H, dctb + n * H, true);
+          if (!gate) return;
+          std::fill(dhn + n * R, dhn + (n + 1) * R, scalar_t(0));
+          if (drnb)  // d(W_hh h_{t-1}) = LN_hh's backward of dz
+            ln_row_backward(d, ahh, rnb + row * H4, sdb[(T + t) * N + n], H4, drnb + row * H4,
+                            false);
+      };
+      auto pass = [&](bool out, bool gate) {
+        for_rows(N, H4, [&](int64_t n) {
+          if (lnc && out && gate) {
+            one_row(n, true, false);
+            one_row(n, false, true);
+          } else {
+            one_row(n, out, gate);
+          }
         });
       };
       at::Tensor dz_t = dz.select(0, t);
@@ -337,7 +439,7 @@ Out9 lstm_sequence_backward(
       } else {
         pass(true, true);
       }
-      reg.add_back(rec, dh_next, dz_t);  // dh_{t-1} += dz_t W_hh
+      reg.add_back(rec, dh_next, lnh ? drn.select(0, t) : dz_t);  // dh_{t-1} += dz_t W_hh
       if (carry_h.defined()) {
         dh_next.add_(carry_h);
         dc_next.add_(carry_c);
@@ -361,15 +463,21 @@ Out9 lstm_sequence_backward(
     d_peep = at::cat({at::mm(dz2.narrow(1, 0, 2 * H).t(), c_prev.reshape({T * N, H})),
                       at::mm(dz2.narrow(1, 3 * H, H).t(), c_new.reshape({T * N, H}))});
   }
-  return {at::mm(dz2, w_ih).view(x.sizes()),
+  // d(W_ih x): LN_ih's backward of dz
+  at::Tensor du = ln_ih ? ln_input_backward(dz2, *ln_ih, xn, sd.select(0, 0)) : dz2;
+  at::Tensor dw_hh = at::mm((lnh ? drn.view({T * N, H4}) : dz2).t(), h_prev);
+  return {at::mm(du, w_ih).view(x.sizes()),
           dh,
           dc,
-          at::mm(dz2.t(), x2),
-          at::mm(dz2.t(), h_prev),
+          at::mm(du.t(), x2),
+          dw_hh,
           b_ih ? db : absent(x),
           b_hh ? (b_ih ? db.clone() : db) : absent(x),
           proj ? at::mm(es.view({T * N, R}).t(), rs.reshape({T * N, H})) : absent(x),
-          d_peep};
+          d_peep,
+          ln_ih ? ln_param_grad(dz2, xn) : absent(x),
+          lnh ? ln_param_grad(dz2, rn_c) : absent(x),
+          lnc ? ln_param_grad(as, cn_c) : absent(x)};
 }
 
 }  // namespace

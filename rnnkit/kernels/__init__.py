@@ -72,11 +72,16 @@ def takes_masks(kernel: Callable, masks, xs: Tensor, cell) -> bool:
     return True
 
 
+# Cells whose kernels compute layer normalization inside the loop (the others' layer-normalized
+# layers run the reference loop, rnnkit.scan)
+_NORMALIZES: frozenset = frozenset({LSTMCell})
+
+
 def fused_scan(cell) -> Callable | None:
     """``f(cell, xs, state, *, reverse, lengths) -> (ys, final_state)``, equal to
     :func:`rnnkit.scan` for ``cell``, or None where no fused kernel covers it (its type, or
-    layer normalization, which the kernels do not compute yet: the reference loop does)."""
-    if cell.layer_norm:
+    layer normalization where its kernel does not compute it: the reference loop does)."""
+    if cell.layer_norm and type(cell) not in _NORMALIZES:
         return None
     return _KERNELS.get(type(cell))
 

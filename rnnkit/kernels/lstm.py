@@ -73,7 +73,7 @@ import torch
 from torch import Tensor
 
 from ..cells.lstm import LSTMCell, LSTMState
-from ._common import Product, checked
+from ._common import Product, checked, norms
 
 __all__ = ["lstm_sequence"]
 
@@ -301,7 +301,7 @@ def lstm_sequence(
     for name, s in (("h0", h0), ("c0", c0)):
         if not isinstance(s, Tensor):
             raise TypeError(f"{name}: expected a tensor, got {type(s).__name__}")
-    (h0, c0), valid = checked(cell, LSTMCell, xs, LSTMState(h0, c0), lengths)
+    (h0, c0), valid = checked(cell, LSTMCell, xs, LSTMState(h0, c0), lengths, layer_norm=True)
     peephole = cell.peephole
     w_peep = cell.weight_peephole if peephole == "diagonal" else \
         cell.weight_ch if peephole == "full" else None
@@ -311,4 +311,5 @@ def lstm_sequence(
     from .. import ops  # (loaded on first use)
 
     drop, zone = (None, None) if masks is None else masks[:2]
-    return ops.lstm.lstm_sequence(*args[:9], valid, peephole or "none", *args[10:13], drop, zone)
+    return ops.lstm.lstm_sequence(*args[:9], valid, peephole or "none", *args[10:13], drop, zone,
+                                  *norms(cell, "ih", "hh", "c"))

@@ -19,6 +19,16 @@ An op defined with ``masks=True`` takes two more trailing arguments, in all thre
 them, ``Regularize`` in ``csrc/recurrence.h``). Where they are given, the pure-torch and Triton
 implementations compute the op from its differentiable reference (which takes them too).
 
+An op defined with ``norms=("ih", "hh", ...)`` takes, after those, one more optional
+*differentiable* input per site, ``Tensor? ln_<site>=None``: the layer normalization's gain and
+bias stacked ``(2, width)`` (Ba et al. 2016; ``rnnkit.cells.base``): ``ih`` normalizes the input
+product ``W_ih x_t``, ``hh`` the recurrent one, a cell may name one more (the LSTM's ``c``). Its
+forward then returns four more saved buffers, ``xn`` (the normalized input product), ``rn`` (the
+normalized recurrent product), ``cn`` (the third site's, else ``(0,)``) and ``rstd`` ``(sites, T,
+N)`` (``(0,)`` tensors without layer normalization), and its backward the sites' gradients after
+the inputs'. The compiled loops normalize inside (``csrc/layer_norm.h``); the pure-torch and
+Triton implementations compute such calls from the reference.
+
 An implementation registered for a device before :func:`register` runs (the compiled C++ on
 the CPU, rnnkit.gpu's Triton kernels on CUDA) is kept; the pure-torch one fills every op and
 device key (CPU, CUDA) still empty.
@@ -36,6 +46,9 @@ from . import LIB
 # name -> (number of inputs, states, flags, masks: 2 trailing mask arguments or 0)
 _specs: dict[str, tuple[int, int, int, int]] = {}
 _MASKS = ", Tensor? drop=None, Tensor? zone=None"
+# name -> the layer normalization sites its op takes (after the masks), for ops defined with them
+_norms: dict[str, tuple[str, ...]] = {}
+NORM_SAVED = ["xn", "rn", "cn", "rstd"]  # the saved buffers they add, after the op's own
 _n_saved: dict[str, int] = {}  # name -> number of saved buffers
 # the ops whose CPU implementation was registered before register() (the compiled C++ loop)
 _compiled_cpu: set[str] = set()
@@ -46,25 +59,51 @@ def _names(schema: str) -> list[str]:
 
 
 def define(name: str, inputs: str, states: int, flags: str, saved: list[str],
-           masks: bool = False) -> None:
+           masks: bool = False, norms: tuple[str, ...] = ()) -> None:
     """Define the op ``name`` and ``name_backward`` with the frame above: ``inputs`` the schema of
     the differentiable inputs (``"Tensor x, Tensor h0, Tensor w_ih, Tensor? b_ih"``), ``states``
     how many of them (after ``x``) are initial states, ``flags`` the schema of the trailing
     arguments (``"bool relu, bool reverse"``), ``saved`` the names of the saved buffers,
-    ``masks`` whether the op takes the regularizer masks ``drop, zone``."""
+    ``masks`` whether the op takes the regularizer masks ``drop, zone``, ``norms`` its layer
+    normalization sites (see above; they need ``masks``)."""
+    assert masks or not norms
     n_in = len(_names(inputs))
+    saved = saved + (NORM_SAVED if norms else [])
     outs = ", ".join(["Tensor"] * (1 + states + len(saved)))
-    tail = flags + (_MASKS if masks else "")
+    tail = flags + (_MASKS if masks else "") + "".join(f", Tensor? ln_{s}=None" for s in norms)
     LIB.define(f"{name}({inputs}, Tensor? valid, {tail}) -> ({outs})")
     finals = "".join(f", Tensor grad_final{i}" for i in range(states))
     saved_args = "".join(f", Tensor {s}" for s in saved)
-    grads = ", ".join(["Tensor"] * n_in)
+    grads = ", ".join(["Tensor"] * (n_in + len(norms)))
     LIB.define(f"{name}_backward(Tensor grad_ys{finals}, {inputs}{saved_args}, Tensor? valid, "
                f"{tail}) -> ({grads})")
     LIB.define(f"{name}_inference({inputs}, Tensor? valid, {tail}) -> "
                f"({', '.join(['Tensor'] * (1 + states))})")
     _specs[name] = (n_in, states, len(_names(flags)), 2 if masks else 0)
     _n_saved[name] = len(saved)
+    _norms[name] = tuple(norms)
+
+
+def norm_fakes(x: torch.Tensor, G: int, Hc: int, ln_ih, ln_hh, ln_c=None) -> tuple:
+    """The layer normalization's saved buffers ``(xn, rn, cn, rstd)`` as empty tensors of their
+    shapes, for an op's fake (``G`` the gates' width, ``Hc`` the third site's)."""
+    T, N = x.shape[0], x.shape[1]
+    if ln_ih is None and ln_hh is None and ln_c is None:
+        return tuple(absent(x) for _ in range(4))  # (outputs may not alias)
+    return (x.new_empty(T, N, G) if ln_ih is not None else absent(x),
+            x.new_empty(T, N, G) if ln_hh is not None else absent(x),
+            x.new_empty(T, N, Hc) if ln_c is not None else absent(x),
+            x.new_empty(3, T, N))
+
+
+def layer_norm(z: torch.Tensor, ln: torch.Tensor | None) -> torch.Tensor:
+    """``z`` normalized over its last dimension with gain ``ln[0]`` and bias ``ln[1]`` (a
+    reference's site; ``z`` itself where ``ln`` is None)."""
+    if ln is None:
+        return z
+    from ..cells.base import LN_EPS
+
+    return torch.nn.functional.layer_norm(z, z.shape[-1:], ln[0], ln[1], eps=LN_EPS)
 
 
 def absent(like: torch.Tensor) -> torch.Tensor:
@@ -84,21 +123,25 @@ def register(name: str, *, fake: Callable, reference: Callable, python_forward: 
     returns.
     """
     n_in, n_states, n_flags, n_masks = _specs[name]
+    n_norms = len(_norms[name])
     if torch._C._dispatch_has_kernel_for_dispatch_key(f"rnnkit::{name}", "CPU"):
         _compiled_cpu.add(name)
     after_flags = n_in + 1 + n_flags  # where the masks start among a forward's arguments
 
     def fake_backward(*args):
         inputs = args[1 + n_states : 1 + n_states + n_in]
-        return tuple(torch.empty_like(t) if t is not None else absent(args[0]) for t in inputs)
+        norms = _tail(args, 1 + n_states + n_in + _n_saved[name] + 1 + n_flags + n_masks,
+                      n_norms)
+        return tuple(torch.empty_like(t) if t is not None else absent(args[0])
+                     for t in (*inputs, *norms))
 
     def setup_context(ctx, inputs, output):
         # No zero-filled gradients for the outputs nothing used (the saved buffers, as large
         # as the sequence): backward takes None for them (it fills the states' and ys' itself)
         ctx.set_materialize_grads(False)
-        masks = tuple(inputs[after_flags:])  # (a call may leave the masks to their defaults)
-        masks += (None,) * (n_masks - len(masks))
-        ctx.save_for_backward(*inputs[: n_in + 1], *masks, *output[1 + n_states :])
+        # (a call may leave the masks and norms to their defaults)
+        extra = _tail(inputs, after_flags, n_masks + n_norms)
+        ctx.save_for_backward(*inputs[: n_in + 1], *extra, *output[1 + n_states :])
         ctx.flags = tuple(inputs[n_in + 1 : after_flags])
         ctx.ys_shape = output[0].shape
 
@@ -106,21 +149,24 @@ def register(name: str, *, fake: Callable, reference: Callable, python_forward: 
         saved_tensors = ctx.saved_tensors
         inputs, valid = saved_tensors[:n_in], saved_tensors[n_in]
         masks = saved_tensors[n_in + 1 : n_in + 1 + n_masks]
-        saved = saved_tensors[n_in + 1 + n_masks :]
+        norms = saved_tensors[n_in + 1 + n_masks : n_in + 1 + n_masks + n_norms]
+        saved = saved_tensors[n_in + 1 + n_masks + n_norms :]
         finals = [g if g is not None else torch.zeros_like(s)
                   for g, s in zip(grads[:n_states], inputs[1 : 1 + n_states], strict=True)]
         if grad_ys is None:
             grad_ys = inputs[0].new_zeros(ctx.ys_shape)
         tail = (None,) * (1 + len(ctx.flags) + n_masks)  # valid, the flags and the masks
         if torch.is_grad_enabled():  # create_graph=True: differentiate the reference instead
-            wrt = [i for i, t in enumerate(inputs) if t is not None and t.requires_grad]
-            got = differentiate(reference, (*inputs, valid, *ctx.flags, *masks), wrt,
-                                (grad_ys, *finals))
-            return (*got[:n_in], *tail)
+            args = (*inputs, valid, *ctx.flags, *masks, *norms)
+            wrt = [i for i, t in enumerate(args) if isinstance(t, torch.Tensor)
+                   and t.requires_grad and (i < n_in or i >= len(args) - n_norms)]
+            got = differentiate(reference, args, wrt, (grad_ys, *finals))
+            return (*got[:n_in], *tail, *got[len(args) - n_norms :])
         op = getattr(torch.ops.rnnkit, f"{name}_backward")
-        got = op(grad_ys, *finals, *inputs, *saved, valid, *ctx.flags, *masks)
-        got = [g if t is not None else None for g, t in zip(got, inputs, strict=True)]
-        return (*got, *tail)
+        got = op(grad_ys, *finals, *inputs, *saved, valid, *ctx.flags, *masks, *norms)
+        got = [g if t is not None else None
+               for g, t in zip(got, (*inputs, *norms), strict=True)]
+        return (*got[:n_in], *tail, *got[n_in:])
 
     torch.library.register_fake(f"rnnkit::{name}", fake, lib=LIB)
     torch.library.register_fake(f"rnnkit::{name}_backward", fake_backward, lib=LIB)
@@ -143,7 +189,13 @@ def register(name: str, *, fake: Callable, reference: Callable, python_forward: 
                 LIB.impl(op, fn, key)
 
 
-# name -> (forward, backward) computed from the op's reference, for calls with masks
+def _tail(args: tuple, start: int, n: int) -> tuple:
+    """``args[start : start + n]``, None for those a call left to their default (None)."""
+    got = tuple(args[start : start + n])
+    return got + (None,) * (n - len(got))
+
+
+# name -> (forward, backward) computed from the op's reference, for calls with masks or norms
 _by_reference: dict[str, tuple[Callable, Callable]] = {}
 
 
@@ -152,24 +204,26 @@ def _reference_implementations(name: str, reference: Callable, fake: Callable) -
     buffers, which this backward does not read, zeros of the fake's shapes), and the
     reference's vector-Jacobian product."""
     n_in, n_states, n_flags, n_masks = _specs[name]
+    n_norms = len(_norms[name])
 
     def forward(*args):
         with torch.no_grad():
             outs = reference(*args)
         return (*(o.clone() for o in outs), *(t.zero_() for t in fake(*args)[1 + n_states :]))
 
-    def backward(*args):  # (grad_ys, *grad_finals, *inputs, *saved, valid, *flags, drop, zone)
+    def backward(*args):  # (grad_ys, *grad_finals, *inputs, *saved, valid, *flags, *masks, *norms)
         grads = args[: 1 + n_states]
-        inputs = args[1 + n_states : 1 + n_states + n_in]
-        tail = args[len(args) - (1 + n_flags + n_masks) :]  # valid, flags, masks
+        start = 1 + n_states + n_in + _n_saved[name]  # valid
+        tail = _tail(args, start, 1 + n_flags + n_masks + n_norms)
+        inputs = (*args[1 + n_states : 1 + n_states + n_in], *tail[len(tail) - n_norms :])
         wrt = [i for i, t in enumerate(inputs) if t is not None]
         with torch.enable_grad():
             leaves = [t.detach().requires_grad_() if t is not None else None for t in inputs]
-            outs = reference(*leaves, *tail)
+            outs = reference(*leaves[:n_in], *tail[: len(tail) - n_norms], *leaves[n_in:])
             pairs = [(o, g) for o, g in zip(outs, grads, strict=True) if o.requires_grad]
             got = torch.autograd.grad([o for o, _ in pairs], [leaves[i] for i in wrt],
                                       [g for _, g in pairs], allow_unused=True)
-        result = [absent(args[0])] * n_in
+        result = [absent(args[0])] * len(inputs)
         for i, g in zip(wrt, got, strict=True):
             result[i] = g if g is not None else torch.zeros_like(inputs[i])
         return tuple(result)
@@ -180,8 +234,11 @@ def _reference_implementations(name: str, reference: Callable, fake: Callable) -
 def unless_masked(name: str, implementation: Callable, which: int) -> Callable:
     """``implementation`` (a forward, ``which=0``, or backward, ``1``, of an op defined with
     ``masks=True`` that does not apply the masks itself: the pure-torch loops, the Triton
-    kernels) for calls without masks; a call with masks computes from the op's reference."""
+    kernels; with the op's arguments and returns less the layer normalization's) for calls
+    without masks or layer normalization; such a call computes from the op's reference."""
     n_in, n_states, n_flags, n_masks = _specs[name]
+    n_norms = len(_norms[name])
+    n_own = _n_saved[name] - (len(NORM_SAVED) if n_norms else 0)  # the implementation's saved
     # the arguments before the masks (torch leaves out trailing ones equal to their defaults)
     n_args = n_in + 1 + n_flags
     if which == 1:
@@ -189,9 +246,15 @@ def unless_masked(name: str, implementation: Callable, which: int) -> Callable:
 
     def run(*args):
         if any(m is not None for m in args[n_args:]):
-            args += (None,) * (n_args + n_masks - len(args))
+            args += (None,) * (n_args + n_masks + n_norms - len(args))
             return _by_reference[name][which](*args)
-        return implementation(*args[:n_args])
+        if not n_norms:
+            return implementation(*args[:n_args])
+        if which == 0:
+            return (*implementation(*args[:n_args]), *(absent(args[0]) for _ in NORM_SAVED))
+        saved_at = 1 + n_states + n_in  # drop the layer normalization's saved buffers
+        own = args[: saved_at + n_own] + args[saved_at + _n_saved[name] : n_args]
+        return (*implementation(*own), *(absent(args[0]) for _ in range(n_norms)))
 
     return run
 
@@ -205,7 +268,8 @@ def call(name: str, *args) -> tuple:
     """``(ys, *finals)`` of op ``name``: the op itself where autograd records the call (some
     input requires a gradient and grad mode is on), else ``name_inference``, which keeps nothing
     for a backward."""
-    n_in, n_states = _specs[name][:2]
-    if recording(*args[:n_in]):
+    n_in, n_states, n_flags, n_masks = _specs[name]
+    norms = args[n_in + 1 + n_flags + n_masks :]
+    if recording(*args[:n_in], *norms):
         return getattr(torch.ops.rnnkit, name)(*args)[: 1 + n_states]
     return tuple(getattr(torch.ops.rnnkit, f"{name}_inference")(*args))

@@ -32,7 +32,8 @@ from . import _wiring
 INPUTS = ("Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
           "Tensor? w_hr, Tensor? w_peep")
 FLAGS = "str peephole, bool tanh_candidate, bool tanh_cell, bool reverse"
-_wiring.define("lstm_sequence", INPUTS, 2, FLAGS, ["gates", "hs", "cs", "ks", "rs"], masks=True)
+_wiring.define("lstm_sequence", INPUTS, 2, FLAGS, ["gates", "hs", "cs", "ks", "rs"], masks=True,
+               norms=("ih", "hh", "c"))
 
 
 def _peep(c: Tensor, p: Tensor, peephole: str) -> Tensor:
@@ -40,27 +41,35 @@ def _peep(c: Tensor, p: Tensor, peephole: str) -> Tensor:
 
 
 def reference(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, valid, peephole: str,
-              tanh_g: bool, tanh_phi: bool, reverse: bool, drop=None, zone=None):
+              tanh_g: bool, tanh_phi: bool, reverse: bool, drop=None, zone=None, ln_ih=None,
+              ln_hh=None, ln_c=None):
     """``(ys, h_T, c_T)`` in differentiable torch ops (what a recorded backward differentiates);
     with the regularizer masks, ``W_hh (drop h_{t-1})``, and ``h_t, c_t`` zoned out by
-    ``zone_t``'s ``[h | c]`` columns (``h~`` from the unzoned ``c~``)."""
+    ``zone_t``'s ``[h | c]`` columns (``h~`` from the unzoned ``c~``); with layer
+    normalization, ``LN_ih(W_ih x_t) + LN_hh(W_hh h_{t-1}) + b`` and ``phi(LN_c(c~))``."""
     T = x.shape[0]
-    u = torch.nn.functional.linear(x, w_ih, b_ih)
+    if ln_ih is None:
+        u = torch.nn.functional.linear(x, w_ih, b_ih)
+    else:
+        u = _wiring.layer_norm(x @ w_ih.t(), ln_ih) + (0 if b_ih is None else b_ih)
     if b_hh is not None:
         u = u + b_hh
     if peephole != "none":
         p_i, p_f, p_o = w_peep.chunk(3)
     h, c, ys = h0, c0, [None] * T
     for t in steps(T, reverse).order:
-        z_i, z_f, z_g, z_o = torch.addmm(u[t], h if drop is None else h * drop,
-                                         w_hh.t()).chunk(4, dim=1)
+        h_in = h if drop is None else h * drop
+        z = torch.addmm(u[t], h_in, w_hh.t()) if ln_hh is None else \
+            u[t] + _wiring.layer_norm(h_in @ w_hh.t(), ln_hh)
+        z_i, z_f, z_g, z_o = z.chunk(4, dim=1)
         if peephole != "none":
             z_i, z_f = z_i + _peep(c, p_i, peephole), z_f + _peep(c, p_f, peephole)
         g = torch.tanh(z_g) if tanh_g else z_g
         c_new = torch.sigmoid(z_f) * c + torch.sigmoid(z_i) * g
         if peephole != "none":
             z_o = z_o + _peep(c_new, p_o, peephole)
-        h_new = torch.sigmoid(z_o) * (torch.tanh(c_new) if tanh_phi else c_new)
+        k = _wiring.layer_norm(c_new, ln_c)
+        h_new = torch.sigmoid(z_o) * (torch.tanh(k) if tanh_phi else k)
         if w_hr is not None:
             h_new = h_new @ w_hr.t()
         if zone is not None:
@@ -97,12 +106,13 @@ def _python_backward(grad_ys, grad_h_t, grad_c_t, x, h0, c0, w_ih, w_hh, b_ih, b
 
 
 def _fake(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, valid, peephole, tanh_g, tanh_phi,
-          reverse, drop=None, zone=None):
+          reverse, drop=None, zone=None, ln_ih=None, ln_hh=None, ln_c=None):
     T, N, R, H = x.shape[0], x.shape[1], h0.shape[1], c0.shape[1]
     return (x.new_empty(T, N, R), x.new_empty(N, R), x.new_empty(N, H),
             x.new_empty(T, N, 4 * H), x.new_empty(T + 1, N, R), x.new_empty(T + 1, N, H),
             x.new_empty(T, N, H) if tanh_phi else _wiring.absent(x),
-            x.new_empty(T, N, H) if w_hr is not None else _wiring.absent(x))
+            x.new_empty(T, N, H) if w_hr is not None else _wiring.absent(x),
+            *_wiring.norm_fakes(x, 4 * H, H, ln_ih, ln_hh, ln_c))
 
 
 def register() -> None:
@@ -112,8 +122,9 @@ def register() -> None:
 
 def lstm_sequence(x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih, b_hh,
                   w_hr, w_peep, valid, peephole: str, tanh_g: bool, tanh_phi: bool,
-                  reverse: bool, drop=None, zone=None) -> tuple[Tensor, Tensor, Tensor]:
+                  reverse: bool, drop=None, zone=None, ln_ih=None, ln_hh=None,
+                  ln_c=None) -> tuple[Tensor, Tensor, Tensor]:
     """``(ys, h_T, c_T)`` of the op (its other outputs are for backward only; not kept where
     autograd does not record)."""
     return _wiring.call("lstm_sequence", x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, valid,
-                        peephole, tanh_g, tanh_phi, reverse, drop, zone)
+                        peephole, tanh_g, tanh_phi, reverse, drop, zone, ln_ih, ln_hh, ln_c)
