@@ -86,8 +86,9 @@ def lstm(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, w_peep, valid, peephole: str =
     return op.Squeeze(Y, [1]), op.Squeeze(Y_h, [0]), op.Squeeze(Y_c, [0])
 
 
-def gru(x, h0, w_ih, w_hh, b_ih, b_hh, valid, reverse: bool = False, drop=None, zone=None):
-    _no_masks(drop, zone)
+def gru(x, h0, w_ih, w_hh, b_ih, b_hh, valid, reverse: bool = False, drop=None, zone=None,
+        ln_ih=None, ln_hh=None):
+    _no_masks(drop, zone, ln_ih, ln_hh)
     W, R, B, lens = _common(w_ih, w_hh, b_ih, b_hh, valid, (1, 0, 2))
     Y, Y_h = op.GRU(x, W, R, B, lens, op.Unsqueeze(h0, [0]),
                     direction="reverse" if reverse else "forward",
@@ -96,8 +97,8 @@ def gru(x, h0, w_ih, w_hh, b_ih, b_hh, valid, reverse: bool = False, drop=None, 
 
 
 def elman(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu: bool = False, reverse: bool = False,
-          drop=None, zone=None):
-    _no_masks(drop, zone)
+          drop=None, zone=None, ln_ih=None, ln_hh=None):
+    _no_masks(drop, zone, ln_ih, ln_hh)
     W, R, B, lens = _common(w_ih, w_hh, b_ih, b_hh, valid, (0,))
     Y, Y_h = op.RNN(x, W, R, B, lens, op.Unsqueeze(h0, [0]),
                     direction="reverse" if reverse else "forward",

@@ -15,11 +15,15 @@
 // db_ih = sum dU, dW_hh = sum_t [da^r; da^z; dg^n] h_{t-1}^T, db_hh = sum [da^r; da^z; dg^n].
 // Recurrent dropout and zoneout (drop, zone): see Regularize in recurrence.h (g_t = W_hh (m h_{t-1})
 // + b_hh, the interpolation keeps the whole h_{t-1}; h_t = d h_{t-1} + (1 - d) h~_t).
+// Layer normalization (ln_ih, ln_hh; layer_norm.h): u_t = LN_ih(W_ih x_t) + b_ih and
+// g_t = LN_hh(W_hh h_{t-1}) + b_hh, each over all 3H (the LN biases fold into b_ih and b_hh).
+// Backward: d(W_hh h_{t-1}) = LN_hh's backward of [da^r; da^z; dg^n] takes their place in
+// dh_{t-1} and dW_hh, d(W_ih x_t) = LN_ih's backward of dU in dX and dW_ih.
 #include <torch/library.h>
 
 #include <cmath>
 
-#include "recurrence.h"
+#include "layer_norm.h"
 
 namespace rnnkit {
 namespace {
@@ -29,25 +33,49 @@ inline scalar_t sigmoid(scalar_t v) {
   return scalar_t(1) / (scalar_t(1) + std::exp(-v));
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_sequence(
+using Out9 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                        at::Tensor, at::Tensor, at::Tensor>;
+
+// The bias b plus a site's LN bias (undefined if neither)
+at::Tensor with_beta(const std::optional<at::Tensor>& b, const std::optional<at::Tensor>& ln) {
+  at::Tensor out = b.has_value() ? *b : at::Tensor();
+  if (ln.has_value()) out = out.defined() ? out + ln->select(0, 1) : ln->select(0, 1);
+  return out;
+}
+
+Out9 gru_sequence(
     const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih, const at::Tensor& w_hh,
     const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
     const std::optional<at::Tensor>& valid, bool reverse, const std::optional<at::Tensor>& drop,
-    const std::optional<at::Tensor>& zone) {
+    const std::optional<at::Tensor>& zone, const std::optional<at::Tensor>& ln_ih,
+    const std::optional<at::Tensor>& ln_hh) {
   const int64_t T = x.size(0), N = x.size(1), H = w_hh.size(1), H3 = 3 * H;
   Steps st{T, reverse};
   Mask mask(valid, T, N);
   Regularize reg(drop, zone);
+  Norms norms(ln_ih, ln_hh, std::nullopt);
+  norms.allocate(true, T, N, H3, 0, x);
   at::Tensor x2 = x.reshape({T * N, x.size(2)});
-  at::Tensor us = b_ih.has_value() ? at::addmm(*b_ih, x2, w_ih.t()) : at::mm(x2, w_ih.t());
+  at::Tensor us;
+  if (ln_ih) {
+    us = at::mm(x2, w_ih.t());
+    norms.input(us, T, N);
+    us.add_(with_beta(b_ih, ln_ih));
+  } else {
+    us = b_ih.has_value() ? at::addmm(*b_ih, x2, w_ih.t()) : at::mm(x2, w_ih.t());
+  }
   us = us.view({T, N, H3});
   // gs[t] = [b_hr, b_hz, b_hn] before the step's addmm_ adds h_{t-1} W_hh^T
   at::Tensor gs = at::empty({T, N, H3}, x.options());
-  if (b_hh.has_value()) {
-    gs.copy_(b_hh->view({1, 1, H3}).expand({T, N, H3}));
+  at::Tensor b_g = with_beta(b_hh, ln_hh);
+  if (b_g.defined()) {
+    gs.copy_(b_g.view({1, 1, H3}).expand({T, N, H3}));
   } else {
     gs.zero_();
   }
+  // W_hh h_{t-1} before LN_hh, and its gain
+  at::Tensor rbuf = ln_hh ? at::empty({N, H3}, x.options()) : at::Tensor();
+  at::Tensor a_hh = ln_hh ? ln_hh->select(0, 0).contiguous() : at::Tensor();
   at::Tensor ns = at::empty({T, N, H}, x.options());
   at::Tensor hs = at::empty({T + 1, N, H}, x.options());
   hs.select(0, st.first()).copy_(h0);
@@ -57,10 +85,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_seque
     scalar_t* gb = gs.data_ptr<scalar_t>();
     scalar_t* nb = ns.data_ptr<scalar_t>();
     const scalar_t* ub = us.data_ptr<scalar_t>();
+    scalar_t* rbb = ln_hh ? rbuf.data_ptr<scalar_t>() : nullptr;
+    scalar_t* rnb = ln_hh ? norms.rn.data_ptr<scalar_t>() : nullptr;
+    scalar_t* sdb = norms.on() ? norms.rstd.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* ahh = ln_hh ? a_hh.data_ptr<scalar_t>() : nullptr;
     for (int64_t i = 0; i < T; ++i) {
       const int64_t t = st.forward_step(i);
       at::Tensor g_t = gs.select(0, t);
-      rec.add_(g_t, reg.input(hs.select(0, t + st.off_in())));
+      if (rbb) {
+        rec.mm_(rbuf, reg.input(hs.select(0, t + st.off_in())));
+      } else {
+        rec.add_(g_t, reg.input(hs.select(0, t + st.off_in())));
+      }
       const scalar_t* h_in = hb + (t + st.off_in()) * N * H;
       scalar_t* h_out = hb + (t + st.off_out()) * N * H;
       const bool padded = mask.any_padded(t);
@@ -71,6 +107,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_seque
         const scalar_t* hi = h_in + n * H;
         scalar_t* ho = h_out + n * H;
         const bool counts = !padded || mask.counts(t, n, N);
+        if (rbb) {  // g += a_hh LN(W_hh h_{t-1})
+          scalar_t* rn_row = rnb + (t * N + n) * H3;
+          sdb[(T + t) * N + n] = ln_row(rbb + n * H3, H3, rn_row);
+          for_lanes<scalar_t>(H3, [&](auto tag, int64_t j) {
+            store(load(g + j, tag) + load(ahh + j, tag) * load(rn_row + j, tag), g + j);
+          });
+        }
         using V = Vec<scalar_t>;
         int64_t j = 0;
         for (; j + V::size() <= H; j += V::size()) {  // the same math, a vector at a time
@@ -98,18 +141,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_seque
   });
   at::Tensor ys = hs.narrow(0, st.off_out(), T).clone();
   if (valid.has_value()) ys.mul_(valid->unsqueeze(2));
-  return {ys, hs.select(0, st.last()).clone(), hs, gs, ns};
+  return {ys, hs.select(0, st.last()).clone(), hs, gs, ns,
+          norms.xn, norms.rn, norms.cn, norms.rstd};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+           at::Tensor>
 gru_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T, const at::Tensor& x,
                       const at::Tensor& /*h0*/, const at::Tensor& w_ih, const at::Tensor& w_hh,
                       const std::optional<at::Tensor>& b_ih,
                       const std::optional<at::Tensor>& b_hh, const at::Tensor& hs,
-                      const at::Tensor& gs, const at::Tensor& ns,
+                      const at::Tensor& gs, const at::Tensor& ns, const at::Tensor& xn,
+                      const at::Tensor& rn, const at::Tensor& /*cn*/, const at::Tensor& rstd,
                       const std::optional<at::Tensor>& valid, bool reverse,
                       const std::optional<at::Tensor>& drop,
-                      const std::optional<at::Tensor>& zone) {
+                      const std::optional<at::Tensor>& zone,
+                      const std::optional<at::Tensor>& ln_ih,
+                      const std::optional<at::Tensor>& ln_hh) {
   const int64_t T = x.size(0), N = x.size(1), H = w_hh.size(1), H3 = 3 * H;
   Steps st{T, reverse};
   Mask mask(valid, T, N);
@@ -118,6 +166,10 @@ gru_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T, con
              ns_c = ns.contiguous();
   at::Tensor dG = at::empty({T, N, H3}, x.options());  // [da^r, da^z, dg^n]
   at::Tensor dU = at::empty({T, N, H3}, x.options());  // [da^r, da^z, da^n]
+  // d(W_hh h_{t-1}) through LN_hh
+  at::Tensor dR = ln_hh ? at::empty({T, N, H3}, x.options()) : at::Tensor();
+  at::Tensor rn_c = rn.contiguous(), sd = rstd.contiguous();
+  at::Tensor a_hh = ln_hh ? ln_hh->select(0, 0).contiguous() : at::Tensor();
   at::Tensor dh = grad_h_T.contiguous().clone();
   at::Tensor dh_next = at::empty_like(dh);
   const Product rec(w_hh.t(), N);  // [da^r ; da^z ; dg^n] W_hh
@@ -128,6 +180,10 @@ gru_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T, con
     const scalar_t* yb = gy.data_ptr<scalar_t>();
     scalar_t* dgb = dG.data_ptr<scalar_t>();
     scalar_t* dub = dU.data_ptr<scalar_t>();
+    scalar_t* drb = ln_hh ? dR.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* rnb = ln_hh ? rn_c.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* sdb = ln_hh ? sd.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* ahh = ln_hh ? a_hh.data_ptr<scalar_t>() : nullptr;
     for (int64_t i = 0; i < T; ++i) {
       const int64_t t = st.backward_step(i);
       at::Tensor carry;
@@ -145,6 +201,7 @@ gru_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T, con
         if (padded && !mask.counts(t, n, N)) {  // carried: no gradient through the cell
           std::fill(dg, dg + H3, scalar_t(0));
           std::fill(du, du + H3, scalar_t(0));
+          if (drb) std::fill(drb + row * H3, drb + (row + 1) * H3, scalar_t(0));
           std::copy(dr, dr + H, dnr);
           return;
         }
@@ -184,8 +241,11 @@ gru_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T, con
           du[2 * H + j] = da_n;
           dnr[j] = e * z;
         }
+        if (drb) ln_row_backward(dg, ahh, rnb + row * H3, sdb[(T + t) * N + n], H3, drb + row * H3,
+                                 false);
       });
-      reg.add_back(rec, dh_next, dG.select(0, t));  // + W_hh^T [da^r ; da^z ; dg^n], as rows
+      // + W_hh^T [da^r ; da^z ; dg^n] (through LN_hh), as rows
+      reg.add_back(rec, dh_next, ln_hh ? dR.select(0, t) : dG.select(0, t));
       if (carry.defined()) dh_next.add_(carry);
       std::swap(dh, dh_next);
     }
@@ -193,8 +253,11 @@ gru_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T, con
   at::Tensor dU2 = dU.view({T * N, H3}), dG2 = dG.view({T * N, H3});
   at::Tensor before = reg.before(hs_c.narrow(0, st.off_in(), T)).reshape({T * N, H});
   at::Tensor x2 = x.reshape({T * N, x.size(2)});
-  return {at::mm(dU2, w_ih).view(x.sizes()), dh, at::mm(dU2.t(), x2), at::mm(dG2.t(), before),
-          b_ih ? dU2.sum(0) : absent(x), b_hh ? dG2.sum(0) : absent(x)};
+  at::Tensor dIn = ln_ih ? ln_input_backward(dU2, *ln_ih, xn, sd.select(0, 0)) : dU2;
+  at::Tensor dRec = ln_hh ? dR.view({T * N, H3}) : dG2;
+  return {at::mm(dIn, w_ih).view(x.sizes()), dh, at::mm(dIn.t(), x2), at::mm(dRec.t(), before),
+          b_ih ? dU2.sum(0) : absent(x), b_hh ? dG2.sum(0) : absent(x),
+          ln_ih ? ln_param_grad(dU2, xn) : absent(x), ln_hh ? ln_param_grad(dG2, rn_c) : absent(x)};
 }
 
 }  // namespace
@@ -204,8 +267,9 @@ std::tuple<at::Tensor, at::Tensor> gru_sequence_inference(
     const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih, const at::Tensor& w_hh,
     const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
     const std::optional<at::Tensor>& valid, bool reverse, const std::optional<at::Tensor>& drop,
-    const std::optional<at::Tensor>& zone) {
-  auto out = gru_sequence(x, h0, w_ih, w_hh, b_ih, b_hh, valid, reverse, drop, zone);
+    const std::optional<at::Tensor>& zone, const std::optional<at::Tensor>& ln_ih,
+    const std::optional<at::Tensor>& ln_hh) {
+  auto out = gru_sequence(x, h0, w_ih, w_hh, b_ih, b_hh, valid, reverse, drop, zone, ln_ih, ln_hh);
   return {std::get<0>(out), std::get<1>(out)};
 }
 

@@ -72,6 +72,7 @@ from ._common import (
     Product,
     befores,
     checked,
+    norms,
     outputs,
     partial_steps,
     steps,
@@ -191,10 +192,10 @@ def gru_sequence(
     Returns ``(ys (T, N, H), h_T)``, exactly ``rnnkit.scan(cell, xs, state, reverse=reverse,
     lengths=lengths, masks=masks)``, with a hand-written BPTT backward (module docstring).
     """
-    h0, valid = checked(cell, GRUCell, xs, state, lengths)
+    h0, valid = checked(cell, GRUCell, xs, state, lengths, layer_norm=True)
     args = (xs, h0, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, bool(reverse),
             valid)
     from ..ops import gru as op  # (loads the ops on first use)
 
     drop, zone = (None, None) if masks is None else masks[:2]
-    return op.gru_sequence(*args[:6], valid, bool(reverse), drop, zone)
+    return op.gru_sequence(*args[:6], valid, bool(reverse), drop, zone, *norms(cell, "ih", "hh"))

@@ -106,6 +106,16 @@ def layer_norm(z: torch.Tensor, ln: torch.Tensor | None) -> torch.Tensor:
     return torch.nn.functional.layer_norm(z, z.shape[-1:], ln[0], ln[1], eps=LN_EPS)
 
 
+def project(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
+            ln: torch.Tensor | None) -> torch.Tensor:
+    """A reference's ``x W^T + b``; with the site's layer normalization ``ln``,
+    ``LN(x W^T) + b`` (``rnnkit.cells.base.Cell.project``)."""
+    if ln is None:
+        return torch.nn.functional.linear(x, w, b)
+    z = layer_norm(torch.nn.functional.linear(x, w), ln)
+    return z if b is None else z + b
+
+
 def absent(like: torch.Tensor) -> torch.Tensor:
     """The ``(0,)`` tensor an op returns in place of an unused buffer or an absent gradient."""
     return like.new_empty(0)

@@ -20,15 +20,17 @@ from ..kernels._common import befores, outputs, steps
 from . import _wiring
 
 INPUTS = "Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh"
-_wiring.define("elman_sequence", INPUTS, 1, "bool relu, bool reverse", ["hs"], masks=True)
+_wiring.define("elman_sequence", INPUTS, 1, "bool relu, bool reverse", ["hs"], masks=True,
+               norms=("ih", "hh"))
 
 
 def _slots(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu: bool, reverse: bool, drop=None,
-           zone=None):
+           zone=None, ln_ih=None, ln_hh=None):
     """The forward in differentiable torch ops: ``(ys, hs)`` (with the regularizer masks:
-    ``h_{t-1} -> drop h_{t-1}`` in the product, ``h_t = lerp(h~_t, h_{t-1}, zone_t)``)."""
+    ``h_{t-1} -> drop h_{t-1}`` in the product, ``h_t = lerp(h~_t, h_{t-1}, zone_t)``; with
+    layer normalization ``LN_ih(W_ih x_t) + LN_hh(W_hh h_{t-1}) + b``)."""
     T = x.shape[0]
-    u = torch.nn.functional.linear(x, w_ih, b_ih)
+    u = _wiring.project(x, w_ih, b_ih, ln_ih)
     if b_hh is not None:
         u = u + b_hh
     phi = torch.relu if relu else torch.tanh
@@ -37,7 +39,9 @@ def _slots(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu: bool, reverse: bool, drop
     slots[st.first] = h0
     for t in st.order:
         h_in = slots[t + st.off_in]
-        h = phi(torch.addmm(u[t], h_in if drop is None else h_in * drop, w_hh.t()))
+        h_m = h_in if drop is None else h_in * drop
+        h = phi(torch.addmm(u[t], h_m, w_hh.t()) if ln_hh is None else
+                u[t] + _wiring.project(h_m, w_hh, None, ln_hh))
         if zone is not None:
             h = torch.lerp(h, h_in, zone[t])
         if valid is not None:
@@ -51,9 +55,10 @@ def _slots(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu: bool, reverse: bool, drop
 
 
 def reference(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu: bool, reverse: bool, drop=None,
-              zone=None):
+              zone=None, ln_ih=None, ln_hh=None):
     """``(ys, h_T)`` in differentiable torch ops (what a recorded backward differentiates)."""
-    ys, hs = _slots(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu, reverse, drop, zone)
+    ys, hs = _slots(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu, reverse, drop, zone, ln_ih,
+                    ln_hh)
     return ys, hs[steps(x.shape[0], reverse).last]
 
 
@@ -89,9 +94,11 @@ def _python_backward(grad_ys, grad_h_t, x, h0, w_ih, w_hh, b_ih, b_hh, hs, valid
         db_ih, db_hh
 
 
-def _fake(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu, reverse, drop=None, zone=None):
+def _fake(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu, reverse, drop=None, zone=None, ln_ih=None,
+          ln_hh=None):
     T, N, H = x.shape[0], x.shape[1], h0.shape[1]
-    return x.new_empty(T, N, H), x.new_empty(N, H), x.new_empty(T + 1, N, H)
+    return (x.new_empty(T, N, H), x.new_empty(N, H), x.new_empty(T + 1, N, H),
+            *_wiring.norm_fakes(x, H, 0, ln_ih, ln_hh))
 
 
 def register() -> None:
@@ -102,8 +109,9 @@ def register() -> None:
 
 
 def elman_sequence(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih, b_hh, valid,
-                   relu: bool, reverse: bool, drop=None, zone=None) -> tuple[Tensor, Tensor]:
+                   relu: bool, reverse: bool, drop=None, zone=None, ln_ih=None,
+                   ln_hh=None) -> tuple[Tensor, Tensor]:
     """``(ys, h_T)`` of the op (its ``hs`` is for backward only; not kept where autograd does
     not record)."""
     return _wiring.call("elman_sequence", x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu, reverse,
-                        drop, zone)
+                        drop, zone, ln_ih, ln_hh)

@@ -22,19 +22,22 @@ from ..kernels._common import steps
 from . import _wiring
 
 INPUTS = "Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh"
-_wiring.define("gru_sequence", INPUTS, 1, "bool reverse", ["hs", "gs", "ns"], masks=True)
+_wiring.define("gru_sequence", INPUTS, 1, "bool reverse", ["hs", "gs", "ns"], masks=True,
+               norms=("ih", "hh"))
 
 
-def reference(x, h0, w_ih, w_hh, b_ih, b_hh, valid, reverse: bool, drop=None, zone=None):
+def reference(x, h0, w_ih, w_hh, b_ih, b_hh, valid, reverse: bool, drop=None, zone=None,
+              ln_ih=None, ln_hh=None):
     """``(ys, h_T)`` in differentiable torch ops (what a recorded backward differentiates);
     with the regularizer masks, ``g_t = W_hh (drop h_{t-1}) + b_hh`` and
-    ``h_t = lerp(h~_t, h_{t-1}, zone_t)``."""
+    ``h_t = lerp(h~_t, h_{t-1}, zone_t)``; with layer normalization, ``u_t = LN_ih(W_ih x_t) +
+    b_ih`` and ``g_t = LN_hh(W_hh h_{t-1}) + b_hh`` (over all 3H)."""
     T = x.shape[0]
-    u_r, u_z, u_n = torch.nn.functional.linear(x, w_ih, b_ih).chunk(3, dim=2)
+    u_r, u_z, u_n = _wiring.project(x, w_ih, b_ih, ln_ih).chunk(3, dim=2)
     h, ys = h0, [None] * T
     for t in steps(T, reverse).order:
-        g_r, g_z, g_n = torch.nn.functional.linear(h if drop is None else h * drop, w_hh,
-                                                   b_hh).chunk(3, dim=1)
+        g_r, g_z, g_n = _wiring.project(h if drop is None else h * drop, w_hh, b_hh,
+                                        ln_hh).chunk(3, dim=1)
         r, z = torch.sigmoid(u_r[t] + g_r), torch.sigmoid(u_z[t] + g_z)
         n = torch.tanh(u_n[t] + r * g_n)
         new = n + z * (h - n)
@@ -63,10 +66,12 @@ def _python_backward(grad_ys, grad_h_t, x, h0, w_ih, w_hh, b_ih, b_hh, hs, gs, n
     return tuple(g if g is not None else _wiring.absent(x) for g in grads)
 
 
-def _fake(x, h0, w_ih, w_hh, b_ih, b_hh, valid, reverse, drop=None, zone=None):
+def _fake(x, h0, w_ih, w_hh, b_ih, b_hh, valid, reverse, drop=None, zone=None, ln_ih=None,
+          ln_hh=None):
     T, N, H = x.shape[0], x.shape[1], h0.shape[1]
     return (x.new_empty(T, N, H), x.new_empty(N, H), x.new_empty(T + 1, N, H),
-            x.new_empty(T, N, 3 * H), x.new_empty(T, N, H))
+            x.new_empty(T, N, 3 * H), x.new_empty(T, N, H),
+            *_wiring.norm_fakes(x, 3 * H, 0, ln_ih, ln_hh))
 
 
 def register() -> None:
@@ -75,8 +80,9 @@ def register() -> None:
 
 
 def gru_sequence(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih, b_hh, valid,
-                 reverse: bool, drop=None, zone=None) -> tuple[Tensor, Tensor]:
+                 reverse: bool, drop=None, zone=None, ln_ih=None,
+                 ln_hh=None) -> tuple[Tensor, Tensor]:
     """``(ys, h_T)`` of the op (its other outputs are for backward only; not kept where
     autograd does not record)."""
     return _wiring.call("gru_sequence", x, h0, w_ih, w_hh, b_ih, b_hh, valid, reverse, drop,
-                        zone)
+                        zone, ln_ih, ln_hh)
