@@ -39,6 +39,21 @@
 //   dh_{t-1} = (1 - m_t) E_t + m_t d_t E_t + (1 - a) D_t + phi'(h_{t-1}) m W^T (a D_t)
 // and dus_t = a D_t (d(dt_t) = sum_i D_t,i (z - h_{t-1})_i / tau_i), dW = sum_t (a D_t)
 // (m p_{t-1})^T, dlog_tau as above with this D and dW (sum_j W_ij dW_ij is sum a D (W m p)).
+//
+// Layer normalization (ln_hh, (2, H): gain g and bias beta; layer_norm.h). The input site,
+// LN_ih(W_ih x_t) + b, is in u_t already (cell.precompute, outside the op); the recurrent one:
+//   r_t = W (m p_{t-1}),  rn_t = (r_t - mean(r_t)) / sigma(r_t),  z_t = g rn_t + beta + u_t
+// and h~_t, h_t, p_t, y_t as above. The GEMM is then always p_{t-1} W^T (no diag(a), no M: LN
+// is not linear), into the same rows, and the pass first normalizes the row into rn (saved
+// (T, N, H) with its 1/sigma in rstd[1]; an inference call keeps one step's rows), then forms
+// h~ = (1 - a) h_{t-1} + a z_t (dt_input: h_{t-1} + a_t (z_t - h_{t-1}) as above). Backward:
+// a D_t = dL/dz_t as above; the recurrent product takes LN's backward of it,
+//   dr_t = (1/sigma) (e - mean(e) - rn_t mean(e rn_t)),  e = g (a D_t)   (zero at padded rows)
+// formed in the pass that forms a D_t, in place of a D_t in the GEMM (dh_{t-1} gets
+// phi'(h_{t-1}) m W^T dr_t) and in dW = sum_t dr_t (m p_{t-1})^T; dus_t = a D_t as before,
+// dln_hh = [sum a D rn; sum a D], and with a constant a dlog_tau = -(sum a D (u_t - h_{t-1})
+// + g dln_hh[0] + beta dln_hh[1]) (z_t - h_{t-1} = u_t - h_{t-1} + g rn_t + beta; dt_input: zs
+// holds z_t - h_{t-1} itself).
 #include <torch/library.h>
 
 #include <cmath>
@@ -46,18 +61,23 @@
 #include <type_traits>
 
 #include "activations.h"
+#include "layer_norm.h"
 
 namespace rnnkit {
 namespace {
 
+using Out9 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                        at::Tensor, at::Tensor, at::Tensor>;
 using Out5 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
 // save: keep hs, ps (and zs) for a backward; else h and p live in two slots each, and the
-// pre-activations in ys itself.
-Out5 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const at::Tensor& w_hh,
+// pre-activations in ys itself. Returns (ys, h_T, hs, ps, zs, xn, rn, cn, rstd), the last four
+// layer normalization's (Norms).
+Out9 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const at::Tensor& w_hh,
                  const at::Tensor& log_tau, const std::optional<at::Tensor>& valid, double dt,
                  bool dt_input, c10::string_view activation, bool reverse,
-                 const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone) {
+                 const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone,
+                 const std::optional<at::Tensor>& ln_hh) {
   const int64_t T = us_in.size(0), N = us_in.size(1), H = w_hh.size(0), U = us_in.size(2);
   TORCH_CHECK(U == H + (dt_input ? 1 : 0), "us: expected ", H + (dt_input ? 1 : 0),
               " columns, got ", U);
@@ -66,8 +86,11 @@ Out5 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
   Steps st{T, reverse};
   Mask mask(valid, T, N);
   Regularize reg(drop, zone);
+  Norms norms(std::nullopt, ln_hh, std::nullopt);  // (the input site is in us)
+  const bool lnh = norms.hh.has_value();
   // the identity's GEMM holds the leak (M), unless dropping (m p_{t-1} there, the leak whole h)
-  const bool fold = identity && !reg.dropping();
+  // or normalizing (the GEMM is W p_{t-1} itself)
+  const bool fold = identity && !reg.dropping() && !lnh;
   at::Tensor zc = reg.zoning() ? zone->contiguous() : at::Tensor();
   at::Tensor us = us_in.contiguous();
   const auto opts = us.options();
@@ -78,6 +101,9 @@ Out5 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
   at::Tensor hs = at::empty({K, N, H}, opts);
   at::Tensor ps = identity ? hs : at::empty({K, N, H}, opts);
   at::Tensor zs = save && dt_input ? at::empty({T, N, H}, opts) : absent(us);
+  norms.allocate(save, T, N, H, 0, us);
+  const at::Tensor a_hh = lnh ? norms.hh->select(0, 0).contiguous() : at::Tensor();
+  const at::Tensor b_hh = lnh ? norms.hh->select(0, 1).contiguous() : at::Tensor();
   auto slot = [&](int64_t k) { return save ? k : k % 2; };
   // the GEMM's output, read back by the step's pass: the after-slots of hs, or ys
   at::Tensor pre = save ? hs.narrow(0, st.off_out(), T) : ys;
@@ -87,7 +113,7 @@ Out5 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
   } else {
     a = (at::reciprocal(tau) * dt).contiguous();  // exactly as the cell: dt / exp(log_tau)
     oma = (1 - a).contiguous();
-    w = w_hh * a.unsqueeze(1);  // diag(a) W
+    w = lnh ? w_hh : w_hh * a.unsqueeze(1);  // diag(a) W (LN: W)
     if (fold) w.diagonal().add_(oma);  // M
   }
   hs.select(0, slot(st.first())).copy_(h0);
@@ -105,6 +131,10 @@ Out5 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
       const scalar_t* ab = dt_input ? nullptr : a.data_ptr<scalar_t>();
       const scalar_t* omab = dt_input ? nullptr : oma.data_ptr<scalar_t>();
       const scalar_t* zdb = zc.defined() ? zc.data_ptr<scalar_t>() : nullptr;
+      scalar_t* rnb = lnh ? norms.rn.data_ptr<scalar_t>() : nullptr;
+      scalar_t* sdb = lnh ? norms.rstd.data_ptr<scalar_t>() : nullptr;  // (3, T, N)
+      const scalar_t* ahh = lnh ? a_hh.data_ptr<scalar_t>() : nullptr;
+      const scalar_t* bhh = lnh ? b_hh.data_ptr<scalar_t>() : nullptr;
       if constexpr (A != Act::identity) {  // p_0 = phi(h_0)
         const int64_t k = slot(st.first());
         for_rows(N, H, [&](int64_t n) {
@@ -116,6 +146,7 @@ Out5 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
       for (int64_t i = 0; i < T; ++i) {
         const int64_t t = st.forward_step(i);
         const int64_t k_in = slot(t + st.off_in()), k_out = slot(t + st.off_out());
+        const int64_t tk = save ? t : 0;  // the step's rows of rn
         at::Tensor pre_t = pre.select(0, t);
         rec.mm_(pre_t, reg.input(ps.select(0, k_in)));  // ps is hs for the identity
         const bool padded = mask.any_padded(t);
@@ -132,9 +163,18 @@ Out5 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
           const scalar_t dt_row = dt_input ? ub[row * U + H] : scalar_t(0);
           const scalar_t* zone_r = zdb ? zdb + row * H : nullptr;
           const bool counts = !padded || mask.counts(t, n, N);
+          const scalar_t* rn = nullptr;  // LN_hh: the row normalized (pr may be ho: read first)
+          if (rnb) {
+            scalar_t* rn_row = rnb + (tk * N + n) * H;
+            sdb[(T + t) * N + n] = ln_row(pr, H, rn_row);
+            rn = rn_row;
+          }
           for_lanes<scalar_t>(H, [&](auto tag, int64_t j) {
             using V = decltype(tag);
-            const V h_in = load(hi + j, tag), q = load(pr + j, tag), uv = load(u + j, tag);
+            const V h_in = load(hi + j, tag), uv = load(u + j, tag);
+            // W (m) p_{t-1}, normalized: g rn + beta
+            const V q = rn ? load(ahh + j, tag) * load(rn + j, tag) + load(bhh + j, tag)
+                           : load(pr + j, tag);
             V h;
             if (dt_input) {  // q = W p_{t-1}
               const V zd = q + uv - h_in;
@@ -142,6 +182,8 @@ Out5 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
               h = h_in + V(dt_row) / load(taub + j, tag) * zd;
             } else if (fold) {  // q = h_{t-1} M^T
               h = q + load(ab + j, tag) * uv;
+            } else if (rn) {  // q = LN_hh(W (m) p_{t-1})
+              h = load(ab + j, tag) * (q + uv) + load(omab + j, tag) * h_in;
             } else {  // q = a W (m) p_{t-1}
               h = q + load(ab + j, tag) * uv + load(omab + j, tag) * h_in;
             }
@@ -162,16 +204,20 @@ Out5 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
     });
   });
   at::Tensor h_T = hs.select(0, slot(st.last())).clone();
-  if (!save) return {ys, h_T, absent(us), absent(us), absent(us)};
-  return {ys, h_T, hs, identity ? absent(us) : ps, zs};
+  if (!save) {
+    return {ys, h_T, absent(us), absent(us), absent(us), absent(us), absent(us), absent(us),
+            absent(us)};
+  }
+  return {ys, h_T, hs, identity ? absent(us) : ps, zs, norms.xn, norms.rn, norms.cn, norms.rstd};
 }
 
-Out5 ctrnn_sequence(const at::Tensor& us, const at::Tensor& h0, const at::Tensor& w_hh,
+Out9 ctrnn_sequence(const at::Tensor& us, const at::Tensor& h0, const at::Tensor& w_hh,
                     const at::Tensor& log_tau, const std::optional<at::Tensor>& valid, double dt,
                     bool dt_input, c10::string_view activation, bool reverse,
-                    const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone) {
+                    const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone,
+                    const std::optional<at::Tensor>& ln_hh) {
   return run_forward(true, us, h0, w_hh, log_tau, valid, dt, dt_input, activation, reverse, drop,
-                     zone);
+                     zone, ln_hh);
 }
 
 // Without a backward to feed: h and p in two slots each, the pre-activations formed in ys.
@@ -179,20 +225,21 @@ std::tuple<at::Tensor, at::Tensor> ctrnn_sequence_inference(
     const at::Tensor& us, const at::Tensor& h0, const at::Tensor& w_hh, const at::Tensor& log_tau,
     const std::optional<at::Tensor>& valid, double dt, bool dt_input,
     c10::string_view activation, bool reverse, const std::optional<at::Tensor>& drop,
-    const std::optional<at::Tensor>& zone) {
+    const std::optional<at::Tensor>& zone, const std::optional<at::Tensor>& ln_hh) {
   auto out = run_forward(false, us, h0, w_hh, log_tau, valid, dt, dt_input, activation, reverse,
-                         drop, zone);
+                         drop, zone, ln_hh);
   return {std::get<0>(out), std::get<1>(out)};
 }
 
-// Returns (dus, dh0, dW, dlog_tau).
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ctrnn_sequence_backward(
+// Returns (dus, dh0, dW, dlog_tau, dln_hh) (the last (0,) without layer normalization).
+Out5 ctrnn_sequence_backward(
     const at::Tensor& grad_ys, const at::Tensor& grad_h_T, const at::Tensor& us_in,
     const at::Tensor& /*h0*/, const at::Tensor& w_hh, const at::Tensor& log_tau,
-    const at::Tensor& hs, const at::Tensor& ps, const at::Tensor& zs,
+    const at::Tensor& hs, const at::Tensor& ps, const at::Tensor& zs, const at::Tensor& /*xn*/,
+    const at::Tensor& rn, const at::Tensor& /*cn*/, const at::Tensor& rstd,
     const std::optional<at::Tensor>& valid, double dt, bool dt_input,
     c10::string_view activation, bool reverse, const std::optional<at::Tensor>& drop,
-    const std::optional<at::Tensor>& zone) {
+    const std::optional<at::Tensor>& zone, const std::optional<at::Tensor>& ln_hh) {
   const int64_t T = us_in.size(0), N = us_in.size(1), H = w_hh.size(0), U = us_in.size(2);
   const Act act = elementwise_act(activation);
   const bool identity = act == Act::identity;
@@ -211,10 +258,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ctrnn_sequence_backwa
   at::Tensor dus = at::empty({T, N, U}, opts);  // [a D_t (; d dt_t)]
   at::Tensor ad = dus.narrow(2, 0, H);
   at::Tensor dh0 = at::empty({N, H}, opts);
+  const bool lnh = ln_hh.has_value();
   if (T == 0) {
     dh0.copy_(grad_h_T);
-    return {dus, dh0, at::zeros({H, H}, opts), at::zeros({H}, opts)};
+    return {dus, dh0, at::zeros({H, H}, opts), at::zeros({H}, opts),
+            lnh ? at::zeros({2, H}, opts) : absent(us)};
   }
+  at::Tensor drn = lnh ? at::empty({T, N, H}, opts) : absent(us);  // d(W m p_{t-1})
+  const at::Tensor rn_c = rn.contiguous(), sd = rstd.contiguous();
+  const at::Tensor a_hh = lnh ? ln_hh->select(0, 0).contiguous() : at::Tensor();
   at::Tensor es = at::empty({2, N, H}, opts);  // E_t, E_{t-1}
   at::Tensor q = at::empty({N, H}, opts);      // (a D_t) W
   at::Tensor acc = at::zeros({N, H}, opts);    // sum_t a D_t (u_t - h_{t-1}) (or (z_t - h_{t-1}))
@@ -239,6 +291,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ctrnn_sequence_backwa
       const scalar_t* ghb = gh.data_ptr<scalar_t>();
       const scalar_t* zdb = zc.defined() ? zc.data_ptr<scalar_t>() : nullptr;
       const scalar_t* mb = mdrop.defined() ? mdrop.data_ptr<scalar_t>() : nullptr;
+      scalar_t* drnb = lnh ? drn.data_ptr<scalar_t>() : nullptr;
+      const scalar_t* rnb = lnh ? rn_c.data_ptr<scalar_t>() : nullptr;
+      const scalar_t* sdb = lnh ? sd.data_ptr<scalar_t>() : nullptr;
+      const scalar_t* ahh = lnh ? a_hh.data_ptr<scalar_t>() : nullptr;
+      // d(W m p_{t-1}) at step t, row n: LN_hh's backward of the row's a D_t (zero if padded)
+      auto ln_back = [&](int64_t t, int64_t n, bool counts) {
+        const int64_t row = t * N + n;
+        if (!counts) {
+          std::fill(drnb + row * H, drnb + (row + 1) * H, scalar_t(0));
+          return;
+        }
+        ln_row_backward(db + row * U, ahh, rnb + row * H, sdb[(T + t) * N + n], H,
+                        drnb + row * H, false);
+      };
       // a at step t, row n, lane j
       auto a_at = [&](auto tag, int64_t t, int64_t n, int64_t j) {
         using V = decltype(tag);
@@ -269,6 +335,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ctrnn_sequence_backwa
             if (zdb) dv = keep_at(tag, t, n, j) * ev;
             store(counts ? a_at(tag, t, n, j) * dv : V(scalar_t(0)), d + j);
           });
+          if (drnb) ln_back(t, n, counts);
         });
       }
       int cur = 0;
@@ -277,7 +344,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ctrnn_sequence_backwa
         const bool more = i + 1 < T;
         const int64_t t2 = more ? st.backward_step(i + 1) : -1;  // the step before t
         const int64_t k_in = t + st.off_in();
-        rec.mm_(q, ad.select(0, t));
+        rec.mm_(q, lnh ? drn.select(0, t) : ad.select(0, t));  // (LN: dr_t W)
         const scalar_t* ec = eb + cur * N * H;
         scalar_t* en = eb + (1 - cur) * N * H;
         for_rows(N, H, [&](int64_t n) {
@@ -334,6 +401,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ctrnn_sequence_backwa
             if (zdb && counts2) dv2 = keep_at(tag, t2, n, j) * dh;
             store(counts2 ? a_at(tag, t2, n, j) * dv2 : V(scalar_t(0)), d2 + j);
           });
+          if (more && drnb) ln_back(t2, n, counts2);
           if (dt_input) {
             scalar_t lanes[Vec<scalar_t>::size()];
             gdt_v.store(lanes);
@@ -347,11 +415,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> ctrnn_sequence_backwa
   });
   at::Tensor ad2 = ad.reshape({T * N, H});
   at::Tensor p_prev = reg.before(ps_c.narrow(0, st.off_in(), T)).reshape({T * N, H});
-  at::Tensor dw = at::mm(ad2.t(), p_prev);  // sum_t (a D_t) p_{t-1}^T
+  // sum_t (a D_t) p_{t-1}^T (LN: sum_t dr_t p_{t-1}^T)
+  at::Tensor dw = at::mm((lnh ? drn.view({T * N, H}) : ad2).t(), p_prev);
+  at::Tensor dln = lnh ? ln_param_grad(ad2, rn_c) : absent(us);  // [sum a D rn; sum a D]
   at::Tensor dlog_tau = acc.sum(0);
-  if (!dt_input) dlog_tau.add_((w_hh * dw).sum(1));  // + sum_t a D_t (W p_{t-1})
+  if (!dt_input && lnh) {  // + sum_t a D_t (g rn_t + beta)
+    dlog_tau.add_(ln_hh->select(0, 0) * dln.select(0, 0) + ln_hh->select(0, 1) * dln.select(0, 1));
+  } else if (!dt_input) {
+    dlog_tau.add_((w_hh * dw).sum(1));  // + sum_t a D_t (W p_{t-1})
+  }
   dlog_tau.neg_();
-  return {dus, dh0, dw, dlog_tau};
+  return {dus, dh0, dw, dlog_tau, dln};
 }
 
 }  // namespace

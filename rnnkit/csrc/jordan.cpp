@@ -38,24 +38,39 @@
 // where phi_y' (softmax: the whole row y~_t) needs y~_t, which the zoned slot no longer holds:
 // the backward recomputes y~ = phi_y(W_hy h + b_hy) for all T N rows at once from the saved
 // hidden values (one GEMM), so it holds for any weights d, not only 0/1.
+//
+// Layer normalization (ln_hh, (2, H): gain g and bias beta; layer_norm.h). The input site,
+// LN_ih(W_ih x_t) + b_ih, is in u_t already (cell.precompute, outside the op); the recurrent one:
+//   r_t = W_yh (r y_{t-1}),  rn_t = (r_t - mean(r_t)) / sigma(r_t),
+//   a_t = u_t + b_yh + beta + g rn_t
+// The step's GEMM still goes into the step's hidden rows, and the pass first normalizes the row
+// into rn (saved (T, N, H) with its 1/sigma in rstd[1]; an inference call keeps one step's rows).
+// Backward: da_t as above is dL/da_t; the recurrent product takes LN's backward of it,
+//   dr_t = (1/sigma) (e - mean(e) - rn_t mean(e rn_t)),  e = g da_t   (zero at padded rows)
+// in place of da_t in dy_{t-1} (+= r (W_yh^T dr_t)) and dW_yh = sum_t dr_t (r y_{t-1})^T;
+// du_t = da_t and db_yh = sum da as before, and dln_hh = [sum da rn; sum da].
 #include <torch/library.h>
 
 #include "activations.h"
+#include "layer_norm.h"
 
 namespace rnnkit {
 namespace {
 
-using Out4 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
-using Out6 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using Out8 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                        at::Tensor, at::Tensor>;
+using Out7 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                        at::Tensor>;
 
 // The forward. `save`: keep hs (T, N, H) and the slots ss (T + 1, N, O) for the backward; else
-// one step's hidden rows and two state slots, reused (hs and ss are then undefined).
-Out4 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& y0, const at::Tensor& w_yh,
+// one step's hidden rows and two state slots, reused (hs and ss are then undefined). Returns
+// (ys, y_T, hs, ss, xn, rn, cn, rstd), the last four layer normalization's (Norms).
+Out8 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& y0, const at::Tensor& w_yh,
                  const std::optional<at::Tensor>& b_yh, const at::Tensor& w_hy,
                  const std::optional<at::Tensor>& b_hy, const std::optional<at::Tensor>& valid,
                  c10::string_view activation, c10::string_view output_activation,
                  bool reverse, const std::optional<at::Tensor>& drop,
-                 const std::optional<at::Tensor>& zone) {
+                 const std::optional<at::Tensor>& zone, const std::optional<at::Tensor>& ln_hh) {
   const Act act_h = hidden_act(activation), act_y = output_act(output_activation);
   const at::Tensor us = us_in.contiguous();
   const int64_t T = us.size(0), N = us.size(1), H = us.size(2), O = w_hy.size(0);
@@ -65,17 +80,26 @@ Out4 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& y0, const
   const bool zoning = reg.zoning();
   const Slots hs(save, T, 1, N, H, us.options());
   const Slots ss(save, T + 1, 2, N, O, us.options());
+  Norms norms(std::nullopt, ln_hh, std::nullopt);  // (the input site is in us)
+  norms.allocate(save, T, N, H, 0, us);
   at::Tensor ys = at::empty({T, N, O}, us.options());
   ss[st.first()].copy_(y0);
-  const at::Tensor bh = b_yh ? b_yh->contiguous() : at::Tensor();
+  // b_yh (+ beta of LN_hh)
+  at::Tensor bh = norms.bias(b_yh ? *b_yh : at::Tensor());
+  if (bh.defined()) bh = bh.contiguous();
   const at::Tensor by = b_hy ? b_hy->contiguous() : at::Tensor();
+  const at::Tensor a_hh = norms.hh ? norms.hh->select(0, 0).contiguous() : at::Tensor();
   const Product rec_h(w_yh, N);  // y_{t-1} W_yh^T
   const Product rec_y(w_hy, N);  // h_t W_hy^T
   AT_DISPATCH_FLOATING_TYPES(us.scalar_type(), "jordan_sequence", [&] {
     const scalar_t* bhp = bh.defined() ? bh.data_ptr<scalar_t>() : nullptr;
     const scalar_t* byp = by.defined() ? by.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* ahh = norms.hh ? a_hh.data_ptr<scalar_t>() : nullptr;
+    scalar_t* rnb = norms.hh ? norms.rn.data_ptr<scalar_t>() : nullptr;
+    scalar_t* sdb = norms.on() ? norms.rstd.data_ptr<scalar_t>() : nullptr;  // (3, T, N)
     for (int64_t i = 0; i < T; ++i) {
       const int64_t t = st.forward_step(i);
+      const int64_t tk = save ? t : 0;  // the step's rows of rn
       at::Tensor h_t = hs[t], y_in = ss[t + st.off_in()], y_out = ss[t + st.off_out()];
       rec_h.mm_(h_t, reg.input(y_in));
       scalar_t* hb = h_t.data_ptr<scalar_t>();
@@ -83,6 +107,16 @@ Out4 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& y0, const
       for_rows(N, H, [&](int64_t n) {
         scalar_t* h = hb + n * H;
         const scalar_t* u = ub + n * H;
+        if (rnb) {  // a = u + b + g LN(W_yh y_{t-1}) (beta in b)
+          scalar_t* rn = rnb + (tk * N + n) * H;
+          sdb[(T + t) * N + n] = ln_row(h, H, rn);
+          for_lanes<scalar_t>(H, [&](auto tag, int64_t j) {
+            auto a = load(ahh + j, tag) * load(rn + j, tag) + load(u + j, tag);
+            if (bhp) a = a + load(bhp + j, tag);
+            store(activate(a, act_h), h + j);
+          });
+          return;
+        }
         for_lanes<scalar_t>(H, [&](auto tag, int64_t j) {
           auto a = load(h + j, tag) + load(u + j, tag);
           if (bhp) a = a + load(bhp + j, tag);
@@ -112,17 +146,19 @@ Out4 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& y0, const
       }
     }
   });
-  return {ys, ss[st.last()].clone(), hs.saved(), ss.saved()};
+  return {ys, ss[st.last()].clone(), hs.saved(), ss.saved(), norms.xn, norms.rn, norms.cn,
+          norms.rstd};
 }
 
-Out4 jordan_sequence(const at::Tensor& us, const at::Tensor& y0, const at::Tensor& w_yh,
+Out8 jordan_sequence(const at::Tensor& us, const at::Tensor& y0, const at::Tensor& w_yh,
                      const std::optional<at::Tensor>& b_yh, const at::Tensor& w_hy,
                      const std::optional<at::Tensor>& b_hy,
                      const std::optional<at::Tensor>& valid, c10::string_view activation,
                      c10::string_view output_activation, bool reverse,
-                     const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone) {
+                     const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone,
+                     const std::optional<at::Tensor>& ln_hh) {
   return run_forward(true, us, y0, w_yh, b_yh, w_hy, b_hy, valid, activation, output_activation,
-                     reverse, drop, zone);
+                     reverse, drop, zone, ln_hh);
 }
 
 // Without a backward to feed: nothing saved (one step's hidden rows, two state slots).
@@ -131,20 +167,24 @@ std::tuple<at::Tensor, at::Tensor> jordan_sequence_inference(
     const std::optional<at::Tensor>& b_yh, const at::Tensor& w_hy,
     const std::optional<at::Tensor>& b_hy, const std::optional<at::Tensor>& valid,
     c10::string_view activation, c10::string_view output_activation, bool reverse,
-    const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone) {
+    const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone,
+    const std::optional<at::Tensor>& ln_hh) {
   auto out = run_forward(false, us, y0, w_yh, b_yh, w_hy, b_hy, valid, activation,
-                         output_activation, reverse, drop, zone);
+                         output_activation, reverse, drop, zone, ln_hh);
   return {std::get<0>(out), std::get<1>(out)};
 }
 
-// Returns (dus, dy0, dw_yh, db_yh, dw_hy, db_hy) ((0,) tensors for the absent biases).
-Out6 jordan_sequence_backward(
+// Returns (dus, dy0, dw_yh, db_yh, dw_hy, db_hy, dln_hh) ((0,) tensors for the absent biases
+// and without layer normalization).
+Out7 jordan_sequence_backward(
     const at::Tensor& grad_ys, const at::Tensor& grad_y_T, const at::Tensor& us,
     const at::Tensor& /*y0*/, const at::Tensor& w_yh, const std::optional<at::Tensor>& b_yh,
     const at::Tensor& w_hy, const std::optional<at::Tensor>& b_hy, const at::Tensor& hs,
-    const at::Tensor& ss, const std::optional<at::Tensor>& valid, c10::string_view activation,
-    c10::string_view output_activation, bool reverse, const std::optional<at::Tensor>& drop,
-    const std::optional<at::Tensor>& zone) {
+    const at::Tensor& ss, const at::Tensor& /*xn*/, const at::Tensor& rn,
+    const at::Tensor& /*cn*/, const at::Tensor& rstd, const std::optional<at::Tensor>& valid,
+    c10::string_view activation, c10::string_view output_activation, bool reverse,
+    const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone,
+    const std::optional<at::Tensor>& ln_hh) {
   const Act act_h = hidden_act(activation), act_y = output_act(output_activation);
   const int64_t T = hs.size(0), N = hs.size(1), H = hs.size(2), O = ss.size(2);
   Steps st{T, reverse};
@@ -159,6 +199,10 @@ Out6 jordan_sequence_backward(
   }
   at::Tensor da = at::empty({T, N, H}, hs.options());
   at::Tensor dz = at::empty({T, N, O}, hs.options());
+  const bool lnh = ln_hh.has_value();
+  at::Tensor drn = lnh ? at::empty({T, N, H}, hs.options()) : absent(hs);  // d(W_yh r y_{t-1})
+  const at::Tensor rn_c = rn.contiguous(), sd = rstd.contiguous();
+  const at::Tensor a_hh = lnh ? ln_hh->select(0, 0).contiguous() : at::Tensor();
   at::Tensor dy = grad_y_T.contiguous().clone();
   at::Tensor dy_next = at::empty_like(dy);
   const Product back_y(w_hy.t(), N);  // dz_t W_hy
@@ -169,6 +213,10 @@ Out6 jordan_sequence_backward(
     const scalar_t* gb = gy.data_ptr<scalar_t>();
     scalar_t* dab = da.data_ptr<scalar_t>();
     scalar_t* dzb = dz.data_ptr<scalar_t>();
+    scalar_t* drnb = lnh ? drn.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* rnb = lnh ? rn_c.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* sdb = lnh ? sd.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* ahh = lnh ? a_hh.data_ptr<scalar_t>() : nullptr;
     const scalar_t* ytb = nullptr;  // y~_t's rows where recomputed, else the slots hold them
     if (yt.defined()) {  // y~ = phi_y(h W_hy^T + b_hy), row by row as the forward's pass
       const at::Tensor bh = b_hy ? b_hy->contiguous() : at::Tensor();
@@ -202,12 +250,21 @@ Out6 jordan_sequence_backward(
         for_lanes<scalar_t>(H, [&](auto tag, int64_t j) {
           store(load(a + j, tag) * derivative(load(h + j, tag), act_h), a + j);
         });
+        if (!drnb) return;
+        const int64_t row = t * N + n;
+        if (padded && !mask.counts(t, n, N)) {  // (its da row is zero)
+          std::fill(drnb + row * H, drnb + (row + 1) * H, scalar_t(0));
+          return;
+        }
+        // d(W_yh r y_{t-1}) = LN_hh's backward of da_t
+        ln_row_backward(a, ahh, rnb + row * H, sdb[(T + t) * N + n], H, drnb + row * H, false);
       });
-      if (reg.dropping()) {  // r (W_yh^T da_t)
+      const at::Tensor back_t = lnh ? drn.select(0, t) : da_t;
+      if (reg.dropping()) {  // r (W_yh^T dr_t)
         dy_next.zero_();
-        reg.add_back(back_h, dy_next, da_t);
+        reg.add_back(back_h, dy_next, back_t);
       } else {
-        back_h.mm_(dy_next, da_t);
+        back_h.mm_(dy_next, back_t);
       }
       if (padded) {  // a padded sequence carries its dy past the step (its da row is zero)
         scalar_t* nx = dy_next.data_ptr<scalar_t>();
@@ -221,12 +278,14 @@ Out6 jordan_sequence_backward(
   });
   const at::Tensor da2 = da.view({T * N, H}), dz2 = dz.view({T * N, O});
   const at::Tensor before = reg.before(ss_c.narrow(0, st.off_in(), T)).reshape({T * N, O});
+  const at::Tensor dr2 = lnh ? drn.view({T * N, H}) : da2;
   return {da,
           dy,
-          at::mm(da2.t(), before),
+          at::mm(dr2.t(), before),
           b_yh ? da2.sum(0) : absent(hs),
           at::mm(dz2.t(), hs_c.view({T * N, H})),
-          b_hy ? dz2.sum(0) : absent(hs)};
+          b_hy ? dz2.sum(0) : absent(hs),
+          lnh ? ln_param_grad(da2, rn_c) : absent(hs)};
 }
 
 }  // namespace

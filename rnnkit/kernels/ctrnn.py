@@ -73,6 +73,7 @@ from ..cells.ctrnn import CTRNNCell
 from ._common import (
     befores,
     checked,
+    norms,
     outputs,
     partial_steps,
     steps,
@@ -302,7 +303,9 @@ def ctrnn_sequence(
     trace it).
     """
     from ..ops import ctrnn as op  # (loads the ops on first use)
-    h0, valid = checked(cell, CTRNNCell, xs, state, lengths)
+    h0, valid = checked(cell, CTRNNCell, xs, state, lengths, layer_norm=True)
     drop, zone = (None, None) if masks is None else masks[:2]
+    # (layer normalization: the input site in cell.precompute, the recurrent one in the op)
     return op.ctrnn_sequence(cell.precompute(xs), h0, cell.weight_hh, cell.log_tau, valid,
-                             cell.dt, cell.dt_input, cell.activation, bool(reverse), drop, zone)
+                             cell.dt, cell.dt_input, cell.activation, bool(reverse), drop, zone,
+                             *norms(cell, "hh"))

@@ -71,6 +71,7 @@ from ._common import (
     Product,
     befores,
     checked,
+    norms,
     outputs,
     partial_steps,
     steps,
@@ -253,8 +254,10 @@ def jordan_sequence(
     torch.export trace it).
     """
     from ..ops import jordan as op  # (loads the ops on first use)
-    y0, valid = checked(cell, JordanCell, xs, state, lengths)
+    y0, valid = checked(cell, JordanCell, xs, state, lengths, layer_norm=True)
     drop, zone = (None, None) if masks is None else masks[:2]
+    # (layer normalization: the input site in cell.precompute, the recurrent one in the op)
     return op.jordan_sequence(cell.precompute(xs), y0, cell.weight_yh, cell.bias_yh,
                               cell.weight_hy, cell.bias_hy, valid, cell.activation,
-                              cell.output_activation, bool(reverse), drop, zone)
+                              cell.output_activation, bool(reverse), drop, zone,
+                              *norms(cell, "hh"))

@@ -19,6 +19,26 @@ y_{t-1})` in the product and :math:`y_t = \text{lerp}(\tilde y_t, y_{t-1}, \text
 carried and output. Derivation and loops (the pure-torch implementation):
 :mod:`rnnkit.kernels.jordan` (the masks: ``rnnkit/csrc/jordan.cpp``); frame, autograd and
 fallback: :mod:`rnnkit.ops._wiring`.
+
+Layer normalization (``layer_norm=True``): the cell's input site
+:math:`\mathrm{LN}_{ih}(W_{ih} x_t) + b_{ih}` is in :math:`u_t` already (``cell.precompute``);
+the op normalizes the recurrent product, ``ln_hh`` ``(2, H)`` (gain :math:`g`; bias
+:math:`\beta`, after the masks), and returns the saved buffers ``xn`` (``(0,)``), ``rn``
+``(T, N, H)``, ``cn`` (``(0,)``), ``rstd`` ``(3, T, N)`` (row 1 used; all four ``(0,)``
+without it):
+
+.. math::
+    r_t = W_{yh} (\text{drop} \odot y_{t-1}), \qquad
+    h_t = \phi_h(u_t + b_{yh} + g \odot \hat r_t + \beta), \qquad
+    \hat r_t = (r_t - \mu(r_t)) / \sigma(r_t)
+
+Backward (``csrc/jordan.cpp``): with :math:`\delta a_t = \partial L / \partial a_t` as without
+it, :math:`\bar u_t = \delta a_t`, :math:`\bar b_{yh} = \sum \delta a`, and the recurrent
+product takes LN's backward, :math:`\delta r_t = (e - \bar e - \hat r_t\, \overline{e \hat
+r_t}) / \sigma(r_t)`, :math:`e = g \odot \delta a_t` (bars: means over the row), in place of
+:math:`\delta a_t`: :math:`\delta y_{t-1} \mathrel{+}= \text{drop} \odot W_{yh}^\top \delta
+r_t`, :math:`\bar W_{yh} = \sum_t \delta r_t (\text{drop} \odot y_{t-1})^\top`;
+:math:`\bar g = \sum \delta a \odot \hat r`, :math:`\bar \beta = \sum \delta a`.
 """
 
 from __future__ import annotations
@@ -33,18 +53,23 @@ from . import _cells, _wiring
 
 INPUTS = "Tensor us, Tensor y0, Tensor w_yh, Tensor? b_yh, Tensor w_hy, Tensor? b_hy"
 FLAGS = "str activation, str output_activation, bool reverse"
-_wiring.define("jordan_sequence", INPUTS, 1, FLAGS, ["hs", "ss"], masks=True)
+_wiring.define("jordan_sequence", INPUTS, 1, FLAGS, ["hs", "ss"], masks=True, norms=("hh",))
 
 
 def reference(us, y0, w_yh, b_yh, w_hy, b_hy, valid, activation: str, output_activation: str,
-              reverse: bool, drop=None, zone=None):
+              reverse: bool, drop=None, zone=None, ln_hh=None):
     """``(ys, y_T)`` in differentiable torch ops (``JordanCell.step``'s); with the regularizer
     masks, ``W_yh (drop y_{t-1})`` and ``y_t = lerp(y~_t, y_{t-1}, zone_t)``, carried and
-    output."""
+    output; with layer normalization ``LN_hh(W_yh (drop y_{t-1})) + b_yh``."""
     phi_h, phi_y = HIDDEN_ACTIVATIONS[activation], OUTPUT_ACTIVATIONS[output_activation]
 
     def step(u, y, d=None):
-        h = phi_h(u + F.linear(y if drop is None else y * drop, w_yh, b_yh))
+        y_in = y if drop is None else y * drop
+        if ln_hh is None:
+            h = phi_h(u + F.linear(y_in, w_yh, b_yh))
+        else:
+            r = _wiring.layer_norm(F.linear(y_in, w_yh), ln_hh)
+            h = phi_h(u + (r if b_yh is None else r + b_yh))
         new = phi_y(F.linear(h, w_hy, b_hy))
         if d is not None:
             new = torch.lerp(new, y, d)
@@ -71,10 +96,10 @@ def _python_backward(grad_ys, grad_y_t, us, y0, w_yh, b_yh, w_hy, b_hy, hs, ss, 
 
 
 def _fake(us, y0, w_yh, b_yh, w_hy, b_hy, valid, activation, output_activation, reverse,
-          drop=None, zone=None):
+          drop=None, zone=None, ln_hh=None):
     (T, N, H), O = us.shape, w_hy.shape[0]
     return (us.new_empty(T, N, O), us.new_empty(N, O), us.new_empty(T, N, H),
-            us.new_empty(T + 1, N, O))
+            us.new_empty(T + 1, N, O), *_wiring.norm_fakes(us, H, 0, None, ln_hh))
 
 
 def register() -> None:
@@ -86,8 +111,8 @@ def register() -> None:
 
 def jordan_sequence(us: Tensor, y0: Tensor, w_yh: Tensor, b_yh, w_hy: Tensor, b_hy, valid,
                     activation: str, output_activation: str, reverse: bool, drop=None,
-                    zone=None) -> tuple[Tensor, Tensor]:
+                    zone=None, ln_hh=None) -> tuple[Tensor, Tensor]:
     """``(ys, y_T)`` of the op (its other outputs are for backward only; not kept where autograd
     does not record)."""
     return _wiring.call("jordan_sequence", us, y0, w_yh, b_yh, w_hy, b_hy, valid, activation,
-                        output_activation, reverse, drop, zone)
+                        output_activation, reverse, drop, zone, ln_hh)
