@@ -74,7 +74,7 @@ def takes_masks(kernel: Callable, masks, xs: Tensor, cell) -> bool:
 
 # Cells whose kernels compute layer normalization inside the loop (the others' layer-normalized
 # layers run the reference loop, rnnkit.scan)
-_NORMALIZES: frozenset = frozenset({FullyRecurrentCell, LSTMCell, SCRNCell})
+_NORMALIZES: frozenset = frozenset({ClockworkCell, FullyRecurrentCell, LSTMCell, SCRNCell})
 
 
 def fused_scan(cell) -> Callable | None:
