@@ -77,7 +77,9 @@ class ClockworkCell(Cell):
     This step computes every module and then discards the inactive ones (the batch's sequences
     may be at different steps), so it costs an Elman cell's step. The fused kernel
     (:mod:`rnnkit.kernels.clockwork`) computes only the active modules' rows at the steps where
-    every sequence shares the counter (a fresh state, no padding: the usual training case).
+    every sequence shares the counter (a fresh state, no padding: the usual training case); with
+    ``layer_norm=True`` an active module needs the whole row's statistics, so it computes every
+    row at the steps where some module is active, skipping only those where none is.
 
     >>> cell = ClockworkCell(3, 8, periods=(1, 2, 4, 8))
     >>> y, (h, t) = cell(torch.randn(2, 3))

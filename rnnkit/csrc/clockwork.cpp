@@ -45,6 +45,22 @@
 //   dz_t = A_t e^ phi'(h_t),  d_{t-1} = (1 - A_t) e^ + d e + m (W~^T dz_t)
 // (phi' read off the slot: where d = 1 it holds h_{t-1}, not phi(z_t), but e^ = 0 there), and
 // dW_hh = M * sum_t dz_t (m h_{t-1})^T. A padded step still carries d_{t-1} = d_carried.
+//
+// Layer normalization of the recurrent product (ln_hh = [gamma ; beta] (2, H); layer_norm.h; the
+// input product's LN_ih(W_ih x) + b_ih is in u, from cell.precompute outside the op), over ALL
+// H units, as the cell normalizes its whole candidate:
+//   r_t = W~ (m h_{t-1}),  r^_t = (r_t - mean(r_t)) rstd_t,  z_t = u_t + b_hh + gamma r^_t + beta
+// (beta folds into the constant bias). An active unit's z needs the statistics of the whole
+// row, so at a step where some module is active in some sequence the product is the full GEMM
+// (every module's rows, into a scratch (N, H)), normalized a row at a time in the pass (every
+// row); the paper's saving then is only the skipped steps where no module is active. Saved:
+// rn = r^ (T, N, H; zeros at the skipped steps), rstd's row 1 = rstd_t (xn, cn, rows 0 and 2
+// unused). Backward: dz_t as above (the gradient of z_t: du_t = dz_t, db_hh = sum dz), then
+//   dr_t = rstd_t (e - mean(e) - r^_t mean(e r^_t)),  e = gamma dz_t   (0 where the row has no
+//                                                                      active module)
+// takes dz_t's place in the products, now full ones at the steps with some run:
+//   d_{t-1} = (1 - A_t) e^ (+ d e) + m (W~^T dr_t),  dW_hh = M * sum_t dr_t (m h_{t-1})^T
+// (one GEMM over all T N rows); dgamma = sum dz_t r^_t, dbeta = sum dz_t.
 #include <torch/library.h>
 
 #include <cmath>
@@ -54,6 +70,7 @@
 #include <vector>
 
 #include "activations.h"
+#include "layer_norm.h"
 
 namespace rnnkit {
 namespace {
@@ -217,14 +234,16 @@ at::Tensor like_input(const at::Tensor& g, const at::Tensor& input) {
   return g.strides() == want.strides() ? g : want.copy_(g);
 }
 
+using Out9 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                        at::Tensor, at::Tensor, at::Tensor>;
+
 // save: the op (xs, active kept, ys written by the pass); else the inference op (ys is the slot
 // buffer, its padded rows zeroed after the loop).
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forward(
-    bool save, const at::Tensor& us, const at::Tensor& h0, const at::Tensor& t0,
-    const at::Tensor& w_hh, const std::optional<at::Tensor>& b_hh,
-    const std::optional<at::Tensor>& valid, c10::IntArrayRef periods,
-    c10::string_view activation, bool reverse, const std::optional<at::Tensor>& drop,
-    const std::optional<at::Tensor>& zone) {
+Out9 run_forward(bool save, const at::Tensor& us, const at::Tensor& h0, const at::Tensor& t0,
+                 const at::Tensor& w_hh, const std::optional<at::Tensor>& b_hh,
+                 const std::optional<at::Tensor>& valid, c10::IntArrayRef periods,
+                 c10::string_view activation, bool reverse, const std::optional<at::Tensor>& drop,
+                 const std::optional<at::Tensor>& zone, const std::optional<at::Tensor>& ln_hh) {
   check_args(us, h0, t0, w_hh, b_hh, periods);
   const int64_t T = us.size(0), N = us.size(1), H = us.size(2);
   const int64_t g = static_cast<int64_t>(periods.size()), B = H / g;
@@ -237,6 +256,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
   const auto opts = us.options();
   at::Tensor u = us.contiguous(), h0c = h0.contiguous(), t0c = t0.contiguous();
   at::Tensor bias = b_hh.has_value() ? b_hh->contiguous() : at::zeros({H}, opts);
+  Norms norms(std::nullopt, ln_hh, std::nullopt);
+  norms.allocate(save, T, N, H, 0, us);
+  if (norms.hh) bias = (bias + norms.hh->select(0, 1)).contiguous();  // b_hh + beta
+  const at::Tensor g_hh = norms.hh ? norms.hh->select(0, 0).contiguous() : at::Tensor();
+  at::Tensor rbuf = norms.hh ? at::empty({N, H}, opts) : at::Tensor();  // r_t = W~ (m h_{t-1})
   at::Tensor w = w_hh.clone(at::MemoryFormat::Contiguous);  // W~ below
   at::Tensor ys = at::empty({T, N, H}, opts);
   at::Tensor xs = save ? at::empty({T + 1, N, H}, opts) : absent(us);
@@ -254,16 +278,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
     const scalar_t* up = u.data_ptr<scalar_t>();
     const scalar_t* bp = bias.data_ptr<scalar_t>();
     scalar_t* ysp = ys.data_ptr<scalar_t>();
+    const scalar_t* ghh = norms.hh ? g_hh.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* rbb = norms.hh ? rbuf.data_ptr<scalar_t>() : nullptr;
+    scalar_t* rnb = norms.hh ? norms.rn.data_ptr<scalar_t>() : nullptr;
+    scalar_t* sdb = norms.hh ? norms.rstd.data_ptr<scalar_t>() : nullptr;  // (3, T, N)
     at::Tensor before = save ? xs.select(0, st.first()) : h0c;
     with_act(act, [&](auto kind) {
       constexpr Act a = decltype(kind)::value;
       for (int64_t i = 0; i < T; ++i) {
         const int64_t t = st.forward_step(i);
+        const int64_t tk = save ? t : 0;  // the step's rows of rn
         at::Tensor after = save ? xs.select(0, t + st.off_out()) : ys.select(0, t);
-        if (clock.first[t] < clock.first[t + 1]) {
+        const bool runs = clock.first[t] < clock.first[t + 1];
+        if (runs && rbb) {  // LN_hh: the whole product r_t
+          products.forward(rbuf, reg.input(before), 0, g);
+        } else if (runs) {
           const at::Tensor& h_prod = reg.input(before);  // h_{t-1}, or m h_{t-1}
           for (int64_t r = clock.first[t]; r < clock.first[t + 1]; ++r)
             products.forward(after, h_prod, clock.runs[r].first, clock.runs[r].second);
+        } else if (rnb && save) {  // (no module active: rn's rows of the step zero, not read)
+          std::fill(rnb + t * N * H, rnb + (t + 1) * N * H, scalar_t(0));
         }
         const scalar_t* in = before.data_ptr<scalar_t>();
         scalar_t* out = after.data_ptr<scalar_t>();
@@ -278,11 +312,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
           scalar_t* yr = y_t ? y_t + n * H : nullptr;
           const char* on = act_t + n * g;
           const bool counts = !padded || mask.counts(t, n, N);
+          scalar_t* rn_row = nullptr;  // LN_hh: r^_t (every row of a step with runs)
+          if (rbb && runs) {
+            rn_row = rnb + (tk * N + n) * H;
+            sdb[(T + t) * N + n] = ln_row(rbb + n * H, H, rn_row);
+          }
           for (int64_t k = 0; k < g;) {  // spans of modules alike
             int64_t k2 = k + 1;
             while (k2 < g && on[k2] == on[k]) ++k2;
             const int64_t lo = k * B, len = (k2 - k) * B;
-            if (on[k]) {  // ho holds h_{t-1} W~^T here
+            if (on[k] && rn_row) {  // z = u + (b_hh + beta) + gamma r^
+              for_lanes<scalar_t>(len, [&](auto tag, int64_t j) {
+                j += lo;
+                const auto h = phi<a>(load(ghh + j, tag) * load(rn_row + j, tag) +
+                                      load(ur + j, tag) + load(bp + j, tag));
+                store(h, ho + j);
+                if (yr) store(h, yr + j);
+              });
+            } else if (on[k]) {  // ho holds h_{t-1} W~^T here
               for_lanes<scalar_t>(len, [&](auto tag, int64_t j) {
                 j += lo;
                 const auto h = phi<a>(load(ho + j, tag) + load(ur + j, tag) + load(bp + j, tag));
@@ -311,16 +358,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
   });
   if (save && reg.zoning()) ys.copy_(xs.narrow(0, st.off_out(), T));  // the zoned h_t
   if ((!save || reg.zoning()) && vc.has_value()) ys.mul_(vc->unsqueeze(2));
-  return {ys, h_T, t_T, xs, active};
+  return {ys, h_T, t_T, xs, active, norms.xn, norms.rn, norms.cn, norms.rstd};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> clockwork_sequence(
-    const at::Tensor& us, const at::Tensor& h0, const at::Tensor& t0, const at::Tensor& w_hh,
-    const std::optional<at::Tensor>& b_hh, const std::optional<at::Tensor>& valid,
-    c10::IntArrayRef periods, c10::string_view activation, bool reverse,
-    const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone) {
+Out9 clockwork_sequence(const at::Tensor& us, const at::Tensor& h0, const at::Tensor& t0,
+                        const at::Tensor& w_hh, const std::optional<at::Tensor>& b_hh,
+                        const std::optional<at::Tensor>& valid, c10::IntArrayRef periods,
+                        c10::string_view activation, bool reverse,
+                        const std::optional<at::Tensor>& drop,
+                        const std::optional<at::Tensor>& zone,
+                        const std::optional<at::Tensor>& ln_hh) {
   return run_forward(true, us, h0, t0, w_hh, b_hh, valid, periods, activation, reverse, drop,
-                     zone);
+                     zone, ln_hh);
 }
 
 // Without a backward to feed: no slot buffer (the outputs are the slots) and no activity mask.
@@ -328,21 +377,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> clockwork_sequence_inference(
     const at::Tensor& us, const at::Tensor& h0, const at::Tensor& t0, const at::Tensor& w_hh,
     const std::optional<at::Tensor>& b_hh, const std::optional<at::Tensor>& valid,
     c10::IntArrayRef periods, c10::string_view activation, bool reverse,
-    const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone) {
+    const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone,
+    const std::optional<at::Tensor>& ln_hh) {
   auto out = run_forward(false, us, h0, t0, w_hh, b_hh, valid, periods, activation, reverse,
-                         drop, zone);
+                         drop, zone, ln_hh);
   return {std::get<0>(out), std::get<1>(out), std::get<2>(out)};
 }
 
-// Returns (dus, dh0, dt0, dw_hh, db_hh) (a (0,) tensor for an absent bias).
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+// Returns (dus, dh0, dt0, dw_hh, db_hh, dln_hh) (a (0,) tensor for an absent bias or ln_hh).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 clockwork_sequence_backward(
     const at::Tensor& grad_ys, const at::Tensor& grad_h_T, const at::Tensor& grad_t_T,
     const at::Tensor& us, const at::Tensor& h0, const at::Tensor& t0, const at::Tensor& w_hh,
     const std::optional<at::Tensor>& b_hh, const at::Tensor& xs, const at::Tensor& /*active*/,
-    const std::optional<at::Tensor>& valid, c10::IntArrayRef periods,
+    const at::Tensor& /*xn*/, const at::Tensor& rn, const at::Tensor& /*cn*/,
+    const at::Tensor& rstd, const std::optional<at::Tensor>& valid, c10::IntArrayRef periods,
     c10::string_view activation, bool reverse, const std::optional<at::Tensor>& drop,
-    const std::optional<at::Tensor>& zone) {
+    const std::optional<at::Tensor>& zone, const std::optional<at::Tensor>& ln_hh) {
   check_args(us, h0, t0, w_hh, b_hh, periods);
   const int64_t T = us.size(0), N = us.size(1), H = us.size(2);
   const int64_t g = static_cast<int64_t>(periods.size()), B = H / g;
@@ -367,6 +418,11 @@ clockwork_sequence_backward(
   at::Tensor mdrop = drop.has_value() ? drop->contiguous() : at::Tensor();
   at::Tensor prod = mdrop.defined() ? at::empty_like(d) : at::Tensor();  // W~^T dz_t, dropping
   at::Tensor g_w = at::zeros({H, H}, opts);
+  const bool lnh = ln_hh.has_value();
+  const at::Tensor rn_c = lnh ? rn.contiguous() : at::Tensor();
+  const at::Tensor sd = lnh ? rstd.contiguous() : at::Tensor();
+  const at::Tensor g_hh = lnh ? ln_hh->select(0, 0).contiguous() : at::Tensor();
+  at::Tensor drn = lnh ? at::empty({T, N, H}, opts) : at::Tensor();  // dr_t
   AT_DISPATCH_FLOATING_TYPES(us.scalar_type(), "clockwork_sequence_backward", [&] {
     zero_unread<scalar_t>(w, periods);
     const Clock clock = make_clock<scalar_t>(t0c.data_ptr<scalar_t>(), mask, st, periods, N, H);
@@ -374,6 +430,10 @@ clockwork_sequence_backward(
     const scalar_t* hp = xs_c.data_ptr<scalar_t>();
     const scalar_t* gyp = gy.data_ptr<scalar_t>();
     scalar_t* dzp = dz.data_ptr<scalar_t>();
+    const scalar_t* rnb = lnh ? rn_c.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* sdb = lnh ? sd.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* ghh = lnh ? g_hh.data_ptr<scalar_t>() : nullptr;
+    scalar_t* drnb = lnh ? drn.data_ptr<scalar_t>() : nullptr;
     with_act(act, [&](auto kind) {
       constexpr Act a = decltype(kind)::value;
       for (int64_t i = 0; i < T; ++i) {
@@ -387,6 +447,7 @@ clockwork_sequence_backward(
         scalar_t* dnp = d_next.data_ptr<scalar_t>();
         const char* act_t = clock.act.data() + t * N * g;
         const bool padded = mask.any_padded(t);
+        const bool runs = clock.first[t] < clock.first[t + 1];
         for_rows(N, H, [&](int64_t n) {
           const scalar_t* hr = h_t + n * H;
           const scalar_t* gr = gy_t + n * H;
@@ -420,9 +481,26 @@ clockwork_sequence_backward(
             }
             k = k2;
           }
+          if (drnb) {  // dr_t: LN_hh's backward of dz_t (0 where no module of the row is active)
+            scalar_t* drr = drnb + (t * N + n) * H;
+            if (runs && std::any_of(on, on + g, [](char c) { return c != 0; })) {
+              ln_row_backward(dzr, ghh, rnb + (t * N + n) * H, sdb[(T + t) * N + n], H, drr,
+                              false);
+            } else {
+              std::fill(drr, drr + H, scalar_t(0));
+            }
+          }
         });
         at::Tensor dz_step = dz.select(0, t);
-        if (!mdrop.defined()) {
+        if (lnh) {  // d_{t-1} += (m) (W~^T dr_t), the whole product
+          if (runs && !mdrop.defined()) {
+            products.backward(d_next, drn.select(0, t), 0, g);
+          } else if (runs) {
+            prod.zero_();
+            products.backward(prod, drn.select(0, t), 0, g);
+            d_next.addcmul_(prod, mdrop);
+          }
+        } else if (!mdrop.defined()) {
           for (int64_t r = clock.first[t]; r < clock.first[t + 1]; ++r)
             products.backward(d_next, dz_step, clock.runs[r].first, clock.runs[r].second);
         } else if (clock.first[t] < clock.first[t + 1]) {  // d_{t-1} += m (W~^T dz_t)
@@ -444,6 +522,11 @@ clockwork_sequence_backward(
         for (int64_t k = clock.runs[r].first; k < clock.runs[r].second; ++k)
           steps_of[k].push_back(t);
     at::Tensor h_prev = reg.before(xs_c.narrow(0, st.off_in(), T));  // (T, N, H): (m) h_{t-1}
+    if (lnh) {  // dW_hh = M * sum_t dr_t (m h_{t-1})^T, one GEMM
+      at::mm_out(g_w, drn.view({T * N, H}).t(), h_prev.reshape({T * N, H}));
+      zero_unread<scalar_t>(g_w, periods);
+      return;
+    }
     for (int64_t k = 0; k < g; ++k) {
       const std::vector<int64_t>& on = steps_of[k];
       if (on.empty()) continue;
@@ -461,7 +544,8 @@ clockwork_sequence_backward(
   });
   at::Tensor g_b = b_hh.has_value() ? dz.view({T * N, H}).sum(0) : absent(us);
   return {like_input(dz, us), like_input(d, h0), like_input(grad_t_T.clone(), t0),
-          like_input(g_w, w_hh), b_hh.has_value() ? like_input(g_b, *b_hh) : g_b};
+          like_input(g_w, w_hh), b_hh.has_value() ? like_input(g_b, *b_hh) : g_b,
+          lnh ? ln_param_grad(dz, rn_c) : absent(us)};
 }
 
 }  // namespace

@@ -47,25 +47,38 @@
 // needs h~ (phi_h', dW_hy; softmax needs the whole row y~ too): the backward recomputes
 // [h~ ; y~] for all T N rows at once from the saved m_{t-1} and us (a GEMM with W_m, the pass,
 // a GEMM with W_hy, the pass), so it holds for any weights d, not only 0/1.
+//
+// Layer normalization of the hidden layer's recurrent product (ln_hh = [gamma ; beta] (2, H);
+// layer_norm.h; the input product's LN_ih(W_ih x) + b_ih is in u, from cell.precompute outside
+// the op; the output layer is not normalized):
+//   p^_t = (p_t - mean(p_t)) rstd_t over the H units of p_t = W_mh (r m_{t-1}),
+//   h~_t = phi_h(u_t + gamma p^_t + beta)    (q_t, z_t, y~_t as above)
+// normalized in the h~ pass from the after-slot's first H columns (every row, padded ones too).
+// Saved: rn = p^ (T, N, H), rstd's row 1 = rstd_t (T, N) (xn, cn, rows 0 and 2 unused); zoning's
+// backward recomputes h~ from u and rn. Backward: da_t as above (the gradient of u_t + LN(p_t),
+// so du_t = da_t), then
+//   dp_t = rstd_t (e - mean(e) - p^_t mean(e p^_t)),  e = gamma da_t   (0 at a padded row)
+// replaces da_t in the products' backward: dm <- ... + r (W_m^T [dp_t ; dz_t]),
+// dW_mh = sum_t dp_t (r m_{t-1})^T; dgamma = sum da_t p^_t, dbeta = sum da_t.
 #include <torch/library.h>
 
 #include "activations.h"
+#include "layer_norm.h"
 
 namespace rnnkit {
 namespace {
 
-using Out4 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
-using Out7 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                        at::Tensor>;
+using Out8 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                        at::Tensor, at::Tensor>;
 
 // The forward. `save`: keep the slots ss (T + 1, N, S) for the backward; else two slots, reused
 // (ss is then undefined).
-Out4 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const at::Tensor& y0,
+Out8 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const at::Tensor& y0,
                  const at::Tensor& w_mh, const at::Tensor& w_hy, const at::Tensor& w_my,
                  const std::optional<at::Tensor>& b_hy, const std::optional<at::Tensor>& valid,
                  c10::string_view activation, c10::string_view output_activation,
                  bool reverse, const std::optional<at::Tensor>& drop,
-                 const std::optional<at::Tensor>& zone) {
+                 const std::optional<at::Tensor>& zone, const std::optional<at::Tensor>& ln_hh) {
   const Act act_h = hidden_act(activation), act_y = output_act(output_activation);
   const at::Tensor us = us_in.contiguous();
   const int64_t T = us.size(0), N = us.size(1), H = us.size(2), O = w_hy.size(0), S = H + O;
@@ -79,12 +92,21 @@ Out4 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
   first.narrow(1, 0, H).copy_(h0);
   first.narrow(1, H, O).copy_(y0);
   const at::Tensor by = b_hy ? b_hy->contiguous() : at::Tensor();
+  Norms norms(std::nullopt, ln_hh, std::nullopt);
+  norms.allocate(save, T, N, H, 0, us);
+  const at::Tensor g_hh = norms.hh ? norms.hh->select(0, 0).contiguous() : at::Tensor();
+  const at::Tensor b_hh = norms.hh ? norms.hh->select(0, 1).contiguous() : at::Tensor();
   const Product rec_m(at::cat({w_mh, w_my}), N);  // m_{t-1} W_m^T
   const Product rec_y(w_hy, N);                   // h~_t W_hy^T
   AT_DISPATCH_FLOATING_TYPES(us.scalar_type(), "fully_sequence", [&] {
     const scalar_t* byp = by.defined() ? by.data_ptr<scalar_t>() : nullptr;
+    scalar_t* rnb = norms.hh ? norms.rn.data_ptr<scalar_t>() : nullptr;
+    scalar_t* sdb = norms.hh ? norms.rstd.data_ptr<scalar_t>() : nullptr;  // (3, T, N)
+    const scalar_t* ghh = norms.hh ? g_hh.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* bhh = norms.hh ? b_hh.data_ptr<scalar_t>() : nullptr;
     for (int64_t i = 0; i < T; ++i) {
       const int64_t t = st.forward_step(i);
+      const int64_t tk = save ? t : 0;  // the step's rows of rn
       at::Tensor m_in = ss[t + st.off_in()], m_out = ss[t + st.off_out()];
       rec_m.mm_(m_out, reg.input(m_in));  // [p ; q]
       const scalar_t* mi = m_in.data_ptr<scalar_t>();
@@ -93,6 +115,16 @@ Out4 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
       for_rows(N, H, [&](int64_t n) {
         scalar_t* h = mo + n * S;
         const scalar_t* u = ub + n * H;
+        if (rnb) {  // h~ = phi_h(u + gamma LN(p) + beta)
+          scalar_t* rn_row = rnb + (tk * N + n) * H;
+          sdb[(T + t) * N + n] = ln_row(h, H, rn_row);
+          for_lanes<scalar_t>(H, [&](auto tag, int64_t j) {
+            const auto a = load(u + j, tag) +
+                           (load(ghh + j, tag) * load(rn_row + j, tag) + load(bhh + j, tag));
+            store(activate(a, act_h), h + j);
+          });
+          return;
+        }
         for_lanes<scalar_t>(H, [&](auto tag, int64_t j) {
           store(activate(load(h + j, tag) + load(u + j, tag), act_h), h + j);
         });
@@ -123,17 +155,18 @@ Out4 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
   });
   const at::Tensor last = ss[st.last()];
   return {ys, last.narrow(1, 0, H).clone(at::MemoryFormat::Contiguous),
-          last.narrow(1, H, O).clone(at::MemoryFormat::Contiguous), ss.saved()};
+          last.narrow(1, H, O).clone(at::MemoryFormat::Contiguous), ss.saved(),
+          norms.xn, norms.rn, norms.cn, norms.rstd};
 }
 
-Out4 fully_sequence(const at::Tensor& us, const at::Tensor& h0, const at::Tensor& y0,
+Out8 fully_sequence(const at::Tensor& us, const at::Tensor& h0, const at::Tensor& y0,
                     const at::Tensor& w_mh, const at::Tensor& w_hy, const at::Tensor& w_my,
                     const std::optional<at::Tensor>& b_hy, const std::optional<at::Tensor>& valid,
                     c10::string_view activation, c10::string_view output_activation,
                     bool reverse, const std::optional<at::Tensor>& drop,
-                    const std::optional<at::Tensor>& zone) {
+                    const std::optional<at::Tensor>& zone, const std::optional<at::Tensor>& ln_hh) {
   return run_forward(true, us, h0, y0, w_mh, w_hy, w_my, b_hy, valid, activation,
-                     output_activation, reverse, drop, zone);
+                     output_activation, reverse, drop, zone, ln_hh);
 }
 
 // Without a backward to feed: nothing saved (two slots, reused).
@@ -142,21 +175,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fully_sequence_inference(
     const at::Tensor& w_hy, const at::Tensor& w_my, const std::optional<at::Tensor>& b_hy,
     const std::optional<at::Tensor>& valid, c10::string_view activation,
     c10::string_view output_activation, bool reverse, const std::optional<at::Tensor>& drop,
-    const std::optional<at::Tensor>& zone) {
+    const std::optional<at::Tensor>& zone, const std::optional<at::Tensor>& ln_hh) {
   auto out = run_forward(false, us, h0, y0, w_mh, w_hy, w_my, b_hy, valid, activation,
-                         output_activation, reverse, drop, zone);
+                         output_activation, reverse, drop, zone, ln_hh);
   return {std::get<0>(out), std::get<1>(out), std::get<2>(out)};
 }
 
-// Returns (dus, dh0, dy0, dw_mh, dw_hy, dw_my, db_hy) (a (0,) tensor for an absent bias).
-Out7 fully_sequence_backward(
+// Returns (dus, dh0, dy0, dw_mh, dw_hy, dw_my, db_hy, dln_hh) (a (0,) tensor for an absent bias
+// or ln_hh).
+Out8 fully_sequence_backward(
     const at::Tensor& grad_ys, const at::Tensor& grad_h_T, const at::Tensor& grad_y_T,
     const at::Tensor& us, const at::Tensor& /*h0*/, const at::Tensor& /*y0*/,
     const at::Tensor& w_mh, const at::Tensor& w_hy, const at::Tensor& w_my,
-    const std::optional<at::Tensor>& b_hy, const at::Tensor& ss,
+    const std::optional<at::Tensor>& b_hy, const at::Tensor& ss, const at::Tensor& /*xn*/,
+    const at::Tensor& rn, const at::Tensor& /*cn*/, const at::Tensor& rstd,
     const std::optional<at::Tensor>& valid, c10::string_view activation,
     c10::string_view output_activation, bool reverse, const std::optional<at::Tensor>& drop,
-    const std::optional<at::Tensor>& zone) {
+    const std::optional<at::Tensor>& zone, const std::optional<at::Tensor>& ln_hh) {
   const Act act_h = hidden_act(activation), act_y = output_act(output_activation);
   const int64_t T = ss.size(0) - 1, N = ss.size(1), S = ss.size(2), H = w_mh.size(0),
                 O = S - H;
@@ -171,7 +206,12 @@ Out7 fully_sequence_backward(
   const at::Tensor before = reg.before(ss_c.narrow(0, st.off_in(), T)).reshape({T * N, S});
   at::Tensor mt;  // [h~ ; y~] (T, N, S), recomputed where zoneout left [h^z ; y^z] in the slots
   if (reg.zoning()) mt = at::mm(before, w_m.t()).view({T, N, S});  // [p ; q], then in place
-  at::Tensor dd = at::empty({T, N, S}, ss.options());  // [da ; dz]
+  const bool lnh = ln_hh.has_value();
+  const at::Tensor rn_c = lnh ? rn.contiguous() : at::Tensor();
+  const at::Tensor sd = lnh ? rstd.contiguous() : at::Tensor();
+  const at::Tensor g_hh = lnh ? ln_hh->select(0, 0).contiguous() : at::Tensor();
+  const at::Tensor b_hh = lnh ? ln_hh->select(0, 1).contiguous() : at::Tensor();
+  at::Tensor dd = at::empty({T, N, S}, ss.options());  // [da ; dz] ([dp ; dz] with LN_hh)
   at::Tensor du = at::empty({T, N, H}, ss.options());  // da again, laid out as us
   at::Tensor dm = at::cat({grad_h_T, grad_y_T}, 1);     // [dh ; dy], (N, S)
   at::Tensor dm_next = at::empty_like(dm);
@@ -182,6 +222,10 @@ Out7 fully_sequence_backward(
     const scalar_t* gb = gy.data_ptr<scalar_t>();
     scalar_t* ddb = dd.data_ptr<scalar_t>();
     scalar_t* dub = du.data_ptr<scalar_t>();
+    const scalar_t* rnb = lnh ? rn_c.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* sdb = lnh ? sd.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* ghh = lnh ? g_hh.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* bhh = lnh ? b_hh.data_ptr<scalar_t>() : nullptr;
     if (mt.defined()) {  // h~ = phi_h(u + p), then y~ = phi_y(q + h~ W_hy^T + b_hy), as forward
       const at::Tensor us_c = us.contiguous();
       const at::Tensor by = b_hy ? b_hy->contiguous() : at::Tensor();
@@ -191,6 +235,15 @@ Out7 fully_sequence_backward(
       for_rows(T * N, H, [&](int64_t r) {
         scalar_t* h = mb + r * S;
         const scalar_t* u = ub + r * H;
+        if (rnb) {  // u + gamma p^ + beta, p^ the saved one
+          const scalar_t* rn_row = rnb + r * H;
+          for_lanes<scalar_t>(H, [&](auto tag, int64_t j) {
+            const auto a = load(u + j, tag) +
+                           (load(ghh + j, tag) * load(rn_row + j, tag) + load(bhh + j, tag));
+            store(activate(a, act_h), h + j);
+          });
+          return;
+        }
         for_lanes<scalar_t>(H, [&](auto tag, int64_t j) {
           store(activate(load(h + j, tag) + load(u + j, tag), act_h), h + j);
         });
@@ -241,6 +294,8 @@ Out7 fully_sequence_backward(
           store(v, a + j);
           store(v, ua + j);
         });
+        if (rnb)  // dp_t = LN_hh's backward of da_t, in da_t's place for the products
+          ln_row_backward(ua, ghh, rnb + (t * N + n) * H, sdb[(T + t) * N + n], H, a, false);
       });
       if (reg.dropping()) {  // r (W_m^T [da_t ; dz_t])
         dm_next.zero_();
@@ -266,13 +321,16 @@ Out7 fully_sequence_backward(
   const at::Tensor h_new = (mt.defined() ? mt : ss_c.narrow(0, st.off_out(), T))
                                .reshape({T * N, S})
                                .narrow(1, 0, H);
+  // dW_mh from [da ; dz]'s first columns: da, or dp with LN_hh
+  const at::Tensor dp2 = lnh ? dd2.narrow(1, 0, H) : du.view({T * N, H});
   return {du,
           dm.narrow(1, 0, H).clone(at::MemoryFormat::Contiguous),
           dm.narrow(1, H, O).clone(at::MemoryFormat::Contiguous),
-          at::mm(du.view({T * N, H}).t(), before),
+          at::mm(dp2.t(), before),
           at::mm(dz2.t(), h_new),
           at::mm(dz2.t(), before),
-          b_hy ? dz2.sum(0) : absent(ss)};
+          b_hy ? dz2.sum(0) : absent(ss),
+          lnh ? ln_param_grad(du, rn_c) : absent(ss)};
 }
 
 }  // namespace

@@ -33,29 +33,46 @@
 // (m h_{t-1})^T, and dP = sum_t da_t s~_t^T with s~_t = u^s_t + alpha s_{t-1} made again from
 // the inputs: where d^s = 1 the slot holds s_{t-1}, but h~ was computed from s~ (as the LSTM's
 // c~). dus, dalpha as above (ds~ there is this one).
+//
+// Layer normalization of the recurrent product (ln_hh = [gamma; beta] (2, H); layer_norm.h; the
+// input product's LN_ih(A x) + b is in u^h, from cell.precompute outside the op):
+//   r_t = R (m h_{t-1}) (a GEMM a step, into a scratch row block),  r^_t = (r_t - mu) rstd_t,
+//   a_t = u^h_t + P s~_t + gamma r^_t + beta
+// (the row statistics over the H units, for every row, padded ones too). Saved: rn = r^ (T, N, H),
+// rstd's row 1 = rstd_t (T, N) (rows 0 and 2, xn and cn unused). Backward: da_t as above, then
+//   dr_t = rstd_t (e - mean(e) - r^_t mean(e r^_t)),  e = gamma da_t   (0 at a padded row)
+// goes where da_t went through R: dh_{t-1} gets m (R^T dr_t), dR = sum_t dr_t (m h_{t-1})^T;
+// dP, dus and the context loop keep da_t; dgamma = sum da_t r^_t, dbeta = sum da_t.
 #include <torch/library.h>
 
 #include <cmath>
 
-#include "recurrence.h"
+#include "layer_norm.h"
 
 namespace rnnkit {
 namespace {
 
-using Out4 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using Out8 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                        at::Tensor, at::Tensor>;
 
 // save: keep ss for a backward (else the loop still runs in a slot buffer, and ys is a view of it)
-Out4 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const at::Tensor& s0,
+Out8 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const at::Tensor& s0,
                  const std::optional<at::Tensor>& alpha, const at::Tensor& w_P,
                  const at::Tensor& w_R, const std::optional<at::Tensor>& valid,
                  double fixed_alpha, bool reverse, const std::optional<at::Tensor>& drop,
-                 const std::optional<at::Tensor>& zone) {
+                 const std::optional<at::Tensor>& zone, const std::optional<at::Tensor>& ln_hh) {
   const int64_t T = us_in.size(0), N = us_in.size(1), H = w_P.size(0), S = w_P.size(1);
   const int64_t W = H + S;
   Steps st{T, reverse};
   Mask mask(valid, T, N);
   Regularize reg(drop, zone);
   at::Tensor us = us_in.contiguous();
+  Norms norms(std::nullopt, ln_hh, std::nullopt);
+  norms.allocate(save, T, N, H, 0, us);
+  // LN_hh: R (m h_{t-1}) before it (N, H), and its gain and bias
+  at::Tensor rbuf = norms.hh ? at::empty({N, H}, us.options()) : at::Tensor();
+  at::Tensor g_hh = norms.hh ? norms.hh->select(0, 0).contiguous() : at::Tensor();
+  at::Tensor b_hh = norms.hh ? norms.hh->select(0, 1).contiguous() : at::Tensor();
   at::Tensor al = alpha.has_value() ? alpha->contiguous() : at::Tensor();
   at::Tensor ss = at::empty({T + 1, N, W}, us.options());
   at::Tensor ys = save ? at::empty({T, N, W}, us.options()) : at::Tensor();
@@ -100,11 +117,21 @@ Out4 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
                                          : after.narrow(2, H, S).reshape({T * N, S});
     at::mm_out(a2, s_tilde, w_P.t());
     const Product rec(w_R, N);  // h_{t-1} R^T
+    scalar_t* rbb = norms.hh ? rbuf.data_ptr<scalar_t>() : nullptr;
+    scalar_t* rnb = norms.hh ? norms.rn.data_ptr<scalar_t>() : nullptr;
+    scalar_t* sdb = norms.hh ? norms.rstd.data_ptr<scalar_t>() : nullptr;  // (3, T, N)
+    const scalar_t* ghh = norms.hh ? g_hh.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* bhh = norms.hh ? b_hh.data_ptr<scalar_t>() : nullptr;
     for (int64_t i = 0; i < T; ++i) {
       const int64_t t = st.forward_step(i);
       const int64_t s_in = t + st.off_in(), s_out = t + st.off_out();
+      const int64_t tk = save ? t : 0;  // the step's rows of rn
       at::Tensor a_t = ss.select(0, s_out).narrow(1, 0, H);
-      rec.add_(a_t, reg.input(ss.select(0, s_in).narrow(1, 0, H)));  // (m) h_{t-1} R^T
+      if (rbb) {
+        rec.mm_(rbuf, reg.input(ss.select(0, s_in).narrow(1, 0, H)));  // r_t = (m) h_{t-1} R^T
+      } else {
+        rec.add_(a_t, reg.input(ss.select(0, s_in).narrow(1, 0, H)));  // (m) h_{t-1} R^T
+      }
       const bool padded = mask.any_padded(t);
       for_rows(N, H, [&](int64_t n) {
         const scalar_t* hi = sb + (s_in * N + n) * W;
@@ -112,6 +139,11 @@ Out4 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
         scalar_t* y = yb ? yb + (t * N + n) * W : nullptr;
         const scalar_t* u = ub + (t * N + n) * W + S;
         const bool counts = !padded || mask.counts(t, n, N);
+        scalar_t* rn_row = nullptr;  // LN_hh: r^_t (every row: the saved rn stays finite)
+        if (rbb) {
+          rn_row = rnb + (tk * N + n) * H;
+          sdb[(T + t) * N + n] = ln_row(rbb + n * H, H, rn_row);
+        }
         for_lanes<scalar_t>(H, [&](auto tag, int64_t j) {
           using V = decltype(tag);
           if (!counts) {
@@ -119,7 +151,9 @@ Out4 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
             if (y) store(V(scalar_t(0)), y + j);
             return;
           }
-          const V h = sigm(load(ho + j, tag) + load(u + j, tag));
+          V a = load(ho + j, tag) + load(u + j, tag);
+          if (rn_row) a = a + (load(ghh + j, tag) * load(rn_row + j, tag) + load(bhh + j, tag));
+          const V h = sigm(a);
           store(h, ho + j);
           if (y) store(h, y + j);
         });
@@ -138,17 +172,18 @@ Out4 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
   if (!save) {  // the after-slots are the outputs (a contiguous block of ss), masked in place
     ys = after;
     if (valid.has_value()) ys.mul_(valid->unsqueeze(2));
-    return {ys, h_T, s_T, absent(us)};
+    return {ys, h_T, s_T, absent(us), norms.xn, norms.rn, norms.cn, norms.rstd};
   }
-  return {ys, h_T, s_T, ss};
+  return {ys, h_T, s_T, ss, norms.xn, norms.rn, norms.cn, norms.rstd};
 }
 
-Out4 scrn_sequence(const at::Tensor& us, const at::Tensor& h0, const at::Tensor& s0,
+Out8 scrn_sequence(const at::Tensor& us, const at::Tensor& h0, const at::Tensor& s0,
                    const std::optional<at::Tensor>& alpha, const at::Tensor& w_P,
                    const at::Tensor& w_R, const std::optional<at::Tensor>& valid,
                    double fixed_alpha, bool reverse, const std::optional<at::Tensor>& drop,
-                   const std::optional<at::Tensor>& zone) {
-  return run_forward(true, us, h0, s0, alpha, w_P, w_R, valid, fixed_alpha, reverse, drop, zone);
+                   const std::optional<at::Tensor>& zone, const std::optional<at::Tensor>& ln_hh) {
+  return run_forward(true, us, h0, s0, alpha, w_P, w_R, valid, fixed_alpha, reverse, drop, zone,
+                     ln_hh);
 }
 
 // Without a backward to feed: ys is the slot buffer's after-slots (no copy), ss is not returned.
@@ -156,21 +191,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> scrn_sequence_inference(
     const at::Tensor& us, const at::Tensor& h0, const at::Tensor& s0,
     const std::optional<at::Tensor>& alpha, const at::Tensor& w_P, const at::Tensor& w_R,
     const std::optional<at::Tensor>& valid, double fixed_alpha, bool reverse,
-    const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone) {
+    const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone,
+    const std::optional<at::Tensor>& ln_hh) {
   auto out = run_forward(false, us, h0, s0, alpha, w_P, w_R, valid, fixed_alpha, reverse, drop,
-                         zone);
+                         zone, ln_hh);
   return {std::get<0>(out), std::get<1>(out), std::get<2>(out)};
 }
 
-// Returns (dus, dh0, ds0, dalpha ((0,) for a fixed alpha), dP, dR).
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+// Returns (dus, dh0, ds0, dalpha ((0,) for a fixed alpha), dP, dR, dln_hh ((0,) without it)).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 scrn_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T,
                        const at::Tensor& grad_s_T, const at::Tensor& us, const at::Tensor& /*h0*/,
                        const at::Tensor& /*s0*/, const std::optional<at::Tensor>& alpha,
                        const at::Tensor& w_P, const at::Tensor& w_R, const at::Tensor& ss,
-                       const std::optional<at::Tensor>& valid, double fixed_alpha, bool reverse,
-                       const std::optional<at::Tensor>& drop,
-                       const std::optional<at::Tensor>& zone) {
+                       const at::Tensor& /*xn*/, const at::Tensor& rn, const at::Tensor& /*cn*/,
+                       const at::Tensor& rstd, const std::optional<at::Tensor>& valid,
+                       double fixed_alpha, bool reverse, const std::optional<at::Tensor>& drop,
+                       const std::optional<at::Tensor>& zone,
+                       const std::optional<at::Tensor>& ln_hh) {
   const int64_t T = us.size(0), N = us.size(1), H = w_P.size(0), S = w_P.size(1);
   const int64_t W = H + S;
   Steps st{T, reverse};
@@ -196,12 +234,21 @@ scrn_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T,
   } else {
     s_after = ss_c.narrow(0, st.off_out(), T).narrow(2, H, S).reshape({T * N, S});
   }
-  at::Tensor da2 = da.reshape({T * N, H});
+  at::Tensor da2 = da.reshape({T * N, H});  // (a view: du's rows)
+  const bool lnh = ln_hh.has_value();
+  at::Tensor drn = lnh ? at::empty({T, N, H}, us.options()) : at::Tensor();  // dr_t
+  at::Tensor rn_c = lnh ? rn.contiguous() : at::Tensor();
+  at::Tensor sd = lnh ? rstd.contiguous() : at::Tensor();
+  at::Tensor g_hh = lnh ? ln_hh->select(0, 0).contiguous() : at::Tensor();
   const Product rec(w_R.t(), N);  // da_t R
   AT_DISPATCH_FLOATING_TYPES(us.scalar_type(), "scrn_sequence_backward", [&] {
     const scalar_t* sb = ss_c.data_ptr<scalar_t>();
     const scalar_t* yb = gy.data_ptr<scalar_t>();
     scalar_t* db = du.data_ptr<scalar_t>();
+    scalar_t* drnb = lnh ? drn.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* rnb = lnh ? rn_c.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* sdb = lnh ? sd.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* ghh = lnh ? g_hh.data_ptr<scalar_t>() : nullptr;
     // The h loop.
     for (int64_t i = 0; i < T; ++i) {
       const int64_t t = st.backward_step(i);
@@ -214,6 +261,7 @@ scrn_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T,
         scalar_t* d = db + (t * N + n) * W + S;
         if (padded && !mask.counts(t, n, N)) {  // carried: no gradient through the cell
           std::fill(d, d + H, scalar_t(0));
+          if (drnb) std::fill(drnb + (t * N + n) * H, drnb + (t * N + n + 1) * H, scalar_t(0));
           std::copy(dhp + n * H, dhp + (n + 1) * H, dhn + n * H);
           return;
         }
@@ -225,9 +273,13 @@ scrn_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T,
           store((load(y + j, tag) + load(dhp + n * H + j, tag)) * hv * (V(scalar_t(1)) - hv),
                 d + j);
         });
+        if (drnb)  // dr_t: LN_hh's backward of da_t
+          ln_row_backward(d, ghh, rnb + (t * N + n) * H, sdb[(T + t) * N + n], H,
+                          drnb + (t * N + n) * H, false);
         if (padded) std::fill(dhn + n * H, dhn + (n + 1) * H, scalar_t(0));
       });
-      at::Tensor da_t = da.select(0, t);
+      // what goes back through R: da_t, or dr_t
+      at::Tensor da_t = lnh ? drn.select(0, t) : da.select(0, t);
       if (padded) {
         reg.add_back(rec, dh_next, da_t);  // dh_{t-1} = (1 - m_t) dh_t + (da_t R) m
       } else if (reg.dropping()) {
@@ -286,7 +338,8 @@ scrn_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T,
           ds,
           acc.defined() ? acc.sum(0) : absent(us),
           at::mm(da2.t(), s_after),
-          at::mm(da2.t(), h_before)};
+          at::mm((lnh ? drn.view({T * N, H}) : da2).t(), h_before),
+          lnh ? ln_param_grad(da2, rn_c) : absent(us)};
 }
 
 }  // namespace

@@ -72,9 +72,10 @@ def takes_masks(kernel: Callable, masks, xs: Tensor, cell) -> bool:
     return True
 
 
-# Cells whose kernels compute layer normalization inside the loop (the others' layer-normalized
-# layers run the reference loop, rnnkit.scan)
-_NORMALIZES: frozenset = frozenset({CTRNNCell, ElmanCell, GRUCell, JordanCell, LSTMCell})
+# Cells whose kernels compute layer normalization inside the loop (every kernel now; a cell
+# type added without it runs its layer-normalized layers through the reference loop, rnnkit.scan)
+_NORMALIZES: frozenset = frozenset({ClockworkCell, CTRNNCell, ElmanCell, FullyRecurrentCell,
+                                    GRUCell, JordanCell, LSTMCell, SCRNCell})
 
 
 def fused_scan(cell) -> Callable | None:

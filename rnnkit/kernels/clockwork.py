@@ -78,6 +78,7 @@ from ..cells.clockwork import ClockworkCell, ClockworkState
 from ._common import (
     befores,
     checked,
+    norms,
     outputs,
     partial_steps,
     steps,
@@ -319,15 +320,17 @@ def clockwork_sequence(
 
     Returns ``(ys (T, N, H), ClockworkState(h_T, t_T))``, exactly ``rnnkit.scan(cell, xs,
     state, reverse=reverse, lengths=lengths, masks=masks)``, with a hand-written BPTT backward
-    (module docstring; the regularizer masks, :class:`rnnkit.regularize.Masks`, as
-    ``csrc/clockwork.cpp`` writes them out), through the op
+    (module docstring; the regularizer masks, :class:`rnnkit.regularize.Masks`, and a
+    layer-normalized cell's ``LN_hh(W~ h_{t-1})``, as ``csrc/clockwork.cpp`` writes them out;
+    its ``LN_ih(W_ih x) + b_ih`` is in ``cell.precompute``), through the op
     ``torch.ops.rnnkit.clockwork_sequence`` (so torch.compile and torch.export trace it).
     """
     from ..ops import clockwork as op  # (loads the ops on first use)
-    state, valid = checked(cell, ClockworkCell, xs, state, lengths)
+    state, valid = checked(cell, ClockworkCell, xs, state, lengths, layer_norm=True)
     h0, t0 = state
     drop, zone = (None, None) if masks is None else masks[:2]
     ys, h_t, t_t = op.clockwork_sequence(cell.precompute(xs), h0, t0, cell.weight_hh,
                                          cell.bias_hh, valid, list(cell.periods),
-                                         cell.activation, bool(reverse), drop, zone)
+                                         cell.activation, bool(reverse), drop, zone,
+                                         *norms(cell, "hh"))
     return ys, ClockworkState(h_t, t_t)

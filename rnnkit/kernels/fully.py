@@ -72,6 +72,7 @@ from ._common import (
     Product,
     befores,
     checked,
+    norms,
     outputs,
     partial_steps,
     steps,
@@ -238,15 +239,16 @@ def fully_sequence(
 
     Returns ``(ys (T, N, O), FullyState(h_T, y_T))``, exactly ``rnnkit.scan(cell, xs, state,
     reverse=reverse, lengths=lengths, masks=masks)``, with a hand-written BPTT backward (module
-    docstring; the regularizer masks, :class:`rnnkit.regularize.Masks`, as
-    ``csrc/fully.cpp`` writes them out), through the op ``torch.ops.rnnkit.fully_sequence``
-    (so torch.compile and torch.export trace it).
+    docstring; the regularizer masks, :class:`rnnkit.regularize.Masks`, and a
+    layer-normalized cell's ``LN_hh(W_mh m_{t-1})``, as ``csrc/fully.cpp`` writes them out; its
+    ``LN_ih(W_ih x) + b_ih`` is in ``cell.precompute``), through the op
+    ``torch.ops.rnnkit.fully_sequence`` (so torch.compile and torch.export trace it).
     """
     from ..ops import fully as op  # (loads the ops on first use)
-    (h0, y0), valid = checked(cell, FullyRecurrentCell, xs, state, lengths)
+    (h0, y0), valid = checked(cell, FullyRecurrentCell, xs, state, lengths, layer_norm=True)
     drop, zone = (None, None) if masks is None else masks[:2]
     ys, h_t, y_t = op.fully_sequence(cell.precompute(xs), h0, y0, cell.weight_mh,
                                      cell.weight_hy, cell.weight_my, cell.bias_hy, valid,
                                      cell.activation, cell.output_activation, bool(reverse),
-                                     drop, zone)
+                                     drop, zone, *norms(cell, "hh"))
     return ys, FullyState(h_t, y_t)

@@ -67,6 +67,7 @@ from ._common import (
     Product,
     befores,
     checked,
+    norms,
     outputs,
     partial_steps,
     steps,
@@ -194,15 +195,17 @@ def scrn_sequence(
 
     Returns ``(ys (T, N, H + S), SCRNState(h_T, s_T))``, exactly ``rnnkit.scan(cell, xs, state,
     reverse=reverse, lengths=lengths, masks=masks)``, with a hand-written backward (module
-    docstring; the regularizer masks, :class:`rnnkit.regularize.Masks`, as ``csrc/scrn.cpp``
-    writes them out), through the op ``torch.ops.rnnkit.scrn_sequence`` (so torch.compile and
-    torch.export trace it).
+    docstring; the regularizer masks, :class:`rnnkit.regularize.Masks`, and a
+    layer-normalized cell's ``LN_hh(R h_{t-1})``, as ``csrc/scrn.cpp`` writes them out; its
+    ``LN_ih(A x) + b`` is in ``cell.precompute``), through the op
+    ``torch.ops.rnnkit.scrn_sequence`` (so torch.compile and torch.export trace it).
     """
     from ..ops import scrn as op  # (loads the ops on first use)
-    (h0, s0), valid = checked(cell, SCRNCell, xs, state, lengths)
+    (h0, s0), valid = checked(cell, SCRNCell, xs, state, lengths, layer_norm=True)
     alpha = cell.alpha  # the fixed float, or the learned (S,) tensor
     learned, fixed = (alpha, 0.0) if isinstance(alpha, Tensor) else (None, float(alpha))
     drop, zone = (None, None) if masks is None else masks[:2]
     ys, h, s = op.scrn_sequence(cell.precompute(xs), h0, s0, learned, cell.weight_P,
-                                cell.weight_R, valid, fixed, bool(reverse), drop, zone)
+                                cell.weight_R, valid, fixed, bool(reverse), drop, zone,
+                                *norms(cell, "hh"))
     return ys, SCRNState(h, s)
