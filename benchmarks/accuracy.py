@@ -196,8 +196,15 @@ RUNS = [
     Run("shakespeare-char", "LSTM 512, character level, 32 streams x 100 steps",
         schedule(stream_model("shakespeare", "lstm", hidden=512, batch=32, seq_len=100,
                               embedding_size=64, embedding_init="normal"),
-                 2e-3, 2500, 500, clip=1.0),
+                 2e-3, 2500, 250, clip=1.0),
         {}, "", at_most={"val nll": 1.5, "minutes": 20}),
+    # layer normalization's evidence (Ba et al. 2016): the same model and schedule, normalized
+    Run("shakespeare-char-layernorm", "the same LSTM 512, layer-normalized (gate "
+        "pre-activations and cell)",
+        schedule(stream_model("shakespeare", "lstm", hidden=512, batch=32, seq_len=100,
+                              embedding_size=64, embedding_init="normal", layer_norm=True),
+                 2e-3, 2500, 250, clip=1.0),
+        {}, "", at_most={"val nll": 1.5}),
     Run("g2p-attention", "BiLSTM 128 encoder, LSTM 128 decoder, additive attention, beam 5",
         seq2seq("g2p"), {}, "Yao & Zweig 2015, encoder-decoder LSTM: PER 7.63, WER 28.61",
         at_most={"wer": 30.0, "per": 8.0}),
@@ -274,10 +281,20 @@ def run_one(run: Run, out_root: Path, steps: int | None) -> dict:
         spread[seed] = scalars(train(again, out_root / f"{run.name}-seed{seed}", steps)[0]["test"])
     return {"name": run.name, "what": run.what, "task": cfg.data.task, "steps":
             cfg.train.max_steps, "seconds": seconds, "test": test,
+            "curve": validation_curve(out_root / run.name, metric),
             "val": {k: v for k, v in scores.items() if k not in test},
             "targets": run.targets, "at_most": run.at_most, "met": met,
             "published": run.published,
             "seeds": {str(k): v for k, v in spread.items()} if run.seeds else {}}
+
+
+def validation_curve(run_dir: Path, metric: str) -> list:
+    """``[[step, validation metric], ...]`` from a run's ``metrics.jsonl`` (its eval lines)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [[r["step"], r[metric]] for r in rows if r.get("kind") == "eval" and metric in r]
 
 
 def fmt_scores(test: dict) -> str:
