@@ -3,9 +3,10 @@ with one regularizer on, as a ratio to the same network without it, for every ce
 
 Each row is ``rnnkit.RecurrentNetwork(cell, I, H, num_layers=2)`` (float32, training mode) on a
 (T, B, I) batch; the options are ``recurrent_dropout=0.25``, ``zoneout=0.1``,
-``weight_drop=0.5`` and ``dropout=0.3, dropout_mode="variational"`` (against ``dropout=0.3``
-standard). All variants of a shape are timed in interleaved (round-robin) rounds; medians over
-the rounds. Writes the ``regularize`` section of ``benchmarks/RESULTS.md``.
+``weight_drop=0.5``, ``dropout=0.3, dropout_mode="variational"`` (against ``dropout=0.3``
+standard) and ``layer_norm=True`` (also through the reference loop, ``fused=False``). All
+variants of a shape are timed in interleaved (round-robin) rounds; medians over the rounds.
+Writes the ``regularize`` section of ``benchmarks/RESULTS.md``.
 
     python benchmarks/regularize_speed.py [--shapes 128x50,512x100] [--rounds 21] [--threads 2]
 """
@@ -34,6 +35,10 @@ VARIANTS = {
     "weight_drop=0.5": ({"weight_drop": 0.5}, {}),
     "variational dropout 0.3": ({"dropout": 0.3, "dropout_mode": "variational"},
                                 {"dropout": 0.3}),
+    "layer_norm": ({"layer_norm": True}, {}),
+    # the same layer-normalized network through the reference loop (rnnkit.scan, whose cells
+    # call F.layer_norm): what normalizing inside the compiled op saves
+    "layer_norm, reference loop": ({"layer_norm": True, "fused": False}, {}),
 }
 
 

@@ -22,12 +22,14 @@ implementations compute the op from its differentiable reference (which takes th
 An op defined with ``norms=("ih", "hh", ...)`` takes, after those, one more optional
 *differentiable* input per site, ``Tensor? ln_<site>=None``: the layer normalization's gain and
 bias stacked ``(2, width)`` (Ba et al. 2016; ``rnnkit.cells.base``): ``ih`` normalizes the input
-product ``W_ih x_t``, ``hh`` the recurrent one, a cell may name one more (the LSTM's ``c``). Its
-forward then returns four more saved buffers, ``xn`` (the normalized input product), ``rn`` (the
-normalized recurrent product), ``cn`` (the third site's, else ``(0,)``) and ``rstd`` ``(sites, T,
-N)`` (``(0,)`` tensors without layer normalization), and its backward the sites' gradients after
-the inputs'. The compiled loops normalize inside (``csrc/layer_norm.h``); the pure-torch and
-Triton implementations compute such calls from the reference.
+product ``W_ih x_t`` (the LSTM, GRU and Elman ops, which take ``x``; the other cells' ops take
+the input product precomputed, ``cell.precompute``, normalized there), ``hh`` the recurrent one,
+``c`` the LSTM's cell. Its forward then returns four more saved buffers, ``xn`` (the normalized
+input product), ``rn`` (the normalized recurrent product), ``cn`` (the LSTM's normalized cell)
+and ``rstd`` ``(3, T, N)`` (their rows' ``1/sigma``, in that order), each a ``(0,)`` tensor where
+its site is off, and its backward the sites' gradients after the inputs'. The compiled loops
+normalize inside (``csrc/layer_norm.h``); the pure-torch and Triton implementations compute such
+calls from the reference.
 
 An implementation registered for a device before :func:`register` runs (the compiled C++ on
 the CPU, rnnkit.gpu's Triton kernels on CUDA) is kept; the pure-torch one fills every op and
