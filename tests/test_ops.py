@@ -97,7 +97,8 @@ def test_op_gradcheck_and_gradgradcheck(name, make, flags, masked):
         return op(name)(*full, valid, *flags)[: 1 + states]
 
     assert gradcheck(f, args)
-    assert gradgradcheck(f, args)
+    if masked:  # (the double backward differentiates the reference: once per case suffices)
+        assert gradgradcheck(f, args)
 
 
 @pytest.mark.parametrize("name", list(OPS))
@@ -239,7 +240,7 @@ def test_the_pure_torch_kernels_stay_tested():
     r = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
          *(os.path.join(here, f) for f in files),
-         "-k", "gru or elman or GRU or RNN or test_kernels_lstm"],
+         "-k", "(gru or elman or GRU or RNN or test_kernels_lstm) and not gradgradcheck"],
         capture_output=True, text=True, env={**os.environ, "RNNKIT_KERNELS": "python"},
         timeout=600)
     assert r.returncode == 0, r.stdout[-3000:]
@@ -353,8 +354,8 @@ def test_masked_op_equals_its_reference_gradchecks_and_passes_opcheck(name, make
         return op(name)(*full, VALID, *flags, *masks)[: 1 + states]
 
     assert gradcheck(f, present)
-    if which == "both":
-        assert gradgradcheck(f, present)
+    if which == "both" and (name, make, flags) == next(c for c in MASK_CASES if c[0] == name):
+        assert gradgradcheck(f, present)  # (one case per op: it differentiates the reference)
     torch.library.opcheck(op(name).default, (*args, VALID, *flags, *masks))
 
 

@@ -10,7 +10,10 @@ r"""``torch.ops.rnnkit.lstm_sequence``: the LSTM family's recurrence over a sequ
     \quad y_t = m_t \tilde h_t
 
 (:math:`P c` is :math:`p \odot c` for a diagonal peephole, a matrix product for a full one,
-absent without; :math:`\gamma, \phi` tanh or identity; :math:`m_t` the padding mask).
+absent without; :math:`\gamma, \phi` tanh or identity; :math:`m_t` the padding mask). With
+layer normalization (``ln_ih, ln_hh, ln_c``, :mod:`rnnkit.ops._wiring`),
+:math:`z_t = LN_{ih}(W_{ih} x_t) + LN_{hh}(W_{hh} h_{t-1}) + b` and
+:math:`\tilde h_t = o_t \odot \phi(LN_c(\tilde c_t))` (the backward in ``csrc/lstm.cpp``).
 
 ``lstm_sequence(x, h0, c0, w_ih, w_hh, b_ih?, b_hh?, w_hr?, w_peep?, valid?, peephole,
 tanh_candidate, tanh_cell, reverse) -> (ys (T, N, R), h_T, c_T, gates, hs, cs, ks, rs)``;
