@@ -17,8 +17,8 @@ HERE = Path(__file__).parent
 RUNS = {"shakespeare-char": "plain", "shakespeare-char-layernorm": "layer_norm=True"}
 
 
-def training_loss(path: Path, every: int = 50) -> tuple[list, list]:
-    """The training loss of a run's ``metrics.jsonl``, averaged over windows of ``every`` steps."""
+def training_loss(path: Path, every: int = 10) -> tuple[list, list]:
+    """The training loss of a run's ``metrics.jsonl``, averaged over windows of ``every`` rows."""
     if not path.exists():
         return [], []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
