@@ -409,6 +409,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     old = {r["name"]: r for r in json.loads(saved.read_text())} if saved.exists() else {}
     table = [next((r for r in rows if r["name"] == run.name), old.get(run.name)) for run in RUNS]
     table = [r for r in table if r is not None]
+    # and rows this process does not know (a run added to RUNS after it started) stay too
+    known = {run.name for run in RUNS}
+    table += [r for name, r in old.items() if name not in known]
     text = report(table, datetime.date.today().isoformat(), machine())
     write_section(args.out, "accuracy", text)
     saved.write_text(json.dumps(table, indent=1))
