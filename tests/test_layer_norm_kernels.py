@@ -12,6 +12,7 @@ from kernel_checks import gen, graph_names, randn
 from test_layer_norm import CELLS, LENGTHS, inputs, make
 from torch.autograd import gradcheck
 
+import rnnkit
 from rnnkit import scan
 from rnnkit.cells import ClockworkCell
 from rnnkit.cells.base import state_from_leaves
@@ -168,3 +169,26 @@ def test_float32_matches_the_reference_at_a_vector_width(name):
 
 def test_every_cells_kernel_normalizes():
     assert not OTHERS, f"layer-normalized cells without a normalizing kernel: {OTHERS}"
+
+
+@pytest.mark.parametrize("cls, options", [(rnnkit.LSTM, {"peephole": "diagonal"}),
+                                          (rnnkit.Jordan, {"output_size": 3})],
+                         ids=["LSTM", "Jordan"])
+def test_layer_normalized_network_captures_in_one_graph(cls, options):
+    """torch.compile(fullgraph=True) sees the op with its layer normalization inputs (fakes and
+    autograd registered): outputs and every gradient equal eager's (aot_eager: the capture,
+    not inductor's code, is under test here)."""
+    torch.manual_seed(0)
+    net = cls(4, 5, num_layers=2, bidirectional=True, layer_norm=True, dtype=torch.float64,
+              **options)
+    x = randn(6, 3, 4).requires_grad_()
+    lengths = torch.tensor([6, 2, 5])
+    compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
+    got = compiled(x, lengths=lengths)[0]
+    want = net(x, lengths=lengths)[0]
+    torch.testing.assert_close(got, want)
+    g = randn(*got.shape, seed=4)
+    params = list(net.parameters())
+    for a, b in zip(torch.autograd.grad(got, [x, *params], g),
+                    torch.autograd.grad(want, [x, *params], g), strict=True):
+        torch.testing.assert_close(a, b)
