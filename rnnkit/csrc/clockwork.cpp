@@ -259,7 +259,7 @@ Out9 run_forward(bool save, const at::Tensor& us, const at::Tensor& h0, const at
   Norms norms(std::nullopt, ln_hh, std::nullopt);
   norms.allocate(save, T, N, H, 0, us);
   if (norms.hh) bias = (bias + norms.hh->select(0, 1)).contiguous();  // b_hh + beta
-  const at::Tensor g_hh = norms.hh ? norms.hh->select(0, 0).contiguous() : at::Tensor();
+  const at::Tensor g_hh = ln_gain(norms.hh);
   at::Tensor rbuf = norms.hh ? at::empty({N, H}, opts) : at::Tensor();  // r_t = W~ (m h_{t-1})
   at::Tensor w = w_hh.clone(at::MemoryFormat::Contiguous);  // W~ below
   at::Tensor ys = at::empty({T, N, H}, opts);
@@ -421,7 +421,7 @@ clockwork_sequence_backward(
   const bool lnh = ln_hh.has_value();
   const at::Tensor rn_c = lnh ? rn.contiguous() : at::Tensor();
   const at::Tensor sd = lnh ? rstd.contiguous() : at::Tensor();
-  const at::Tensor g_hh = lnh ? ln_hh->select(0, 0).contiguous() : at::Tensor();
+  const at::Tensor g_hh = ln_gain(ln_hh);
   at::Tensor drn = lnh ? at::empty({T, N, H}, opts) : at::Tensor();  // dr_t
   AT_DISPATCH_FLOATING_TYPES(us.scalar_type(), "clockwork_sequence_backward", [&] {
     zero_unread<scalar_t>(w, periods);

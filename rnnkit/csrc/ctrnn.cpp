@@ -102,7 +102,7 @@ Out9 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
   at::Tensor ps = identity ? hs : at::empty({K, N, H}, opts);
   at::Tensor zs = save && dt_input ? at::empty({T, N, H}, opts) : absent(us);
   norms.allocate(save, T, N, H, 0, us);
-  const at::Tensor a_hh = lnh ? norms.hh->select(0, 0).contiguous() : at::Tensor();
+  const at::Tensor a_hh = ln_gain(norms.hh);
   const at::Tensor b_hh = lnh ? norms.hh->select(0, 1).contiguous() : at::Tensor();
   auto slot = [&](int64_t k) { return save ? k : k % 2; };
   // the GEMM's output, read back by the step's pass: the after-slots of hs, or ys
@@ -266,7 +266,7 @@ Out5 ctrnn_sequence_backward(
   }
   at::Tensor drn = lnh ? at::empty({T, N, H}, opts) : absent(us);  // d(W m p_{t-1})
   const at::Tensor rn_c = rn.contiguous(), sd = rstd.contiguous();
-  const at::Tensor a_hh = lnh ? ln_hh->select(0, 0).contiguous() : at::Tensor();
+  const at::Tensor a_hh = ln_gain(ln_hh);
   at::Tensor es = at::empty({2, N, H}, opts);  // E_t, E_{t-1}
   at::Tensor q = at::empty({N, H}, opts);      // (a D_t) W
   at::Tensor acc = at::zeros({N, H}, opts);    // sum_t a D_t (u_t - h_{t-1}) (or (z_t - h_{t-1}))

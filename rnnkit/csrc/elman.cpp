@@ -70,7 +70,7 @@ Out7 elman_sequence(
   const Product rec(w_hh, N);  // h_{t-1} W_hh^T
   // W_hh h_{t-1} before LN_hh, and its gain
   at::Tensor rbuf = ln_hh ? at::empty({N, H}, x.options()) : at::Tensor();
-  at::Tensor a_hh = ln_hh ? ln_hh->select(0, 0).contiguous() : at::Tensor();
+  at::Tensor a_hh = ln_gain(ln_hh);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "elman_sequence", [&] {
     scalar_t* base = hs.data_ptr<scalar_t>();
     scalar_t* rbb = ln_hh ? rbuf.data_ptr<scalar_t>() : nullptr;
@@ -140,7 +140,7 @@ elman_sequence_backward(
   // d(W_hh h_{t-1}) through LN_hh
   at::Tensor dR = ln_hh ? at::empty({T, N, H}, x.options()) : at::Tensor();
   at::Tensor rn_c = rn.contiguous(), sd = rstd.contiguous();
-  at::Tensor a_hh = ln_hh ? ln_hh->select(0, 0).contiguous() : at::Tensor();
+  at::Tensor a_hh = ln_gain(ln_hh);
   at::Tensor dh = grad_h_T.contiguous().clone();
   at::Tensor dh_next = at::empty_like(dh);
   const Product rec(w_hh.t(), N);  // da_t W_hh

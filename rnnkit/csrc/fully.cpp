@@ -94,7 +94,7 @@ Out8 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
   const at::Tensor by = b_hy ? b_hy->contiguous() : at::Tensor();
   Norms norms(std::nullopt, ln_hh, std::nullopt);
   norms.allocate(save, T, N, H, 0, us);
-  const at::Tensor g_hh = norms.hh ? norms.hh->select(0, 0).contiguous() : at::Tensor();
+  const at::Tensor g_hh = ln_gain(norms.hh);
   const at::Tensor b_hh = norms.hh ? norms.hh->select(0, 1).contiguous() : at::Tensor();
   const Product rec_m(at::cat({w_mh, w_my}), N);  // m_{t-1} W_m^T
   const Product rec_y(w_hy, N);                   // h~_t W_hy^T
@@ -209,7 +209,7 @@ Out8 fully_sequence_backward(
   const bool lnh = ln_hh.has_value();
   const at::Tensor rn_c = lnh ? rn.contiguous() : at::Tensor();
   const at::Tensor sd = lnh ? rstd.contiguous() : at::Tensor();
-  const at::Tensor g_hh = lnh ? ln_hh->select(0, 0).contiguous() : at::Tensor();
+  const at::Tensor g_hh = ln_gain(ln_hh);
   const at::Tensor b_hh = lnh ? ln_hh->select(0, 1).contiguous() : at::Tensor();
   at::Tensor dd = at::empty({T, N, S}, ss.options());  // [da ; dz] ([dp ; dz] with LN_hh)
   at::Tensor du = at::empty({T, N, H}, ss.options());  // da again, laid out as us

@@ -36,13 +36,6 @@ inline scalar_t sigmoid(scalar_t v) {
 using Out9 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                         at::Tensor, at::Tensor, at::Tensor>;
 
-// The bias b plus a site's LN bias (undefined if neither)
-at::Tensor with_beta(const std::optional<at::Tensor>& b, const std::optional<at::Tensor>& ln) {
-  at::Tensor out = b.has_value() ? *b : at::Tensor();
-  if (ln.has_value()) out = out.defined() ? out + ln->select(0, 1) : ln->select(0, 1);
-  return out;
-}
-
 Out9 gru_sequence(
     const at::Tensor& x, const at::Tensor& h0, const at::Tensor& w_ih, const at::Tensor& w_hh,
     const std::optional<at::Tensor>& b_ih, const std::optional<at::Tensor>& b_hh,
@@ -60,14 +53,14 @@ Out9 gru_sequence(
   if (ln_ih) {
     us = at::mm(x2, w_ih.t());
     norms.input(us, T, N);
-    us.add_(with_beta(b_ih, ln_ih));
+    us.add_(plus_beta(b_ih ? *b_ih : at::Tensor(), ln_ih));
   } else {
     us = b_ih.has_value() ? at::addmm(*b_ih, x2, w_ih.t()) : at::mm(x2, w_ih.t());
   }
   us = us.view({T, N, H3});
   // gs[t] = [b_hr, b_hz, b_hn] before the step's addmm_ adds h_{t-1} W_hh^T
   at::Tensor gs = at::empty({T, N, H3}, x.options());
-  at::Tensor b_g = with_beta(b_hh, ln_hh);
+  at::Tensor b_g = plus_beta(b_hh ? *b_hh : at::Tensor(), ln_hh);
   if (b_g.defined()) {
     gs.copy_(b_g.view({1, 1, H3}).expand({T, N, H3}));
   } else {
@@ -75,7 +68,7 @@ Out9 gru_sequence(
   }
   // W_hh h_{t-1} before LN_hh, and its gain
   at::Tensor rbuf = ln_hh ? at::empty({N, H3}, x.options()) : at::Tensor();
-  at::Tensor a_hh = ln_hh ? ln_hh->select(0, 0).contiguous() : at::Tensor();
+  at::Tensor a_hh = ln_gain(ln_hh);
   at::Tensor ns = at::empty({T, N, H}, x.options());
   at::Tensor hs = at::empty({T + 1, N, H}, x.options());
   hs.select(0, st.first()).copy_(h0);
@@ -169,7 +162,7 @@ gru_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T, con
   // d(W_hh h_{t-1}) through LN_hh
   at::Tensor dR = ln_hh ? at::empty({T, N, H3}, x.options()) : at::Tensor();
   at::Tensor rn_c = rn.contiguous(), sd = rstd.contiguous();
-  at::Tensor a_hh = ln_hh ? ln_hh->select(0, 0).contiguous() : at::Tensor();
+  at::Tensor a_hh = ln_gain(ln_hh);
   at::Tensor dh = grad_h_T.contiguous().clone();
   at::Tensor dh_next = at::empty_like(dh);
   const Product rec(w_hh.t(), N);  // [da^r ; da^z ; dg^n] W_hh

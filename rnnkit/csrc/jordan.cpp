@@ -88,7 +88,7 @@ Out8 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& y0, const
   at::Tensor bh = norms.bias(b_yh ? *b_yh : at::Tensor());
   if (bh.defined()) bh = bh.contiguous();
   const at::Tensor by = b_hy ? b_hy->contiguous() : at::Tensor();
-  const at::Tensor a_hh = norms.hh ? norms.hh->select(0, 0).contiguous() : at::Tensor();
+  const at::Tensor a_hh = ln_gain(norms.hh);
   const Product rec_h(w_yh, N);  // y_{t-1} W_yh^T
   const Product rec_y(w_hy, N);  // h_t W_hy^T
   AT_DISPATCH_FLOATING_TYPES(us.scalar_type(), "jordan_sequence", [&] {
@@ -202,7 +202,7 @@ Out7 jordan_sequence_backward(
   const bool lnh = ln_hh.has_value();
   at::Tensor drn = lnh ? at::empty({T, N, H}, hs.options()) : absent(hs);  // d(W_yh r y_{t-1})
   const at::Tensor rn_c = rn.contiguous(), sd = rstd.contiguous();
-  const at::Tensor a_hh = lnh ? ln_hh->select(0, 0).contiguous() : at::Tensor();
+  const at::Tensor a_hh = ln_gain(ln_hh);
   at::Tensor dy = grad_y_T.contiguous().clone();
   at::Tensor dy_next = at::empty_like(dy);
   const Product back_y(w_hy.t(), N);  // dz_t W_hy

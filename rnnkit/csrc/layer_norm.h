@@ -68,6 +68,17 @@ inline void ln_row_backward(const s* dy, const s* a, const s* xn, s rstd, int64_
   });
 }
 
+// A site's gain (its ln's row 0, contiguous), undefined where the site is off.
+inline at::Tensor ln_gain(const std::optional<at::Tensor>& ln) {
+  return ln ? ln->select(0, 0).contiguous() : at::Tensor();
+}
+
+// b plus a site's bias (its ln's row 1); undefined where neither is there.
+inline at::Tensor plus_beta(const at::Tensor& b, const std::optional<at::Tensor>& ln) {
+  if (!ln) return b;
+  return b.defined() ? b + ln->select(0, 1) : ln->select(0, 1);
+}
+
 // A site's parameter gradient (2, G): [sum of dy xn; sum of dy] over all rows of dy, xn (M, G).
 inline at::Tensor ln_param_grad(const at::Tensor& dy, const at::Tensor& xn) {
   const int64_t G = dy.size(-1);
@@ -83,7 +94,7 @@ inline void ln_input(at::Tensor& u, const at::Tensor& ln, at::Tensor& xn, at::Te
     scalar_t* ub = u.data_ptr<scalar_t>();
     scalar_t* xb = xn.data_ptr<scalar_t>();
     scalar_t* rb = rstd.data_ptr<scalar_t>();
-    const at::Tensor a_t = ln.select(0, 0).contiguous();
+    const at::Tensor a_t = ln_gain(ln);
     const scalar_t* a = a_t.data_ptr<scalar_t>();
     for_rows(M, G, [&](int64_t n) {
       scalar_t* x = xb + n * G;
@@ -104,7 +115,7 @@ inline at::Tensor ln_input_backward(const at::Tensor& dy, const at::Tensor& ln,
   at::Tensor dx = at::empty_like(dy2);
   at::Tensor r = rstd.contiguous();
   AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "ln_input_backward", [&] {
-    const at::Tensor a_t = ln.select(0, 0).contiguous();
+    const at::Tensor a_t = ln_gain(ln);
     const scalar_t* a = a_t.data_ptr<scalar_t>();
     const scalar_t* db = dy2.data_ptr<scalar_t>();
     const scalar_t* xb = xn2.data_ptr<scalar_t>();
@@ -150,14 +161,7 @@ struct Norms {
     ln_input(u, *ih, x, rstd.select(0, 0).view({T * N}));
   }
   // The constant bias the sites add to z: b_ih + b_hh + the ih and hh sites' biases.
-  at::Tensor bias(at::Tensor b) const {
-    for (const auto& site : {ih, hh}) {
-      if (!site) continue;
-      at::Tensor beta = site->select(0, 1);
-      b = b.defined() ? b + beta : beta;
-    }
-    return b;
-  }
+  at::Tensor bias(const at::Tensor& b) const { return plus_beta(plus_beta(b, ih), hh); }
 };
 
 }  // namespace rnnkit

@@ -83,8 +83,8 @@ Out12 run_forward(bool save, const at::Tensor& x, const at::Tensor& h0, const at
   gates = gates.view({T, N, H4});
   // W_hh h_{t-1} before LN_hh (N, 4H), and the gains of LN_hh and LN_c and LN_c's bias
   at::Tensor rbuf = norms.hh ? at::empty({N, H4}, x.options()) : at::Tensor();
-  at::Tensor a_hh = norms.hh ? norms.hh->select(0, 0).contiguous() : at::Tensor();
-  at::Tensor a_c = norms.c ? norms.c->select(0, 0).contiguous() : at::Tensor();
+  at::Tensor a_hh = ln_gain(norms.hh);
+  at::Tensor a_c = ln_gain(norms.c);
   at::Tensor b_c = norms.c ? norms.c->select(0, 1).contiguous() : at::Tensor();
   at::Tensor hs = at::empty({T + 1, N, R}, x.options());
   at::Tensor cs = at::empty({T + 1, N, H}, x.options());
@@ -295,8 +295,8 @@ Out12 lstm_sequence_backward(
   at::Tensor as = lnc ? at::empty({T, N, H}, x.options()) : absent(x);  // a = dr o phi'
   at::Tensor drn = lnh ? at::empty({T, N, H4}, x.options()) : absent(x);  // d(W_hh h_{t-1})
   at::Tensor rn_c = rn.contiguous(), cn_c = cn.contiguous(), sd = rstd.contiguous();
-  at::Tensor a_hh = lnh ? ln_hh->select(0, 0).contiguous() : at::Tensor();
-  at::Tensor a_c = lnc ? ln_c->select(0, 0).contiguous() : at::Tensor();
+  at::Tensor a_hh = ln_gain(ln_hh);
+  at::Tensor a_c = ln_gain(ln_c);
   at::Tensor b_c = lnc ? ln_c->select(0, 1).contiguous() : at::Tensor();
   at::Tensor dh = grad_h_T.contiguous().clone(), dc = grad_c_T.contiguous().clone();
   at::Tensor dh_next = at::empty_like(dh), dc_next = at::empty_like(dc);

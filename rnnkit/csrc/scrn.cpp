@@ -71,7 +71,7 @@ Out8 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
   norms.allocate(save, T, N, H, 0, us);
   // LN_hh: R (m h_{t-1}) before it (N, H), and its gain and bias
   at::Tensor rbuf = norms.hh ? at::empty({N, H}, us.options()) : at::Tensor();
-  at::Tensor g_hh = norms.hh ? norms.hh->select(0, 0).contiguous() : at::Tensor();
+  at::Tensor g_hh = ln_gain(norms.hh);
   at::Tensor b_hh = norms.hh ? norms.hh->select(0, 1).contiguous() : at::Tensor();
   at::Tensor al = alpha.has_value() ? alpha->contiguous() : at::Tensor();
   at::Tensor ss = at::empty({T + 1, N, W}, us.options());
@@ -239,7 +239,7 @@ scrn_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T,
   at::Tensor drn = lnh ? at::empty({T, N, H}, us.options()) : at::Tensor();  // dr_t
   at::Tensor rn_c = lnh ? rn.contiguous() : at::Tensor();
   at::Tensor sd = lnh ? rstd.contiguous() : at::Tensor();
-  at::Tensor g_hh = lnh ? ln_hh->select(0, 0).contiguous() : at::Tensor();
+  at::Tensor g_hh = ln_gain(ln_hh);
   const Product rec(w_R.t(), N);  // da_t R
   AT_DISPATCH_FLOATING_TYPES(us.scalar_type(), "scrn_sequence_backward", [&] {
     const scalar_t* sb = ss_c.data_ptr<scalar_t>();

@@ -72,18 +72,10 @@ def takes_masks(kernel: Callable, masks, xs: Tensor, cell) -> bool:
     return True
 
 
-# Cells whose kernels compute layer normalization inside the loop (every kernel now; a cell
-# type added without it runs its layer-normalized layers through the reference loop, rnnkit.scan)
-_NORMALIZES: frozenset = frozenset({ClockworkCell, CTRNNCell, ElmanCell, FullyRecurrentCell,
-                                    GRUCell, JordanCell, LSTMCell, SCRNCell})
-
-
 def fused_scan(cell) -> Callable | None:
     """``f(cell, xs, state, *, reverse, lengths) -> (ys, final_state)``, equal to
-    :func:`rnnkit.scan` for ``cell``, or None where no fused kernel covers it (its type, or
-    layer normalization where its kernel does not compute it: the reference loop does)."""
-    if cell.layer_norm and type(cell) not in _NORMALIZES:
-        return None
+    :func:`rnnkit.scan` for ``cell``, or None where no fused kernel covers its type. (Every
+    kernel computes the cell's layer normalization too, inside its op.)"""
     return _KERNELS.get(type(cell))
 
 

@@ -29,18 +29,13 @@ def _article(name: str) -> str:
     return "an" if name[0] in "AEIOU" or (initialism and name[0] in "FHLMNRSX") else "a"
 
 
-def checked(cell, kind: type, xs: Tensor, state, lengths: Tensor | None,
-            layer_norm: bool = False):
+def checked(cell, kind: type, xs: Tensor, state, lengths: Tensor | None):
     """What every kernel's entry checks: ``cell`` is a ``kind``, and ``xs``, ``state`` and
-    ``lengths`` are what :func:`rnnkit.scan` takes (its own checks); a layer-normalized cell
-    only where the kernel computes ``layer_norm``. Returns ``(state, valid)``: the state (zeros
-    if None) and the ``(T, N)`` padding mask (see :func:`valid_mask`)."""
+    ``lengths`` are what :func:`rnnkit.scan` takes (its own checks). Returns ``(state, valid)``:
+    the state (zeros if None) and the ``(T, N)`` padding mask (see :func:`valid_mask`)."""
     if not isinstance(cell, kind):
         raise TypeError(f"cell: expected {_article(kind.__name__)} {kind.__name__}, got "
                         f"{type(cell).__name__}")
-    if cell.layer_norm and not layer_norm:
-        raise ValueError(f"cell: a {kind.__name__} with layer_norm=True: the fused kernels do "
-                         "not compute layer normalization; run it with rnnkit.scan")
     state, lengths = check_sequence(cell, xs, state, lengths)
     return state, valid_mask(lengths, xs.shape[0], xs.device)
 

@@ -326,7 +326,7 @@ def clockwork_sequence(
     ``torch.ops.rnnkit.clockwork_sequence`` (so torch.compile and torch.export trace it).
     """
     from ..ops import clockwork as op  # (loads the ops on first use)
-    state, valid = checked(cell, ClockworkCell, xs, state, lengths, layer_norm=True)
+    state, valid = checked(cell, ClockworkCell, xs, state, lengths)
     h0, t0 = state
     drop, zone = (None, None) if masks is None else masks[:2]
     ys, h_t, t_t = op.clockwork_sequence(cell.precompute(xs), h0, t0, cell.weight_hh,

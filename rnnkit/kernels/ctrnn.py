@@ -303,7 +303,7 @@ def ctrnn_sequence(
     trace it).
     """
     from ..ops import ctrnn as op  # (loads the ops on first use)
-    h0, valid = checked(cell, CTRNNCell, xs, state, lengths, layer_norm=True)
+    h0, valid = checked(cell, CTRNNCell, xs, state, lengths)
     drop, zone = (None, None) if masks is None else masks[:2]
     # (layer normalization: the input site in cell.precompute, the recurrent one in the op)
     return op.ctrnn_sequence(cell.precompute(xs), h0, cell.weight_hh, cell.log_tau, valid,

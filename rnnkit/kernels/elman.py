@@ -25,7 +25,7 @@ def elman_sequence(
     op. Returns ``(ys (T, N, H), h_T)``, exactly ``rnnkit.scan(cell, xs, state, ...)``
     (``masks``: :class:`rnnkit.regularize.Masks`, as ``scan`` takes them)."""
     from ..ops import elman as op  # (loads the compiled ops on first use)
-    h0, valid = checked(cell, ElmanCell, xs, state, lengths, layer_norm=True)
+    h0, valid = checked(cell, ElmanCell, xs, state, lengths)
     drop, zone = (None, None) if masks is None else masks[:2]
     return op.elman_sequence(xs, h0, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh,
                              valid, cell.nonlinearity == "relu", bool(reverse), drop, zone,

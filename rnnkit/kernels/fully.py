@@ -245,7 +245,7 @@ def fully_sequence(
     ``torch.ops.rnnkit.fully_sequence`` (so torch.compile and torch.export trace it).
     """
     from ..ops import fully as op  # (loads the ops on first use)
-    (h0, y0), valid = checked(cell, FullyRecurrentCell, xs, state, lengths, layer_norm=True)
+    (h0, y0), valid = checked(cell, FullyRecurrentCell, xs, state, lengths)
     drop, zone = (None, None) if masks is None else masks[:2]
     ys, h_t, y_t = op.fully_sequence(cell.precompute(xs), h0, y0, cell.weight_mh,
                                      cell.weight_hy, cell.weight_my, cell.bias_hy, valid,

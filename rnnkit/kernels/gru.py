@@ -192,7 +192,7 @@ def gru_sequence(
     Returns ``(ys (T, N, H), h_T)``, exactly ``rnnkit.scan(cell, xs, state, reverse=reverse,
     lengths=lengths, masks=masks)``, with a hand-written BPTT backward (module docstring).
     """
-    h0, valid = checked(cell, GRUCell, xs, state, lengths, layer_norm=True)
+    h0, valid = checked(cell, GRUCell, xs, state, lengths)
     args = (xs, h0, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, bool(reverse),
             valid)
     from ..ops import gru as op  # (loads the ops on first use)

@@ -254,7 +254,7 @@ def jordan_sequence(
     torch.export trace it).
     """
     from ..ops import jordan as op  # (loads the ops on first use)
-    y0, valid = checked(cell, JordanCell, xs, state, lengths, layer_norm=True)
+    y0, valid = checked(cell, JordanCell, xs, state, lengths)
     drop, zone = (None, None) if masks is None else masks[:2]
     # (layer normalization: the input site in cell.precompute, the recurrent one in the op)
     return op.jordan_sequence(cell.precompute(xs), y0, cell.weight_yh, cell.bias_yh,

@@ -301,7 +301,7 @@ def lstm_sequence(
     for name, s in (("h0", h0), ("c0", c0)):
         if not isinstance(s, Tensor):
             raise TypeError(f"{name}: expected a tensor, got {type(s).__name__}")
-    (h0, c0), valid = checked(cell, LSTMCell, xs, LSTMState(h0, c0), lengths, layer_norm=True)
+    (h0, c0), valid = checked(cell, LSTMCell, xs, LSTMState(h0, c0), lengths)
     peephole = cell.peephole
     w_peep = cell.weight_peephole if peephole == "diagonal" else \
         cell.weight_ch if peephole == "full" else None

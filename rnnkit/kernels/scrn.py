@@ -201,7 +201,7 @@ def scrn_sequence(
     ``torch.ops.rnnkit.scrn_sequence`` (so torch.compile and torch.export trace it).
     """
     from ..ops import scrn as op  # (loads the ops on first use)
-    (h0, s0), valid = checked(cell, SCRNCell, xs, state, lengths, layer_norm=True)
+    (h0, s0), valid = checked(cell, SCRNCell, xs, state, lengths)
     alpha = cell.alpha  # the fixed float, or the learned (S,) tensor
     learned, fixed = (alpha, 0.0) if isinstance(alpha, Tensor) else (None, float(alpha))
     drop, zone = (None, None) if masks is None else masks[:2]
