@@ -216,6 +216,10 @@ class TrainConfig:
     plateau_patience: int = _opt(2, "validations without improvement before the plateau "
                                  "schedule decays the rate", min=0, metavar="N")
     max_steps: int = _opt(2000, "optimizer steps in total", min=1, metavar="N")
+    max_minutes: float = _opt(0.0, "stop after the first step that ends this many minutes "
+                              "into training (this invocation's), validating, saving and "
+                              "testing as at max_steps; a resumed run goes on toward max_steps",
+                              min=0.0, off="0 = no time limit", metavar="MIN")
     eval_every: int = _opt(200, "steps between validations", min=1, metavar="N")
     patience: int = _opt(0, "stop early after this many validations without improvement",
                          min=0, off="0 = never stop early", metavar="N")

@@ -132,6 +132,10 @@ def _fit(trainer, task, cfg: Config, out: Path, say, tables: bool) -> dict:
     summary = trainer.fit()
     summary["test"] = trainer.final_test()
     if trainer.is_main:
+        if summary["out_of_time"]:
+            say(f"train.max_minutes={cfg.train.max_minutes:g} reached at step "
+                f"{summary['step']} of {cfg.train.max_steps}; continue with: rnnkit train "
+                f"--resume --run.out={out}")
         best = summary["best"]
         say(f"best validation {task.metric} {best:.4g} at step {summary['best_step']}"
             if best is not None else "no validation result")

@@ -293,3 +293,30 @@ def test_a_resume_with_a_recurrent_rate_keeps_the_ratio(tmp_path):
                                                   train__recurrent_lr_scale=0.25),
                       {"lr": 0.02, "max_steps": 6})
     assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx([0.02, 0.005])
+
+
+def test_max_minutes_stops_validates_saves_and_a_resume_goes_on(tmp_path, monkeypatch):
+    """A clock that advances a second per reading: the fit starts at 0, step s ends at s;
+    max_minutes = 5 s stops after step 5 with a validation and a checkpoint there, and a
+    resume without the limit trains on to max_steps with the weights of a run never cut."""
+    import itertools
+
+    import rnnkit.training.loop as loop
+
+    opts = dict(train__max_steps=8, train__eval_every=4, train__tbptt=5)
+    straight, _ = fit(tmp_path / "straight", **opts)
+    ticks = itertools.count()
+    monkeypatch.setattr(loop, "_clock", lambda: float(next(ticks)))
+    cfg = toy_config(tmp_path / "cut", train__max_minutes=5 / 60, **opts)
+    trainer = Trainer(ToyTask(cfg), cfg)
+    summary = trainer.fit()
+    assert summary["out_of_time"] and not summary["stopped_early"] and summary["step"] == 5
+    evals = [r["step"] for r in read_records(trainer.log.path) if r["kind"] == "eval"]
+    assert evals == [4, 5]
+    assert find_checkpoint(trainer.ckdir).name == "step-00000005"
+    cfg.train.max_minutes = 0.0
+    again = Trainer(ToyTask(cfg), cfg)
+    assert again.resume() == 5
+    assert not again.fit()["out_of_time"]
+    for key, value in weights(straight.model).items():
+        assert torch.equal(value, again.model.state_dict()[key]), key

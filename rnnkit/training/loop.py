@@ -52,6 +52,8 @@ from .optim import (
 from .records import MetricsLog, plot_curves, read_records
 from .tbptt import detach_state, map_state, reset_state, spans
 
+_clock = time.monotonic  # train.max_minutes reads this clock (tests replace it)
+
 
 class Trainer:
     """Trains ``task.build_model()`` on ``task`` as ``config`` (an rnnkit.config.Config) says."""
@@ -298,15 +300,18 @@ class Trainer:
             _call(cb, "on_train_begin", self)
         bar = tqdm(total=train.max_steps, initial=self.step, file=sys.stderr, dynamic_ncols=True,
                    disable=not (run.progress and self.is_main), desc="train")
-        smoothed, last_metric, stopped_early = None, None, False
+        smoothed, last_metric, stopped_early, out_of_time = None, None, False, False
+        deadline = _clock() + 60 * train.max_minutes if train.max_minutes else None
         self.model.train()
         try:
             if self.pending_eval:  # resumed from a checkpoint whose validation never ended
                 best, stopped_early, last_metric = self._validate(self.step)
                 self.save(best=best)
-            while self.step < train.max_steps and not stopped_early:
+            while self.step < train.max_steps and not (stopped_early or out_of_time):
                 step = self.step + 1
                 record = self.train_step(step)
+                out_of_time = deadline is not None and self._past(deadline)
+                last = step == train.max_steps or out_of_time
                 smoothed = record["loss"] if smoothed is None else \
                     0.95 * smoothed + 0.05 * record["loss"]
                 if self.log is not None and (step % run.log_every == 0
@@ -314,14 +319,14 @@ class Trainer:
                     self.log.write(record)
                 save = run.checkpoint_every and step % run.checkpoint_every == 0
                 best = False
-                if step % train.eval_every == 0 or step == train.max_steps:
+                if step % train.eval_every == 0 or last:
                     self.pending_eval = True  # until _validate ends: a crash save says so
-                    if save or step == train.max_steps:
+                    if save or last:
                         # first: a crash in validation loses no training (the checkpoint
                         # says its validation is pending; a resume runs it)
                         self.save(pending_eval=True)
                     best, stopped_early, last_metric = self._validate(step)
-                if save or best or stopped_early or step == train.max_steps:
+                if save or best or stopped_early or last:
                     self.save(best=best)
                 bar.update(1)
                 postfix = {"loss": f"{smoothed:.4g}",
@@ -344,11 +349,18 @@ class Trainer:
         barrier(self.world)  # rank 0's last checkpoint is complete before anyone reads it
         summary = {"step": self.step, "best": self.best, "best_step": self.best_step,
                    "metric": self.task.metric, "stopped_early": stopped_early,
+                   "out_of_time": out_of_time,
                    "clip_counts": dict(self.clip_counts)}
         if self.is_main and run.plots and self.log is not None and self.log.path.exists():
             summary["curves"] = plot_curves(read_records(self.log.path), self.out_dir /
                                             "curves.png", title=self.describe_model())
         return summary
+
+    def _past(self, deadline: float) -> bool:
+        """Whether ``deadline`` (``time.monotonic``) has passed; in a distributed run, on
+        any process (so that all stop after the same step)."""
+        late = torch.tensor(float(_clock() >= deadline))
+        return bool(all_sum(late, self.world).item() > 0)
 
     def describe_model(self) -> str:
         """``"adding: lstm, hidden 64 x 1 layer(s)"``: the task and the model's shape."""
