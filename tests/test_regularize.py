@@ -478,6 +478,13 @@ def test_fast_bernoulli_draws_with_its_probability():
         lanes = x.reshape(-1, 4).mean(0)  # draw k of each 64-bit number
         assert (lanes - p).abs().max() < 0.005, (p, lanes)
     assert bernoulli((3, 2), 0.0, torch.zeros(())).sum() == 0
+    # one probability per column (zoneout's (p_h, p_c) in one draw), in a half dtype too
+    x = bernoulli((400, 50, 100), [0.05] * 60 + [0.7] * 40, torch.zeros((), dtype=torch.half))
+    assert x.dtype == torch.half and set(x.unique().tolist()) <= {0.0, 1.0}
+    rate = x.float().mean((0, 1))
+    assert (rate[:60] - 0.05).abs().max() < 0.02 and (rate[60:] - 0.7).abs().max() < 0.02
+    with pytest.raises(ValueError, match="one per column"):
+        bernoulli((3, 2), [0.1, 0.2, 0.3], torch.zeros(()))
 
 
 # ---- 3. off means bit-identical ------------------------------------------------------------------

@@ -110,92 +110,6 @@ class Product {
   at::Tensor w_t_, packed_;
 };
 
-// A call's regularizer masks (rnnkit/regularize.py), both optional:
-// - drop (N, R): recurrent dropout, one scaled 0/(1/(1-p)) mask per sequence, multiplying the
-//   state where it enters the recurrent product: W_hh (m h_{t-1}). Backward: dh_{t-1} gets
-//   m (W_hh^T dz_t) from the product, and dW_hh = sum_t dz_t (m h_{t-1})^T.
-// - zone (T, N, S): zoneout weights d (0/1 while training, p at evaluation), the zoned state
-//   tensors' columns side by side: after step t, s_t = d s_{t-1} + (1 - d) s~_t (merge). The
-//   zoned s_t is what is carried and output. Backward (0/1 weights only: where d = 1, the slot
-//   holds s_{t-1} and no gradient reaches s~, so a cell's backward may read the slot as s~):
-//   with g = dL/ds_t (output gradient, zero at padded steps, plus the carried one),
-//   dL/ds~_t = (1 - d) g goes through the cell and d g passes straight to s_{t-1} (split).
-class Regularize {
- public:
-  Regularize(const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone) {
-    if (drop.has_value()) drop_ = drop->contiguous();
-    if (zone.has_value()) zone_ = *zone;
-  }
-  bool dropping() const { return drop_.defined(); }
-  bool zoning() const { return zone_.defined(); }
-
-  // The recurrent product's input at a step: h, or m h (into a buffer reused every step).
-  const at::Tensor& input(const at::Tensor& h) {
-    if (!drop_.defined()) return h;
-    if (!buf_.defined()) buf_ = at::empty_like(h);
-    at::mul_out(buf_, h, drop_);
-    return buf_;
-  }
-  // out += (x W^T) m: the recurrent product's backward into dh_{t-1}.
-  void add_back(const Product& p, at::Tensor& out, const at::Tensor& x) {
-    if (!drop_.defined()) {
-      p.add_(out, x);
-      return;
-    }
-    if (!back_.defined()) back_ = at::empty_like(out);
-    p.mm_(back_, x);
-    out.addcmul_(back_, drop_);
-  }
-  // The states the recurrent weight's gradient multiplies: h_prev (T, N, R), or m h_prev.
-  at::Tensor before(const at::Tensor& h_prev) const {
-    return drop_.defined() ? h_prev * drop_ : h_prev;
-  }
-  // Forward, after step t wrote s~ to `s_out` (the zoned columns [off, off + width)).
-  void merge(int64_t t, at::Tensor s_out, const at::Tensor& s_in, int64_t off) const {
-    if (!zone_.defined()) return;
-    s_out.lerp_(s_in, zone_.select(0, t).narrow(1, off, s_out.size(1)));
-  }
-  // Backward, before step t's cell backward: `ds` (N, width) the carried gradient of s_t and
-  // `gy` its output gradient at t (undefined where the state is not output): both scaled by
-  // (1 - d) in place, what passes straight to s_{t-1} (d (m gy + ds)) returned, to add to
-  // dL/ds_{t-1} after the cell's backward.
-  // One pass over the rows (ds and gy (N, width) with unit column strides, possibly column
-  // windows of wider rows; zone 0/1 and contiguous).
-  at::Tensor split(int64_t t, at::Tensor& ds, at::Tensor gy, const std::optional<at::Tensor>& valid,
-                   int64_t off) const {
-    const int64_t N = ds.size(0), W = ds.size(1), S = zone_.size(2);
-    TORCH_CHECK(ds.stride(1) == 1 && (!gy.defined() || gy.stride(1) == 1),
-                "zoneout: expected unit column strides");
-    const at::Tensor z = zone_.contiguous();  // (a training call's weights are: no copy)
-    at::Tensor carry = at::empty({N, W}, ds.options());
-    const bool* v = valid.has_value() ? valid->data_ptr<bool>() + t * N : nullptr;
-    const int64_t ds_row = ds.stride(0), gy_row = gy.defined() ? gy.stride(0) : 0;
-    AT_DISPATCH_FLOATING_TYPES(ds.scalar_type(), "zoneout_split", [&] {
-      const scalar_t* zb = z.data_ptr<scalar_t>() + t * N * S + off;
-      scalar_t* db = ds.data_ptr<scalar_t>();
-      scalar_t* gb = gy.defined() ? gy.data_ptr<scalar_t>() : nullptr;
-      scalar_t* cb = carry.data_ptr<scalar_t>();
-      for_rows(N, W, [&](int64_t n) {
-        const scalar_t* d = zb + n * S;
-        scalar_t* dr = db + n * ds_row;
-        scalar_t* cr = cb + n * W;
-        scalar_t* gr = gb && (v == nullptr || v[n]) ? gb + n * gy_row : nullptr;  // 0 if padded
-        for (int64_t j = 0; j < W; ++j) {
-          const scalar_t keep = scalar_t(1) - d[j];
-          const scalar_t g = dr[j] + (gr ? gr[j] : scalar_t(0));
-          cr[j] = d[j] * g;
-          dr[j] *= keep;
-          if (gr) gr[j] *= keep;
-        }
-      });
-    });
-    return carry;
-  }
-
- private:
-  at::Tensor drop_, zone_, buf_, back_;
-};
-
 // What an op returns for an unused buffer or the gradient of an absent optional input.
 inline at::Tensor absent(const at::Tensor& like) { return at::empty({0}, like.options()); }
 
@@ -252,5 +166,127 @@ inline void for_lanes(int64_t H, const F& f) {
   for (; j + V::size() <= H; j += V::size()) f(V(), j);
   for (; j < H; ++j) f(scalar_t(), j);
 }
+
+// A call's regularizer masks (rnnkit/regularize.py), both optional:
+// - drop (N, R): recurrent dropout, one scaled 0/(1/(1-p)) mask per sequence, multiplying the
+//   state where it enters the recurrent product: W_hh (m h_{t-1}). Backward: dh_{t-1} gets
+//   m (W_hh^T dz_t) from the product, and dW_hh = sum_t dz_t (m h_{t-1})^T.
+// - zone (T, N, S): zoneout weights d (0/1 while training, p at evaluation), the zoned state
+//   tensors' columns side by side: after step t, s_t = d s_{t-1} + (1 - d) s~_t (merge). The
+//   zoned s_t is what is carried and output. Backward (0/1 weights only: where d = 1, the slot
+//   holds s_{t-1} and no gradient reaches s~, so a cell's backward may read the slot as s~):
+//   with g = dL/ds_t (output gradient, zero at padded steps, plus the carried one),
+//   dL/ds~_t = (1 - d) g goes through the cell and d g passes straight to s_{t-1} (split).
+class Regularize {
+ public:
+  Regularize(const std::optional<at::Tensor>& drop, const std::optional<at::Tensor>& zone) {
+    if (drop.has_value()) drop_ = drop->contiguous();
+    // rows read through the strides (evaluation's expanded (T, N, S) expectation included),
+    // columns with unit stride
+    if (zone.has_value()) zone_ = zone->stride(2) == 1 ? *zone : zone->contiguous();
+  }
+  bool dropping() const { return drop_.defined(); }
+  bool zoning() const { return zone_.defined(); }
+
+  // The recurrent product's input at a step: h, or m h (into a buffer reused every step).
+  const at::Tensor& input(const at::Tensor& h) {
+    if (!drop_.defined()) return h;
+    if (!buf_.defined()) buf_ = at::empty_like(h);
+    at::mul_out(buf_, h, drop_);
+    return buf_;
+  }
+  // out += (x W^T) m: the recurrent product's backward into dh_{t-1}.
+  void add_back(const Product& p, at::Tensor& out, const at::Tensor& x) {
+    if (!drop_.defined()) {
+      p.add_(out, x);
+      return;
+    }
+    if (!back_.defined()) back_ = at::empty_like(out);
+    p.mm_(back_, x);
+    out.addcmul_(back_, drop_);
+  }
+  // The states the recurrent weight's gradient multiplies: h_prev (T, N, R), or m h_prev.
+  at::Tensor before(const at::Tensor& h_prev) const {
+    return drop_.defined() ? h_prev * drop_ : h_prev;
+  }
+  // Forward, after step t wrote s~ to `s_out` (N, width), the zoned columns [off, off + width):
+  // s_out = lerp(s~, s_in, d) = s~ + d (s_in - s~), one vectorized pass over the rows (a
+  // TensorIterator lerp on the strided slice of d cost ~10 us a step at N = 32, H = 128).
+  void merge(int64_t t, at::Tensor s_out, const at::Tensor& s_in, int64_t off) const {
+    if (!zone_.defined()) return;
+    const int64_t N = s_out.size(0), W = s_out.size(1);
+    TORCH_CHECK(s_out.stride(1) == 1 && s_in.stride(1) == 1, "zoneout: expected unit column strides");
+    const int64_t out_row = s_out.stride(0), in_row = s_in.stride(0);
+    AT_DISPATCH_FLOATING_TYPES(s_out.scalar_type(), "zoneout_merge", [&] {
+      scalar_t* ob = s_out.data_ptr<scalar_t>();
+      const scalar_t* ib = s_in.data_ptr<scalar_t>();
+      for_rows(N, W, [&](int64_t n) {
+        const scalar_t* d = weights<scalar_t>(t, n, off);
+        scalar_t* o = ob + n * out_row;
+        const scalar_t* in = ib + n * in_row;
+        for_lanes<scalar_t>(W, [&](auto tag, int64_t j) {
+          store(lerp_w(load(o + j, tag), load(in + j, tag), load(d + j, tag)), o + j);
+        });
+      });
+    });
+  }
+  // Backward, before step t's cell backward: `ds` (N, width) the carried gradient of s_t and
+  // `gy` its output gradient at t (undefined where the state is not output): both scaled by
+  // (1 - d) in place, what passes straight to s_{t-1} (d (m gy + ds)) returned, to add to
+  // dL/ds_{t-1} after the cell's backward. The returned buffer is this site's (one per `off`),
+  // reused at the next step.
+  // One pass over the rows (ds and gy (N, width) with unit column strides, possibly column
+  // windows of wider rows; zone 0/1).
+  at::Tensor split(int64_t t, at::Tensor& ds, at::Tensor gy, const std::optional<at::Tensor>& valid,
+                   int64_t off) {
+    const int64_t N = ds.size(0), W = ds.size(1);
+    TORCH_CHECK(ds.stride(1) == 1 && (!gy.defined() || gy.stride(1) == 1),
+                "zoneout: expected unit column strides");
+    at::Tensor carry = carry_buffer(off, N, W, ds);
+    const bool* v = valid.has_value() ? valid->data_ptr<bool>() + t * N : nullptr;
+    const int64_t ds_row = ds.stride(0), gy_row = gy.defined() ? gy.stride(0) : 0;
+    AT_DISPATCH_FLOATING_TYPES(ds.scalar_type(), "zoneout_split", [&] {
+      scalar_t* db = ds.data_ptr<scalar_t>();
+      scalar_t* gb = gy.defined() ? gy.data_ptr<scalar_t>() : nullptr;
+      scalar_t* cb = carry.data_ptr<scalar_t>();
+      for_rows(N, W, [&](int64_t n) {
+        const scalar_t* d = weights<scalar_t>(t, n, off);
+        scalar_t* dr = db + n * ds_row;
+        scalar_t* cr = cb + n * W;
+        scalar_t* gr = gb && (v == nullptr || v[n]) ? gb + n * gy_row : nullptr;  // 0 if padded
+        for_lanes<scalar_t>(W, [&](auto tag, int64_t j) {
+          using L = decltype(tag);
+          const L dj = load(d + j, tag), keep = L(scalar_t(1)) - dj;
+          const L s = load(dr + j, tag);
+          if (gr) {
+            const L g = load(gr + j, tag);
+            store(dj * (s + g), cr + j);
+            store(g * keep, gr + j);
+          } else {
+            store(dj * s, cr + j);
+          }
+          store(s * keep, dr + j);
+        });
+      });
+    });
+    return carry;
+  }
+
+ private:
+  // d's row (t, n) from column `off` on
+  template <typename scalar_t>
+  const scalar_t* weights(int64_t t, int64_t n, int64_t off) const {
+    return zone_.data_ptr<scalar_t>() + t * zone_.stride(0) + n * zone_.stride(1) + off;
+  }
+  at::Tensor carry_buffer(int64_t off, int64_t N, int64_t W, const at::Tensor& like) {
+    for (auto& [o, buf] : carries_)
+      if (o == off) return buf;
+    carries_.emplace_back(off, at::empty({N, W}, like.options()));
+    return carries_.back().second;
+  }
+
+  at::Tensor drop_, zone_, buf_, back_;
+  std::vector<std::pair<int64_t, at::Tensor>> carries_;  // split's result, one per site
+};
 
 }  // namespace rnnkit
