@@ -162,7 +162,7 @@ def bernoulli(shape: tuple, p, like: Tensor) -> Tensor:
     draw): the masks were most of zoneout's cost."""
     n = math.prod(shape)
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=like.device).random_()
-    bits = words.view(torch.int16)[:n] & 0x7FFF  # (the top bit of a 63-bit number is 0)
+    bits = words.view(torch.int16)[:n].bitwise_and_(0x7FFF)  # (a 63-bit number's top bit is 0)
     # the bits (< 2^15) and thresholds are exact in float32 and float64, not in half types
     exact = like.dtype if like.dtype in (torch.float32, torch.float64) else torch.float32
     ps = [p] * shape[-1] if isinstance(p, (int, float)) else list(p)

@@ -44,9 +44,10 @@
 //   dm <- (1 - m_t) dm + d_t [g^h ; g^y] + r (W_m^T [da_t ; dz_t]),
 //   [dW_mh ; dW_my] = sum_t [da_t ; dz_t] (r m_{t-1})^T,  dW_hy = sum_t dz_t h~_t^T.
 // The zoned slot no longer holds [h~_t ; y~_t], and where d^h = 1 and d^y = 0 the y branch still
-// needs h~ (phi_h', dW_hy; softmax needs the whole row y~ too): the backward recomputes
-// [h~ ; y~] for all T N rows at once from the saved m_{t-1} and us (a GEMM with W_m, the pass,
-// a GEMM with W_hy, the pass), so it holds for any weights d, not only 0/1.
+// needs h~ (phi_h', dW_hy; softmax needs the whole row y~ too): the forward copies each step's
+// [h~_t ; y~_t] into `pre` (T, N, S) before the merge and the backward reads them there (so it
+// holds for any weights d, not only 0/1). (Recomputing them instead, a GEMM with W_m and one with
+// W_hy over all T N rows, made zoneout 1.4-1.5x the plain step's time.)
 //
 // Layer normalization of the hidden layer's recurrent product (ln_hh = [gamma ; beta] (2, H);
 // layer_norm.h; the input product's LN_ih(W_ih x) + b_ih is in u, from cell.precompute outside
@@ -54,8 +55,7 @@
 //   p^_t = (p_t - mean(p_t)) rstd_t over the H units of p_t = W_mh (r m_{t-1}),
 //   h~_t = phi_h(u_t + gamma p^_t + beta)    (q_t, z_t, y~_t as above)
 // normalized in the h~ pass from the after-slot's first H columns (every row, padded ones too).
-// Saved: rn = p^ (T, N, H), rstd's row 1 = rstd_t (T, N) (xn, cn, rows 0 and 2 unused); zoning's
-// backward recomputes h~ from u and rn. Backward: da_t as above (the gradient of u_t + LN(p_t),
+// Saved: rn = p^ (T, N, H), rstd's row 1 = rstd_t (T, N) (xn, cn, rows 0 and 2 unused). Backward: da_t as above (the gradient of u_t + LN(p_t),
 // so du_t = da_t), then
 //   dp_t = rstd_t (e - mean(e) - p^_t mean(e p^_t)),  e = gamma da_t   (0 at a padded row)
 // replaces da_t in the products' backward: dm <- ... + r (W_m^T [dp_t ; dz_t]),
@@ -70,10 +70,12 @@ namespace {
 
 using Out8 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                         at::Tensor, at::Tensor>;
+using Out9 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                        at::Tensor, at::Tensor, at::Tensor>;
 
 // The forward. `save`: keep the slots ss (T + 1, N, S) for the backward; else two slots, reused
 // (ss is then undefined).
-Out8 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const at::Tensor& y0,
+Out9 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const at::Tensor& y0,
                  const at::Tensor& w_mh, const at::Tensor& w_hy, const at::Tensor& w_my,
                  const std::optional<at::Tensor>& b_hy, const std::optional<at::Tensor>& valid,
                  c10::string_view activation, c10::string_view output_activation,
@@ -87,6 +89,8 @@ Out8 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
   Regularize reg(drop, zone);
   const bool zoning = reg.zoning();
   const Slots ss(save, T + 1, 2, N, S, us.options());
+  // [h~ ; y~]_t before zoneout's merge, for the backward (zoneout's slots hold the zoned state)
+  at::Tensor pre = save && zoning ? at::empty({T, N, S}, us.options()) : absent(us);
   at::Tensor ys = at::empty({T, N, O}, us.options());
   at::Tensor first = ss[st.first()];
   first.narrow(1, 0, H).copy_(h0);
@@ -144,6 +148,7 @@ Out8 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
         output_row(m + H, byp, zoning ? nullptr : out, O, act_y);  // (zoned: after merge)
       });
       if (zoning) {  // [h ; y]^z_t = lerp([h~ ; y~]_t, m_{t-1}, d_t) (padded: lerp(m, m, d) = m)
+        if (pre.numel()) std::copy(mo, mo + N * S, pre.data_ptr<scalar_t>() + t * N * S);
         reg.merge(t, m_out, m_in, 0);
         for_rows(N, O, [&](int64_t n) {
           if (!padded || mask.counts(t, n, N)) {
@@ -155,11 +160,11 @@ Out8 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
   });
   const at::Tensor last = ss[st.last()];
   return {ys, last.narrow(1, 0, H).clone(at::MemoryFormat::Contiguous),
-          last.narrow(1, H, O).clone(at::MemoryFormat::Contiguous), ss.saved(),
+          last.narrow(1, H, O).clone(at::MemoryFormat::Contiguous), ss.saved(), pre,
           norms.xn, norms.rn, norms.cn, norms.rstd};
 }
 
-Out8 fully_sequence(const at::Tensor& us, const at::Tensor& h0, const at::Tensor& y0,
+Out9 fully_sequence(const at::Tensor& us, const at::Tensor& h0, const at::Tensor& y0,
                     const at::Tensor& w_mh, const at::Tensor& w_hy, const at::Tensor& w_my,
                     const std::optional<at::Tensor>& b_hy, const std::optional<at::Tensor>& valid,
                     c10::string_view activation, c10::string_view output_activation,
@@ -187,7 +192,8 @@ Out8 fully_sequence_backward(
     const at::Tensor& grad_ys, const at::Tensor& grad_h_T, const at::Tensor& grad_y_T,
     const at::Tensor& us, const at::Tensor& /*h0*/, const at::Tensor& /*y0*/,
     const at::Tensor& w_mh, const at::Tensor& w_hy, const at::Tensor& w_my,
-    const std::optional<at::Tensor>& b_hy, const at::Tensor& ss, const at::Tensor& /*xn*/,
+    const std::optional<at::Tensor>& b_hy, const at::Tensor& ss, const at::Tensor& pre,
+    const at::Tensor& /*xn*/,
     const at::Tensor& rn, const at::Tensor& /*cn*/, const at::Tensor& rstd,
     const std::optional<at::Tensor>& valid, c10::string_view activation,
     c10::string_view output_activation, bool reverse, const std::optional<at::Tensor>& drop,
@@ -204,13 +210,15 @@ Out8 fully_sequence_backward(
   const at::Tensor w_m = at::cat({w_mh, w_my});
   // r m_{t-1} for every step (T N, S): what the products read
   const at::Tensor before = reg.before(ss_c.narrow(0, st.off_in(), T)).reshape({T * N, S});
-  at::Tensor mt;  // [h~ ; y~] (T, N, S), recomputed where zoneout left [h^z ; y^z] in the slots
-  if (reg.zoning()) mt = at::mm(before, w_m.t()).view({T, N, S});  // [p ; q], then in place
+  // [h~ ; y~] (T, N, S) as the forward had them before zoneout's merge (the slots hold the
+  // zoned state there)
+  const at::Tensor mt = reg.zoning() ? pre.contiguous() : at::Tensor();
+  TORCH_CHECK(!mt.defined() || (mt.dim() == 3 && mt.size(0) == T && mt.size(2) == S),
+              "fully_sequence_backward: zoneout needs the forward's pre (T, N, S)");
   const bool lnh = ln_hh.has_value();
   const at::Tensor rn_c = lnh ? rn.contiguous() : at::Tensor();
   const at::Tensor sd = lnh ? rstd.contiguous() : at::Tensor();
   const at::Tensor g_hh = ln_gain(ln_hh);
-  const at::Tensor b_hh = lnh ? ln_hh->select(0, 1).contiguous() : at::Tensor();
   at::Tensor dd = at::empty({T, N, S}, ss.options());  // [da ; dz] ([dp ; dz] with LN_hh)
   at::Tensor du = at::empty({T, N, H}, ss.options());  // da again, laid out as us
   at::Tensor dm = at::cat({grad_h_T, grad_y_T}, 1);     // [dh ; dy], (N, S)
@@ -225,36 +233,7 @@ Out8 fully_sequence_backward(
     const scalar_t* rnb = lnh ? rn_c.data_ptr<scalar_t>() : nullptr;
     const scalar_t* sdb = lnh ? sd.data_ptr<scalar_t>() : nullptr;
     const scalar_t* ghh = lnh ? g_hh.data_ptr<scalar_t>() : nullptr;
-    const scalar_t* bhh = lnh ? b_hh.data_ptr<scalar_t>() : nullptr;
-    if (mt.defined()) {  // h~ = phi_h(u + p), then y~ = phi_y(q + h~ W_hy^T + b_hy), as forward
-      const at::Tensor us_c = us.contiguous();
-      const at::Tensor by = b_hy ? b_hy->contiguous() : at::Tensor();
-      const scalar_t* byp = by.defined() ? by.data_ptr<scalar_t>() : nullptr;
-      const scalar_t* ub = us_c.data_ptr<scalar_t>();
-      scalar_t* mb = mt.data_ptr<scalar_t>();
-      for_rows(T * N, H, [&](int64_t r) {
-        scalar_t* h = mb + r * S;
-        const scalar_t* u = ub + r * H;
-        if (rnb) {  // u + gamma p^ + beta, p^ the saved one
-          const scalar_t* rn_row = rnb + r * H;
-          for_lanes<scalar_t>(H, [&](auto tag, int64_t j) {
-            const auto a = load(u + j, tag) +
-                           (load(ghh + j, tag) * load(rn_row + j, tag) + load(bhh + j, tag));
-            store(activate(a, act_h), h + j);
-          });
-          return;
-        }
-        for_lanes<scalar_t>(H, [&](auto tag, int64_t j) {
-          store(activate(load(h + j, tag) + load(u + j, tag), act_h), h + j);
-        });
-      });
-      at::Tensor m2 = mt.view({T * N, S});
-      m2.narrow(1, H, O).addmm_(m2.narrow(1, 0, H), w_hy.t());
-      for_rows(T * N, O, [&](int64_t r) {
-        output_row(mb + r * S + H, byp, static_cast<scalar_t*>(nullptr), O, act_y);
-      });
-    }
-    // [h~_t ; y~_t]'s rows (T N, S): recomputed, else the after-slots (where counting)
+    // [h~_t ; y~_t]'s rows (T N, S): the forward's (zoning), else the after-slots (where counting)
     const scalar_t* mtb = mt.defined() ? mt.data_ptr<scalar_t>() : sb + st.off_out() * N * S;
     for (int64_t i = 0; i < T; ++i) {
       const int64_t t = st.backward_step(i);

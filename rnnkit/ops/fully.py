@@ -11,8 +11,9 @@ with :math:`u_t = W_{ih} x_t + b_{ih}` (``cell.precompute``, outside the op), :m
 tanh/relu/sigmoid, :math:`\phi_y` tanh/sigmoid/identity/softmax and :math:`m_t` the padding
 mask. ``fully_sequence(us (T, N, H), h0 (N, H), y0 (N, O), w_mh (H, H + O), w_hy (O, H),
 w_my (O, H + O), b_hy? (O), valid?, activation, output_activation, reverse, drop? (N, H + O),
-zone? (T, N, H + O), ln_hh? (2, H)) -> (ys (T, N, O), h_T, y_T, ss (T + 1, N, H + O), xn, rn,
-cn, rstd)``: ``ss`` is the
+zone? (T, N, H + O), ln_hh? (2, H)) -> (ys (T, N, O), h_T, y_T, ss (T + 1, N, H + O), pre, xn,
+rn, cn, rstd)``: ``pre`` (T, N, H + O) holds each step's :math:`[\tilde h ; \tilde y]` before
+zoneout's merge (``(0,)`` without zoneout); ``ss`` is the
 carried-state slot buffer for ``fully_sequence_backward``, which reads that of its own
 implementation's forward: the compiled CPU loop (``rnnkit/csrc/fully.cpp``) keeps the values
 :math:`[h ; y]`; the pure-torch loop keeps a tanh layer as :math:`s = \sigma(2x)` (its value
@@ -52,7 +53,8 @@ from . import _cells, _wiring
 INPUTS = ("Tensor us, Tensor h0, Tensor y0, Tensor w_mh, Tensor w_hy, Tensor w_my, "
           "Tensor? b_hy")
 FLAGS = "str activation, str output_activation, bool reverse"
-_wiring.define("fully_sequence", INPUTS, 2, FLAGS, ["ss"], masks=True, norms=("hh",))
+# saved: the slots, and [h~ ; y~] before zoneout's merge ((0,) without zoneout)
+_wiring.define("fully_sequence", INPUTS, 2, FLAGS, ["ss", "pre"], masks=True, norms=("hh",))
 
 
 def reference(us, h0, y0, w_mh, w_hy, w_my, b_hy, valid, activation: str,
@@ -82,10 +84,10 @@ def _python_forward(us, h0, y0, w_mh, w_hy, w_my, b_hy, valid, activation, outpu
     with torch.no_grad():
         outs = kernel._forward(us, h0, y0, w_mh, w_hy, w_my, b_hy, activation,
                                output_activation, reverse, valid)
-    return _cells.contiguous(outs)
+    return (*_cells.contiguous(outs), us.new_empty(0))  # (no zoneout here: no pre)
 
 
-def _python_backward(grad_ys, grad_h_t, grad_y_t, us, h0, y0, w_mh, w_hy, w_my, b_hy, ss,
+def _python_backward(grad_ys, grad_h_t, grad_y_t, us, h0, y0, w_mh, w_hy, w_my, b_hy, ss, _pre,
                      valid, activation, output_activation, reverse):
     with torch.no_grad():
         need = (True,) * 6 + (b_hy is not None,)
@@ -98,7 +100,9 @@ def _fake(us, h0, y0, w_mh, w_hy, w_my, b_hy, valid, activation, output_activati
           drop=None, zone=None, ln_hh=None):
     (T, N, H), O = us.shape, w_hy.shape[0]
     return (us.new_empty(T, N, O), us.new_empty(N, H), us.new_empty(N, O),
-            us.new_empty(T + 1, N, H + O), *_wiring.norm_fakes(us, H, 0, None, ln_hh))
+            us.new_empty(T + 1, N, H + O),
+            us.new_empty(T, N, H + O) if zone is not None else us.new_empty(0),
+            *_wiring.norm_fakes(us, H, 0, None, ln_hh))
 
 
 def register() -> None:
