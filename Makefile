@@ -53,6 +53,7 @@ bench: venv
 	OMP_NUM_THREADS=2 $(PY) benchmarks/compiled.py
 	OMP_NUM_THREADS=2 $(PY) benchmarks/streaming.py
 	OMP_NUM_THREADS=2 $(PY) benchmarks/regularize_speed.py
+	OMP_NUM_THREADS=2 $(PY) benchmarks/regularize_speed.py --shapes 128x50 --keep-freed-memory
 	$(PIP) install --quiet -e '.[onnx]'
 	test -d runs/atis/checkpoints || $(VENV)/bin/rnnkit demo
 	OMP_NUM_THREADS=2 $(PY) benchmarks/onnx_speed.py

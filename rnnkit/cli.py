@@ -274,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     args = build_parser().parse_args(argv)
     warnings.showwarning = _show_warning
+    from .malloc import keep_freed_memory
+
+    keep_freed_memory()  # this process trains or predicts: no page faults for freed buffers
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
