@@ -408,6 +408,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if unknown:
         parser.error(f"--only: unknown runs {unknown}; choose from {names}")
     torch.set_num_threads(args.threads)
+    from rnnkit.malloc import keep_freed_memory
+
+    keep_freed_memory()  # as `rnnkit train` runs
     saved = args.out.with_name("ACCURACY.json")
     rows = []
     for run in RUNS:
