@@ -33,6 +33,10 @@ if torch.cuda.is_available():
     gpu.register()
 for _op in (elman, gru, lstm, clockwork, ctrnn, fully, jordan, scrn):
     _op.register()
+# torch.compile's on-disk caches are keyed without custom op schemas: key them by ours
+from ._wiring import tag_compile_caches  # noqa: E402
+
+tag_compile_caches()
 
 
 def compiled() -> bool:

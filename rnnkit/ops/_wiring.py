@@ -54,6 +54,7 @@ NORM_SAVED = ["xn", "rn", "cn", "rstd"]  # the saved buffers they add, after the
 _n_saved: dict[str, int] = {}  # name -> number of saved buffers
 # the ops whose CPU implementation was registered before register() (the compiled C++ loop)
 _compiled_cpu: set[str] = set()
+_schemas: list[str] = []  # every schema defined, in order (see schema_fingerprint)
 
 
 def _names(schema: str) -> list[str]:
@@ -73,17 +74,44 @@ def define(name: str, inputs: str, states: int, flags: str, saved: list[str],
     saved = saved + (NORM_SAVED if norms else [])
     outs = ", ".join(["Tensor"] * (1 + states + len(saved)))
     tail = flags + (_MASKS if masks else "") + "".join(f", Tensor? ln_{s}=None" for s in norms)
-    LIB.define(f"{name}({inputs}, Tensor? valid, {tail}) -> ({outs})")
     finals = "".join(f", Tensor grad_final{i}" for i in range(states))
     saved_args = "".join(f", Tensor {s}" for s in saved)
     grads = ", ".join(["Tensor"] * (n_in + len(norms)))
-    LIB.define(f"{name}_backward(Tensor grad_ys{finals}, {inputs}{saved_args}, Tensor? valid, "
-               f"{tail}) -> ({grads})")
-    LIB.define(f"{name}_inference({inputs}, Tensor? valid, {tail}) -> "
-               f"({', '.join(['Tensor'] * (1 + states))})")
+    for schema in (f"{name}({inputs}, Tensor? valid, {tail}) -> ({outs})",
+                   f"{name}_backward(Tensor grad_ys{finals}, {inputs}{saved_args}, "
+                   f"Tensor? valid, {tail}) -> ({grads})",
+                   f"{name}_inference({inputs}, Tensor? valid, {tail}) -> "
+                   f"({', '.join(['Tensor'] * (1 + states))})"):
+        LIB.define(schema)
+        _schemas.append(schema)
     _specs[name] = (n_in, states, len(_names(flags)), 2 if masks else 0)
     _n_saved[name] = len(saved)
     _norms[name] = tuple(norms)
+
+
+def schema_fingerprint() -> str:
+    """12 hex digits of a hash of every rnnkit op schema: what a compiled graph's calls to the
+    ops depend on."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(_schemas).encode()).hexdigest()[:12]
+
+
+def tag_compile_caches() -> None:
+    """Add the ops' schema fingerprint to ``torch.compiler.config.cache_key_tag``, which every
+    torch.compile cache (Inductor's FX graph cache, AOTAutograd's) puts in its keys.
+
+    Those keys do not include a custom op's schema: a graph compiled against an older rnnkit
+    whose op took other arguments (a saved buffer more or less) would be read back from the
+    on-disk cache and call the op with the old ones ("Expected a value of type
+    'Optional[Tensor]' for argument 'valid'"). With the tag, another rnnkit's schemas compile
+    anew; the same rnnkit keeps its cache. The tag is appended to (never replaces) a user's
+    own, once per process."""
+    import torch.compiler.config as cconfig
+
+    mark = f"rnnkit-ops-{schema_fingerprint()}"
+    if mark not in cconfig.cache_key_tag.split("+"):
+        cconfig.cache_key_tag = "+".join(t for t in (cconfig.cache_key_tag, mark) if t)
 
 
 def norm_fakes(x: torch.Tensor, G: int, Hc: int, ln_ih, ln_hh, ln_c=None) -> tuple:
