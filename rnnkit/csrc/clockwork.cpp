@@ -262,8 +262,8 @@ Out9 run_forward(bool save, const at::Tensor& us, const at::Tensor& h0, const at
   const at::Tensor g_hh = ln_gain(norms.hh);
   at::Tensor rbuf = norms.hh ? at::empty({N, H}, opts) : at::Tensor();  // r_t = W~ (m h_{t-1})
   at::Tensor w = w_hh.clone(at::MemoryFormat::Contiguous);  // W~ below
-  at::Tensor ys = at::empty({T, N, H}, opts);
-  at::Tensor xs = save ? at::empty({T + 1, N, H}, opts) : absent(us);
+  at::Tensor ys = sequence_buffer({T, N, H}, opts);
+  at::Tensor xs = save ? sequence_buffer({T + 1, N, H}, opts) : absent(us);
   at::Tensor active = save ? at::zeros({T, N, H}, opts.dtype(at::kBool)) : absent(us);
   at::Tensor t_T = at::empty({N, 1}, opts);
   at::Tensor h_T;
@@ -413,7 +413,7 @@ clockwork_sequence_backward(
   at::Tensor gy = reg.zoning() ? grad_ys.contiguous().clone() : grad_ys.contiguous();
   at::Tensor xs_c = xs.contiguous(), t0c = t0.contiguous();
   at::Tensor w = w_hh.clone(at::MemoryFormat::Contiguous);  // W~ below
-  at::Tensor dz = at::empty({T, N, H}, opts);
+  at::Tensor dz = sequence_buffer({T, N, H}, opts);
   at::Tensor d = grad_h_T.contiguous().clone(), d_next = at::empty_like(d);
   at::Tensor mdrop = drop.has_value() ? drop->contiguous() : at::Tensor();
   at::Tensor prod = mdrop.defined() ? at::empty_like(d) : at::Tensor();  // W~^T dz_t, dropping
@@ -422,7 +422,7 @@ clockwork_sequence_backward(
   const at::Tensor rn_c = lnh ? rn.contiguous() : at::Tensor();
   const at::Tensor sd = lnh ? rstd.contiguous() : at::Tensor();
   const at::Tensor g_hh = ln_gain(ln_hh);
-  at::Tensor drn = lnh ? at::empty({T, N, H}, opts) : at::Tensor();  // dr_t
+  at::Tensor drn = lnh ? sequence_buffer({T, N, H}, opts) : at::Tensor();  // dr_t
   AT_DISPATCH_FLOATING_TYPES(us.scalar_type(), "clockwork_sequence_backward", [&] {
     zero_unread<scalar_t>(w, periods);
     const Clock clock = make_clock<scalar_t>(t0c.data_ptr<scalar_t>(), mask, st, periods, N, H);

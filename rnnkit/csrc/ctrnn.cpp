@@ -95,12 +95,12 @@ Out9 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
   at::Tensor us = us_in.contiguous();
   const auto opts = us.options();
   at::Tensor tau = at::exp(log_tau).contiguous();
-  at::Tensor ys = at::empty({T, N, H}, opts);
+  at::Tensor ys = sequence_buffer({T, N, H}, opts);
   // the slots of h and p: (T + 1, N, H) kept for a backward, else two (slot k in k % 2)
   const int64_t K = save ? T + 1 : 2;
   at::Tensor hs = at::empty({K, N, H}, opts);
   at::Tensor ps = identity ? hs : at::empty({K, N, H}, opts);
-  at::Tensor zs = save && dt_input ? at::empty({T, N, H}, opts) : absent(us);
+  at::Tensor zs = save && dt_input ? sequence_buffer({T, N, H}, opts) : absent(us);
   norms.allocate(save, T, N, H, 0, us);
   const at::Tensor a_hh = ln_gain(norms.hh);
   const at::Tensor b_hh = lnh ? norms.hh->select(0, 1).contiguous() : at::Tensor();
@@ -255,7 +255,7 @@ Out5 ctrnn_sequence_backward(
   at::Tensor tau = at::exp(log_tau).contiguous();
   at::Tensor inv_tau = at::reciprocal(tau);
   at::Tensor a = dt_input ? at::Tensor() : (inv_tau * dt).contiguous();
-  at::Tensor dus = at::empty({T, N, U}, opts);  // [a D_t (; d dt_t)]
+  at::Tensor dus = sequence_buffer({T, N, U}, opts);  // [a D_t (; d dt_t)]
   at::Tensor ad = dus.narrow(2, 0, H);
   at::Tensor dh0 = at::empty({N, H}, opts);
   const bool lnh = ln_hh.has_value();
@@ -264,7 +264,7 @@ Out5 ctrnn_sequence_backward(
     return {dus, dh0, at::zeros({H, H}, opts), at::zeros({H}, opts),
             lnh ? at::zeros({2, H}, opts) : absent(us)};
   }
-  at::Tensor drn = lnh ? at::empty({T, N, H}, opts) : absent(us);  // d(W m p_{t-1})
+  at::Tensor drn = lnh ? sequence_buffer({T, N, H}, opts) : absent(us);  // d(W m p_{t-1})
   const at::Tensor rn_c = rn.contiguous(), sd = rstd.contiguous();
   const at::Tensor a_hh = ln_gain(ln_hh);
   at::Tensor es = at::empty({2, N, H}, opts);  // E_t, E_{t-1}

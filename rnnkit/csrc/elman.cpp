@@ -50,7 +50,7 @@ Out7 elman_sequence(
   Norms norms(ln_ih, ln_hh, std::nullopt);
   norms.allocate(true, T, N, H, 0, x);
   // u_t + b_ih + b_hh for every step: one GEMM, written straight into the after-slots
-  at::Tensor hs = at::empty({T + 1, N, H}, x.options());
+  at::Tensor hs = sequence_buffer({T + 1, N, H}, x.options());
   at::Tensor bias;
   if (b_ih.has_value()) bias = b_hh.has_value() ? *b_ih + *b_hh : *b_ih;
   bias = norms.bias(bias);
@@ -113,7 +113,7 @@ Out7 elman_sequence(
       reg.merge(t, h_out, h_in, 0);
     }
   });
-  at::Tensor ys = after.clone();
+  at::Tensor ys = sequence_copy(after);
   if (valid.has_value()) ys.mul_(valid->unsqueeze(2));
   return {ys, hs.select(0, st.last()).clone(), hs, norms.xn, norms.rn, norms.cn, norms.rstd};
 }
@@ -136,9 +136,9 @@ elman_sequence_backward(
   Regularize reg(drop, zone);
   at::Tensor gy = reg.zoning() ? grad_ys.contiguous().clone() : grad_ys.contiguous();
   at::Tensor hs_c = hs.contiguous();
-  at::Tensor da = at::empty({T, N, H}, x.options());
+  at::Tensor da = sequence_buffer({T, N, H}, x.options());
   // d(W_hh h_{t-1}) through LN_hh
-  at::Tensor dR = ln_hh ? at::empty({T, N, H}, x.options()) : at::Tensor();
+  at::Tensor dR = ln_hh ? sequence_buffer({T, N, H}, x.options()) : at::Tensor();
   at::Tensor rn_c = rn.contiguous(), sd = rstd.contiguous();
   at::Tensor a_hh = ln_gain(ln_hh);
   at::Tensor dh = grad_h_T.contiguous().clone();

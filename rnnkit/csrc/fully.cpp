@@ -90,8 +90,8 @@ Out9 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
   const bool zoning = reg.zoning();
   const Slots ss(save, T + 1, 2, N, S, us.options());
   // [h~ ; y~]_t before zoneout's merge, for the backward (zoneout's slots hold the zoned state)
-  at::Tensor pre = save && zoning ? at::empty({T, N, S}, us.options()) : absent(us);
-  at::Tensor ys = at::empty({T, N, O}, us.options());
+  at::Tensor pre = save && zoning ? sequence_buffer({T, N, S}, us.options()) : absent(us);
+  at::Tensor ys = sequence_buffer({T, N, O}, us.options());
   at::Tensor first = ss[st.first()];
   first.narrow(1, 0, H).copy_(h0);
   first.narrow(1, H, O).copy_(y0);
@@ -219,8 +219,8 @@ Out8 fully_sequence_backward(
   const at::Tensor rn_c = lnh ? rn.contiguous() : at::Tensor();
   const at::Tensor sd = lnh ? rstd.contiguous() : at::Tensor();
   const at::Tensor g_hh = ln_gain(ln_hh);
-  at::Tensor dd = at::empty({T, N, S}, ss.options());  // [da ; dz] ([dp ; dz] with LN_hh)
-  at::Tensor du = at::empty({T, N, H}, ss.options());  // da again, laid out as us
+  at::Tensor dd = sequence_buffer({T, N, S}, ss.options());  // [da ; dz] ([dp ; dz] with LN_hh)
+  at::Tensor du = sequence_buffer({T, N, H}, ss.options());  // da again, laid out as us
   at::Tensor dm = at::cat({grad_h_T, grad_y_T}, 1);     // [dh ; dy], (N, S)
   at::Tensor dm_next = at::empty_like(dm);
   const Product back_y(w_hy.t(), N);                   // dz_t W_hy

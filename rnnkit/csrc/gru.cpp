@@ -49,17 +49,19 @@ Out9 gru_sequence(
   Norms norms(ln_ih, ln_hh, std::nullopt);
   norms.allocate(true, T, N, H3, 0, x);
   at::Tensor x2 = x.reshape({T * N, x.size(2)});
-  at::Tensor us;
+  at::Tensor us = sequence_buffer({T * N, H3}, x.options());
   if (ln_ih) {
-    us = at::mm(x2, w_ih.t());
+    at::mm_out(us, x2, w_ih.t());
     norms.input(us, T, N);
     us.add_(plus_beta(b_ih ? *b_ih : at::Tensor(), ln_ih));
+  } else if (b_ih.has_value()) {
+    at::addmm_out(us, *b_ih, x2, w_ih.t());
   } else {
-    us = b_ih.has_value() ? at::addmm(*b_ih, x2, w_ih.t()) : at::mm(x2, w_ih.t());
+    at::mm_out(us, x2, w_ih.t());
   }
   us = us.view({T, N, H3});
   // gs[t] = [b_hr, b_hz, b_hn] before the step's addmm_ adds h_{t-1} W_hh^T
-  at::Tensor gs = at::empty({T, N, H3}, x.options());
+  at::Tensor gs = sequence_buffer({T, N, H3}, x.options());
   at::Tensor b_g = plus_beta(b_hh ? *b_hh : at::Tensor(), ln_hh);
   if (b_g.defined()) {
     gs.copy_(b_g.view({1, 1, H3}).expand({T, N, H3}));
@@ -69,8 +71,8 @@ Out9 gru_sequence(
   // W_hh h_{t-1} before LN_hh, and its gain
   at::Tensor rbuf = ln_hh ? at::empty({N, H3}, x.options()) : at::Tensor();
   at::Tensor a_hh = ln_gain(ln_hh);
-  at::Tensor ns = at::empty({T, N, H}, x.options());
-  at::Tensor hs = at::empty({T + 1, N, H}, x.options());
+  at::Tensor ns = sequence_buffer({T, N, H}, x.options());
+  at::Tensor hs = sequence_buffer({T + 1, N, H}, x.options());
   hs.select(0, st.first()).copy_(h0);
   const Product rec(w_hh, N);  // h_{t-1} W_hh^T
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_sequence", [&] {
@@ -132,7 +134,7 @@ Out9 gru_sequence(
       reg.merge(t, hs.select(0, t + st.off_out()), hs.select(0, t + st.off_in()), 0);
     }
   });
-  at::Tensor ys = hs.narrow(0, st.off_out(), T).clone();
+  at::Tensor ys = sequence_copy(hs.narrow(0, st.off_out(), T));
   if (valid.has_value()) ys.mul_(valid->unsqueeze(2));
   return {ys, hs.select(0, st.last()).clone(), hs, gs, ns,
           norms.xn, norms.rn, norms.cn, norms.rstd};
@@ -157,10 +159,10 @@ gru_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T, con
   Regularize reg(drop, zone);
   at::Tensor gy = reg.zoning() ? grad_ys.contiguous().clone() : grad_ys.contiguous(), hs_c = hs.contiguous(), gs_c = gs.contiguous(),
              ns_c = ns.contiguous();
-  at::Tensor dG = at::empty({T, N, H3}, x.options());  // [da^r, da^z, dg^n]
-  at::Tensor dU = at::empty({T, N, H3}, x.options());  // [da^r, da^z, da^n]
+  at::Tensor dG = sequence_buffer({T, N, H3}, x.options());  // [da^r, da^z, dg^n]
+  at::Tensor dU = sequence_buffer({T, N, H3}, x.options());  // [da^r, da^z, da^n]
   // d(W_hh h_{t-1}) through LN_hh
-  at::Tensor dR = ln_hh ? at::empty({T, N, H3}, x.options()) : at::Tensor();
+  at::Tensor dR = ln_hh ? sequence_buffer({T, N, H3}, x.options()) : at::Tensor();
   at::Tensor rn_c = rn.contiguous(), sd = rstd.contiguous();
   at::Tensor a_hh = ln_gain(ln_hh);
   at::Tensor dh = grad_h_T.contiguous().clone();

@@ -82,7 +82,7 @@ Out8 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& y0, const
   const Slots ss(save, T + 1, 2, N, O, us.options());
   Norms norms(std::nullopt, ln_hh, std::nullopt);  // (the input site is in us)
   norms.allocate(save, T, N, H, 0, us);
-  at::Tensor ys = at::empty({T, N, O}, us.options());
+  at::Tensor ys = sequence_buffer({T, N, O}, us.options());
   ss[st.first()].copy_(y0);
   // b_yh (+ beta of LN_hh)
   at::Tensor bh = norms.bias(b_yh ? *b_yh : at::Tensor());
@@ -197,10 +197,10 @@ Out7 jordan_sequence_backward(
   if (reg.zoning()) {
     yt = at::mm(hs_c.view({T * N, H}), w_hy.t()).view({T, N, O});
   }
-  at::Tensor da = at::empty({T, N, H}, hs.options());
-  at::Tensor dz = at::empty({T, N, O}, hs.options());
+  at::Tensor da = sequence_buffer({T, N, H}, hs.options());
+  at::Tensor dz = sequence_buffer({T, N, O}, hs.options());
   const bool lnh = ln_hh.has_value();
-  at::Tensor drn = lnh ? at::empty({T, N, H}, hs.options()) : absent(hs);  // d(W_yh r y_{t-1})
+  at::Tensor drn = lnh ? sequence_buffer({T, N, H}, hs.options()) : absent(hs);  // d(W_yh r y_{t-1})
   const at::Tensor rn_c = rn.contiguous(), sd = rstd.contiguous();
   const at::Tensor a_hh = ln_gain(ln_hh);
   at::Tensor dy = grad_y_T.contiguous().clone();

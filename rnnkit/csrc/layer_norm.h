@@ -179,7 +179,7 @@ struct Norms {
       return;
     }
     const int64_t steps = keep ? T : 1;
-    xn = ih && keep ? at::empty({T, N, G}, like.options()) : absent(like);
+    xn = ih && keep ? sequence_buffer({T, N, G}, like.options()) : absent(like);
     rn = hh ? at::empty({steps, N, G}, like.options()) : absent(like);
     cn = c ? at::empty({steps, N, Hc}, like.options()) : absent(like);
     rstd = at::zeros({3, T, N}, like.options());

@@ -72,13 +72,15 @@ Out12 run_forward(bool save, const at::Tensor& x, const at::Tensor& h0, const at
   if (b_ih.has_value()) bias = b_hh.has_value() ? *b_ih + *b_hh : *b_ih;
   else if (b_hh.has_value()) bias = *b_hh;
   bias = norms.bias(bias);
-  at::Tensor gates;
+  at::Tensor gates = sequence_buffer({T * N, H4}, x.options());
   if (norms.ih) {
-    gates = at::mm(x2, w_ih.t());
+    at::mm_out(gates, x2, w_ih.t());
     norms.input(gates, T, N);
     if (bias.defined()) gates.add_(bias);
+  } else if (bias.defined()) {
+    at::addmm_out(gates, bias, x2, w_ih.t());
   } else {
-    gates = bias.defined() ? at::addmm(bias, x2, w_ih.t()) : at::mm(x2, w_ih.t());
+    at::mm_out(gates, x2, w_ih.t());
   }
   gates = gates.view({T, N, H4});
   // W_hh h_{t-1} before LN_hh (N, 4H), and the gains of LN_hh and LN_c and LN_c's bias
@@ -86,10 +88,10 @@ Out12 run_forward(bool save, const at::Tensor& x, const at::Tensor& h0, const at
   at::Tensor a_hh = ln_gain(norms.hh);
   at::Tensor a_c = ln_gain(norms.c);
   at::Tensor b_c = norms.c ? norms.c->select(0, 1).contiguous() : at::Tensor();
-  at::Tensor hs = at::empty({T + 1, N, R}, x.options());
-  at::Tensor cs = at::empty({T + 1, N, H}, x.options());
-  at::Tensor ks = tanh_phi && save ? at::empty({T, N, H}, x.options()) : absent(x);
-  at::Tensor rs = proj ? at::empty({T, N, H}, x.options()) : absent(x);
+  at::Tensor hs = sequence_buffer({T + 1, N, R}, x.options());
+  at::Tensor cs = sequence_buffer({T + 1, N, H}, x.options());
+  at::Tensor ks = tanh_phi && save ? sequence_buffer({T, N, H}, x.options()) : absent(x);
+  at::Tensor rs = proj ? sequence_buffer({T, N, H}, x.options()) : absent(x);
   hs.select(0, st.first()).copy_(h0);
   cs.select(0, st.first()).copy_(c0);
   at::Tensor wp = w_peep.has_value() ? w_peep->contiguous() : at::Tensor();
@@ -226,7 +228,7 @@ Out12 run_forward(bool save, const at::Tensor& x, const at::Tensor& h0, const at
       reg.merge(t, cs.select(0, s_out), cs.select(0, s_in), R);
     }
   });
-  at::Tensor ys = hs.narrow(0, st.off_out(), T).clone();
+  at::Tensor ys = sequence_copy(hs.narrow(0, st.off_out(), T));
   if (valid.has_value()) ys.mul_(valid->unsqueeze(2));
   return {ys, hs.select(0, st.last()).clone(), cs.select(0, st.last()).clone(),
           gates, hs, cs, ks, rs, norms.xn, norms.rn, norms.cn, norms.rstd};
@@ -286,14 +288,14 @@ Out12 lstm_sequence_backward(
     at::Tensor g4 = gz.view({T, N, 4, H});
     ct = g4.select(2, 1) * cs_c.narrow(0, st.off_in(), T) + g4.select(2, 0) * g4.select(2, 2);
   }
-  at::Tensor dz = at::empty({T, N, H4}, x.options());
-  at::Tensor es = proj ? at::empty({T, N, R}, x.options()) : absent(x);  // e_t (projection)
+  at::Tensor dz = sequence_buffer({T, N, H4}, x.options());
+  at::Tensor es = proj ? sequence_buffer({T, N, R}, x.options()) : absent(x);  // e_t (projection)
   at::Tensor dr = proj ? at::empty({N, H}, x.options()) : absent(x);
   const bool lnc = ln_c.has_value(), lnh = ln_hh.has_value();
   // dc~ apart from the gates' pass: for a full peephole, and for LN_c (a row reduction first)
   at::Tensor dct = peep == Peep::full || lnc ? at::empty({N, H}, x.options()) : absent(x);
-  at::Tensor as = lnc ? at::empty({T, N, H}, x.options()) : absent(x);  // a = dr o phi'
-  at::Tensor drn = lnh ? at::empty({T, N, H4}, x.options()) : absent(x);  // d(W_hh h_{t-1})
+  at::Tensor as = lnc ? sequence_buffer({T, N, H}, x.options()) : absent(x);  // a = dr o phi'
+  at::Tensor drn = lnh ? sequence_buffer({T, N, H4}, x.options()) : absent(x);  // d(W_hh h_{t-1})
   at::Tensor rn_c = rn.contiguous(), cn_c = cn.contiguous(), sd = rstd.contiguous();
   at::Tensor a_hh = ln_gain(ln_hh);
   at::Tensor a_c = ln_gain(ln_c);
@@ -455,10 +457,17 @@ Out12 lstm_sequence_backward(
   at::Tensor c_new = ct.defined() ? ct : cs_c.narrow(0, st.off_out(), T);
   at::Tensor db = (b_ih || b_hh) ? dz2.sum(0) : absent(x);
   at::Tensor d_peep = absent(x);
-  if (peep == Peep::diagonal) {
-    at::Tensor dz4 = dz.view({T, N, 4, H});
-    d_peep = at::cat({(dz4.narrow(2, 0, 2) * c_prev.unsqueeze(2)).sum({0, 1}).view({2 * H}),
-                      (dz4.select(2, 3) * c_new).sum({0, 1})});
+  if (peep == Peep::diagonal) {  // [sum dz^i c_{t-1} ; sum dz^f c_{t-1} ; sum dz^o c~_t]
+    const at::Tensor cp = c_prev.contiguous(), cn = c_new.contiguous();
+    d_peep = at::empty({3 * H}, x.options());
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_peephole_grad", [&] {
+      const scalar_t* d = dz.data_ptr<scalar_t>();
+      scalar_t* out = d_peep.data_ptr<scalar_t>();
+      const scalar_t* p = cp.data_ptr<scalar_t>();
+      column_dot(d, H4, p, H, T * N, H, out);               // i
+      column_dot(d + H, H4, p, H, T * N, H, out + H);       // f
+      column_dot(d + 3 * H, H4, cn.data_ptr<scalar_t>(), H, T * N, H, out + 2 * H);  // o
+    });
   } else if (peep == Peep::full) {
     d_peep = at::cat({at::mm(dz2.narrow(1, 0, 2 * H).t(), c_prev.reshape({T * N, H})),
                       at::mm(dz2.narrow(1, 3 * H, H).t(), c_new.reshape({T * N, H}))});

@@ -15,9 +15,70 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <optional>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 namespace rnnkit {
+
+// A buffer as long as the sequence (saved gates and states, their gradients): on Linux, from
+// 2 MB upward, in 2 MB-aligned memory advised to transparent huge pages (MADV_HUGEPAGE), as
+// torch's own allocator does only under THP_MEM_ALLOC_ENABLE=1. Such buffers are freed after
+// every backward and, at H = 512, T = 200, are tens of MB: with 4 KB pages a training step
+// page-faults tens of thousands of times (a peephole LSTM: ~27,000 a step), with huge pages a
+// few hundred. RNNKIT_HUGE_PAGES=0 turns it off (plain at::empty).
+inline bool huge_pages() {
+  static const bool on = [] {
+    const char* v = std::getenv("RNNKIT_HUGE_PAGES");
+    return v == nullptr || std::string(v) != "0";
+  }();
+  return on;
+}
+
+inline at::Tensor sequence_buffer(at::IntArrayRef sizes, const at::TensorOptions& options) {
+#if defined(__linux__)
+  constexpr size_t kHuge = size_t(2) << 20;
+  const size_t bytes = size_t(c10::multiply_integers(sizes)) * options.dtype().itemsize();
+  if (huge_pages() && options.device().is_cpu() && bytes >= kHuge) {
+    const size_t rounded = (bytes + kHuge - 1) / kHuge * kHuge;
+    if (void* p = std::aligned_alloc(kHuge, rounded)) {
+      madvise(p, rounded, MADV_HUGEPAGE);  // (advice: where THP is off it changes nothing)
+      return at::from_blob(p, sizes, [](void* q) { std::free(q); }, options);
+    }
+  }
+#endif
+  return at::empty(sizes, options);
+}
+
+// out[j] = sum over the M rows r of a[r, j] b[r, j], j < G (rows at strides a_row, b_row, unit
+// column stride): one pass down the rows, threads over vector-wide column blocks, no (M, G)
+// product temporary (a whole-sequence gradient such as the diagonal peepholes').
+template <typename s>
+inline void column_dot(const s* a, int64_t a_row, const s* b, int64_t b_row, int64_t M,
+                       int64_t G, s* out) {
+  using V = at::vec::Vectorized<s>;
+  std::fill(out, out + G, s(0));
+  const int64_t blocks = (G + V::size() - 1) / V::size();
+  at::parallel_for(0, blocks, std::max<int64_t>(1, 8192 / std::max<int64_t>(1, M)),
+                   [&](int64_t b0, int64_t b1) {
+    const int64_t c0 = b0 * V::size(), c1 = std::min(G, b1 * V::size());
+    for (int64_t r = 0; r < M; ++r) {
+      const s* ar = a + r * a_row;
+      const s* br = b + r * b_row;
+      int64_t j = c0;
+      for (; j + V::size() <= c1; j += V::size())
+        (V::loadu(out + j) + V::loadu(ar + j) * V::loadu(br + j)).store(out + j);
+      for (; j < c1; ++j) out[j] += ar[j] * br[j];
+    }
+  });
+}
+
+// A contiguous copy of `t` in a sequence_buffer (an op's output ys).
+inline at::Tensor sequence_copy(const at::Tensor& t) {
+  return sequence_buffer(t.sizes(), t.options()).copy_(t);
+}
 
 struct Steps {
   int64_t T;

@@ -74,11 +74,11 @@ Out8 run_forward(bool save, const at::Tensor& us_in, const at::Tensor& h0, const
   at::Tensor g_hh = ln_gain(norms.hh);
   at::Tensor b_hh = norms.hh ? norms.hh->select(0, 1).contiguous() : at::Tensor();
   at::Tensor al = alpha.has_value() ? alpha->contiguous() : at::Tensor();
-  at::Tensor ss = at::empty({T + 1, N, W}, us.options());
-  at::Tensor ys = save ? at::empty({T, N, W}, us.options()) : at::Tensor();
+  at::Tensor ss = sequence_buffer({T + 1, N, W}, us.options());
+  at::Tensor ys = save ? sequence_buffer({T, N, W}, us.options()) : at::Tensor();
   // zoning: the zone weights read by the context loop, and s~ (T, N, S) kept apart for P s~
   at::Tensor zc = reg.zoning() ? zone->contiguous() : at::Tensor();
-  at::Tensor s_new = reg.zoning() ? at::empty({T, N, S}, us.options()) : at::Tensor();
+  at::Tensor s_new = reg.zoning() ? sequence_buffer({T, N, S}, us.options()) : at::Tensor();
   ss.select(0, st.first()).narrow(1, 0, H).copy_(h0);
   ss.select(0, st.first()).narrow(1, H, S).copy_(s0);
   at::Tensor after = ss.narrow(0, st.off_out(), T);  // (T, N, H + S), contiguous
@@ -219,7 +219,7 @@ scrn_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T,
   at::Tensor ss_c = ss.contiguous();
   at::Tensor zc = reg.zoning() ? zone->contiguous() : at::Tensor();
   at::Tensor al = alpha.has_value() ? alpha->contiguous() : at::Tensor();
-  at::Tensor du = at::empty({T, N, W}, us.options());  // [ds~_t ; da_t]
+  at::Tensor du = sequence_buffer({T, N, W}, us.options());  // [ds~_t ; da_t]
   at::Tensor da = du.narrow(2, S, H);
   at::Tensor dh = grad_h_T.contiguous().clone();
   at::Tensor dh_next = at::empty_like(dh);
@@ -236,7 +236,7 @@ scrn_sequence_backward(const at::Tensor& grad_ys, const at::Tensor& grad_h_T,
   }
   at::Tensor da2 = da.reshape({T * N, H});  // (a view: du's rows)
   const bool lnh = ln_hh.has_value();
-  at::Tensor drn = lnh ? at::empty({T, N, H}, us.options()) : at::Tensor();  // dr_t
+  at::Tensor drn = lnh ? sequence_buffer({T, N, H}, us.options()) : at::Tensor();  // dr_t
   at::Tensor rn_c = lnh ? rn.contiguous() : at::Tensor();
   at::Tensor sd = lnh ? rstd.contiguous() : at::Tensor();
   at::Tensor g_hh = ln_gain(ln_hh);
