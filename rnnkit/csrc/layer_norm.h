@@ -80,38 +80,15 @@ inline at::Tensor plus_beta(const at::Tensor& b, const std::optional<at::Tensor>
 }
 
 // A site's parameter gradient (2, G): [sum of dy xn; sum of dy] over all rows of dy, xn (M, G).
-// One pass down the rows, each thread a block of columns, no (M, G) temporary (dy * xn then a sum
-// allocated one as large as the sequence's gates, a page-faulting fresh allocation each step).
+// One pass down the rows (column_dot), no (M, G) temporary: dy * xn then a sum allocated one
+// as large as the sequence's gates, a page-faulting fresh allocation each step.
 inline at::Tensor ln_param_grad(const at::Tensor& dy, const at::Tensor& xn) {
   const int64_t G = dy.size(-1);
   const at::Tensor dy2 = dy.reshape({-1, G}).contiguous(), xn2 = xn.reshape({-1, G}).contiguous();
-  const int64_t M = dy2.size(0);
-  at::Tensor out = at::zeros({2, G}, dy.options());
+  at::Tensor out = at::empty({2, G}, dy.options());
   AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "ln_param_grad", [&] {
-    using V = Vec<scalar_t>;
-    const scalar_t* d = dy2.data_ptr<scalar_t>();
-    const scalar_t* x = xn2.data_ptr<scalar_t>();
-    scalar_t* ga = out.data_ptr<scalar_t>();
-    scalar_t* gb = ga + G;
-    const int64_t blocks = (G + V::size() - 1) / V::size();  // vector-wide column blocks
-    at::parallel_for(0, blocks, std::max<int64_t>(1, 8192 / std::max<int64_t>(1, M)),
-                     [&](int64_t b0, int64_t b1) {
-      const int64_t c0 = b0 * V::size(), c1 = std::min(G, b1 * V::size());
-      for (int64_t r = 0; r < M; ++r) {
-        const scalar_t* dr = d + r * G;
-        const scalar_t* xr = x + r * G;
-        int64_t j = c0;
-        for (; j + V::size() <= c1; j += V::size()) {
-          const V dv = V::loadu(dr + j);
-          (V::loadu(ga + j) + dv * V::loadu(xr + j)).store(ga + j);
-          (V::loadu(gb + j) + dv).store(gb + j);
-        }
-        for (; j < c1; ++j) {
-          ga[j] += dr[j] * xr[j];
-          gb[j] += dr[j];
-        }
-      }
-    });
+    scalar_t* o = out.data_ptr<scalar_t>();
+    column_dot(dy2.data_ptr<scalar_t>(), G, xn2.data_ptr<scalar_t>(), G, dy2.size(0), G, o, o + G);
   });
   return out;
 }

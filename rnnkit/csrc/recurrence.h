@@ -53,13 +53,15 @@ inline at::Tensor sequence_buffer(at::IntArrayRef sizes, const at::TensorOptions
 }
 
 // out[j] = sum over the M rows r of a[r, j] b[r, j], j < G (rows at strides a_row, b_row, unit
-// column stride): one pass down the rows, threads over vector-wide column blocks, no (M, G)
-// product temporary (a whole-sequence gradient such as the diagonal peepholes').
+// column stride), and where sum_a is given, sum_a[j] = sum of a[r, j], in the same pass: one
+// pass down the rows, threads over vector-wide column blocks, no (M, G) product temporary (a
+// whole-sequence gradient: the diagonal peepholes', a layer norm's gain and bias).
 template <typename s>
 inline void column_dot(const s* a, int64_t a_row, const s* b, int64_t b_row, int64_t M,
-                       int64_t G, s* out) {
+                       int64_t G, s* out, s* sum_a = nullptr) {
   using V = at::vec::Vectorized<s>;
   std::fill(out, out + G, s(0));
+  if (sum_a) std::fill(sum_a, sum_a + G, s(0));
   const int64_t blocks = (G + V::size() - 1) / V::size();
   at::parallel_for(0, blocks, std::max<int64_t>(1, 8192 / std::max<int64_t>(1, M)),
                    [&](int64_t b0, int64_t b1) {
@@ -68,9 +70,15 @@ inline void column_dot(const s* a, int64_t a_row, const s* b, int64_t b_row, int
       const s* ar = a + r * a_row;
       const s* br = b + r * b_row;
       int64_t j = c0;
-      for (; j + V::size() <= c1; j += V::size())
-        (V::loadu(out + j) + V::loadu(ar + j) * V::loadu(br + j)).store(out + j);
-      for (; j < c1; ++j) out[j] += ar[j] * br[j];
+      for (; j + V::size() <= c1; j += V::size()) {
+        const V av = V::loadu(ar + j);
+        (V::loadu(out + j) + av * V::loadu(br + j)).store(out + j);
+        if (sum_a) (V::loadu(sum_a + j) + av).store(sum_a + j);
+      }
+      for (; j < c1; ++j) {
+        out[j] += ar[j] * br[j];
+        if (sum_a) sum_a[j] += ar[j];
+      }
     }
   });
 }
