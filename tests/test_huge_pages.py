@@ -1,5 +1,5 @@
 """The compiled ops' sequence-long buffers in huge pages (csrc/recurrence.h, sequence_buffer):
-from 2 MB up they start on a 2 MB boundary; RNNKIT_HUGE_PAGES=0 gives plain allocations and the
+from 32 MB up they start on a 2 MB boundary; RNNKIT_HUGE_PAGES=0 gives plain allocations and the
 same numbers."""
 
 import subprocess
@@ -12,12 +12,12 @@ import rnnkit.ops as ops
 pytestmark = pytest.mark.skipif(not ops.compiled() or not sys.platform.startswith("linux"),
                                 reason="the compiled CPU ops on Linux")
 
-# one LSTM op call, whose saved gates (T N, 4H) are 4 MB: prints
+# one LSTM op call, whose saved gates (T N, 4H) are 32 MB: prints
 # whether they start on a 2 MB boundary, then the outputs' sum
 CALL = """
 import torch, rnnkit.ops
 torch.manual_seed(0)
-T, N, I, H = 64, 32, 8, 128
+T, N, I, H = 512, 32, 8, 128
 args = [torch.randn(T, N, I), torch.zeros(N, H), torch.zeros(N, H), torch.randn(4 * H, I),
         torch.randn(4 * H, H) / 10, None, None, None, None, None, "none", True, True, False]
 out = torch.ops.rnnkit.lstm_sequence(*args)
@@ -37,5 +37,5 @@ def run(env: dict) -> list[str]:
 
 def test_large_buffers_on_huge_page_boundaries_and_the_same_numbers_without():
     on, off = run({"RNNKIT_HUGE_PAGES": "1"}), run({"RNNKIT_HUGE_PAGES": "0"})
-    assert on[0] == "True"  # the 4 MB gates: 2 MB-aligned
+    assert on[0] == "True"  # the 32 MB gates: 2 MB-aligned
     assert on[1] == off[1]  # bit for bit

@@ -24,11 +24,13 @@
 namespace rnnkit {
 
 // A buffer as long as the sequence (saved gates and states, their gradients): on Linux, from
-// 2 MB upward, in 2 MB-aligned memory advised to transparent huge pages (MADV_HUGEPAGE), as
+// 32 MB upward, in 2 MB-aligned memory advised to transparent huge pages (MADV_HUGEPAGE), as
 // torch's own allocator does only under THP_MEM_ALLOC_ENABLE=1. Such buffers are freed after
-// every backward and, at H = 512, T = 200, are tens of MB: with 4 KB pages a training step
-// page-faults tens of thousands of times (a peephole LSTM: ~27,000 a step), with huge pages a
-// few hundred. RNNKIT_HUGE_PAGES=0 turns it off (plain at::empty).
+// every backward, and above glibc's largest mmap threshold (32 MB) malloc maps them afresh each
+// time: with 4 KB pages a step at H = 512, T = 200 page-faults tens of thousands of times (a
+// peephole LSTM: ~27,000), with huge pages a few thousand. Below 32 MB malloc reuses its heap,
+// and forcing those through fresh huge pages made an H = 128 step 2x slower (each step zeroing
+// whole 2 MB pages). RNNKIT_HUGE_PAGES=0 turns it off (plain at::empty).
 inline bool huge_pages() {
   static const bool on = [] {
     const char* v = std::getenv("RNNKIT_HUGE_PAGES");
@@ -39,9 +41,9 @@ inline bool huge_pages() {
 
 inline at::Tensor sequence_buffer(at::IntArrayRef sizes, const at::TensorOptions& options) {
 #if defined(__linux__)
-  constexpr size_t kHuge = size_t(2) << 20;
+  constexpr size_t kHuge = size_t(2) << 20, kFrom = size_t(32) << 20;
   const size_t bytes = size_t(c10::multiply_integers(sizes)) * options.dtype().itemsize();
-  if (huge_pages() && options.device().is_cpu() && bytes >= kHuge) {
+  if (huge_pages() && options.device().is_cpu() && bytes >= kFrom) {
     const size_t rounded = (bytes + kHuge - 1) / kHuge * kHuge;
     if (void* p = std::aligned_alloc(kHuge, rounded)) {
       madvise(p, rounded, MADV_HUGEPAGE);  // (advice: where THP is off it changes nothing)
