@@ -60,7 +60,9 @@ NOTES = [
     "backward. At H=128 with glibc's defaults much of its cost is page faults: a layer-"
     "normalized peephole LSTM's step faulted 5,200 times (2,900 after the gain gradients "
     "stopped allocating a (T N, 4H) product), the plain one's none; with freed memory kept, "
-    "1.22x instead of 1.47x.",
+    "1.22x instead of 1.47x on one thread. On 2 threads the `regularize-kept` table shows the "
+    "gain for the GRU and Elman (1.27 against 1.54, 1.11 against 1.30 in the 2026-12-07 runs) "
+    "but not clearly for the others: run to run a row moves by ~10% here.",
 ]
 
 
