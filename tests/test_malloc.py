@@ -43,8 +43,12 @@ def test_freed_memory_is_not_faulted_back_in(monkeypatch):
                              text=True, check=True)
         return int(out.stdout.split()[-1])
 
-    default, kept = faults("default"), faults("keep")
-    assert default > 5000 and kept < default / 10, (default, kept)
+    # kept: the 40 MB come back from the heap with (almost) no faults. (Without it glibc's
+    # defaults fault them all in again, ~10,000 pages, where nothing else sits on the top of
+    # the heap; in the full suite's run once something did and it faulted 256 times: the
+    # default's count depends on the heap's layout, so only the kept one is asserted.)
+    kept = faults("keep")
+    assert kept < 1000, kept
 
 
 def test_off_by_environment_or_the_users_own_setting(monkeypatch):
