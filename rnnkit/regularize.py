@@ -130,7 +130,7 @@ class Regularizers:
             drop = like.new_empty(N, cell.recurrent_input_size).bernoulli_(keep).div_(keep)
         if self.zoneout:
             sizes = zoned_sizes(cell)
-            if training:  # one draw for all zoned leaves, each columns' p
+            if training:  # one draw for all zoned leaves, each column at its leaf's p
                 probs = [p for s, p in zip(sizes, self.zoneout, strict=True) for _ in range(s)]
                 zone = bernoulli((T, N, sum(sizes)), probs, like)
             else:
