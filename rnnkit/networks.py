@@ -176,17 +176,19 @@ class RecurrentNetwork(nn.Module):
         stack = self._modules["stack"]
         cached = self.__dict__.get("_cells_cache")
         if cached is None or cached[0] is not stack:
-            cells = []
+            cells, recurrents = [], []
             for l, layer in enumerate(stack.layers):
                 directions = [layer.fwd, layer.bwd] if isinstance(layer, Bidirectional) \
                     else [layer]
                 cells += [(l, d, rec.cell) for d, rec in enumerate(directions)]
-            cached = self.__dict__["_cells_cache"] = (stack, cells)
+                recurrents += directions
+            cached = self.__dict__["_cells_cache"] = (stack, cells, recurrents)
         return cached[1]
 
     @property
     def fused(self) -> bool:
-        return all(m.fused for m in self.modules() if isinstance(m, Recurrent))
+        self._cells()  # (fills the cache: walking self.modules() every forward cost ~15 us)
+        return all(r.fused for r in self.__dict__["_cells_cache"][2])
 
     @fused.setter
     def fused(self, value: bool) -> None:
