@@ -240,76 +240,75 @@ def speedup(r: dict) -> str:
 
 
 # Why a target is missed, by target and cell: the explanation written under its misses.
+FIXED = ("A call's fixed cost (the module's Python, the op's autograd node, the backward engine: "
+         "the fixed-cost table, 0.3-0.45 ms a train step for every network, torch.nn.LSTM's "
+         "too) is 16-30% of this cell's floor at H=128, T=50")
 WHY = {
     "train_floor": {
         "lstm": (
-            "rnnkit.LSTM and RecurrentNetwork('lstm') call torch's own LSTM kernel (oneDNN), which "
-            "runs at 1.1-1.45x this floor; rnnkit's compiled LSTM op (native=False) measured "
-            "1.04-1.12x at H=512 and 1.4-1.45x at H=128 (benchmarks/ops_gain.py has it against "
-            "the pure-torch loop)."),
+            "rnnkit.LSTM and RecurrentNetwork('lstm') call torch's own LSTM kernel (oneDNN): "
+            "their ratio is torch.nn.LSTM's, in the row beside. rnnkit's compiled LSTM op "
+            "(native=False) is in benchmarks/ops_gain.py."),
         "peephole_lstm": (
-            "The compiled LSTM op: 1.1-1.2x at H=512, 1.55x at H=128. A step's products take "
-            "~50 µs at H=128; the rest of the step (its GEMM issued through ATen, the pointwise "
-            "pass, the saved buffers' memory traffic) is a third of that. Tried and measured "
-            "within this machine's noise (±3%): the step's GEMM split by columns across the "
-            "threads (13-18% faster alone than MKL's own threading), GEMMs with beta = 1 into "
-            "zeroed outputs. Left: a persistent fused step."),
-        "gru": "The compiled GRU op: as for the LSTM op, 1.13-1.17x at H=512, 1.55-1.7x at H=128.",
+            "The compiled LSTM op with the peephole terms in its pointwise pass: within 1.1x at "
+            "H=512, T=200; elsewhere a step's fixed costs (its GEMM issued through ATen, a "
+            "fork/join of the pointwise pass each way, the saved buffers' traffic) weigh against "
+            "products of ~50 µs a step at H=128. Tried and measured within this machine's noise "
+            "(±3%): the step's GEMM split by columns across the threads (13-18% faster alone "
+            "than MKL's own threading), GEMMs with beta = 1 into zeroed outputs, a direct sgemm "
+            "call. Left: a persistent fused step (one parallel region for the whole sequence)."),
+        "gru": "The compiled GRU op: as for the peephole LSTM.",
         "elman": (
-            "The compiled Elman op: 1.15-1.2x at H=512, 1.35-1.6x at H=128, where a step's one "
-            "H x H product (32 x 128 x 128: ~9 µs) is small against the step's fixed costs "
-            "(a GEMM call and a fork/join of the pointwise pass a step each way, the op frame)."),
+            f"The compiled Elman op. {FIXED}; and a step's one H x H product (32 x 128 x 128: "
+            "~9 µs) is small against its fixed costs (a GEMM call and a fork/join of the "
+            "pointwise pass each way)."),
         "irnn": "The Elman op (ReLU): as for elman.",
         "jordan": (
             "The compiled Jordan loop (csrc/jordan.cpp): two products a step each way, each a "
-            "separate small GEMM call; 1.15-1.25x at H=512, 1.45-1.5x at H=128 (perf: the loop's "
-            "own code is ~2% of the backward, the rest the products' calls)."),
-        "fully": "The compiled loop: 1.08-1.14x at H=512, 1.3-1.35x at H=128, as for jordan.",
+            "separate small GEMM call (perf: the loop's own code is ~2% of the backward, the "
+            "rest the products' calls); at H=128, T=50 the call's fixed cost is 11% of its "
+            "floor."),
+        "fully": "The compiled loop: within 1.1x at H=512, T=200; as for jordan elsewhere.",
         "clockwork": (
-            "The compiled loop multiplies only the modules due at a step, so its floor is small "
-            "(0.2-0.3 of an LSTM's) and the step's fixed costs weigh most: 1.25-1.35x at H=512, "
-            "1.7-2.1x at H=128 (where it is still 0.3-0.5x torch's LSTM)."),
-        "scrn": "The compiled loop: 1.25-1.3x at H=512, 1.6-1.7x at H=128, as for jordan.",
-        "ctrnn": "The compiled loop: 1.2-1.3x at H=512, 1.5-1.85x at H=128, as for elman.",
+            f"The compiled loop multiplies only the modules due at a step, so its floor is the "
+            f"smallest (0.2-0.3 of an LSTM's), where it is still 0.3-0.5x torch's LSTM. "
+            f"{FIXED}."),
+        "scrn": f"The compiled loop, as for jordan. {FIXED}.",
+        "ctrnn": f"The compiled loop, as for elman. {FIXED}.",
     },
     "train_ratio": {
         "lstm": (
             "These rows call torch's own LSTM kernel, the reference itself, so they sit at 1.0x; "
-            "0.95x would need rnnkit's LSTM op to beat oneDNN's fused LSTM, which it does not "
-            "yet at H=128 (1.3x) and matches at H=512 (1.0x)."),
+            "0.95x would need rnnkit's LSTM op to beat oneDNN's fused LSTM (ops_gain.py)."),
         "peephole_lstm": (
-            "The compiled op with the peephole terms in its pointwise pass: 0.99x torch's LSTM "
-            "at H=512, 1.1-1.45x at H=128, where the step's fixed costs weigh most (see the "
-            "floor target)."),
-        "gru": (
-            "The compiled GRU op, 0.75-0.77x at H=512 and 0.8-1.05x at H=128 (torch's own GRU, "
-            "its row beside, is 1.2-2.1x: its CPU backward is autograd over its cell)."),
+            "The compiled op with the peephole terms in its pointwise pass: at or under torch's "
+            "LSTM at T=200, above it at T=50, where the step's and the call's fixed costs weigh "
+            "most (see the floor target)."),
+        "fully": (
+            "Its products are 0.94-1.2x an LSTM's (5H² against 4H² a step at H=512, fewer input "
+            "products at H=128): judged on its own floor (the first target)."),
     },
     "infer_matched": {
         "lstm": (
             "torch's own kernel, the reference: 1.0x by construction (the aim of 0.8x would need "
             "rnnkit's op to beat it)."),
         "peephole_lstm": (
-            "torch's oneDNN LSTM forward runs at 0.88-0.95x the replayed products (one fused "
+            "torch's oneDNN LSTM forward runs at 0.82-0.91x the replayed products (one fused "
             "primitive, which this 'floor-matched' scale credits to every cell); the compiled "
-            "op's forward runs at 1.07-1.7x its own floor."),
+            "op's forward runs at 1.0-1.3x its own floor."),
         "gru": (
-            "The compiled GRU op's forward (faster than torch's own GRU kernel, itself 1.7-2.0x "
-            "floor-matched): 1.15-1.2x its own floor at H=512, 1.6-1.8x at H=128."),
+            "The compiled GRU op's forward, faster than torch's own GRU kernel (in the row "
+            "beside); as for the peephole LSTM, and 1.0-1.8x its own floor."),
         "elman": (
-            "The compiled Elman op's forward (torch.nn.RNN: 1.8-2.6x floor-matched): 1.2-1.25x "
-            "its own floor at H=512, 1.55-1.65x at H=128, where one small GEMM call a step "
-            "dominates."),
+            "The compiled Elman op's forward, faster than torch.nn.RNN (in the row beside); a "
+            "step's one small GEMM call and its pointwise pass's fork/join, and an inference "
+            "call's fixed cost (0.12-0.17 ms, the fixed-cost table), weigh most at H=128."),
         "irnn": "As for elman.",
-        "jordan": "The loop's forward: 1.15-1.35x its own floor at H=512, 1.5-1.6x at H=128.",
-        "fully": "The loop's forward: 1.17-1.23x its own floor at H=512, 1.3-1.4x at H=128.",
+        "jordan": "The loop's forward: as for elman, with two GEMM calls a step.",
+        "fully": "The loop's forward: as for jordan.",
         "clockwork": "As in training: a small floor, so the step's fixed costs weigh most.",
-        "scrn": "The loop's forward: 1.3x its own floor at H=512, 1.55-1.8x at H=128.",
-        "ctrnn": (
-            "The compiled loop's forward: 1.35x its own floor at H=512, 1.6-1.75x at H=128 "
-            "(the last run's 2.3-2.5x came from its pointwise pass, heavier than the other "
-            "cells', running on one thread: the ops were built without -fopenmp, which left "
-            "at::parallel_for serial)."),
+        "scrn": "The loop's forward: as for jordan.",
+        "ctrnn": "The loop's forward: as for elman, with the heaviest pointwise pass.",
     },
 }
 

@@ -1,6 +1,7 @@
 """The benchmark script runs end to end and writes its table (speed itself is not tested here)."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -158,3 +159,19 @@ def test_gpu_benchmark_without_cuda_says_so_in_one_line_and_writes_nothing(tmp_p
     printed = capsys.readouterr().out.strip().splitlines()
     assert len(printed) == 1 and "no CUDA device" in printed[0]
     assert not out.exists()
+
+
+def test_fixed_cost_bench_writes_its_section_against_the_speed_runs_floors(tmp_path):
+    bench = load_bench(SCRIPT.with_name("fixed_cost.py"))
+    out = tmp_path / "RESULTS.md"
+    out.write_text("<!-- begin speed -->\nkept\n<!-- end speed -->\n")
+    row = {"device": "cpu", "H": 128, "T": 50, "cell": "elman", "floor_train_ms": 2.0}
+    out.with_suffix(".json").write_text(json.dumps({"rows": [row]}))
+    run(bench, "--rounds", "3", "--out", str(out))
+    text = out.read_text()
+    assert "kept" in text and "<!-- begin fixed-cost -->" in text
+    lines = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
+    for cell in rnnkit.cell_names():
+        assert f"| rnnkit.RecurrentNetwork('{cell}')" in lines
+    assert lines["| torch.nn.RNN"].endswith("% |")  # elman's floor was given
+    assert lines["| torch.nn.GRU"].endswith("|  |")  # gru's was not
