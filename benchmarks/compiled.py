@@ -6,17 +6,23 @@ count): the compile time (the first forward + backward of ``torch.compile(net, f
 dynamic=True)``, after ``torch._dynamo.reset()``), whether a new length and batch size compile
 again, and the median train step of the compiled and the eager module, timed interleaved.
 torch.nn.LSTM is not in the table because it does not compile with ``fullgraph=True`` on torch
-2.13 (Dynamo refuses its kernel). Writes the ``compile`` section of ``benchmarks/RESULTS.md``.
+2.13 (Dynamo refuses its kernel). Compiles go to an empty on-disk cache made for the run
+(``TORCHINDUCTOR_CACHE_DIR``), so the times are what a first run sees, unless ``--warm-cache``
+keeps the usual one. Writes the ``compile`` section of ``benchmarks/RESULTS.md``.
 
     python benchmarks/compiled.py [--shape 128x50] [--repeats 21] [--threads 2] [--quick]
+                                  [--warm-cache]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -79,16 +85,32 @@ def measure(name: str, H: int, T: int, repeats: int) -> dict:
             "eager_ms": 1e3 * e, "compiled_ms": 1e3 * c, "ratio": c / e}
 
 
-def report(rows: list[dict], H: int, T: int, repeats: int) -> str:
+def compile_setup() -> float:
+    """Seconds of torch.compile's one-time set-up in this process (Inductor's imports, its
+    compiler checks, its cache directories): the first compile of anything pays it, here an
+    ``nn.Linear``'s forward and backward, so that it is charged to no network."""
+    torch._dynamo.reset()
+    linear = torch.compile(torch.nn.Linear(I, 8), fullgraph=True, dynamic=True)
+    return timed(lambda: linear(torch.randn(3, I)).sum().backward())
+
+
+def report(rows: list[dict], H: int, T: int, repeats: int, setup_s: float | None = None) -> str:
     lines = [
         "# torch.compile",
         "",
         f"- Date: {datetime.date.today().isoformat()}; machine: {machine()}",
         f"- 2 layers, bidirectional, H={H}, T={T}, B={B}, I={I}, float32; "
         f"`torch.compile(net, fullgraph=True, dynamic=True)`; compile = the first compiled "
-        f"train step after `torch._dynamo.reset()`; train steps are medians of {repeats} "
+        f"train step after `torch._dynamo.reset()`, into an empty on-disk cache; train steps "
+        f"are medians of {repeats} "
         "interleaved repeats. torch.nn.LSTM/GRU/RNN cannot be compiled with fullgraph=True on "
         "torch 2.13 (Dynamo refuses their kernels); rnnkit's networks run its registered ops.",
+    ]
+    if setup_s is not None:
+        lines.append(f"- torch.compile's one-time set-up in this process, before the first network "
+                     f"(an `nn.Linear` compiled first, forward and backward): {setup_s:.1f} s, "
+                     "charged to no network (whatever the model, a first compile pays it).")
+    lines += [
         "",
         "| network | compile (s) | recompiles for a new T or N | eager train step (ms) "
         "| compiled train step (ms) | compiled / eager |",
@@ -114,6 +136,8 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     parser.add_argument("--quick", action="store_true", help="tiny shape, 1 repeat")
+    parser.add_argument("--warm-cache", action="store_true",
+                        help="compile into torch's usual on-disk cache (default: an empty one)")
     parser.add_argument("--networks", default="all",
                         help=f"comma-separated, or 'all' (default): {', '.join(NETWORKS)}")
     args = parser.parse_args(argv)
@@ -121,12 +145,20 @@ def main(argv=None) -> None:
         args.shape, args.repeats = "8x4", 1
     H, T = (int(v) for v in args.shape.split("x"))
     torch.set_num_threads(args.threads)
-    rows = []
-    names = list(NETWORKS) if args.networks == "all" else args.networks.split(",")
-    for name in names:
-        rows.append(measure(name, H, T, args.repeats))
-        print(f"{name}: {rows[-1]}", file=sys.stderr, flush=True)
-    text = report(rows, H, T, args.repeats)
+    cache = None
+    if not args.warm_cache:  # (Inductor reads the variable when it first needs the directory)
+        cache = os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="rnnkit-compile-")
+    try:
+        setup_s = compile_setup()
+        rows = []
+        names = list(NETWORKS) if args.networks == "all" else args.networks.split(",")
+        for name in names:
+            rows.append(measure(name, H, T, args.repeats))
+            print(f"{name}: {rows[-1]}", file=sys.stderr, flush=True)
+    finally:
+        if cache is not None:
+            shutil.rmtree(cache, ignore_errors=True)
+    text = report(rows, H, T, args.repeats, setup_s)
     write_section(args.out, "compile", text)
     print(text)
 
