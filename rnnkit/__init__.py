@@ -16,6 +16,7 @@ from .cells import (
     FullyRecurrentCell,
     FullyState,
     GRUCell,
+    IndRNNCell,
     JordanCell,
     LSTMCell,
     LSTMState,
@@ -28,7 +29,18 @@ from .cells import (
     peephole_lstm,
     register_cell,
 )
-from .family import CTRNN, GRU, IRNN, LSTM, RNN, SCRN, Clockwork, FullyRecurrent, Jordan
+from .family import (
+    CTRNN,
+    GRU,
+    IRNN,
+    LSTM,
+    RNN,
+    SCRN,
+    Clockwork,
+    FullyRecurrent,
+    IndRNN,
+    Jordan,
+)
 from .functional import scan
 from .layers import Bidirectional, Recurrent, Stacked
 from .networks import RecurrentNetwork
@@ -39,11 +51,12 @@ __version__ = "0.1.0"
 __all__ = [
     # networks with torch.nn.LSTM's interface
     "RNN", "LSTM", "GRU", "IRNN", "Jordan", "FullyRecurrent", "Clockwork", "SCRN", "CTRNN",
-    "RecurrentNetwork",
+    "IndRNN", "RecurrentNetwork",
     # cells, their states and the registry
     "Cell", "ElmanCell", "LSTMCell", "GRUCell", "JordanCell", "FullyRecurrentCell",
-    "ClockworkCell", "SCRNCell", "CTRNNCell", "LSTMState", "FullyState", "ClockworkState",
-    "SCRNState", "irnn", "peephole_lstm", "cell_names", "get_cell", "make_cell", "register_cell",
+    "ClockworkCell", "SCRNCell", "CTRNNCell", "IndRNNCell", "LSTMState", "FullyState",
+    "ClockworkState", "SCRNState", "irnn", "peephole_lstm", "cell_names", "get_cell",
+    "make_cell", "register_cell",
     # the loop and the layers
     "scan", "Recurrent", "Bidirectional", "Stacked",
     # a run trained by the CLI

@@ -171,6 +171,22 @@ class SCRN(_Named):
     cell_name = "scrn"
 
 
+class IndRNN(_Named):
+    """Independently recurrent network (Li et al. 2018): a recurrent weight per unit,
+    :math:`h_t = \\phi(W_{ih} x_t + b_{ih} + u \\odot h_{t-1})`. Options: ``nonlinearity``
+    (``"relu"``, default, or ``"tanh"``), ``max_recurrent_weight`` (the bound on ``|u|``, kept by
+    :meth:`constrain_` after each optimizer step), ``recurrent_init``. See
+    :class:`~rnnkit.cells.IndRNNCell`.
+
+    >>> net = IndRNN(10, 20, num_layers=2, max_recurrent_weight=2 ** (1 / 1000))
+    >>> out, h_n = net(torch.randn(5, 3, 10))
+    >>> out.shape, h_n.shape
+    (torch.Size([5, 3, 20]), torch.Size([2, 3, 20]))
+    """
+
+    cell_name = "indrnn"
+
+
 def _check_steps(dt: torch.Tensor, valid: torch.Tensor | None) -> None:
     """Every Δt positive and finite, as the constant ``dt`` must be (a zero step freezes the
     state, a negative one runs it backwards, a NaN poisons it), at the steps that count."""

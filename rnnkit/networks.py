@@ -213,6 +213,14 @@ class RecurrentNetwork(nn.Module):
         """Parameters per layer and direction, in torch's order (as ``torch.nn.LSTM``)."""
         return [[getattr(self, name) for name in names] for names in self._all_weights]
 
+    @torch.no_grad()
+    def constrain_(self) -> None:
+        """Project every cell's weights back into its constraints, in place (an IndRNN's
+        ``|u| <= max_recurrent_weight``): call it after each optimizer step, as ``rnnkit
+        train`` does; a no-op for cells without constraints."""
+        for _, _, c in self._cells():
+            c.constrain_()
+
     def flatten_parameters(self) -> None:
         """No-op, for drop-in compatibility with ``torch.nn.LSTM``."""
 

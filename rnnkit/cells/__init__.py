@@ -15,6 +15,7 @@ from .ctrnn import CTRNNCell
 from .elman import ElmanCell, irnn
 from .fully import FullyRecurrentCell, FullyState
 from .gru import GRUCell
+from .indrnn import IndRNNCell
 from .jordan import JordanCell
 from .lstm import LSTMCell, LSTMState, peephole_lstm
 from .scrn import SCRNCell, SCRNState
@@ -64,6 +65,7 @@ register_cell("clockwork", ClockworkCell)
 register_cell("ctrnn", CTRNNCell)
 register_cell("peephole_lstm", peephole_lstm)
 register_cell("scrn", SCRNCell)
+register_cell("indrnn", IndRNNCell)
 
 __all__ = [
     "Cell", "ElmanCell", "GRUCell", "LSTMCell", "LSTMState",
@@ -71,5 +73,5 @@ __all__ = [
     "state_from_leaves", "state_leaves",
     "FullyRecurrentCell", "FullyState", "JordanCell", "irnn",
     "ClockworkCell", "ClockworkState", "CTRNNCell",
-    "SCRNCell", "SCRNState", "peephole_lstm",
+    "SCRNCell", "SCRNState", "peephole_lstm", "IndRNNCell",
 ]

@@ -191,6 +191,10 @@ class Cell(nn.Module):
 
     # ---- what the regularizers (rnnkit.regularize) need to know of a cell ----
 
+    def constrain_(self) -> None:
+        """Project the weights back into the cell's constraints, in place, after an optimizer
+        step (an IndRNN's bound on its recurrent weights); most cells have none."""
+
     def recurrent_input(self, h: Tensor) -> Tensor:
         """What of the carried state enters the recurrent weight product: ``h`` itself, times
         the recurrent dropout mask where one is set for this forward (``rnnkit.regularize``).

@@ -19,6 +19,7 @@ from ..cells.ctrnn import CTRNNCell
 from ..cells.elman import ElmanCell
 from ..cells.fully import FullyRecurrentCell
 from ..cells.gru import GRUCell
+from ..cells.indrnn import IndRNNCell
 from ..cells.jordan import JordanCell
 from ..cells.lstm import LSTMCell, LSTMState
 from ..cells.scrn import SCRNCell
@@ -28,6 +29,7 @@ from .ctrnn import ctrnn_sequence
 from .elman import elman_sequence
 from .fully import fully_sequence
 from .gru import gru_sequence
+from .indrnn import indrnn_sequence
 from .jordan import jordan_sequence
 from .lstm import lstm_sequence
 from .scrn import scrn_sequence
@@ -48,6 +50,7 @@ _KERNELS: dict[type, Callable] = {
     FullyRecurrentCell: fully_sequence,
     JordanCell: jordan_sequence,
     GRUCell: gru_sequence,
+    IndRNNCell: indrnn_sequence,
     LSTMCell: _lstm,
     SCRNCell: scrn_sequence,
 }
@@ -58,7 +61,7 @@ _KERNELS: dict[type, Callable] = {
 # (every kernel: recurrent dropout and zoneout act inside each compiled loop)
 _TAKES_MASKS: frozenset = frozenset({elman_sequence, gru_sequence, _lstm, jordan_sequence,
                                      fully_sequence, clockwork_sequence, scrn_sequence,
-                                     ctrnn_sequence})
+                                     ctrnn_sequence, indrnn_sequence})
 
 
 def takes_masks(kernel: Callable, masks, xs: Tensor, cell) -> bool:
@@ -81,6 +84,6 @@ def fused_scan(cell) -> Callable | None:
 
 __all__ = [
     "clockwork_sequence", "ctrnn_sequence", "elman_sequence",
-    "fully_sequence", "fused_scan", "gru_sequence", "jordan_sequence", "lstm_sequence",
-    "scrn_sequence", "takes_masks",
+    "fully_sequence", "fused_scan", "gru_sequence", "indrnn_sequence", "jordan_sequence",
+    "lstm_sequence", "scrn_sequence", "takes_masks",
 ]

@@ -20,7 +20,7 @@ import torch
 LIB = torch.library.Library("rnnkit", "DEF")  # kept alive for the whole process
 
 # the op modules define their ops in LIB as they are imported
-from . import build, clockwork, ctrnn, elman, fully, gru, jordan, lstm, scrn  # noqa: E402
+from . import build, clockwork, ctrnn, elman, fully, gru, indrnn, jordan, lstm, scrn  # noqa: E402
 
 # Implementations, most specific first: each op module's register() then fills the CPU and
 # CUDA keys still empty with its pure-torch implementation.
@@ -31,7 +31,7 @@ if torch.cuda.is_available():
     from .. import gpu
 
     gpu.register()
-for _op in (elman, gru, lstm, clockwork, ctrnn, fully, jordan, scrn):
+for _op in (elman, gru, lstm, clockwork, ctrnn, fully, jordan, scrn, indrnn):
     _op.register()
 # torch.compile's on-disk caches are keyed without custom op schemas: key them by ours
 from ._wiring import tag_compile_caches  # noqa: E402
@@ -44,5 +44,5 @@ def compiled() -> bool:
     return _COMPILED
 
 
-__all__ = ["LIB", "build", "clockwork", "compiled", "ctrnn", "elman", "fully", "gru", "jordan",
-           "lstm", "scrn"]
+__all__ = ["LIB", "build", "clockwork", "compiled", "ctrnn", "elman", "fully", "gru", "indrnn",
+           "jordan", "lstm", "scrn"]

@@ -31,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import ConfigError, TrainingStopped
+from ..networks import RecurrentNetwork
 from .checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -202,6 +203,9 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
         self._updating = True
         self.optimizer.step()
+        for m in self.model.modules():  # weight constraints, by projection (IndRNN's bound)
+            if isinstance(m, RecurrentNetwork):
+                m.constrain_()
         if steps_per_update(self.scheduler):
             self.scheduler.step()
         self.step = step
