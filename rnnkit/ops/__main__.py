@@ -16,6 +16,11 @@ def main(argv: list[str]) -> int:
         print(f"rnnkit: {build.status()}")
         return 0 if ok else 1
     print(f"rnnkit: {build.status()}")
+    from . import _wiring  # (importing rnnkit.ops registered every op)
+
+    python_only = [name for name in _wiring._specs if not _wiring.compiled_on_cpu(name)]
+    if build.wanted() and python_only:
+        print(f"rnnkit: pure-torch on the CPU (no C++ loop yet): {', '.join(python_only)}")
     return 0
 
 
