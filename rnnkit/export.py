@@ -127,7 +127,14 @@ def to_onnx(model: nn.Module, args: tuple, path, *, dynamic_shapes=None) -> Path
         dynamic_shapes = tuple(
             {d: Dim.DYNAMIC for d in range(min(2, a.dim()))} if isinstance(a, Tensor) else None
             for a in args)
-    from .cells import ClockworkCell, CTRNNCell, FullyRecurrentCell, JordanCell, SCRNCell
+    from .cells import (
+        ClockworkCell,
+        CTRNNCell,
+        FullyRecurrentCell,
+        IndRNNCell,
+        JordanCell,
+        SCRNCell,
+    )
     from .functional import traced_loops
 
     was_training = model.training
@@ -136,7 +143,8 @@ def to_onnx(model: nn.Module, args: tuple, path, *, dynamic_shapes=None) -> Path
         # the cells whose ops have no ONNX translation run torch's scan over their step,
         # which becomes an ONNX Scan
         with torch.no_grad(), traced_loops(
-                {ClockworkCell, CTRNNCell, FullyRecurrentCell, JordanCell, SCRNCell}):
+                {ClockworkCell, CTRNNCell, FullyRecurrentCell, IndRNNCell, JordanCell,
+                 SCRNCell}):
             exported = torch.export.export(model, args, dynamic_shapes=dynamic_shapes)
     finally:
         model.train(was_training)

@@ -24,6 +24,7 @@ from rnnkit.cells import (
     ElmanCell,
     FullyRecurrentCell,
     GRUCell,
+    IndRNNCell,
     JordanCell,
     LSTMCell,
     SCRNCell,
@@ -144,6 +145,13 @@ def scrn_step(c, x, state):
     return torch.cat([h, s], dim=1), [h, s]
 
 
+def indrnn_step(c, x, state):
+    (h,) = state
+    phi = torch.tanh if c.nonlinearity == "tanh" else torch.relu
+    h = phi(ln(mm(x, c.weight_ih), c, "ih") + c.bias_ih + c.weight_hh * h)  # u h: nothing to norm
+    return h, [h]
+
+
 def ctrnn_step(c, x, state):
     (h,) = state
     dt = c.dt
@@ -173,6 +181,8 @@ CELLS = {  # name: (factory, options, naive step)
                      scrn_step),
     "ctrnn": (CTRNNCell, {"dt": 0.5}, ctrnn_step),
     "ctrnn-dt-input": (CTRNNCell, {"dt_input": True}, ctrnn_step),
+    "indrnn": (IndRNNCell, {}, indrnn_step),
+    "indrnn-tanh": (IndRNNCell, {"nonlinearity": "tanh"}, indrnn_step),
 }
 
 

@@ -13,7 +13,7 @@ from torch.autograd import gradcheck, gradgradcheck
 
 import rnnkit
 from rnnkit import ops
-from rnnkit.ops import _wiring, elman, gru, lstm
+from rnnkit.ops import _wiring, elman, gru, indrnn, lstm
 
 F64 = torch.float64
 T, N, I, H = 5, 3, 4, 6
@@ -50,11 +50,20 @@ def lstm_args(peephole, proj):
     return make
 
 
+def indrnn_args(bias=True, seed=0):
+    """x, h0, w_ih, u (a vector), b_ih of ``indrnn_sequence`` (float64, requiring grad)."""
+    rand = _rand(seed)
+    return (rand(T, N, I), rand(N, H), rand(H, I), rand(H, scale=0.6),
+            rand(H) if bias else None)
+
+
 # op -> (its module, [(its inputs' maker, the flags after `valid`)])
 OPS = {
     "elman_sequence": (elman, [(gated_args(1), (relu, rev))
                                for relu in (False, True) for rev in (False, True)]),
     "gru_sequence": (gru, [(gated_args(3), (rev,)) for rev in (False, True)]),
+    "indrnn_sequence": (indrnn, [(indrnn_args, (relu, rev))
+                                 for relu in (False, True) for rev in (False, True)]),
     "lstm_sequence": (lstm, [
         (lstm_args(peep, proj), (peep, True, True, rev))
         for (peep, proj), rev in zip(

@@ -216,6 +216,8 @@ NETS = {
                                 learn_alpha=True),
     "ctrnn": lambda: rnnkit.CTRNN(I, H, num_layers=2, bidirectional=True, dt=0.5),
     "ctrnn-dt": lambda: rnnkit.CTRNN(I, H, num_layers=2, bidirectional=True, dt=None),
+    "indrnn": lambda: rnnkit.IndRNN(I, H, num_layers=2, bidirectional=True,
+                                    max_recurrent_weight=1.0),
 }
 
 

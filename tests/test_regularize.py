@@ -29,6 +29,7 @@ from rnnkit.cells import (
     ElmanCell,
     FullyRecurrentCell,
     GRUCell,
+    IndRNNCell,
     JordanCell,
     LSTMCell,
     SCRNCell,
@@ -71,6 +72,8 @@ CELLS = {
     "scrn": (SCRNCell, {"context_size": 4}),
     "scrn-learned": (SCRNCell, {"context_size": 4, "learn_alpha": True, "alpha": 0.7}),
     "ctrnn": (CTRNNCell, {"dt": 0.5}),
+    "indrnn": (IndRNNCell, {}),
+    "indrnn-tanh": (IndRNNCell, {"nonlinearity": "tanh"}),
 }
 
 
@@ -174,6 +177,10 @@ def naive_step(cell, x, s, m):
         h_new = sig(lin(s_new, p["weight_P"]) + lin(x, p["weight_A"]) + lin(m * h, p["weight_R"])
                     + p["bias"])
         return [h_new, s_new]
+    if isinstance(cell, IndRNNCell):
+        phi = torch.tanh if cell.nonlinearity == "tanh" else (lambda z: z.clamp(min=0))
+        (h,) = s
+        return [phi(lin(x, p["weight_ih"], b["bias_ih"]) + p["weight_hh"] * (m * h))]
     if isinstance(cell, CTRNNCell):
         (h,) = s
         a = cell.dt / torch.exp(p["log_tau"])

@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
-SOURCES = ["clockwork.cpp", "ctrnn.cpp", "elman.cpp", "fully.cpp", "gru.cpp", "jordan.cpp",
-           "lstm.cpp", "scrn.cpp"]
+SOURCES = ["clockwork.cpp", "ctrnn.cpp", "elman.cpp", "fully.cpp", "gru.cpp", "indrnn.cpp",
+           "jordan.cpp", "lstm.cpp", "scrn.cpp"]
 NAME = "rnnkit_ops"
 
 _state: dict = {}  # "loaded": bool, "error": str
