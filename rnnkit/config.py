@@ -125,6 +125,10 @@ class ModelConfig:
                             metavar="B|chrono")
     max_lag: int = _opt(0, "the longest time lag to expect, for model.forget_bias=chrono",
                         min=0, off="0 = none", metavar="T")
+    max_recurrent_weight: float = _opt(-1.0, "IndRNN: the bound on each unit's recurrent weight "
+                                       "|u|, kept after every optimizer step (2^(1/T) keeps a "
+                                       "ReLU unit's gradient within 2x over T steps, Li et al. "
+                                       "2018)", min=-1.0, off="-1 = unbounded", metavar="G")
     embedding_size: int = _opt(100, "token embedding size (text tasks)", min=1, metavar="E")
     input_dropout: float = _opt(0.0, "dropout probability on the inputs (embeddings) and on the "
                                 "last layer's outputs (text tasks)", min=0.0, max=1.0, metavar="P")

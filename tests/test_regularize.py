@@ -1075,6 +1075,7 @@ def model_config(cell="lstm", **fields):
     ("ctrnn", {"forget_bias": "2"}, {"tau_init": 2.0}),
     ("elman", {"zoneout": 0.3, "recurrent_dropout": 0.1},
      {"zoneout": 0.3, "recurrent_dropout": 0.1}),
+    ("indrnn", {"max_recurrent_weight": 1.0007}, {"max_recurrent_weight": 1.0007}),
 ])
 def test_config_maps_to_network_options(cell, fields, want):
     cfg = model_config(cell, **fields)
@@ -1087,7 +1088,7 @@ def test_config_maps_to_network_options(cell, fields, want):
     zone = want.get("zoneout", ())
     assert reg.zoneout == (zone if isinstance(zone, tuple) else (zone,))
     first = net._cells()[0][2]
-    for key in ("forget_bias", "tau_init", "max_lag"):
+    for key in ("forget_bias", "tau_init", "max_lag", "max_recurrent_weight"):
         if key in want:
             assert getattr(first, key) == want[key]
 
@@ -1099,6 +1100,8 @@ def test_config_maps_to_network_options(cell, fields, want):
     ("lstm", {"forget_bias": "chrono", "max_lag": 1}, r"^model\.max_lag: .*got 1"),
     ("ctrnn", {"forget_bias": "chrono", "max_lag": 1}, r"^model\.max_lag"),
     ("gru", {"max_lag": 10}, r"^model\.max_lag: used only with model\.forget_bias=chrono"),
+    ("elman", {"max_recurrent_weight": 1.0}, r"^model\.max_recurrent_weight: .*model\.cell=elman"),
+    ("indrnn", {"max_recurrent_weight": -0.5}, r"^model\.max_recurrent_weight: .*got -0\.5"),
 ])
 def test_config_errors(cell, fields, match):
     with pytest.raises(ConfigError, match=match):

@@ -151,6 +151,15 @@ def regularizer_options(model_cfg) -> dict:
     if model_cfg.max_lag and model_cfg.forget_bias != "chrono":
         raise ConfigError(f"model.max_lag: used only with model.forget_bias=chrono, got "
                           f"{model_cfg.max_lag}")
+    bound = model_cfg.max_recurrent_weight
+    if bound != -1:
+        if model_cfg.cell != "indrnn":
+            raise ConfigError(f"model.max_recurrent_weight: bounds an IndRNN's recurrent "
+                              f"weights, got model.cell={model_cfg.cell}")
+        if bound < 0:
+            raise ConfigError(f"model.max_recurrent_weight: expected a number >= 0, or -1 for "
+                              f"unbounded, got {bound}")
+        opts["max_recurrent_weight"] = bound
     return opts  # (the network checks the values against its cell)
 
 
