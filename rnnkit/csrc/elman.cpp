@@ -57,15 +57,7 @@ Out7 elman_sequence(
   at::Tensor after = hs.narrow(0, st.off_out(), T);  // (T, N, H), contiguous
   at::Tensor after2 = after.view({T * N, H});
   at::Tensor x2 = x.reshape({T * N, x.size(2)});
-  if (ln_ih) {
-    at::mm_out(after2, x2, w_ih.t());
-    norms.input(after2, T, N);
-    if (bias.defined()) after2.add_(bias);
-  } else if (bias.defined()) {
-    at::addmm_out(after2, bias, x2, w_ih.t());
-  } else {
-    at::mm_out(after2, x2, w_ih.t());
-  }
+  norms.project(after2, x2, w_ih, bias, T, N);
   hs.select(0, st.first()).copy_(h0);
   const Product rec(w_hh, N);  // h_{t-1} W_hh^T
   // W_hh h_{t-1} before LN_hh, and its gain

@@ -50,15 +50,8 @@ Out9 gru_sequence(
   norms.allocate(true, T, N, H3, 0, x);
   at::Tensor x2 = x.reshape({T * N, x.size(2)});
   at::Tensor us = sequence_buffer({T * N, H3}, x.options());
-  if (ln_ih) {
-    at::mm_out(us, x2, w_ih.t());
-    norms.input(us, T, N);
-    us.add_(plus_beta(b_ih ? *b_ih : at::Tensor(), ln_ih));
-  } else if (b_ih.has_value()) {
-    at::addmm_out(us, *b_ih, x2, w_ih.t());
-  } else {
-    at::mm_out(us, x2, w_ih.t());
-  }
+  // (b_hh stays out: the reset gate multiplies its share)
+  norms.project(us, x2, w_ih, plus_beta(b_ih ? *b_ih : at::Tensor(), ln_ih), T, N);
   us = us.view({T, N, H3});
   // gs[t] = [b_hr, b_hz, b_hn] before the step's addmm_ adds h_{t-1} W_hh^T
   at::Tensor gs = sequence_buffer({T, N, H3}, x.options());

@@ -167,6 +167,20 @@ struct Norms {
     at::Tensor x = xn.defined() && xn.numel() ? xn.view({T * N, -1}) : at::empty_like(u);
     ln_input(u, *ih, x, rstd.select(0, 0).view({T * N}));
   }
+  // out (T N, G) = x2 W^T + bias, with the ih site LN_ih(x2 W^T) + bias: every step's input
+  // product as one GEMM, before the loop (bias undefined: none).
+  void project(at::Tensor& out, const at::Tensor& x2, const at::Tensor& w, const at::Tensor& bias,
+               int64_t T, int64_t N) {
+    if (ih) {
+      at::mm_out(out, x2, w.t());
+      input(out, T, N);
+      if (bias.defined()) out.add_(bias);
+    } else if (bias.defined()) {
+      at::addmm_out(out, bias, x2, w.t());
+    } else {
+      at::mm_out(out, x2, w.t());
+    }
+  }
   // The constant bias the sites add to z: b_ih + b_hh + the ih and hh sites' biases.
   at::Tensor bias(const at::Tensor& b) const { return plus_beta(plus_beta(b, ih), hh); }
 };

@@ -73,15 +73,7 @@ Out12 run_forward(bool save, const at::Tensor& x, const at::Tensor& h0, const at
   else if (b_hh.has_value()) bias = *b_hh;
   bias = norms.bias(bias);
   at::Tensor gates = sequence_buffer({T * N, H4}, x.options());
-  if (norms.ih) {
-    at::mm_out(gates, x2, w_ih.t());
-    norms.input(gates, T, N);
-    if (bias.defined()) gates.add_(bias);
-  } else if (bias.defined()) {
-    at::addmm_out(gates, bias, x2, w_ih.t());
-  } else {
-    at::mm_out(gates, x2, w_ih.t());
-  }
+  norms.project(gates, x2, w_ih, bias, T, N);
   gates = gates.view({T, N, H4});
   // W_hh h_{t-1} before LN_hh (N, 4H), and the gains of LN_hh and LN_c and LN_c's bias
   at::Tensor rbuf = norms.hh ? at::empty({N, H4}, x.options()) : at::Tensor();
