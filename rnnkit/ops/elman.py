@@ -69,10 +69,13 @@ def _python_forward(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu, reverse):
     return ys.clone(), hs[steps(x.shape[0], reverse).last].clone(), hs
 
 
-def _python_backward(grad_ys, grad_h_t, x, h0, w_ih, w_hh, b_ih, b_hh, hs, valid, relu, reverse):
-    T, N, _ = x.shape
+def deltas(grad_ys, grad_h_t, hs, valid, relu: bool, reverse: bool, back) -> tuple:
+    """The BPTT loop of ``h_t = phi(a_t)`` with ``a_t`` taking ``h_{t-1}`` through a linear map:
+    ``(da (T, N, H), dh_0)``, where ``back(da_t)`` is that map's transpose applied to ``da_t``
+    (Elman: ``da_t W_hh``; IndRNN: ``da_t * u``); past a length ``dh`` passes unchanged."""
+    T = hs.shape[0] - 1
     h_new_all = outputs(hs, reverse)
-    da = x.new_zeros(T, N, w_hh.shape[0])
+    da = hs.new_zeros(T, *hs.shape[1:])
     dh = grad_h_t.clone()
     for t in steps(T, reverse).back:
         h = h_new_all[t]
@@ -81,10 +84,16 @@ def _python_backward(grad_ys, grad_h_t, x, h0, w_ih, w_hh, b_ih, b_hh, hs, valid
         if valid is not None:
             a = a * valid[t].unsqueeze(1)
         da[t] = a
-        dh_next = a @ w_hh
+        dh_next = back(a)
         if valid is not None:
             dh_next = dh_next + dh * (~valid[t]).unsqueeze(1)
         dh = dh_next
+    return da, dh
+
+
+def _python_backward(grad_ys, grad_h_t, x, h0, w_ih, w_hh, b_ih, b_hh, hs, valid, relu, reverse):
+    T, N, _ = x.shape
+    da, dh = deltas(grad_ys, grad_h_t, hs, valid, relu, reverse, lambda a: a @ w_hh)
     da2 = da.reshape(T * N, -1)
     before = befores(hs, reverse).reshape(T * N, -1)
     db = da2.sum(0)

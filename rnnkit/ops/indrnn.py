@@ -27,6 +27,7 @@ from torch import Tensor
 
 from ..kernels._common import befores, outputs, steps
 from . import _wiring
+from .elman import deltas
 
 INPUTS = "Tensor x, Tensor h0, Tensor w_ih, Tensor u, Tensor? b_ih"
 _wiring.define("indrnn_sequence", INPUTS, 1, "bool relu, bool reverse", ["hs"], masks=True,
@@ -75,20 +76,7 @@ def _python_forward(x, h0, w_ih, u, b_ih, valid, relu, reverse):
 
 def _python_backward(grad_ys, grad_h_t, x, h0, w_ih, u, b_ih, hs, valid, relu, reverse):
     T, N, _ = x.shape
-    h_new_all = outputs(hs, reverse)
-    delta = x.new_zeros(T, N, u.shape[0])
-    dh = grad_h_t.clone()
-    for t in steps(T, reverse).back:
-        h = h_new_all[t]
-        d = (1 - h * h) if not relu else (h > 0).to(h.dtype)
-        a = (grad_ys[t] + dh) * d
-        if valid is not None:
-            a = a * valid[t].unsqueeze(1)
-        delta[t] = a
-        dh_next = a * u
-        if valid is not None:
-            dh_next = dh_next + dh * (~valid[t]).unsqueeze(1)
-        dh = dh_next
+    delta, dh = deltas(grad_ys, grad_h_t, hs, valid, relu, reverse, lambda a: a * u)
     d2 = delta.reshape(T * N, -1)
     before = befores(hs, reverse).reshape(T * N, -1)
     db = d2.sum(0) if b_ih is not None else _wiring.absent(x)
