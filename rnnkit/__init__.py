@@ -20,6 +20,8 @@ from .cells import (
     JordanCell,
     LSTMCell,
     LSTMState,
+    MinGRUCell,
+    MinLSTMCell,
     SCRNCell,
     SCRNState,
     cell_names,
@@ -40,6 +42,8 @@ from .family import (
     FullyRecurrent,
     IndRNN,
     Jordan,
+    MinGRU,
+    MinLSTM,
 )
 from .functional import scan
 from .layers import Bidirectional, Recurrent, Stacked
@@ -51,10 +55,11 @@ __version__ = "0.1.0"
 __all__ = [
     # networks with torch.nn.LSTM's interface
     "RNN", "LSTM", "GRU", "IRNN", "Jordan", "FullyRecurrent", "Clockwork", "SCRN", "CTRNN",
-    "IndRNN", "RecurrentNetwork",
+    "IndRNN", "MinGRU", "MinLSTM", "RecurrentNetwork",
     # cells, their states and the registry
     "Cell", "ElmanCell", "LSTMCell", "GRUCell", "JordanCell", "FullyRecurrentCell",
-    "ClockworkCell", "SCRNCell", "CTRNNCell", "IndRNNCell", "LSTMState", "FullyState",
+    "ClockworkCell", "SCRNCell", "CTRNNCell", "IndRNNCell", "MinGRUCell", "MinLSTMCell",
+    "LSTMState", "FullyState",
     "ClockworkState", "SCRNState", "irnn", "peephole_lstm", "cell_names", "get_cell",
     "make_cell", "register_cell",
     # the loop and the layers

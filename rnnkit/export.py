@@ -133,6 +133,8 @@ def to_onnx(model: nn.Module, args: tuple, path, *, dynamic_shapes=None) -> Path
         FullyRecurrentCell,
         IndRNNCell,
         JordanCell,
+        MinGRUCell,
+        MinLSTMCell,
         SCRNCell,
     )
     from .functional import traced_loops
@@ -144,7 +146,7 @@ def to_onnx(model: nn.Module, args: tuple, path, *, dynamic_shapes=None) -> Path
         # which becomes an ONNX Scan
         with torch.no_grad(), traced_loops(
                 {ClockworkCell, CTRNNCell, FullyRecurrentCell, IndRNNCell, JordanCell,
-                 SCRNCell}):
+                 MinGRUCell, MinLSTMCell, SCRNCell}):
             exported = torch.export.export(model, args, dynamic_shapes=dynamic_shapes)
     finally:
         model.train(was_training)

@@ -187,6 +187,35 @@ class IndRNN(_Named):
     cell_name = "indrnn"
 
 
+class MinGRU(_Named):
+    """minGRU (Feng et al. 2024): a GRU whose gate and candidate read only the input,
+    :math:`h_t = (1 - z_t) \\odot h_{t-1} + z_t \\odot g(W_h x_t + b_h)`, so a sequence
+    trains through a parallel scan over time (:mod:`rnnkit.ops.minrnn`). See
+    :class:`~rnnkit.cells.MinGRUCell`.
+
+    >>> net = MinGRU(10, 20, num_layers=2, bidirectional=True)
+    >>> out, h_n = net(torch.randn(5, 3, 10))
+    >>> out.shape, h_n.shape
+    (torch.Size([5, 3, 40]), torch.Size([4, 3, 20]))
+    """
+
+    cell_name = "mingru"
+
+
+class MinLSTM(_Named):
+    """minLSTM (Feng et al. 2024): forget and input gates of the input only, normalized to sum
+    to one, :math:`h_t = f'_t \\odot h_{t-1} + i'_t \\odot g(W_h x_t + b_h)`; trains through
+    the same parallel scan as :class:`MinGRU`. See :class:`~rnnkit.cells.MinLSTMCell`.
+
+    >>> net = MinLSTM(10, 20)
+    >>> out, h_n = net(torch.randn(5, 3, 10))
+    >>> out.shape, h_n.shape
+    (torch.Size([5, 3, 20]), torch.Size([1, 3, 20]))
+    """
+
+    cell_name = "minlstm"
+
+
 def _check_steps(dt: torch.Tensor, valid: torch.Tensor | None) -> None:
     """Every Δt positive and finite, as the constant ``dt`` must be (a zero step freezes the
     state, a negative one runs it backwards, a NaN poisons it), at the steps that count."""

@@ -100,6 +100,10 @@ class Regularizers:
         if dropout_mode not in DROPOUT_MODES:
             raise ValueError(f"dropout_mode: expected one of {', '.join(map(repr, DROPOUT_MODES))}"
                              f", got {dropout_mode!r}")
+        if weight_drop and not cell.recurrent_weight_names():
+            raise ValueError(f"weight_drop: {type(cell).__name__} has no recurrent weight to "
+                             f"drop (its state meets no weight), got {weight_drop!r}; use "
+                             f"recurrent_dropout or zoneout")
         zoned = cell.zoned_state_names()
         if isinstance(zoneout, (tuple, list)):
             if len(zoneout) != len(zoned):

@@ -27,6 +27,8 @@ from rnnkit.cells import (
     IndRNNCell,
     JordanCell,
     LSTMCell,
+    MinGRUCell,
+    MinLSTMCell,
     SCRNCell,
     irnn,
 )
@@ -152,6 +154,21 @@ def indrnn_step(c, x, state):
     return h, [h]
 
 
+def min_step(c, x, state):
+    """minGRU's and minLSTM's step (their docstrings), the input product normalized."""
+    (h,) = state
+    H = c.hidden_size
+    u = ln(mm(x, c.weight_ih), c, "ih") + c.bias_ih
+    cand = torch.where(u[:, -H:] >= 0, u[:, -H:] + 0.5, torch.sigmoid(u[:, -H:]))
+    if isinstance(c, MinLSTMCell):
+        f, i = torch.sigmoid(u[:, :H]), torch.sigmoid(u[:, H : 2 * H])
+        h = f / (f + i) * h + i / (f + i) * cand
+    else:
+        z = torch.sigmoid(u[:, :H])
+        h = (1 - z) * h + z * cand
+    return h, [h]
+
+
 def ctrnn_step(c, x, state):
     (h,) = state
     dt = c.dt
@@ -183,6 +200,8 @@ CELLS = {  # name: (factory, options, naive step)
     "ctrnn-dt-input": (CTRNNCell, {"dt_input": True}, ctrnn_step),
     "indrnn": (IndRNNCell, {}, indrnn_step),
     "indrnn-tanh": (IndRNNCell, {"nonlinearity": "tanh"}, indrnn_step),
+    "mingru": (MinGRUCell, {}, min_step),
+    "minlstm": (MinLSTMCell, {}, min_step),
 }
 
 

@@ -13,7 +13,7 @@ from torch.autograd import gradcheck, gradgradcheck
 
 import rnnkit
 from rnnkit import ops
-from rnnkit.ops import _wiring, elman, gru, indrnn, lstm
+from rnnkit.ops import _wiring, elman, gru, indrnn, lstm, minrnn
 
 F64 = torch.float64
 T, N, I, H = 5, 3, 4, 6
@@ -57,6 +57,15 @@ def indrnn_args(bias=True, seed=0):
             rand(H) if bias else None)
 
 
+def minrnn_args(G):
+    """``make(bias, seed)`` -> x, h0, w_ih, b_ih of ``minrnn_sequence`` with G blocks of H
+    (minGRU 2, minLSTM 3; float64, requiring grad)."""
+    def make(bias=True, seed=0):
+        rand = _rand(seed)
+        return rand(T, N, I), rand(N, H), rand(G * H, I), rand(G * H) if bias else None
+    return make
+
+
 # op -> (its module, [(its inputs' maker, the flags after `valid`)])
 OPS = {
     "elman_sequence": (elman, [(gated_args(1), (relu, rev))
@@ -64,6 +73,8 @@ OPS = {
     "gru_sequence": (gru, [(gated_args(3), (rev,)) for rev in (False, True)]),
     "indrnn_sequence": (indrnn, [(indrnn_args, (relu, rev))
                                  for relu in (False, True) for rev in (False, True)]),
+    "minrnn_sequence": (minrnn, [(minrnn_args(3 if lstm_ else 2), (lstm_, rev))
+                                 for lstm_ in (False, True) for rev in (False, True)]),
     "lstm_sequence": (lstm, [
         (lstm_args(peep, proj), (peep, True, True, rev))
         for (peep, proj), rev in zip(

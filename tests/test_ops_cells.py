@@ -218,6 +218,8 @@ NETS = {
     "ctrnn-dt": lambda: rnnkit.CTRNN(I, H, num_layers=2, bidirectional=True, dt=None),
     "indrnn": lambda: rnnkit.IndRNN(I, H, num_layers=2, bidirectional=True,
                                     max_recurrent_weight=1.0),
+    "mingru": lambda: rnnkit.MinGRU(I, H, num_layers=2, bidirectional=True),
+    "minlstm": lambda: rnnkit.MinLSTM(I, H, num_layers=2, bidirectional=True),
 }
 
 

@@ -19,7 +19,7 @@ CASES = [(name, {}) for name in cell_names() if name != "lstm"] + [
     ("peephole_lstm", {"peephole": "full"}),
     ("elman", {"nonlinearity": "relu"}),
 ]
-OP_OF = {"irnn": "elman", "peephole_lstm": "lstm"}
+OP_OF = {"irnn": "elman", "peephole_lstm": "lstm", "mingru": "minrnn", "minlstm": "minrnn"}
 
 
 def _run(name, opts, threads):
@@ -42,7 +42,8 @@ def _run(name, opts, threads):
 
 @pytest.mark.parametrize("name, opts", CASES, ids=[f"{n}-{o}" for n, o in CASES])
 def test_two_threads_match_one(name, opts):
-    if not _wiring.compiled_on_cpu(f"{OP_OF.get(name, name)}_sequence"):
+    op = f"{OP_OF.get(name, name)}_sequence"
+    if not _wiring.compiled_on_cpu(op) and op not in _wiring.native:
         pytest.skip("no compiled CPU loop here")
     one, two = _run(name, opts, 1), _run(name, opts, 2)
     assert len(one) == len(two)

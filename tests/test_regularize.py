@@ -32,6 +32,8 @@ from rnnkit.cells import (
     IndRNNCell,
     JordanCell,
     LSTMCell,
+    MinGRUCell,
+    MinLSTMCell,
     SCRNCell,
 )
 from rnnkit.cells.base import bind, state_from_leaves, state_leaves
@@ -74,6 +76,8 @@ CELLS = {
     "ctrnn": (CTRNNCell, {"dt": 0.5}),
     "indrnn": (IndRNNCell, {}),
     "indrnn-tanh": (IndRNNCell, {"nonlinearity": "tanh"}),
+    "mingru": (MinGRUCell, {}),
+    "minlstm": (MinLSTMCell, {}),
 }
 
 
@@ -181,6 +185,16 @@ def naive_step(cell, x, s, m):
         phi = torch.tanh if cell.nonlinearity == "tanh" else (lambda z: z.clamp(min=0))
         (h,) = s
         return [phi(lin(x, p["weight_ih"], b["bias_ih"]) + p["weight_hh"] * (m * h))]
+    if isinstance(cell, (MinGRUCell, MinLSTMCell)):  # no recurrent product: m drops the candidate
+        (h,) = s
+        Hc = cell.hidden_size
+        u = lin(x, p["weight_ih"], b["bias_ih"])
+        cand = torch.where(u[:, -Hc:] >= 0, u[:, -Hc:] + 0.5, sig(u[:, -Hc:]))
+        if isinstance(cell, MinLSTMCell):
+            f, i = sig(u[:, :Hc]), sig(u[:, Hc : 2 * Hc])
+            return [f / (f + i) * h + i / (f + i) * (m * cand)]
+        z = sig(u[:, :Hc])
+        return [(1 - z) * h + z * (m * cand)]
     if isinstance(cell, CTRNNCell):
         (h,) = s
         a = cell.dt / torch.exp(p["log_tau"])
@@ -311,7 +325,11 @@ FACADES = {
     "SCRN": (rnnkit.SCRN, {"context_size": 2}),
     "CTRNN": (rnnkit.CTRNN, {"dt": 0.5}),
     "CTRNN-dt": (rnnkit.CTRNN, {"dt": None}),
+    "IndRNN": (rnnkit.IndRNN, {}),
+    "MinGRU": (rnnkit.MinGRU, {}),
+    "MinLSTM": (rnnkit.MinLSTM, {}),
 }
+NO_RECURRENT_WEIGHT = {"MinGRU", "MinLSTM"}  # (weight_drop is refused: nothing to drop)
 ALL = {"recurrent_dropout": 0.3, "zoneout": 0.2, "weight_drop": 0.25, "dropout": 0.2,
        "dropout_mode": "variational"}
 REGS = {
@@ -324,6 +342,8 @@ NH = 4  # the networks' hidden size
 
 def facade(name, seed=0, layers=2, bidirectional=True, **options):
     cls, opts = FACADES[name]
+    if name in NO_RECURRENT_WEIGHT:
+        options.pop("weight_drop", None)
     torch.manual_seed(seed)
     return cls(I, NH, num_layers=layers, bidirectional=bidirectional, dtype=F64,
                **opts, **options)
@@ -360,6 +380,8 @@ def twins(name, **options):
 @pytest.mark.parametrize("regs", list(REGS))
 @pytest.mark.parametrize("name", list(FACADES))
 def test_fused_equals_reference_under_a_seed(name, regs):
+    if regs == "weight_drop" and name in NO_RECURRENT_WEIGHT:
+        pytest.skip(f"{name} has no recurrent weight (weight_drop refused)")
     fused, ref = twins(name, **REGS[regs])
     x = randn(T, N, I)
     out, fin, grads = forward_backward(fused, x, LENGTHS, seed=4)
@@ -682,6 +704,14 @@ def test_weight_drop_uses_the_dropped_recurrent_weights(name, native):
     with torch.no_grad():
         assert torch.equal(run(net, x)[0], run(plain, x)[0])
         assert (run(net, x)[0] - out).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name", sorted(NO_RECURRENT_WEIGHT))
+def test_weight_drop_is_refused_where_no_weight_meets_the_state(name):
+    cls, opts = FACADES[name]
+    with pytest.raises(ValueError, match=r"^weight_drop: Min(GRU|LSTM)Cell has no recurrent "
+                                         r"weight to drop .*got 0\.3"):
+        cls(I, NH, weight_drop=0.3, **opts)
 
 
 def test_weight_drop_leaves_the_parameters_alone():

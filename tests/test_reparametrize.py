@@ -275,9 +275,10 @@ CELL_OPTIONS = {
     "scrn": {"context_size": 3, "learn_alpha": True},
 }
 # the recurrent matrix of each cell (an input matrix comes first in SCRN's parameters)
-# (an IndRNN's recurrent weight is a vector, one per unit: its matrix is the input's)
+# (an IndRNN's recurrent weight is a vector, one per unit, and minGRU's and minLSTM's state meets
+# no weight: their matrix is the input's)
 RECURRENT = {"fully": "weight_mh", "jordan": "weight_yh", "scrn": "weight_R",
-             "indrnn": "weight_ih"}
+             "indrnn": "weight_ih", "mingru": "weight_ih", "minlstm": "weight_ih"}
 
 
 def recurrent_matrix(cell: str) -> str:

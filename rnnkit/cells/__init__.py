@@ -18,6 +18,7 @@ from .gru import GRUCell
 from .indrnn import IndRNNCell
 from .jordan import JordanCell
 from .lstm import LSTMCell, LSTMState, peephole_lstm
+from .minrnn import MinGRUCell, MinLSTMCell
 from .scrn import SCRNCell, SCRNState
 
 _REGISTRY: dict[str, Callable[..., Cell]] = {}
@@ -66,6 +67,8 @@ register_cell("ctrnn", CTRNNCell)
 register_cell("peephole_lstm", peephole_lstm)
 register_cell("scrn", SCRNCell)
 register_cell("indrnn", IndRNNCell)
+register_cell("mingru", MinGRUCell)
+register_cell("minlstm", MinLSTMCell)
 
 __all__ = [
     "Cell", "ElmanCell", "GRUCell", "LSTMCell", "LSTMState",
@@ -74,4 +77,5 @@ __all__ = [
     "FullyRecurrentCell", "FullyState", "JordanCell", "irnn",
     "ClockworkCell", "ClockworkState", "CTRNNCell",
     "SCRNCell", "SCRNState", "peephole_lstm", "IndRNNCell",
+    "MinGRUCell", "MinLSTMCell",
 ]

@@ -22,6 +22,7 @@ from ..cells.gru import GRUCell
 from ..cells.indrnn import IndRNNCell
 from ..cells.jordan import JordanCell
 from ..cells.lstm import LSTMCell, LSTMState
+from ..cells.minrnn import MinGRUCell, MinLSTMCell
 from ..cells.scrn import SCRNCell
 from ._common import recording
 from .clockwork import clockwork_sequence
@@ -32,6 +33,7 @@ from .gru import gru_sequence
 from .indrnn import indrnn_sequence
 from .jordan import jordan_sequence
 from .lstm import lstm_sequence
+from .minrnn import minrnn_sequence
 from .scrn import scrn_sequence
 
 
@@ -52,6 +54,8 @@ _KERNELS: dict[type, Callable] = {
     GRUCell: gru_sequence,
     IndRNNCell: indrnn_sequence,
     LSTMCell: _lstm,
+    MinGRUCell: minrnn_sequence,
+    MinLSTMCell: minrnn_sequence,
     SCRNCell: scrn_sequence,
 }
 
@@ -61,7 +65,8 @@ _KERNELS: dict[type, Callable] = {
 # (every kernel: recurrent dropout and zoneout act inside each compiled loop)
 _TAKES_MASKS: frozenset = frozenset({elman_sequence, gru_sequence, _lstm, jordan_sequence,
                                      fully_sequence, clockwork_sequence, scrn_sequence,
-                                     ctrnn_sequence, indrnn_sequence})
+                                     ctrnn_sequence, indrnn_sequence,
+                                     minrnn_sequence})
 
 
 def takes_masks(kernel: Callable, masks, xs: Tensor, cell) -> bool:
@@ -85,5 +90,5 @@ def fused_scan(cell) -> Callable | None:
 __all__ = [
     "clockwork_sequence", "ctrnn_sequence", "elman_sequence",
     "fully_sequence", "fused_scan", "gru_sequence", "indrnn_sequence", "jordan_sequence",
-    "lstm_sequence", "scrn_sequence", "takes_masks",
+    "lstm_sequence", "minrnn_sequence", "scrn_sequence", "takes_masks",
 ]

@@ -10,7 +10,8 @@ of the Elman, GRU and LSTM ops; every other op runs its pure-torch implementatio
 
 The ops: ``elman_sequence``, ``gru_sequence``, ``lstm_sequence`` (C++, Triton and pure torch);
 ``clockwork_sequence``, ``ctrnn_sequence``, ``fully_sequence``, ``jordan_sequence``,
-``scrn_sequence`` (C++ and pure torch).
+``scrn_sequence``, ``indrnn_sequence`` (C++ and pure torch); ``minrnn_sequence`` (minGRU and
+minLSTM: a parallel scan of native torch ops, the same on every device).
 """
 
 from __future__ import annotations
@@ -20,7 +21,19 @@ import torch
 LIB = torch.library.Library("rnnkit", "DEF")  # kept alive for the whole process
 
 # the op modules define their ops in LIB as they are imported
-from . import build, clockwork, ctrnn, elman, fully, gru, indrnn, jordan, lstm, scrn  # noqa: E402
+from . import (  # noqa: E402
+    build,
+    clockwork,
+    ctrnn,
+    elman,
+    fully,
+    gru,
+    indrnn,
+    jordan,
+    lstm,
+    minrnn,
+    scrn,
+)
 
 # Implementations, most specific first: each op module's register() then fills the CPU and
 # CUDA keys still empty with its pure-torch implementation.
@@ -31,7 +44,7 @@ if torch.cuda.is_available():
     from .. import gpu
 
     gpu.register()
-for _op in (elman, gru, lstm, clockwork, ctrnn, fully, jordan, scrn, indrnn):
+for _op in (elman, gru, lstm, clockwork, ctrnn, fully, jordan, scrn, indrnn, minrnn):
     _op.register()
 # torch.compile's on-disk caches are keyed without custom op schemas: key them by ours
 from ._wiring import tag_compile_caches  # noqa: E402
@@ -45,4 +58,4 @@ def compiled() -> bool:
 
 
 __all__ = ["LIB", "build", "clockwork", "compiled", "ctrnn", "elman", "fully", "gru", "indrnn",
-           "jordan", "lstm", "scrn"]
+           "jordan", "lstm", "minrnn", "scrn"]
