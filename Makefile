@@ -49,6 +49,7 @@ bench: venv
 	$(PIP) install --quiet -e '.[bench]'
 	OMP_NUM_THREADS=2 $(PY) benchmarks/bench.py
 	OMP_NUM_THREADS=2 $(PY) benchmarks/fixed_cost.py
+	OMP_NUM_THREADS=2 $(PY) benchmarks/scan_length.py
 	OMP_NUM_THREADS=2 $(PY) benchmarks/double_backward.py
 	OMP_NUM_THREADS=2 $(PY) benchmarks/ops_gain.py
 	OMP_NUM_THREADS=2 $(PY) benchmarks/compiled.py

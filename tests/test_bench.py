@@ -175,3 +175,21 @@ def test_fixed_cost_bench_writes_its_section_against_the_speed_runs_floors(tmp_p
         assert f"| rnnkit.RecurrentNetwork('{cell}')" in lines
     assert lines["| torch.nn.RNN"].endswith("% |")  # elman's floor was given
     assert lines["| torch.nn.GRU"].endswith("|  |")  # gru's was not
+
+
+def test_scan_length_bench_writes_its_section(tmp_path):
+    bench = load_bench(SCRIPT.with_name("scan_length.py"))
+    out = tmp_path / "RESULTS.md"
+    out.write_text("<!-- begin speed -->\nkept\n<!-- end speed -->\n")
+    models = ["minGRU", "minGRU (parallel scan)", "torch.nn.LSTM"]
+    run(bench, "--lengths", "8,32", "--batch", "2", "--hidden", "8", "--repeats", "1",
+        "--models", ",".join(models), "--out", str(out))
+    text = out.read_text()
+    assert "kept" in text and "<!-- begin scan-length -->" in text
+    rows = {}  # (the time table's row of each model comes before its memory table's)
+    for line in text.splitlines():
+        if line.startswith("| "):
+            rows.setdefault(line.split(" | ")[0], line)
+    for model in models:
+        assert rows[f"| {model}"].count(" ms (") == 2, rows[f"| {model}"]  # both lengths ran
+    assert "(batch 2, hidden 8, input 8" in text and "minGRU: " in text

@@ -10,8 +10,8 @@ of the Elman, GRU and LSTM ops; every other op runs its pure-torch implementatio
 
 The ops: ``elman_sequence``, ``gru_sequence``, ``lstm_sequence`` (C++, Triton and pure torch);
 ``clockwork_sequence``, ``ctrnn_sequence``, ``fully_sequence``, ``jordan_sequence``,
-``scrn_sequence``, ``indrnn_sequence`` (C++ and pure torch); ``minrnn_sequence`` (minGRU and
-minLSTM: a parallel scan of native torch ops, the same on every device).
+``scrn_sequence``, ``indrnn_sequence``, ``minrnn_sequence`` (C++ and pure torch; minGRU's and
+minLSTM's pure-torch implementation, which CUDA runs, is the parallel scan over time).
 """
 
 from __future__ import annotations

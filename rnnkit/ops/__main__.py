@@ -18,13 +18,9 @@ def main(argv: list[str]) -> int:
     print(f"rnnkit: {build.status()}")
     from . import _wiring  # (importing rnnkit.ops registered every op)
 
-    python_only = [name for name in _wiring._specs
-                   if not _wiring.compiled_on_cpu(name) and name not in _wiring.native]
+    python_only = [name for name in _wiring._specs if not _wiring.compiled_on_cpu(name)]
     if build.wanted() and python_only:
         print(f"rnnkit: pure-torch on the CPU (no C++ loop yet): {', '.join(python_only)}")
-    if _wiring.native:
-        print(f"rnnkit: native torch ops by design (a parallel scan): "
-              f"{', '.join(sorted(_wiring.native))}")
     return 0
 
 

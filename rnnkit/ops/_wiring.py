@@ -55,9 +55,6 @@ _n_saved: dict[str, int] = {}  # name -> number of saved buffers
 # the ops whose CPU implementation was registered before register() (the compiled C++ loop)
 _compiled_cpu: set[str] = set()
 _schemas: list[str] = []  # every schema defined, in order (see schema_fingerprint)
-# the ops built of native torch ops by design (a parallel scan, no loop over time to compile):
-# their pure-torch implementation is the one for every device
-native: set[str] = set()
 
 
 def _names(schema: str) -> list[str]:

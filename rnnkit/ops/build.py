@@ -28,7 +28,7 @@ import torch
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
 SOURCES = ["clockwork.cpp", "ctrnn.cpp", "elman.cpp", "fully.cpp", "gru.cpp", "indrnn.cpp",
-           "jordan.cpp", "lstm.cpp", "scrn.cpp"]
+           "jordan.cpp", "lstm.cpp", "minrnn.cpp", "scrn.cpp"]
 NAME = "rnnkit_ops"
 
 _state: dict = {}  # "loaded": bool, "error": str

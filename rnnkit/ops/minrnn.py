@@ -56,7 +56,6 @@ from . import _wiring
 INPUTS = "Tensor x, Tensor h0, Tensor w_ih, Tensor? b_ih"
 _wiring.define("minrnn_sequence", INPUTS, 1, "bool lstm, bool reverse", ["hs", "u"],
                masks=True, norms=("ih",))
-_wiring.native.add("minrnn_sequence")
 
 
 def linear_scan(a: Tensor, b: Tensor) -> Tensor:
