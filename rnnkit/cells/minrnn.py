@@ -1,7 +1,7 @@
 r"""minGRU and minLSTM (Feng, Tung, Ahmed, Bengio & Hajimirsadeghi 2024, "Were RNNs All We
 Needed?"): gates that read only the input, so the recurrence is linear in the state,
 :math:`h_t = a_t \odot h_{t-1} + b_t`, and a whole sequence trains through a parallel scan over
-time (:mod:`rnnkit.ops.minrnn`) instead of a loop.
+time (:mod:`rnnkit.ops.minrnn`) instead of a loop of matrix products.
 """
 
 from __future__ import annotations
@@ -86,8 +86,9 @@ class MinGRUCell(_MinCell):
     paper's activation, which keeps :math:`\tilde h_t > 0`). No weight touches
     :math:`h_{t-1}`: the recurrence is linear, :math:`h_t = a_t \odot h_{t-1} + b_t` with
     :math:`a_t = 1 - z_t`, :math:`b_t = z_t \odot \tilde h_t` known for every step at once, so
-    a sequence trains through a parallel scan in :math:`O(\log T)` depth
-    (:mod:`rnnkit.ops.minrnn`); :meth:`step` is the sequential form, for streaming.
+    a sequence trains without a loop of products: through a parallel scan in :math:`O(\log
+    T)` depth on CUDA, a fused sweep over the units on the CPU (:mod:`rnnkit.ops.minrnn`);
+    :meth:`step` is the sequential form, for streaming.
 
     ``recurrent_dropout`` has no recurrent product to act in: it drops the candidate,
     :math:`z_t \odot (m \odot \tilde h_t)` (Semeniuta et al. 2016's recurrent dropout without
