@@ -129,6 +129,8 @@ class ModelConfig:
                                        "|u|, kept after every optimizer step (2^(1/T) keeps a "
                                        "ReLU unit's gradient within 2x over T steps, Li et al. "
                                        "2018)", min=-1.0, off="-1 = unbounded", metavar="G")
+    residual: bool = _opt(False, "residual connections: every layer after the first adds its "
+                          "input to its output (the residual IndRNN of Li et al. 2018; any cell)")
     embedding_size: int = _opt(100, "token embedding size (text tasks)", min=1, metavar="E")
     input_dropout: float = _opt(0.0, "dropout probability on the inputs (embeddings) and on the "
                                 "last layer's outputs (text tasks)", min=0.0, max=1.0, metavar="P")

@@ -79,17 +79,22 @@ class Bidirectional(nn.Module):
 
 
 class Stacked(nn.Module):
-    """Layers applied one after another, with dropout between layers (not after the last).
+    r"""Layers applied one after another, with dropout between layers (not after the last).
 
     The state is a list with one entry per layer. An optional ``side`` input ``(T, N, k)`` is
     appended to every layer's input (e.g. a CTRNN's per-step Δt, which every layer needs).
+    ``residual``: every layer after the first adds its input to its output,
+    :math:`x^{l+1}_t = x^l_t + \mathrm{layer}_l(\mathrm{dropout}(x^l))_t` (He et al. 2016; the
+    residual IndRNN of Li et al. 2018).
     """
 
-    def __init__(self, layers: list[nn.Module], dropout: float = 0.0, mode: str = "standard"):
+    def __init__(self, layers: list[nn.Module], dropout: float = 0.0, mode: str = "standard",
+                 residual: bool = False):
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.dropout = dropout
         self.mode = mode  # "variational": one dropout mask per sequence (rnnkit.regularize)
+        self.residual = residual
 
     def forward(
         self,
@@ -102,6 +107,7 @@ class Stacked(nn.Module):
             states = [None] * len(self.layers)
         finals = []
         for l, layer in enumerate(self.layers):
+            skip = xs if self.residual and l > 0 else None
             if l > 0 and self.dropout > 0 and self.training:
                 if self.mode == "variational":
                     xs = locked_dropout(xs, self.dropout)
@@ -109,5 +115,7 @@ class Stacked(nn.Module):
                     xs = F.dropout(xs, self.dropout, training=True)
             inputs = xs if side is None else torch.cat([xs, side], dim=-1)  # (T, N, I + k)
             xs, s = layer(inputs, states[l], lengths)
+            if skip is not None:  # (past a length both are zero: so is their sum)
+                xs = xs + skip
             finals.append(s)
         return xs, finals

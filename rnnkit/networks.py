@@ -71,6 +71,8 @@ class RecurrentNetwork(nn.Module):
             per state tensor, ``(p_h, p_c)`` for the LSTM); DropConnect on the recurrent
             weights (one mask per forward); ``"variational"`` makes ``dropout`` between layers
             one mask per sequence instead of one per step.
+        residual: every layer after the first adds its input to its output (residual
+            connections, as Li et al. 2018 stack IndRNNs deep; :class:`~rnnkit.layers.Stacked`).
         **cell_options: passed to every cell (e.g. ``nonlinearity="relu"``).
 
     Forward: ``net(input, hx=None, *, lengths=None) -> (output, h_n)`` exactly as torch.nn.LSTM:
@@ -107,6 +109,7 @@ class RecurrentNetwork(nn.Module):
         zoneout=0.0,
         weight_drop: float = 0.0,
         dropout_mode: str = "standard",
+        residual: bool = False,
         device=None,
         dtype=None,
         **cell_options,
@@ -120,7 +123,7 @@ class RecurrentNetwork(nn.Module):
         check_positive_int("hidden_size", hidden_size)
         check_positive_int("num_layers", num_layers)
         for name, flag in (("bias", bias), ("batch_first", batch_first),
-                           ("bidirectional", bidirectional)):
+                           ("bidirectional", bidirectional), ("residual", residual)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name}: expected a bool, got {type(flag).__name__} ({flag!r})")
         if not isinstance(dropout, numbers.Number) or isinstance(dropout, bool) \
@@ -149,7 +152,8 @@ class RecurrentNetwork(nn.Module):
             layers[0].cell if not bidirectional else layers[0].fwd.cell,
             recurrent_dropout=recurrent_dropout, zoneout=zoneout, weight_drop=weight_drop,
             dropout_mode=dropout_mode)
-        self.stack = Stacked(layers, self.dropout, self.regularizers.dropout_mode)
+        self.residual = residual
+        self.stack = Stacked(layers, self.dropout, self.regularizers.dropout_mode, residual)
         if self.regularizers.per_step:
             for m in self.stack.modules():
                 if isinstance(m, Recurrent):
@@ -267,9 +271,11 @@ class RecurrentNetwork(nn.Module):
 
     def _layer_by_layer(self) -> bool:
         """Whether a regularizer changes the recurrence or what passes between layers (so
-        torch's whole-stack kernel cannot run it): zoneout, or while training recurrent
-        dropout or variational dropout between layers."""
+        torch's whole-stack kernel cannot run it): residual connections, zoneout, or while
+        training recurrent dropout or variational dropout between layers."""
         reg = self.regularizers
+        if self.residual and self.num_layers > 1:  # (torch's stack kernel has no skips)
+            return True
         return bool(reg.zoneout) or self.training and bool(
             reg.recurrent_dropout or (reg.dropout_mode == "variational" and self.dropout))
 
@@ -306,7 +312,7 @@ class RecurrentNetwork(nn.Module):
         defaults = {"num_layers": 1, "nonlinearity": "tanh", "bias": True, "batch_first": False,
                     "dropout": 0.0, "bidirectional": False, "proj_size": 0,
                     "dropout_mode": "standard", "recurrent_dropout": 0.0, "zoneout": (),
-                    "weight_drop": 0.0}
+                    "weight_drop": 0.0, "residual": False}
         for name, default in defaults.items():
             value = getattr(self, name, default)
             if value != default:

@@ -128,6 +128,7 @@ def step(net, input: Tensor, state=None, *, valid: Tensor | None = None,
     new_leaves: list[list[Tensor]] = []
     with net._bound():
         for l, cell in enumerate(cells):
+            skip = x if net.residual and l > 0 else None
             if l > 0 and net.dropout > 0 and net.training:
                 x = F.dropout(x, net.dropout, training=True)
             inp = x if side is None else torch.cat([x, side], dim=-1)
@@ -143,7 +144,7 @@ def step(net, input: Tensor, state=None, *, valid: Tensor | None = None,
             if valid is not None:
                 y, s_new = masked_step(y, s_new, s, valid)
             new_leaves.append(state_leaves(s_new))
-            x = y
+            x = y if skip is None else y + skip
     out = _pack(size, [torch.stack(group) for group in zip(*new_leaves, strict=True)])
     if unbatched:
         x = x.squeeze(0)

@@ -128,3 +128,54 @@ def test_bad_options_are_named(kwargs, error, match):
         IndRNNCell(3, 4, **kwargs)
     with pytest.raises(error, match=match):
         rnnkit.IndRNN(3, 4, **kwargs)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_residual_layers_add_their_input(bidirectional):
+    """Li et al.'s residual IndRNN: layer l >= 1 outputs layer_l(x) + x; the first layer has
+    no skip. Against the same layers run one by one, masked, with the streaming steps too."""
+    torch.manual_seed(0)
+    D = 2 if bidirectional else 1
+    net = rnnkit.IndRNN(3, 4, num_layers=3, residual=True, bidirectional=bidirectional,
+                        dtype=F64)
+    plain = rnnkit.IndRNN(3, 4, num_layers=3, bidirectional=bidirectional, dtype=F64)
+    plain.load_state_dict(net.state_dict())
+    x, lengths = torch.randn(6, 2, 3, dtype=F64), torch.tensor([6, 4])
+    y, h = net(x, lengths=lengths)
+    xs = x
+    for l, layer in enumerate(plain.stack.layers):
+        out, _ = layer(xs, None, lengths)
+        xs = out + xs if l > 0 else out
+    torch.testing.assert_close(y, xs, rtol=1e-12, atol=1e-12)
+    assert (y[4:, 1] == 0).all()  # past a length: zero, skip included
+    assert net.residual and "residual=True" in repr(net)
+    if not bidirectional:
+        state, outs = None, []
+        with torch.no_grad():
+            for t in range(6):
+                o, state = net.step(x[t], state)
+                outs.append(o)
+        torch.testing.assert_close(torch.stack(outs)[:, 0], y[:, 0].detach(), rtol=1e-12,
+                                   atol=1e-12)
+    assert h.shape == (3 * D, 2, 4)
+
+
+def test_residual_stacks_of_torchs_own_cells_leave_its_kernel():
+    torch.manual_seed(0)
+    lstm = rnnkit.LSTM(4, 4, num_layers=2, residual=True, dtype=F64)
+    ref = rnnkit.LSTM(4, 4, num_layers=2, residual=True, dtype=F64, native=False,
+                      fused=False)
+    ref.load_state_dict(lstm.state_dict())
+    x = torch.randn(5, 3, 4, dtype=F64)
+    torch.testing.assert_close(lstm(x)[0], ref(x)[0], rtol=1e-12, atol=1e-12)
+    with pytest.raises(TypeError, match=r"^residual: expected a bool, got str"):
+        rnnkit.LSTM(4, 4, residual="yes")
+
+
+def test_config_residual_builds_the_skips():
+    from rnnkit.config import Config
+    from rnnkit.tasks.base import recurrent_from_config
+
+    cfg = Config()
+    cfg.model.cell, cfg.model.num_layers, cfg.model.residual = "indrnn", 2, True
+    assert recurrent_from_config(cfg.model, 5).residual

@@ -139,6 +139,8 @@ def regularizer_options(model_cfg) -> dict:
             else model_cfg.zoneout
     if model_cfg.layer_norm:
         opts["layer_norm"] = True
+    if model_cfg.residual:
+        opts["residual"] = True
     if model_cfg.forget_bias:
         key = "tau_init" if model_cfg.cell == "ctrnn" else "forget_bias"
         value = model_cfg.forget_bias
