@@ -9,7 +9,7 @@ from torch.overrides import TorchFunctionMode
 
 import rnnkit
 from rnnkit.cells import MinGRUCell, MinLSTMCell
-from rnnkit.ops.minrnn import linear_scan
+from rnnkit.ops.minrnn import linear_scan, linear_scan_
 
 F64 = torch.float64
 
@@ -44,7 +44,7 @@ def test_cell_step_is_the_papers_equations(cls):
     assert y is h_new
 
 
-@pytest.mark.parametrize("T", [1, 2, 3, 7, 64, 1000])
+@pytest.mark.parametrize("T", [1, 2, 3, 7, 64, 1000, 1025])
 def test_linear_scan_is_the_loop(T):
     gen = torch.Generator().manual_seed(T)
     a = torch.rand(T, 3, 4, dtype=F64, generator=gen)
@@ -54,6 +54,8 @@ def test_linear_scan_is_the_loop(T):
         h = a[t] * h + b[t]
         want.append(h)
     torch.testing.assert_close(linear_scan(a, b), torch.stack(want), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(linear_scan_(a.clone(), b.clone()), torch.stack(want), rtol=1e-12,
+                               atol=1e-12)
 
 
 class _Count(TorchFunctionMode):

@@ -80,6 +80,27 @@ def linear_scan(a: Tensor, b: Tensor) -> Tensor:
     return torch.stack([h_even, h_odd], 1).reshape(b.shape)
 
 
+def linear_scan_(a: Tensor, b: Tensor) -> Tensor:
+    """:func:`linear_scan` in place, for calls autograd does not record: ``b`` becomes the
+    states and ``a`` is overwritten. The same pairwise composition as a Brent-Kung scan over
+    strided views, without the copies: an up-sweep (level d composes each block of 2d steps
+    from its two halves, at steps 2d-1, 4d-1, ...) and a down-sweep (level d completes steps
+    3d-1, 5d-1, ... from the prefix d steps before), :math:`2 \\log_2 T` levels. Returns
+    ``b``."""
+    T, d = a.shape[0], 1
+    while 2 * d <= T:
+        hi, lo = slice(2 * d - 1, T, 2 * d), slice(d - 1, T - d, 2 * d)
+        b[hi].addcmul_(a[hi], b[lo])
+        a[hi].mul_(a[lo])
+        d *= 2
+    d //= 2
+    while d >= 1:
+        hi, lo = slice(3 * d - 1, T, 2 * d), slice(2 * d - 1, T - d, 2 * d)
+        b[hi].addcmul_(a[hi], b[lo])
+        d //= 2
+    return b
+
+
 def _coefficients(u: Tensor, H: int, lstm: bool, valid, drop=None, zone=None):
     """``(z, cand, a, b)`` of every step in time order, ``(T, N, H)`` each: the update gate,
     the candidate and the scan's coefficients (the masks and padding applied)."""
@@ -101,8 +122,16 @@ def _visit(t: Tensor, reverse: bool) -> Tensor:
 
 
 def _scan(a: Tensor, b: Tensor, h0: Tensor, reverse: bool) -> Tensor:
-    """The slots ``hs`` ``(T + 1, N, H)`` of the recurrence ``h = a h + b`` from ``h0``."""
+    """The slots ``hs`` ``(T + 1, N, H)`` of the recurrence ``h = a h + b`` from ``h0``
+    (differentiable where autograd records, else in place over ``a`` and a copy of ``b``)."""
     a, b = _visit(a, reverse), _visit(b, reverse)
+    if not torch.is_grad_enabled():
+        hs = torch.empty((a.shape[0] + 1, *a.shape[1:]), dtype=a.dtype, device=a.device)
+        hs[0] = h0
+        hs[1:] = b
+        hs[1].addcmul_(a[0], h0)
+        linear_scan_(a, hs[1:])  # (a: a temporary of this call, or a flipped copy)
+        return _visit(hs, reverse)
     b = torch.cat([torch.addcmul(b[:1], a[:1], h0.unsqueeze(0)), b[1:]])
     hs = torch.cat([h0.unsqueeze(0), linear_scan(a, b)])
     return _visit(hs, reverse)
@@ -144,7 +173,7 @@ def _python_backward(grad_ys, grad_h_t, x, h0, w_ih, b_ih, hs, u, valid, lstm, r
     a_v, gy_v = _visit(a, reverse), _visit(gy, reverse)
     c = torch.cat([gy_v[:-1], (gy_v[-1] + grad_h_t).unsqueeze(0)]).flip(0)
     alpha = torch.cat([a_v[:1], a_v[1:].flip(0)])  # (alpha_0 multiplies nothing)
-    gamma = _visit(linear_scan(alpha, c).flip(0), reverse)  # back in time order
+    gamma = _visit(linear_scan_(alpha, c).flip(0), reverse)  # back in time order
     dh0 = _visit(a, reverse)[0] * _visit(gamma, reverse)[0]
     before = hs[1:] if reverse else hs[:-1]
     g = gamma if valid is None else gamma * valid.unsqueeze(2)
