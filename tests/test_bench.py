@@ -193,3 +193,17 @@ def test_scan_length_bench_writes_its_section(tmp_path):
     for model in models:
         assert rows[f"| {model}"].count(" ms (") == 2, rows[f"| {model}"]  # both lengths ran
     assert "(batch 2, hidden 8, input 8" in text and "minGRU: " in text
+
+
+def test_long_lag_bench_writes_a_section_per_task(tmp_path):
+    bench = load_bench(SCRIPT.with_name("long_lag.py"))
+    out = tmp_path / "RESULTS.md"
+    bench.main(["--cells", "elman,mingru", "--steps", "2", "--every", "1", "--adding-length",
+                "5", "--copy-length", "3", "--out", str(out)])
+    text = out.read_text()
+    for task in ("adding", "copy"):
+        assert f"<!-- begin long-lag-{task} -->" in text
+        assert f"| {task}, T = " in text
+        rows = json.loads(out.with_name(f"long-lag-{task}.json").read_text())
+        assert [r["cell"] for r in rows] == ["elman", "mingru"]
+        assert all(r["steps"] == 2 or r["solved_at"] for r in rows)
