@@ -28,8 +28,7 @@ NETS = {
     "rnn-relu": lambda: rnnkit.RNN(I, H, nonlinearity="relu"),
     # the cells without an ONNX operator: torch's scan over the cell's step, an ONNX Scan
     **{c: (lambda c=c: rnnkit.RecurrentNetwork(c, I, H, num_layers=2, bidirectional=True))
-       for c in ("jordan", "fully", "clockwork", "ctrnn", "scrn", "indrnn", "mingru",
-                 "minlstm")},
+       for c in ("jordan", "fully", "clockwork", "ctrnn", "scrn", "indrnn", "mingru")},
     # layer normalization and zoneout (its evaluation mix): a Scan over the cell's step too
     "lstm-scan-layer-norm": lambda: rnnkit.LSTM(I, H, num_layers=2, bidirectional=True,
                                                 layer_norm=True),
