@@ -34,7 +34,7 @@ import rnnkit
 
 sys.path.insert(0, str(Path(__file__).parent))  # the scripts' shared helper beside them
 from floor import Floor, products  # noqa: E402
-from results_file import machine, write_section  # noqa: E402
+from results_file import machine, peak_rss_kib, write_section  # noqa: E402, F401
 
 try:  # benchmark-only dependency: `pip install -e '.[bench]'`
     import torchrecurrent
@@ -138,14 +138,6 @@ def peak_bytes(row: str, cell: str, H: int, T: int, threads: int) -> int:
                              capture_output=True, text=True, check=True)
         runs.append(int(out.stdout.strip().splitlines()[-1]) * 1024)
     return int(statistics.median(runs))
-
-
-def peak_rss_kib() -> int:
-    """This process's peak resident set size so far, in KiB (Linux's VmHWM)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmHWM in /proc/self/status: peak memory needs Linux")
 
 
 def floors(cells: set[str], H: int, x: torch.Tensor) -> dict[str, tuple[Floor, Floor]]:

@@ -24,6 +24,15 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
+def peak_rss_kib() -> int:
+    """This process's peak resident set size so far, in KiB (Linux's VmHWM; not ``ru_maxrss``,
+    which Linux carries across fork and exec, so a child would start at its parent's peak)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status: peak memory needs Linux")
+
+
 def write_section(path: Path, name: str, text: str) -> str:
     """Put ``text`` as section ``name`` of ``path`` (replacing that section, or appending it
     when the file has none); return the whole new file."""

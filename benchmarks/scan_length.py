@@ -7,8 +7,9 @@ levels, what CUDA runs; ``RNNKIT_KERNELS=python``) and the cell's own sequential
 A train step is the forward over the whole sequence and the backward of a loss on every output.
 Each case runs in its own process (so one case's freed memory does not flatter the next): one
 warm-up step, then the median of ``--repeats`` timed steps; its peak memory is the growth of
-the process's peak resident set over the warm-up step. The growth of a model's time with T is
-the log-log slope between the shortest and the longest sequence (1: linear).
+the process's peak resident set (VmHWM, as ``bench.py`` measures it) over the warm-up step.
+The growth of a model's time with T is the log-log slope between the shortest and the longest
+sequence (1: linear).
 
     python benchmarks/scan_length.py            # writes the `scan-length` section of RESULTS.md
 """
@@ -19,7 +20,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_file import machine, write_section  # noqa: E402
+from results_file import machine, peak_rss_kib, write_section  # noqa: E402
 
 N, H = 8, 256
 LENGTHS = (256, 1024, 4096, 16384)
@@ -40,11 +40,6 @@ MODELS = {  # name: (what builds it, the longest T it runs, environment)
     "torch.nn.LSTM": ("torch.nn.LSTM(H, H)", 16384, {}),
     "minGRU (sequential steps)": ("rnnkit.MinGRU(H, H, fused=False)", 4096, {}),
 }
-
-
-def _rss_kb() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * (resource.getpagesize() // 1024)
 
 
 def run_case(model: str, T: int, repeats: int, N: int = N, H: int = H) -> dict:
@@ -61,9 +56,11 @@ def run_case(model: str, T: int, repeats: int, N: int = N, H: int = H) -> dict:
         y, _ = net(x)
         (y * g).sum().backward()
 
-    before = _rss_kb()
+    with torch.no_grad():
+        net(x[:2])  # the module's and the ops' one-time allocations
+    before = peak_rss_kib()
     train_step()
-    peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    peak_mb = (peak_rss_kib() - before) / 1024
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -135,7 +132,8 @@ def report(results: dict, repeats: int, N: int = N, H: int = H) -> str:
         "",
         *mem,
         "",
-        "Peak memory: the growth of the process's peak resident set over one train step.",
+        "Peak memory: the growth of the process's peak resident set (VmHWM) over one train "
+        "step, after a short forward that makes the one-time allocations.",
     ])
 
 

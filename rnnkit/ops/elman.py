@@ -29,19 +29,29 @@ def _slots(x, h0, w_ih, w_hh, b_ih, b_hh, valid, relu: bool, reverse: bool, drop
     """The forward in differentiable torch ops: ``(ys, hs)`` (with the regularizer masks:
     ``h_{t-1} -> drop h_{t-1}`` in the product, ``h_t = lerp(h~_t, h_{t-1}, zone_t)``; with
     layer normalization ``LN_ih(W_ih x_t) + LN_hh(W_hh h_{t-1}) + b``)."""
-    T = x.shape[0]
     u = _wiring.project(x, w_ih, b_ih, ln_ih)
     if b_hh is not None:
         u = u + b_hh
     phi = torch.relu if relu else torch.tanh
-    st = steps(T, reverse)
-    slots: list = [None] * (T + 1)
+
+    def recurrent(u_t, h_m):  # u_t + W_hh h_m, or + LN_hh(W_hh h_m)
+        return (torch.addmm(u_t, h_m, w_hh.t()) if ln_hh is None else
+                u_t + _wiring.project(h_m, w_hh, None, ln_hh))
+
+    return forward_slots(u, h0, recurrent, phi, valid, reverse, drop, zone)
+
+
+def forward_slots(u, h0, recurrent, phi, valid, reverse: bool, drop=None, zone=None):
+    """The forward loop of ``h_t = phi(recurrent(u_t, m h_{t-1}))``: ``(ys, hs)``, with the
+    recurrent dropout mask ``m`` (``drop``) on the state entering the recurrent term, zoneout
+    ``h_t = lerp(h~_t, h_{t-1}, zone_t)`` and the state carried past a length (Elman:
+    ``u_t + W_hh h``; IndRNN: ``u_t + u * h``; :func:`deltas` is its backward)."""
+    st = steps(u.shape[0], reverse)
+    slots: list = [None] * (u.shape[0] + 1)
     slots[st.first] = h0
     for t in st.order:
         h_in = slots[t + st.off_in]
-        h_m = h_in if drop is None else h_in * drop
-        h = phi(torch.addmm(u[t], h_m, w_hh.t()) if ln_hh is None else
-                u[t] + _wiring.project(h_m, w_hh, None, ln_hh))
+        h = phi(recurrent(u[t], h_in if drop is None else h_in * drop))
         if zone is not None:
             h = torch.lerp(h, h_in, zone[t])
         if valid is not None:

@@ -25,9 +25,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..kernels._common import befores, outputs, steps
+from ..kernels._common import befores, steps
 from . import _wiring
-from .elman import deltas
+from .elman import deltas, forward_slots
 
 INPUTS = "Tensor x, Tensor h0, Tensor w_ih, Tensor u, Tensor? b_ih"
 _wiring.define("indrnn_sequence", INPUTS, 1, "bool relu, bool reverse", ["hs"], masks=True,
@@ -39,25 +39,9 @@ def _slots(x, h0, w_ih, u, b_ih, valid, relu: bool, reverse: bool, drop=None, zo
     """The forward in differentiable torch ops: ``(ys, hs)`` (with the regularizer masks:
     ``h_{t-1} -> drop h_{t-1}`` in the recurrent term, ``h_t = lerp(h~_t, h_{t-1}, zone_t)``;
     with layer normalization ``LN_ih(W_ih x_t) + b_ih``)."""
-    T = x.shape[0]
     a = _wiring.project(x, w_ih, b_ih, ln_ih)  # (T, N, H)
-    phi = torch.relu if relu else torch.tanh
-    st = steps(T, reverse)
-    slots: list = [None] * (T + 1)
-    slots[st.first] = h0
-    for t in st.order:
-        h_in = slots[t + st.off_in]
-        h = phi(a[t] + (h_in if drop is None else h_in * drop) * u)
-        if zone is not None:
-            h = torch.lerp(h, h_in, zone[t])
-        if valid is not None:
-            h = torch.where(valid[t].unsqueeze(1), h, h_in)
-        slots[t + st.off_out] = h
-    hs = torch.stack(slots)
-    ys = outputs(hs, reverse)
-    if valid is not None:
-        ys = ys * valid.unsqueeze(2)
-    return ys, hs
+    return forward_slots(a, h0, lambda a_t, h_m: a_t + h_m * u,
+                         torch.relu if relu else torch.tanh, valid, reverse, drop, zone)
 
 
 def reference(x, h0, w_ih, u, b_ih, valid, relu: bool, reverse: bool, drop=None, zone=None,
