@@ -44,7 +44,7 @@ that loops over time): what runs on CUDA, where the time axis is what is wide, a
 the C++ ops did not build. On the CPU ``rnnkit/csrc/minrnn.cpp`` runs: there the units (batch
 rows times blocks of 64) already outnumber the cores' lanes, so it splits the units across the
 threads and sweeps each block's steps in one fused pass, half the scan's work and none of its
-passes over memory (``benchmarks/scan_length.py``: 4x faster at T = 16384). The frame every
+passes over memory (``benchmarks/scan_length.py``: 3.5x faster at T = 16384). The frame every
 op shares and its autograd: :mod:`rnnkit.ops._wiring`.
 """
 
